@@ -1,0 +1,1 @@
+"""ONNX and TensorRT export (``migr_rt.export``); filled by the export issue."""

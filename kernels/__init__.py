@@ -1,0 +1,1 @@
+"""Triton kernels with their torch references (``migr_rt.kernels``)."""
