@@ -1,0 +1,162 @@
+"""Checkpoint folders that are safe to load: safetensors only, every file's SHA-256 recorded and checked.
+
+A checkpoint is a folder with ``config.json``, ``model.safetensors``, the
+tokenizer files and ``checksums.json``. Loading refuses any pickle-format
+file in the folder (even one the loader would not read: its presence means
+the folder is not what we wrote) and any file whose hash differs from the
+record. Saving goes to a temporary sibling folder that is swapped into
+place, so an interrupted save never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from migr_rt.model.modeling import MigrForEmotionReasoning
+
+logger = logging.getLogger(__name__)
+
+CHECKSUM_FILE = "checksums.json"
+CHECKSUM_FORMAT = 1
+#: Suffixes of pickle-based weight or object files, refused on load.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"})
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder that must not be loaded; the message names the file and the problem."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> Path:
+    """Record the SHA-256 of every file in ``folder`` (recursively) in ``checksums.json``."""
+    folder = Path(folder)
+    files = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != CHECKSUM_FILE
+    }
+    target = folder / CHECKSUM_FILE
+    tmp = folder / f".{CHECKSUM_FILE}.tmp"
+    tmp.write_text(json.dumps({"format": CHECKSUM_FORMAT, "sha256": files}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def verify_checkpoint(folder: str | Path) -> Path:
+    """Check a checkpoint folder before anything in it is deserialised; return its resolved path.
+
+    Raises :class:`CheckpointError` for: a path that is not a local folder,
+    pickle-format files, a missing or unreadable ``checksums.json``, a
+    recorded file that is missing, and a file whose SHA-256 differs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{folder}: not a local checkpoint folder (migr-rt never downloads weights; "
+            "pass a folder written by save_checkpoint or `migr-rt train`)"
+        )
+    pickled = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise CheckpointError(
+            f"{folder}: refusing to load a checkpoint that contains pickle-format files {pickled}; "
+            "migr-rt loads safetensors only"
+        )
+    record_path = folder / CHECKSUM_FILE
+    if not record_path.is_file():
+        raise CheckpointError(f"{record_path}: missing; cannot verify the checkpoint's files")
+    try:
+        record = json.loads(record_path.read_text())
+        files = record["sha256"]
+        if record.get("format") != CHECKSUM_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"unsupported format {record.get('format')!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{record_path}: unreadable checksum record ({exc})") from exc
+    for rel, expected in files.items():
+        path = (folder / rel).resolve()
+        if folder.resolve() not in path.parents:
+            raise CheckpointError(f"{record_path}: entry {rel!r} points outside the checkpoint folder")
+        if not path.is_file():
+            raise CheckpointError(f"{folder / rel}: recorded in {CHECKSUM_FILE} but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"{folder / rel}: SHA-256 mismatch (recorded {expected[:12]}..., found {actual[:12]}...); "
+                "the file was modified or corrupted after saving"
+            )
+    if "config.json" not in files:
+        raise CheckpointError(f"{folder}: no config.json recorded; not a migr-rt checkpoint")
+    return folder
+
+
+def save_checkpoint(
+    model: MigrForEmotionReasoning,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    extra_files: dict[str, str | bytes] | None = None,
+) -> Path:
+    """Write model, tokenizer and ``extra_files`` (e.g. a model card) atomically to ``out_dir``.
+
+    The folder is assembled next to ``out_dir`` and renamed into place; an
+    existing checkpoint there is replaced only once the new one is complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        for name, content in (extra_files or {}).items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content if isinstance(content, bytes) else content.encode())
+        model.save_pretrained(staging)  # writes checksums.json over everything above
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.replace(out_dir, retired)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(retired, out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def load_checkpoint(
+    folder: str | Path, device: str = "cpu", dtype=None
+) -> tuple[MigrForEmotionReasoning, PreTrainedTokenizerBase]:
+    """Verify and load a checkpoint folder: ``(model in eval mode, tokenizer)``."""
+    from transformers import PreTrainedTokenizerFast
+
+    from migr_rt.model.modeling import MigrForEmotionReasoning
+
+    folder = verify_checkpoint(folder)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = MigrForEmotionReasoning.from_pretrained(folder, **kwargs).to(device).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    return model, tokenizer

@@ -1,0 +1,106 @@
+"""Configuration of the MIGR omni model: encoders, projectors, the decoder and the token layout.
+
+Everything the runtime needs to preprocess inputs (frames per window, face size,
+audio window, mel parameters) lives here, so a checkpoint describes itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import ClassVar
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from migr_rt.labels import DFEW_LABELS, MODALITIES, validate_labels
+
+#: Default decoder: a small Qwen2 that a 2-core CPU trains in minutes. GQA
+#: (6 query heads over 2 KV heads, head dim 32) keeps the kernels honest.
+DEFAULT_TEXT_CONFIG: dict = {
+    "hidden_size": 192,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+    "vocab_size": 1024,
+    "rms_norm_eps": 1e-6,
+    "attention_dropout": 0.0,
+}
+
+
+class MigrConfig(PreTrainedConfig):
+    """Config of :class:`~migr_rt.model.modeling.MigrForEmotionReasoning`.
+
+    ``special_token_ids`` and ``label_token_ids`` are filled from the tokenizer
+    when the model is built, so the model finds its placeholder tokens and the
+    answer-slot label tokens without needing the tokenizer at run time.
+    """
+
+    model_type = "migr"
+    sub_configs_defaults: ClassVar[dict] = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2", init_kwargs=DEFAULT_TEXT_CONFIG),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    labels: list[str] = field(default_factory=lambda: list(DFEW_LABELS))
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    # visual front end: T face crops of face_size x face_size per window
+    num_frames: int = 8
+    face_size: int = 64
+    visual_channels: list[int] = field(default_factory=lambda: [24, 48, 96, 128])
+    visual_dim: int = 128
+    num_visual_tokens: int = 4
+    # audio front end: audio_seconds of mono audio at sample_rate -> log-mel
+    sample_rate: int = 16000
+    audio_seconds: float = 2.0
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 7600.0
+    audio_channels: int = 128
+    audio_dim: int = 128
+    num_audio_tokens: int = 8
+    # token layout (filled from the tokenizer)
+    special_token_ids: dict[str, int] = field(default_factory=dict)
+    label_token_ids: list[int] = field(default_factory=list)
+    prompt: str = "which emotion does the person show?"
+    prompt_token_ids: list[int] = field(default_factory=list)
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.labels = list(validate_labels(self.labels))
+        if list(self.modalities) != list(MODALITIES):
+            raise ValueError(f"modalities must be {list(MODALITIES)} (the sequence layout is fixed), got {self.modalities}")
+        for name in ("num_frames", "face_size", "visual_dim", "num_visual_tokens", "sample_rate", "n_fft",
+                     "hop_length", "n_mels", "audio_channels", "audio_dim", "num_audio_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MigrConfig.{name} must be a positive integer, got {value!r}")
+        if self.audio_seconds <= 0:
+            raise ValueError(f"MigrConfig.audio_seconds must be positive, got {self.audio_seconds!r}")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(f"MigrConfig needs 0 <= f_min < f_max <= sample_rate/2, got {self.f_min}, {self.f_max}")
+        if self.face_size % 16:
+            raise ValueError(f"MigrConfig.face_size must be a multiple of 16 (four stride-2 convs), got {self.face_size}")
+        if self.label_token_ids and len(self.label_token_ids) != len(self.labels):
+            raise ValueError(
+                f"MigrConfig has {len(self.labels)} labels but {len(self.label_token_ids)} label token ids"
+            )
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def audio_samples(self) -> int:
+        """Samples per analysis window."""
+        return int(round(self.audio_seconds * self.sample_rate))
+
+    @property
+    def modality_token_counts(self) -> tuple[int, ...]:
+        return (self.num_visual_tokens, self.num_audio_tokens)

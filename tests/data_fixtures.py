@@ -1,0 +1,235 @@
+"""Builders of tiny fake dataset trees with the real datasets' exact names and layouts.
+
+The media are real files written through PyAV (H.264/AAC MP4, FLV, PCM WAV),
+64x64 and well under a second, so the readers are exercised end to end without
+mocks and the whole data test set stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from migr_rt.media import write_media
+
+SIZE = 64
+DURATION = 0.6  # seconds of every generated clip unless told otherwise
+
+
+def frames_for(seed: int, seconds: float = DURATION, fps: float = 25.0) -> np.ndarray:
+    """A moving coloured bar pattern, distinct per seed, ``(T, 64, 64, 3)`` uint8."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 215, size=3)
+    count = max(1, int(round(seconds * fps)))
+    out = np.empty((count, SIZE, SIZE, 3), np.uint8)
+    cols = np.arange(SIZE)
+    for t in range(count):
+        bar = ((cols + 3 * t) // 8) % 2  # vertical bars drifting right
+        out[t] = (base[None, None, :] * (0.5 + 0.5 * bar[None, :, None])).astype(np.uint8)
+    return out
+
+
+def tone(seconds: float = DURATION, sample_rate: int = 16000, freq: float = 440.0) -> np.ndarray:
+    """A sine tone at amplitude 0.3, float32 mono."""
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_av(
+    path: Path,
+    *,
+    seed: int = 0,
+    video: bool = True,
+    audio: bool = True,
+    seconds: float = DURATION,
+    fps: float = 25.0,
+    sample_rate: int = 16000,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+) -> Path:
+    """Write a clip with the requested streams (at least one)."""
+    return write_media(
+        path,
+        frames_for(seed, seconds, fps) if video else None,
+        fps,
+        tone(seconds, sample_rate, 300.0 + 50 * seed) if audio else None,
+        sample_rate,
+        video_codec=video_codec,
+        audio_codec=audio_codec,
+    )
+
+
+def write_wav(path: Path, *, seconds: float = DURATION, sample_rate: int = 16000, freq: float = 440.0) -> Path:
+    """A PCM s16 mono WAV, as the audio-only datasets ship."""
+    return write_media(path, None, 25.0, tone(seconds, sample_rate, freq), sample_rate, audio_codec="pcm_s16le")
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut a good file to ``keep`` of its bytes, like an interrupted copy."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def make_empty(path: Path) -> Path:
+    """A zero-byte file under the given name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+# ---------------------------------------------------------------------- DFEW
+
+
+def dfew_csv(root: Path, split: str, fold: int) -> Path:
+    return root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / f"set_{fold}.csv"
+
+
+def dfew_video(root: Path, number: int) -> Path:
+    return root / "Clip" / "original" / f"{number}.mp4"
+
+
+def write_dfew_csv(
+    root: Path, split: str, fold: int, rows: Iterable[Sequence[object]], *, bom: bool = False, crlf: bool = False
+) -> Path:
+    """Write ``video_name,label`` and the rows (any cells; malformed rows on purpose allowed)."""
+    path = dfew_csv(root, split, fold)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\r\n" if crlf else "\n")
+        writer.writerow(["video_name", "label"])
+        for row in rows:
+            writer.writerow(list(row))
+    return path
+
+
+def build_dfew(
+    root: Path,
+    splits: Mapping[tuple[str, int], Sequence[tuple[int, int]]],
+    *,
+    media: bool = True,
+    **av_options: object,
+) -> Path:
+    """DFEW tree: one CSV per (split, fold) with (video_name, code) rows, and a clip per named number.
+
+    ``media=False`` writes zero-byte placeholders (enough for index-only tests).
+    """
+    (root / "Clip" / "original").mkdir(parents=True, exist_ok=True)
+    numbers: set[int] = set()
+    for (split, fold), rows in splits.items():
+        write_dfew_csv(root, split, fold, rows)
+        numbers.update(n for n, _ in rows)
+    for n in sorted(numbers):
+        if media:
+            write_av(dfew_video(root, n), seed=n, **av_options)  # type: ignore[arg-type]
+        else:
+            make_empty(dfew_video(root, n))
+    return root
+
+
+# ---------------------------------------------------------------------- MAFW
+
+
+def mafw_txt(root: Path, split: str, fold: int) -> Path:
+    return root / "Train & Test Set" / "single" / "no_caption" / f"set_{fold}" / f"{split}.txt"
+
+
+def mafw_video(root: Path, number: int) -> Path:
+    return root / "data" / "clips" / f"{number:05d}.mp4"
+
+
+def write_mafw_txt(root: Path, split: str, fold: int, lines: Iterable[str]) -> Path:
+    path = mafw_txt(root, split, fold)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def build_mafw(
+    root: Path, splits: Mapping[tuple[str, int], Sequence[tuple[int, str]]], *, media: bool = True
+) -> Path:
+    """MAFW tree: ``{05d}.mp4 label`` lines per (split, fold) and a clip per named number."""
+    (root / "data" / "clips").mkdir(parents=True, exist_ok=True)
+    numbers: set[int] = set()
+    for (split, fold), rows in splits.items():
+        write_mafw_txt(root, split, fold, [f"{n:05d}.mp4 {label}" for n, label in rows])
+        numbers.update(n for n, _ in rows)
+    for n in sorted(numbers):
+        if media:
+            write_av(mafw_video(root, n), seed=n)
+        else:
+            make_empty(mafw_video(root, n))
+    return root
+
+
+# ---------------------------------------------------------------------- RAVDESS
+
+
+def ravdess_name(
+    modality: int = 1,
+    channel: int = 1,
+    emotion: int = 1,
+    intensity: int = 1,
+    statement: int = 1,
+    repetition: int = 1,
+    actor: int = 1,
+) -> str:
+    """``MM-VV-EE-II-SS-RR-AA`` without extension."""
+    return "-".join(f"{v:02d}" for v in (modality, channel, emotion, intensity, statement, repetition, actor))
+
+
+def ravdess_path(root: Path, stem: str, folder_actor: int | None = None) -> Path:
+    """Where a RAVDESS file lives: video modalities in ``Actor_XX``, audio-only under ``Audio_Speech_Actors_01-24``."""
+    actor = folder_actor if folder_actor is not None else int(stem.split("-")[-1])
+    if stem.startswith("03-"):
+        return root / "Audio_Speech_Actors_01-24" / f"Actor_{actor:02d}" / f"{stem}.wav"
+    return root / f"Actor_{actor:02d}" / f"{stem}.mp4"
+
+
+def write_ravdess(root: Path, stem: str, *, folder_actor: int | None = None, media: bool = True, seed: int = 0) -> Path:
+    """One RAVDESS file like the real ones: 30 fps H.264 + 48 kHz AAC (full-AV), silent mp4 (video-only), wav."""
+    path = ravdess_path(root, stem, folder_actor)
+    if not media:
+        return make_empty(path)
+    modality = stem[:2]
+    if modality == "03":
+        return write_wav(path, sample_rate=48000)
+    return write_av(path, seed=seed, audio=(modality == "01"), fps=30.0, sample_rate=48000)
+
+
+# ---------------------------------------------------------------------- CREMA-D
+
+
+def cremad_paths(root: Path, stem: str) -> tuple[Path, Path]:
+    return root / "VideoFlash" / f"{stem}.flv", root / "AudioWAV" / f"{stem}.wav"
+
+
+def write_cremad(
+    root: Path,
+    stem: str,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    media: bool = True,
+    wav_seconds: float = 0.8,
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """A CREMA-D pair: 30 fps FLV whose own audio lasts 0.6 s, and a 16 kHz WAV of ``wav_seconds``.
+
+    The two audio lengths differ on purpose, so a test can tell which one the reader used.
+    """
+    flv, wav = cremad_paths(root, stem)
+    if video:
+        if media:
+            write_av(flv, seed=seed, fps=30.0, sample_rate=44100, video_codec="flv", audio_codec="aac")
+        else:
+            make_empty(flv)
+    if audio:
+        if media:
+            write_wav(wav, seconds=wav_seconds)
+        else:
+            make_empty(wav)
+    return flv, wav
