@@ -103,22 +103,33 @@ class LogMel(nn.Module):
 
     The STFT is a strided convolution with fixed windowed cos/sin kernels, so
     the whole front end is one Conv + MatMul in ONNX and runs in TensorRT
-    without an STFT op. The kernels are derived from the config, not stored.
+    without an STFT op. The kernels are derived from the config, not stored
+    in checkpoints (:meth:`reset_buffers` rebuilds them after loading).
     """
 
     def __init__(self, config: MigrConfig) -> None:
         super().__init__()
-        n_fft, hop = config.n_fft, config.hop_length
-        window = np.hanning(n_fft + 1)[:-1]
-        k = np.arange(n_fft // 2 + 1)[:, None]
-        n = np.arange(n_fft)[None, :]
-        angle = 2 * np.pi * k * n / n_fft
+        self.n_fft, self.hop = config.n_fft, config.hop_length
+        self.mel_args = (config.n_fft, config.n_mels, config.sample_rate, config.f_min, config.f_max)
+        self.pad = self.n_fft - self.hop  # right pad so a window of S samples gives S // hop frames
+        self.register_buffer("dft", torch.empty(2 * (self.n_fft // 2 + 1), 1, self.n_fft), persistent=False)
+        self.register_buffer("mel", torch.empty(self.n_fft // 2 + 1, config.n_mels), persistent=False)
+        self.reset_buffers()
+
+    def kernels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windowed DFT kernels ``(2 * bins, 1, n_fft)`` and the mel filterbank ``(bins, n_mels)``."""
+        window = np.hanning(self.n_fft + 1)[:-1]
+        k = np.arange(self.n_fft // 2 + 1)[:, None]
+        n = np.arange(self.n_fft)[None, :]
+        angle = 2 * np.pi * k * n / self.n_fft
         basis = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window]).astype(np.float32)
-        self.register_buffer("dft", torch.from_numpy(basis)[:, None, :], persistent=False)
-        fb = mel_filterbank(n_fft, config.n_mels, config.sample_rate, config.f_min, config.f_max)
-        self.register_buffer("mel", torch.from_numpy(fb), persistent=False)
-        self.hop = hop
-        self.pad = n_fft - hop  # right pad so a window of S samples gives S // hop frames
+        return torch.from_numpy(basis)[:, None, :], torch.from_numpy(mel_filterbank(*self.mel_args))
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        dft, mel = self.kernels()
+        self.dft.copy_(dft)
+        self.mel.copy_(mel)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         # Always fp32: spectral power of a loud window overflows fp16.

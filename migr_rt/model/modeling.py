@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from migr_rt.model.config import MigrConfig
-from migr_rt.model.encoders import AudioEncoder, Projector, VisualEncoder
+from migr_rt.model.encoders import AttentionPool, AudioEncoder, LogMel, Projector, VisualEncoder
 
 
 @dataclass
@@ -37,6 +38,24 @@ class MigrPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["Qwen2DecoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Also (re)build what checkpoints do not store: derived buffers and pooling queries.
+
+        transformers materialises a loaded model from the meta device and
+        relies on this hook for non-persistent buffers.
+        """
+        super()._init_weights(module)
+        if isinstance(module, LogMel):
+            dft, mel = module.kernels()
+            init.copy_(module.dft, dft)
+            init.copy_(module.mel, mel)
+        elif isinstance(module, AttentionPool):
+            init.normal_(module.queries, std=module.queries.shape[-1] ** -0.5)
+            init.zeros_(module.position)
+        elif isinstance(module, MigrForEmotionReasoning):
+            init.copy_(module.label_token_ids, torch.tensor(self.config.label_token_ids, dtype=torch.long))
 
 
 class MigrForEmotionReasoning(MigrPreTrainedModel):
