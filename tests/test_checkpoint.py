@@ -9,7 +9,7 @@ import torch
 
 from migr_rt.model import CheckpointError, MigrForEmotionReasoning, load_checkpoint, save_checkpoint
 from migr_rt.model.layout import scoring_batch
-from tests.conftest import random_inputs
+from model_fixtures import random_inputs
 
 
 def _structural(config) -> dict:

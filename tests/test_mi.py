@@ -9,7 +9,7 @@ import torch
 
 from migr_rt.mi import importance_from_log_probs, score_modality_importance, variant_visibility
 from migr_rt.model.layout import scoring_batch
-from tests.conftest import random_inputs
+from model_fixtures import random_inputs
 
 
 def test_variant_visibility_layout():

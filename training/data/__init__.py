@@ -8,7 +8,7 @@ media problems are typed errors (``on_error="raise"``) or counted skips
 :func:`open_dataset`, e.g. ``open_dataset("dfew:/data/DFEW?fold=2&split=test")``.
 """
 
-from migr_rt.training.data.cremad import CREMADReader
+from migr_rt.training.data.cremad import CREMAD_EMOTIONS, CREMADReader
 from migr_rt.training.data.dfew import DFEW_CODE_TO_LABEL, DFEWReader
 from migr_rt.training.data.errors import (
     AnnotationError,
@@ -43,6 +43,7 @@ __all__ = [
     "DFEW_CODE_TO_LABEL",
     "MAFW_NAME_TO_LABEL",
     "RAVDESS_EMOTIONS",
+    "CREMAD_EMOTIONS",
     "READERS",
     "open_dataset",
     "parse_spec",

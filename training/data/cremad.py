@@ -108,7 +108,10 @@ class CREMADReader(DatasetReader):
         clip_id = f"cremad/{stem}"
         m = _NAME.match(stem)
         if m is None:
-            self._reject(MalformedNameError(path, "file name does not follow CREMA-D's {actor}_{sentence}_{emotion}_{level}"), clip_id)
+            self._reject(
+                MalformedNameError(path, "file name does not follow CREMA-D's {actor}_{sentence}_{emotion}_{level}"),
+                clip_id,
+            )
             return None
         actor_s, sentence, emotion, level = m.groups()
         problems = []

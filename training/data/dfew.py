@@ -107,7 +107,9 @@ class DFEWReader(DatasetReader):
             return None
         raw_name, raw_label = cells[name_col], cells[label_col]
         if not raw_name.isdigit() or int(raw_name) <= 0:
-            self._reject(AnnotationError(csv_path, f"malformed row {row!r}: video_name {raw_name!r} is not a clip number", line=line))
+            self._reject(
+                AnnotationError(csv_path, f"malformed row {row!r}: video_name {raw_name!r} is not a clip number", line=line)
+            )
             return None
         number = int(raw_name)
         clip_id = f"dfew/{number:05d}"

@@ -183,7 +183,9 @@ class RAVDESSReader(DatasetReader):
         if actor != folder_actor:
             self._reject(
                 AnnotationError(
-                    path, f"actor field {actor:02d} disagrees with its folder Actor_{folder_actor:02d}", kind="actor_mismatch"
+                    path,
+                    f"actor field {actor:02d} disagrees with its folder Actor_{folder_actor:02d}",
+                    kind="actor_mismatch",
                 ),
                 clip_id,
             )

@@ -23,7 +23,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
-from migr_rt.media import Clip, CorruptMediaError, DecodedMedia, MediaError, MediaNotFoundError, MissingStreamError, decode_media
+from migr_rt.media import (
+    Clip,
+    CorruptMediaError,
+    DecodedMedia,
+    MediaError,
+    MediaNotFoundError,
+    MissingStreamError,
+    decode_media,
+)
 from migr_rt.training.data.errors import DatasetError, DatasetNotFoundError, DuplicateEntryError, MissingMediaError
 from migr_rt.training.data.records import Entry, SkipLog
 
@@ -242,7 +250,9 @@ class DatasetReader:
                 continue
             yield clip
         if new_skips:
-            logger.warning("%s: %d clip(s) newly skipped while decoding; %s", self._describe(), new_skips, self._skips.summary())
+            logger.warning(
+                "%s: %d clip(s) newly skipped while decoding; %s", self._describe(), new_skips, self._skips.summary()
+            )
 
     def load(self, item: int | Entry) -> Clip:
         """Decode one entry (by index or :class:`Entry`) into a :class:`~migr_rt.media.Clip`.
