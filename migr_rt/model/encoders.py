@@ -17,28 +17,19 @@ from torch.nn import functional as F
 from migr_rt.model.config import MigrConfig
 
 
-class AttentionPool(nn.Module):
-    """Pool a variable-length sequence into a fixed number of tokens with learned queries.
+def segment_mean(x: torch.Tensor, segments: int) -> torch.Tensor:
+    """Average ``(B, L, D)`` over ``segments`` contiguous, near-equal time segments -> ``(B, segments, D)``.
 
-    Unlike adaptive pooling, this accepts any input length (a shorter window
-    at the end of a file, a different frame count) and exports as matmuls.
+    Written as one averaging matrix built from ``L`` so it accepts any length
+    (a short window at the end of a file) and exports to ONNX with a dynamic
+    time axis. A segment with no steps (``L < segments``) is zero.
     """
-
-    def __init__(self, dim: int, num_queries: int, max_len: int) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_queries, dim) * dim**-0.5)
-        self.position = nn.Parameter(torch.zeros(max_len, dim))
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, Q, D)
-        length = x.shape[1]
-        if length > self.position.shape[0]:
-            raise ValueError(f"sequence of {length} steps exceeds the pool's {self.position.shape[0]} positions")
-        x = x + self.position[:length]
-        scores = torch.einsum("qd,bld->bql", self.queries, self.key(x)) / math.sqrt(x.shape[-1])
-        return self.norm(torch.einsum("bql,bld->bqd", scores.softmax(dim=-1), self.value(x)))
+    length = x.shape[1]
+    steps = torch.arange(length, device=x.device)
+    owner = (steps * segments) // length  # segment of each step
+    member = (owner[None, :] == torch.arange(segments, device=x.device)[:, None]).to(x.dtype)  # (S, L)
+    weights = member / member.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.einsum("sl,bld->bsd", weights, x)
 
 
 class FrameEncoder(nn.Module):
@@ -66,7 +57,7 @@ class VisualEncoder(nn.Module):
         super().__init__()
         self.frame_encoder = FrameEncoder(config)
         self.temporal = nn.Conv1d(config.visual_dim, config.visual_dim, 3, padding=1)
-        self.pool = AttentionPool(config.visual_dim, config.num_visual_tokens, max_len=max(64, 4 * config.num_frames))
+        self.num_tokens = config.num_visual_tokens
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:  # (B, T, 3, S, S) -> (B, T, D)
         b, t = frames.shape[:2]
@@ -74,7 +65,7 @@ class VisualEncoder(nn.Module):
 
     def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, Nv, D)
         x = frame_embeddings + F.gelu(self.temporal(frame_embeddings.transpose(1, 2))).transpose(1, 2)
-        return self.pool(x)
+        return segment_mean(x, self.num_tokens)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.pool_frames(self.embed_frames(frames))
@@ -153,8 +144,7 @@ class AudioEncoder(nn.Module):
             nn.Conv1d(c, c, 3, stride=2, padding=1), nn.GroupNorm(1, c), nn.GELU(),
             nn.Conv1d(c, config.audio_dim, 3, stride=2, padding=1), nn.GELU(),
         )
-        frames = config.audio_samples // config.hop_length
-        self.pool = AttentionPool(config.audio_dim, config.num_audio_tokens, max_len=max(64, 2 * (frames // 8 + 1)))
+        self.num_tokens = config.num_audio_tokens
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         mel = self.logmel(waveform)
@@ -163,7 +153,7 @@ class AudioEncoder(nn.Module):
         level = mel.mean(dim=(1, 2), keepdim=True)
         mel = (mel - level) / (mel.std(dim=(1, 2), keepdim=True) + 1e-5) + 0.1 * level
         mel = mel.to(self.convs[0].weight.dtype)
-        return self.pool(self.convs(mel).transpose(1, 2))
+        return segment_mean(self.convs(mel).transpose(1, 2), self.num_tokens)
 
 
 class Projector(nn.Module):

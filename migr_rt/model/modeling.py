@@ -19,7 +19,7 @@ from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from migr_rt.model.config import MigrConfig
-from migr_rt.model.encoders import AttentionPool, AudioEncoder, LogMel, Projector, VisualEncoder
+from migr_rt.model.encoders import AudioEncoder, LogMel, Projector, VisualEncoder
 
 
 @dataclass
@@ -41,19 +41,23 @@ class MigrPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Also (re)build what checkpoints do not store: derived buffers and pooling queries.
+        """Also (re)build what checkpoints do not store: derived buffers.
 
         transformers materialises a loaded model from the meta device and
         relies on this hook for non-persistent buffers.
         """
+        if getattr(module, "_torch_default_init", False) and hasattr(module, "reset_parameters"):
+            # Encoder convs/linears keep PyTorch's fan-in init: transformers'
+            # N(0, 0.02) leaves a from-scratch CNN stuck at chance for hundreds
+            # of steps. (Loaded weights are safe: transformers guards the
+            # torch.nn.init calls against overwriting them.)
+            module.reset_parameters()
+            return
         super()._init_weights(module)
         if isinstance(module, LogMel):
             dft, mel = module.kernels()
             init.copy_(module.dft, dft)
             init.copy_(module.mel, mel)
-        elif isinstance(module, AttentionPool):
-            init.normal_(module.queries, std=module.queries.shape[-1] ** -0.5)
-            init.zeros_(module.position)
         elif isinstance(module, MigrForEmotionReasoning):
             init.copy_(module.label_token_ids, torch.tensor(self.config.label_token_ids, dtype=torch.long))
 
@@ -76,6 +80,9 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         self.visual_projector = Projector(config.visual_dim, hidden)
         self.audio_projector = Projector(config.audio_dim, hidden)
         self.decoder = AutoModelForCausalLM.from_config(config.text_config)
+        for part in (self.visual_encoder, self.audio_encoder, self.visual_projector, self.audio_projector):
+            for sub in part.modules():
+                sub._torch_default_init = True
         self.register_buffer(
             "label_token_ids", torch.tensor(config.label_token_ids, dtype=torch.long), persistent=False
         )
