@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from migr_rt import __version__
+from migr_rt.labels import DFEW_LABELS
 
 
 def _not_implemented(command: str, issue: str) -> None:
@@ -23,6 +24,68 @@ def main(verbose: int) -> None:
     """migr-rt: multimodal emotion recognition whose explanations start from the modality that matters."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # transformers draws progress bars for loading a few-MB checkpoint; the CLI reports its own progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if verbose < 2:
+        hf_logging.set_verbosity_error()
+
+
+CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "conflicting", "any")
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Checkpoint folder (default: the bundled model).")
+@click.option("--emotion", type=click.Choice(list(DFEW_LABELS)), default=None, help="Emotion of the synthesised clip.")
+@click.option("--kind", type=click.Choice(CLIP_KINDS), default="consistent", show_default=True,
+              help="Evidence kind: which modality carries the emotion.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic corpus seed the clip is drawn from.")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the synthesised MP4 in this folder (default: a temporary folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
+def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, keep: Path | None, as_json: bool) -> None:
+    """Synthesise a talking-face clip, then print the model's emotion and modality importance for it."""
+    import json
+    import tempfile
+    from dataclasses import asdict
+
+    from migr_rt.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="migr-rt-demo-") as tmp:
+        report = run_demo(keep or tmp, checkpoint=checkpoint, seed=seed, emotion=emotion,
+                          kind=None if kind == "any" else kind)
+        if as_json:
+            click.echo(json.dumps({"clip": str(report.clip_path) if keep else None, "truth": report.truth,
+                                   "prediction": asdict(report.prediction)}, sort_keys=True))
+            return
+        click.echo(_format_demo(report, kept=keep is not None))
+
+
+def _format_demo(report, kept: bool) -> str:
+    truth, pred = report.truth, report.prediction
+    where = str(report.clip_path) if kept else "a temporary MP4"
+    lines = [
+        f"synthesised {where}: {truth['label']} clip, kind {truth['kind']}, "
+        f"dominant modality {truth['dominant']}",
+        f"  what the face shows:  {truth['visual_text'] or '(nothing notable)'}",
+        f"  what the voice shows: {truth['audio_text'] or '(nothing notable)'}",
+        f"face: {'found at ' + str(pred.face_box) if pred.face_found else 'not found (no facial evidence used)'}",
+    ]
+    if pred.label is None:
+        lines.append("prediction: none (no face and no audio in the window)")
+        return "\n".join(lines)
+    verdict = "correct" if pred.label == truth["label"] else f"wrong, truth is {truth['label']}"
+    lines.append(f"prediction: {pred.label}  p={pred.probs[pred.label]:.2f}  ({verdict})")
+    ranked = sorted(pred.probs.items(), key=lambda kv: -kv[1])
+    lines.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in ranked))
+    lines.append(f"modality importance (MI = drop of log p({pred.label}) when the modality is masked):")
+    for m in pred.mi:
+        bar = "#" * int(round(pred.importance[m] * 30))
+        lines.append(f"  {m:<7} MI {pred.mi[m]:+7.3f}  importance {pred.importance[m]:.2f}  {bar}")
+    lines.append(f"dominant modality: {pred.dominant}  (the explanation should open with it)")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -52,12 +115,44 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 
 
 @main.command()
-@click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True)
-@click.option("--data", required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def train(recipe: str, data: str, out: Path) -> None:
-    """Train MIGR weights (base, baseline or migr recipe)."""
-    _not_implemented("train", "issue #3: the MIGR training recipe")
+@click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True, help="Training recipe.")
+@click.option("--data", required=True, help="Synthetic corpus folder/manifest, or a dataset spec like dfew:/data/DFEW?fold=1.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder to write.")
+@click.option("--val-data", default=None, help="Validation data (default: 10% held out from --data).")
+@click.option("--steps", type=click.IntRange(min=1), default=800, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--decoder", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Initialise the decoder and tokenizer from a local pretrained folder (e.g. Qwen2.5-0.5B).")
+def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int, batch_size: int, lr: float,
+          seed: int, decoder: Path | None) -> None:
+    """Train MIGR weights. `base` (perception stage) works now; `baseline` and `migr` come with issue #3."""
+    if recipe != "base":
+        _not_implemented(f"train --recipe {recipe}", "issue #3: the MIGR training recipe")
+    from migr_rt.training.base_recipe import BaseRecipeConfig, run_base_recipe
+    from migr_rt.training.perception import PerceptionConfig
+
+    recipe_cfg = BaseRecipeConfig(
+        data=data, out=str(out), val_data=val_data, decoder_path=str(decoder) if decoder else None,
+        perception=PerceptionConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+    )
+
+    def on_extract(done: int, total: int | None) -> None:
+        if done == 1 or done % 100 == 0 or done == total:
+            click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
+
+    def on_progress(p) -> None:
+        parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
+        val = ""
+        if p.val:
+            val = (f" | val acc {p.val['accuracy']:.3f} (visual only {p.val['accuracy_visual_only']:.3f}, "
+                   f"audio only {p.val['accuracy_audio_only']:.3f})")
+        click.echo(f"step {p.step}/{p.steps} loss {p.loss:.4f} ({parts}) lr {p.lr:.2e}{val} "
+                   f"elapsed {p.elapsed_s:.0f}s eta {p.eta_s:.0f}s", err=True)
+
+    metrics = run_base_recipe(recipe_cfg, on_extract=on_extract, on_progress=on_progress)
+    click.echo(f"wrote {out} (validation: {metrics['val']})")
 
 
 @main.command(name="eval")

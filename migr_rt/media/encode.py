@@ -26,6 +26,7 @@ def write_media(
     audio_codec: str = "aac",
     pixel_format: str = "yuv420p",
     video_options: dict[str, str] | None = None,
+    audio_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` (``(T, H, W, 3)`` uint8 RGB) and mono ``audio`` (float32 in [-1, 1]) into ``path``.
 
@@ -58,6 +59,8 @@ def write_media(
             if audio is not None:
                 astream = container.add_stream(audio_codec, rate=sample_rate)
                 astream.layout = "mono"
+                if audio_options:
+                    astream.options = dict(audio_options)
             if vstream is not None:
                 for i, img in enumerate(frames):
                     vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")

@@ -57,6 +57,8 @@ CLIPS_DIR = "clips"
 
 #: x264 settings: fast enough for ~50 small frames, single-threaded so worker processes do not oversubscribe.
 VIDEO_OPTIONS: dict[str, str] = {"preset": "veryfast", "crf": "20", "threads": "1"}
+#: ffmpeg's fast AAC coder: ~13 ms less per clip than the default, still deterministic.
+AUDIO_OPTIONS: dict[str, str] = {"aac_coder": "fast"}
 
 # One independent random stream per component of a clip, so changing how one
 # component draws never shifts another.
@@ -226,7 +228,13 @@ def _write_clip(job: tuple[SynthConfig, int, str]) -> dict[str, Any]:
     clip = render_clip(config, index)
     rel = f"{CLIPS_DIR}/{clip.record['id']}.mp4"
     write_media(
-        Path(out_dir) / rel, clip.frames, config.fps, clip.audio, config.sample_rate, video_options=VIDEO_OPTIONS
+        Path(out_dir) / rel,
+        clip.frames,
+        config.fps,
+        clip.audio,
+        config.sample_rate,
+        video_options=VIDEO_OPTIONS,
+        audio_options=AUDIO_OPTIONS,
     )
     return {**clip.record, "file": rel}
 

@@ -1,0 +1,94 @@
+"""Face front end on real rendered frames: Haar detection, window crops, the flagged fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from migr_rt.face import FaceBox, HaarFaceDetector, center_box, crop_faces, square_box
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    clip = render_clip(SynthConfig(n=1, seed=5), 0)
+    return clip.frames, FaceBox(*clip.record["face_box"])
+
+
+def iou(a: FaceBox, b: FaceBox) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / (a.area + b.area - inter)
+
+
+def test_haar_finds_the_rendered_face(rendered):
+    frames, truth = rendered
+    boxes = HaarFaceDetector().detect(frames[len(frames) // 2])
+    assert boxes, "no face found"
+    assert iou(boxes[0], truth) > 0.4
+
+
+def test_detection_works_on_a_large_frame(rendered):
+    frames, truth = rendered
+    big = np.kron(frames[len(frames) // 2], np.ones((6, 6, 1), dtype=np.uint8))  # 960x960
+    boxes = HaarFaceDetector().detect(big)
+    assert boxes
+    scaled = FaceBox(truth.x * 6, truth.y * 6, truth.w * 6, truth.h * 6)
+    assert iou(boxes[0], scaled) > 0.4
+
+
+def test_window_crop_is_square_and_centred_on_the_face(rendered):
+    frames, truth = rendered
+    crops = crop_faces(frames[:8], HaarFaceDetector(), 64)
+    assert crops.crops.shape == (8, 64, 64, 3) and crops.crops.dtype == np.uint8
+    assert not crops.fallback
+    assert crops.box.w == crops.box.h
+    cx, cy = crops.box.x + crops.box.w / 2, crops.box.y + crops.box.h / 2
+    assert abs(cx - (truth.x + truth.w / 2)) < truth.w * 0.25
+    assert abs(cy - (truth.y + truth.h / 2)) < truth.h * 0.25
+
+
+def test_no_face_gives_a_flagged_centre_crop():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, size=(6, 120, 160, 3), dtype=np.uint8)
+    crops = crop_faces(noise, HaarFaceDetector(), 32)
+    assert crops.fallback
+    assert crops.box == center_box(120, 160)
+    assert crops.crops.shape == (6, 32, 32, 3)
+    # deterministic
+    assert np.array_equal(crop_faces(noise, HaarFaceDetector(), 32).crops, crops.crops)
+    assert crop_faces(noise, None, 32).fallback
+
+
+class FixedDetector:
+    """A stand-in for another detector implementation (e.g. a robot's own perception)."""
+
+    def __init__(self, box: FaceBox) -> None:
+        self.box = box
+
+    def detect(self, frame: np.ndarray) -> list[FaceBox]:
+        return [self.box]
+
+
+def test_pluggable_detector_decides_the_crop():
+    frames = np.zeros((4, 100, 100, 3), dtype=np.uint8)
+    frames[:, 10:30, 60:80] = 255
+    crops = crop_faces(frames, FixedDetector(FaceBox(60, 10, 20, 20)), 16, margin=0.0)
+    assert crops.box == FaceBox(60, 10, 20, 20, 1.0)
+    assert (crops.crops == 255).all()
+
+
+def test_square_box_is_shifted_into_the_frame():
+    box = square_box(FaceBox(90, 0, 20, 30), height=100, width=100, margin=0.5)
+    assert box.w == box.h == 60
+    assert box.x + box.w <= 100 and box.y >= 0
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="RGB uint8"):
+        HaarFaceDetector().detect(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match="non-empty"):
+        crop_faces(np.zeros((0, 10, 10, 3), dtype=np.uint8), None, 8)
+    with pytest.raises(FileNotFoundError, match="cascade not found"):
+        HaarFaceDetector("no_such_cascade.xml")
