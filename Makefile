@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.migr-rt-installed
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow bundle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Rebuild the bundled checkpoint (about 20 minutes on 2 CPU cores) and its benchmark.
+bundle: $(STAMP)
+	$(BIN)/migr-rt synth --n 2400 --out runs/synth-train --seed 1 --workers 2
+	$(BIN)/migr-rt train --recipe base --data runs/synth-train --out migr_rt/assets/default --steps 1200 --seed 0
+	$(BIN)/python benchmarks/bundled_model.py --data runs/synth-test --test-seed 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

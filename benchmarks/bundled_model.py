@@ -103,7 +103,9 @@ def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, name: str)
     checkpoint = checkpoint or default_checkpoint()
     predictor = Predictor(checkpoint)
     metrics = evaluate(predictor, SynthCorpus(data / "manifest.jsonl"))
-    result = {"checkpoint": str(checkpoint), "test_seed": test_seed, "metrics": metrics, "machine": machine_info()}
+    repo = Path(__file__).resolve().parent.parent
+    shown = checkpoint.resolve().relative_to(repo) if checkpoint.resolve().is_relative_to(repo) else checkpoint
+    result = {"checkpoint": str(shown), "test_seed": test_seed, "metrics": metrics, "machine": machine_info()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown(result))

@@ -39,7 +39,7 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
 @click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Checkpoint folder (default: the bundled model).")
 @click.option("--emotion", type=click.Choice(list(DFEW_LABELS)), default=None, help="Emotion of the synthesised clip.")
-@click.option("--kind", type=click.Choice(CLIP_KINDS), default="consistent", show_default=True,
+@click.option("--kind", type=click.Choice(CLIP_KINDS), default="audio_dominant", show_default=True,
               help="Evidence kind: which modality carries the emotion.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic corpus seed the clip is drawn from.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,

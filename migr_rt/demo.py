@@ -43,7 +43,7 @@ def run_demo(
     checkpoint: str | Path | None = None,
     seed: int = 0,
     emotion: str | None = None,
-    kind: str | None = "consistent",
+    kind: str | None = "audio_dominant",
     predictor: Predictor | None = None,
 ) -> DemoReport:
     """Render clip ``(seed, index)`` into ``out_dir`` as MP4, decode it with PyAV and predict."""

@@ -63,7 +63,7 @@ def test_demo_json_reports_truth_prediction_and_mi(tiny_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["truth"]["label"] == "sad" and report["truth"]["kind"] == "consistent"
+    assert report["truth"]["label"] == "sad" and report["truth"]["kind"] == "audio_dominant"
     assert Path(report["clip"]).is_file()
     pred = report["prediction"]
     assert pred["face_found"] and pred["present"] == {"visual": True, "audio": True}
@@ -73,10 +73,10 @@ def test_demo_json_reports_truth_prediction_and_mi(tiny_checkpoint, tmp_path):
 
 
 def test_demo_report_is_readable(tiny_checkpoint):
-    result = CliRunner().invoke(main, ["demo", "--checkpoint", str(tiny_checkpoint), "--kind", "audio_dominant"])
+    result = CliRunner().invoke(main, ["demo", "--checkpoint", str(tiny_checkpoint), "--kind", "conflicting"])
     assert result.exit_code == 0, result.output
     assert "prediction:" in result.output and "dominant modality:" in result.output
-    assert "kind audio_dominant" in result.output
+    assert "kind conflicting" in result.output
 
 
 def test_demo_rejects_unknown_emotion(tiny_checkpoint):

@@ -126,11 +126,19 @@ def save_checkpoint(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content if isinstance(content, bytes) else content.encode())
         model.save_pretrained(staging)  # writes checksums.json over everything above
+        _make_readable(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders: a checkpoint must be readable by other users of a shared install."""
+    os.chmod(folder, 0o755)
+    for path in folder.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:
