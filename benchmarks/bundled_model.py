@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
-
-from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
+
+from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-from model_fixtures import tiny_config
+import os
 
-from migr_rt.model import build_model
+# Nothing in the suite may reach for the Hugging Face hub: fail fast instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+from model_fixtures import tiny_config  # noqa: E402
+
+from migr_rt.model import build_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

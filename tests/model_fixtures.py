@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from migr_rt.model import MigrConfig, build_model
+from migr_rt.model import MigrConfig
 
 TINY_TEXT = {
     "hidden_size": 64,

@@ -6,12 +6,12 @@ Clips come from corpus seed 2; the bundle was trained on seed 1.
 from __future__ import annotations
 
 import pytest
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.demo import pick_index
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.model import verify_checkpoint
 from migr_rt.predict import Predictor, default_checkpoint
-from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 SEED = 2
 

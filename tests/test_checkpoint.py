@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from model_fixtures import random_inputs
 
 from migr_rt.model import CheckpointError, MigrForEmotionReasoning, load_checkpoint, save_checkpoint
 from migr_rt.model.layout import scoring_batch
-from model_fixtures import random_inputs
 
 
 def _structural(config) -> dict:

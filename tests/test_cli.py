@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from migr_rt.training.synth.reader import read_manifest
 
 from migr_rt.cli import main
 from migr_rt.model import save_checkpoint
-from migr_rt.training.synth.reader import read_manifest
 
 
 def test_console_script_lists_the_subcommands():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from data_fixtures import cremad_paths, make_empty, write_av, write_cremad
-
-from migr_rt.media import CorruptMediaError, MissingStreamError
 from migr_rt.training.data import (
     CREMADReader,
     DatasetNotFoundError,
@@ -14,6 +12,8 @@ from migr_rt.training.data import (
     MissingMediaError,
     UnknownLabelError,
 )
+
+from migr_rt.media import CorruptMediaError, MissingStreamError
 
 STEMS = {
     "1001_DFA_ANG_XX": "angry",

@@ -15,9 +15,6 @@ from data_fixtures import (
     write_av,
     write_dfew_csv,
 )
-
-from migr_rt.labels import DFEW_LABELS
-from migr_rt.media import CorruptMediaError, MediaNotFoundError, MissingStreamError
 from migr_rt.training.data import (
     DFEW_CODE_TO_LABEL,
     AnnotationError,
@@ -27,6 +24,9 @@ from migr_rt.training.data import (
     MissingMediaError,
     UnknownLabelError,
 )
+
+from migr_rt.labels import DFEW_LABELS
+from migr_rt.media import CorruptMediaError, MediaNotFoundError, MissingStreamError
 
 # Clip numbers 1..7 carry label codes 1..7 in train set_1.
 TRAIN_1 = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7)]

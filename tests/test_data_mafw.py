@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_fixtures import build_mafw, make_empty, mafw_txt, mafw_video, truncate, write_av, write_mafw_txt
-
-from migr_rt.labels import MAFW_LABELS
-from migr_rt.media import CorruptMediaError, MissingStreamError
+from data_fixtures import build_mafw, mafw_txt, mafw_video, make_empty, truncate, write_av, write_mafw_txt
 from migr_rt.training.data import (
     MAFW_NAME_TO_LABEL,
     AnnotationError,
@@ -16,6 +13,9 @@ from migr_rt.training.data import (
     MissingMediaError,
     UnknownLabelError,
 )
+
+from migr_rt.labels import MAFW_LABELS
+from migr_rt.media import CorruptMediaError, MissingStreamError
 
 MAFW_NAMES = [
     "anger",

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from data_fixtures import make_empty, ravdess_name, ravdess_path, truncate, write_av, write_ravdess
-
-from migr_rt.labels import DFEW_LABELS
-from migr_rt.media import CorruptMediaError, MissingStreamError
 from migr_rt.training.data import (
     AnnotationError,
     DatasetNotFoundError,
@@ -15,6 +12,9 @@ from migr_rt.training.data import (
     RAVDESSReader,
     UnknownLabelError,
 )
+
+from migr_rt.labels import DFEW_LABELS
+from migr_rt.media import CorruptMediaError, MissingStreamError
 
 # One full-AV speech file per emotion code for actor 1, with the expected label (None = calm).
 EMOTIONS = {1: "neutral", 2: None, 3: "happy", 4: "sad", 5: "angry", 6: "fear", 7: "disgust", 8: "surprise"}

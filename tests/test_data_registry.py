@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import build_dfew, build_mafw, ravdess_name, write_cremad, write_ravdess
-
-from migr_rt.labels import DFEW_LABELS, MAFW_LABELS
 from migr_rt.training.data import (
     CREMADReader,
     DatasetNotFoundError,
@@ -21,6 +19,8 @@ from migr_rt.training.data import (
     open_dataset,
     parse_spec,
 )
+
+from migr_rt.labels import DFEW_LABELS, MAFW_LABELS
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.face import FaceBox, HaarFaceDetector, center_box, crop_faces, square_box
-from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from model_fixtures import random_inputs
 
 from migr_rt.mi import importance_from_log_probs, score_modality_importance, variant_visibility
 from migr_rt.model.layout import scoring_batch
-from model_fixtures import random_inputs
 
 
 def test_variant_visibility_layout():

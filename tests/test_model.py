@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_fixtures import TINY_TEXT, random_inputs, tiny_config
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from migr_rt.model import MigrConfig, build_model
 from migr_rt.model.layout import prefix_ids, scoring_batch, scoring_ids
-from model_fixtures import TINY_TEXT, random_inputs, tiny_config
 
 
 def label_log_probs(model, ids, pixels, audio, **kwargs):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.model import save_checkpoint
 from migr_rt.predict import Predictor
-from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
-from migr_rt.labels import DFEW_LABELS
-from migr_rt.media import Clip, decode_media
 from migr_rt.training.synth.corpus import GENERATOR_VERSION, SynthConfig, generate_corpus, plan_clip
 from migr_rt.training.synth.cues import find_cues, implied_emotion_scores
 from migr_rt.training.synth.evidence import (
@@ -23,6 +20,9 @@ from migr_rt.training.synth.evidence import (
     sample_evidence,
 )
 from migr_rt.training.synth.reader import ManifestError, SynthCorpus, read_manifest
+
+from migr_rt.labels import DFEW_LABELS
+from migr_rt.media import Clip, decode_media
 
 N = 32
 SEED = 3

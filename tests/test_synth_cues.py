@@ -7,8 +7,6 @@ import re
 
 import numpy as np
 import pytest
-
-from migr_rt.labels import DFEW_LABELS, MODALITIES
 from migr_rt.training.synth.cues import (
     CUES,
     CUES_BY_NAME,
@@ -24,6 +22,8 @@ from migr_rt.training.synth.describe import CUE_THRESHOLD, cue_activations, desc
 from migr_rt.training.synth.face import EXPRESSION_PROTOTYPES, Expression
 from migr_rt.training.synth.params import blend, param_ranges
 from migr_rt.training.synth.voice import VOICE_PROTOTYPES, VoiceExpression
+
+from migr_rt.labels import DFEW_LABELS, MODALITIES
 
 # Label words and their obvious inflections that would let an explanation copy the answer.
 LABEL_FORMS = (

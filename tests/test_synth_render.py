@@ -7,8 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from migr_rt.labels import DFEW_LABELS
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 from migr_rt.training.synth.face import (
     EXPRESSION_PROTOTYPES,
@@ -21,6 +19,8 @@ from migr_rt.training.synth.params import blend, from_mapping, param_ranges, sca
 from migr_rt.training.synth.preview import CONTACT_SHEET, SPECTROGRAMS, log_mel_spectrogram, render_preview
 from migr_rt.training.synth.reader import SynthCorpus
 from migr_rt.training.synth.voice import VOICE_PROTOTYPES, VoiceExpression, sample_speaker, synthesize_voice
+
+from migr_rt.labels import DFEW_LABELS
 
 
 def _face(expression: Expression, seed: int = 0, talk: float = 0.0):

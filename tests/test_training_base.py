@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
-from model_fixtures import tiny_config
-
-from migr_rt.media import Clip
-from migr_rt.model import build_model, load_checkpoint
 from migr_rt.training.base_recipe import BaseRecipeConfig, run_base_recipe
 from migr_rt.training.perception import PerceptionConfig, description_targets, modality_dropout
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
-from migr_rt.training.windows import load_windows, modality_targets, preprocessing_key, save_windows, extract_windows
 from migr_rt.training.synth.reader import SynthCorpus
+from migr_rt.training.windows import extract_windows, load_windows, modality_targets, preprocessing_key, save_windows
+from model_fixtures import tiny_config
+
+from migr_rt.media import Clip
+from migr_rt.model import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from migr_rt.training.perception import PerceptionConfig, TrainProgress, evaluate, train_perception
+from migr_rt.training.sources import open_clips
+from migr_rt.training.windows import (
+    WindowSet,
+    cache_name,
+    extract_windows,
+    load_windows,
+    preprocessing_key,
+    save_windows,
+)
 
 from migr_rt.face import HaarFaceDetector
 from migr_rt.model import MigrConfig, build_model, save_checkpoint
-from migr_rt.training.perception import PerceptionConfig, TrainProgress, evaluate, train_perception
-from migr_rt.training.sources import open_clips
-from migr_rt.training.windows import WindowSet, cache_name, extract_windows, load_windows, preprocessing_key, save_windows
 
 logger = logging.getLogger(__name__)
 

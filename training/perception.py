@@ -30,13 +30,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from migr_rt.training.windows import WindowSet
 from torch import nn
 from torch.nn import functional as F
 
 from migr_rt.mi import score_modality_importance
 from migr_rt.model.layout import prefix_ids, scoring_batch
 from migr_rt.model.modeling import MigrForEmotionReasoning
-from migr_rt.training.windows import WindowSet
 
 logger = logging.getLogger(__name__)
 

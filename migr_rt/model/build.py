@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.modeling import MigrForEmotionReasoning
-from migr_rt.model.tokenizer import token_ids, train_tokenizer, extend_tokenizer
+from migr_rt.model.tokenizer import extend_tokenizer, token_ids, train_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,6 @@ across overlapping windows at run time) from a cheap pooling stage.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn

@@ -20,10 +20,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from migr_rt.labels import DFEW_LABELS
 from migr_rt.training.data.errors import DatasetNotFoundError, MalformedNameError, UnknownLabelError
 from migr_rt.training.data.reader import Candidate, DatasetReader
 from migr_rt.training.data.records import Entry
+
+from migr_rt.labels import DFEW_LABELS
 
 #: CREMA-D emotion codes -> our canonical names.
 CREMAD_EMOTIONS: dict[str, str] = {

@@ -22,12 +22,12 @@ import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from migr_rt.training.data.errors import AnnotationError, UnknownLabelError
+from migr_rt.training.data.reader import Candidate, FoldSplitReader
+from migr_rt.training.data.records import Entry
 
 from migr_rt.labels import DFEW_LABELS
-from migr_rt.training.data.errors import AnnotationError, DatasetNotFoundError, UnknownLabelError
-from migr_rt.training.data.reader import Candidate, DatasetReader, parse_fold, parse_split
-from migr_rt.training.data.records import Entry
 
 #: DFEW's label codes (from the dataset's README) -> our canonical names.
 DFEW_CODE_TO_LABEL: dict[int, str] = {
@@ -41,7 +41,7 @@ DFEW_CODE_TO_LABEL: dict[int, str] = {
 }
 
 
-class DFEWReader(DatasetReader):
+class DFEWReader(FoldSplitReader):
     """DFEW clips of one fold (1..5) and split ("train"/"test") of the single-labeled protocol.
 
     Clip ids are ``dfew/<5-digit number>`` (``dfew/00016``); ``meta`` holds
@@ -52,10 +52,6 @@ class DFEWReader(DatasetReader):
     name = "dfew"
     labels = DFEW_LABELS
 
-    def __init__(self, root: str | Path, *, fold: int = 1, split: str = "train", **options: Any) -> None:
-        self.fold = parse_fold(fold, self.name)
-        self.split = parse_split(split, self.name)
-        super().__init__(root, **options)
 
     @property
     def annotation_path(self) -> Path:
@@ -65,15 +61,9 @@ class DFEWReader(DatasetReader):
     def clip_dir(self) -> Path:
         return self.root / "Clip" / "original"
 
-    def _options_repr(self) -> str:
-        return f"fold={self.fold}, split={self.split!r}"
-
     def _candidates(self) -> Iterator[Candidate]:
+        self._require_layout()
         csv_path = self.annotation_path
-        if not csv_path.is_file():
-            raise DatasetNotFoundError(csv_path, f"DFEW annotation file for fold {self.fold} {self.split} does not exist")
-        if not self.clip_dir.is_dir():
-            raise DatasetNotFoundError(self.clip_dir, "DFEW video folder Clip/original does not exist")
         available = set(os.listdir(self.clip_dir))
         # utf-8-sig: the CSVs are often saved by spreadsheet tools that prepend a BOM.
         with open(csv_path, encoding="utf-8-sig", newline="") as fh:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from migr_rt.training.data.errors import AnnotationError, UnknownLabelError
+from migr_rt.training.data.reader import Candidate, FoldSplitReader
+from migr_rt.training.data.records import Entry
 
 from migr_rt.labels import MAFW_LABELS
-from migr_rt.training.data.errors import AnnotationError, DatasetNotFoundError, UnknownLabelError
-from migr_rt.training.data.reader import Candidate, DatasetReader, parse_fold, parse_split
-from migr_rt.training.data.records import Entry
 
 #: MAFW's annotation names -> our canonical names (matched case-insensitively).
 MAFW_NAME_TO_LABEL: dict[str, str] = {
@@ -43,7 +43,7 @@ MAFW_NAME_TO_LABEL: dict[str, str] = {
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class MAFWReader(DatasetReader):
+class MAFWReader(FoldSplitReader):
     """MAFW clips of one fold (1..5) and split ("train"/"test"), eleven classes.
 
     Clip ids are ``mafw/<file stem>`` (``mafw/00025``); ``meta`` holds
@@ -54,10 +54,6 @@ class MAFWReader(DatasetReader):
     name = "mafw"
     labels = MAFW_LABELS
 
-    def __init__(self, root: str | Path, *, fold: int = 1, split: str = "train", **options: Any) -> None:
-        self.fold = parse_fold(fold, self.name)
-        self.split = parse_split(split, self.name)
-        super().__init__(root, **options)
 
     @property
     def annotation_path(self) -> Path:
@@ -67,15 +63,9 @@ class MAFWReader(DatasetReader):
     def clip_dir(self) -> Path:
         return self.root / "data" / "clips"
 
-    def _options_repr(self) -> str:
-        return f"fold={self.fold}, split={self.split!r}"
-
     def _candidates(self) -> Iterator[Candidate]:
+        self._require_layout()
         txt = self.annotation_path
-        if not txt.is_file():
-            raise DatasetNotFoundError(txt, f"MAFW annotation file for fold {self.fold} {self.split} does not exist")
-        if not self.clip_dir.is_dir():
-            raise DatasetNotFoundError(self.clip_dir, "MAFW video folder data/clips does not exist")
         with open(txt, encoding="utf-8-sig") as fh:
             for line_no, raw in enumerate(fh, start=1):
                 text = raw.strip()

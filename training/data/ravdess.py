@@ -27,10 +27,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from migr_rt.labels import DFEW_LABELS
 from migr_rt.training.data.errors import AnnotationError, DatasetNotFoundError, MalformedNameError, UnknownLabelError
 from migr_rt.training.data.reader import Candidate, DatasetReader
 from migr_rt.training.data.records import Entry
+
+from migr_rt.labels import DFEW_LABELS
 
 #: RAVDESS emotion code -> (RAVDESS's name, our canonical label; None for calm).
 RAVDESS_EMOTIONS: dict[int, tuple[str, str | None]] = {

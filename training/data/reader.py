@@ -23,6 +23,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from migr_rt.training.data.errors import DatasetError, DatasetNotFoundError, DuplicateEntryError, MissingMediaError
+from migr_rt.training.data.records import Entry, SkipLog
+
 from migr_rt.media import (
     Clip,
     CorruptMediaError,
@@ -32,8 +35,6 @@ from migr_rt.media import (
     MissingStreamError,
     decode_media,
 )
-from migr_rt.training.data.errors import DatasetError, DatasetNotFoundError, DuplicateEntryError, MissingMediaError
-from migr_rt.training.data.records import Entry, SkipLog
 
 logger = logging.getLogger(__name__)
 
@@ -346,3 +347,37 @@ def parse_split(split: Any, dataset: str) -> str:
     if split not in ("train", "test"):
         raise ValueError(f"{dataset}: split must be 'train' or 'test', got {split!r}")
     return split
+
+
+class FoldSplitReader(DatasetReader):
+    """A dataset distributed as K folds of train/test annotation files beside one clip folder (DFEW, MAFW).
+
+    Subclasses name their :attr:`annotation_path` and :attr:`clip_dir`;
+    :meth:`_require_layout` checks both before any row is parsed.
+    """
+
+    def __init__(self, root: str | Path, *, fold: int = 1, split: str = "train", **options: Any) -> None:
+        self.fold = parse_fold(fold, self.name)
+        self.split = parse_split(split, self.name)
+        super().__init__(root, **options)
+
+    @property
+    def annotation_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def clip_dir(self) -> Path:
+        raise NotImplementedError
+
+    def _options_repr(self) -> str:
+        return f"fold={self.fold}, split={self.split!r}"
+
+    def _require_layout(self) -> None:
+        dataset = self.name.upper()
+        if not self.annotation_path.is_file():
+            raise DatasetNotFoundError(
+                self.annotation_path, f"{dataset} annotation file for fold {self.fold} {self.split} does not exist"
+            )
+        if not self.clip_dir.is_dir():
+            rel = self.clip_dir.relative_to(self.root).as_posix()
+            raise DatasetNotFoundError(self.clip_dir, f"{dataset} video folder {rel} does not exist")

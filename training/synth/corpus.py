@@ -30,9 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from migr_rt.labels import DFEW_LABELS, validate_labels
-from migr_rt.media import write_media
 from migr_rt.training.synth.describe import CueStatement, describe, describe_text
 from migr_rt.training.synth.evidence import (
     DEFAULT_KIND_WEIGHTS,
@@ -45,6 +42,9 @@ from migr_rt.training.synth.evidence import (
 from migr_rt.training.synth.face import EXPRESSION_PROTOTYPES, Expression, render_face, sample_dynamics, sample_identity
 from migr_rt.training.synth.params import as_dict, blend, param_ranges
 from migr_rt.training.synth.voice import VOICE_PROTOTYPES, VoiceExpression, sample_speaker, synthesize_voice
+
+from migr_rt.labels import DFEW_LABELS, validate_labels
+from migr_rt.media import write_media
 
 log = logging.getLogger(__name__)
 

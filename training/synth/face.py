@@ -20,7 +20,6 @@ from functools import cache
 
 import cv2
 import numpy as np
-
 from migr_rt.training.synth.params import param, scaled
 
 #: Geometry below is in pixels of a frame of this size; other sizes scale it.

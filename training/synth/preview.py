@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
 from migr_rt.training.synth.reader import SynthCorpus
+from PIL import Image, ImageDraw, ImageFont
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from migr_rt.training.synth.params import param
 
 
