@@ -7,12 +7,13 @@ final name.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from migr_rt.atomic import atomic_output
 
 
 def write_media(
@@ -32,7 +33,8 @@ def write_media(
 
     The container format follows the file extension (``.mp4``, ``.avi``,
     ``.flv``, ``.wav`` ...). Either stream may be ``None``. The file is
-    written under a temporary name in the same folder and renamed into place.
+    written under a temporary name in the same folder and renamed into place
+    once the container is closed.
     """
     path = Path(path)
     if frames is None and audio is None:
@@ -45,48 +47,41 @@ def write_media(
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(audio)):
             raise ValueError(f"{path}: audio contains NaN or Inf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            vstream = astream = None
-            if frames is not None:
-                vstream = container.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1001))
-                vstream.height, vstream.width = int(frames.shape[1]), int(frames.shape[2])
-                vstream.pix_fmt = pixel_format
-                if video_options:
-                    vstream.options = dict(video_options)
-            if audio is not None:
-                astream = container.add_stream(audio_codec, rate=sample_rate)
-                astream.layout = "mono"
-                if audio_options:
-                    astream.options = dict(audio_options)
-            if vstream is not None:
-                for i, img in enumerate(frames):
-                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                    vf.pts = i
-                    for packet in vstream.encode(vf):
-                        container.mux(packet)
-                for packet in vstream.encode(None):
+    with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as container:
+        vstream = astream = None
+        if frames is not None:
+            vstream = container.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1001))
+            vstream.height, vstream.width = int(frames.shape[1]), int(frames.shape[2])
+            vstream.pix_fmt = pixel_format
+            if video_options:
+                vstream.options = dict(video_options)
+        if audio is not None:
+            astream = container.add_stream(audio_codec, rate=sample_rate)
+            astream.layout = "mono"
+            if audio_options:
+                astream.options = dict(audio_options)
+        if vstream is not None:
+            for i, img in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                vf.pts = i
+                for packet in vstream.encode(vf):
                     container.mux(packet)
-            if astream is not None:
-                fmt = "s16" if audio_codec.startswith("pcm_s16") else "fltp"
-                chunk = 1024
-                for start in range(0, len(audio), chunk):
-                    piece = audio[start : start + chunk]
-                    if fmt == "s16":
-                        data = (np.clip(piece, -1.0, 1.0) * 32767.0).astype(np.int16)[None, :]
-                    else:
-                        data = piece[None, :]
-                    af = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
-                    af.sample_rate = sample_rate
-                    af.pts = start
-                    for packet in astream.encode(af):
-                        container.mux(packet)
-                for packet in astream.encode(None):
+            for packet in vstream.encode(None):
+                container.mux(packet)
+        if astream is not None:
+            fmt = "s16" if audio_codec.startswith("pcm_s16") else "fltp"
+            chunk = 1024
+            for start in range(0, len(audio), chunk):
+                piece = audio[start : start + chunk]
+                if fmt == "s16":
+                    data = (np.clip(piece, -1.0, 1.0) * 32767.0).astype(np.int16)[None, :]
+                else:
+                    data = piece[None, :]
+                af = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+                af.sample_rate = sample_rate
+                af.pts = start
+                for packet in astream.encode(af):
                     container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            for packet in astream.encode(None):
+                container.mux(packet)
     return path
