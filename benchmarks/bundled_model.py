@@ -25,6 +25,7 @@ from machine import machine_info  # noqa: E402
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 
+from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,6 +101,7 @@ def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, name: str)
     if not (data / "manifest.jsonl").is_file():
         click.echo(f"generating test corpus {data} (seed {test_seed}, {n} clips)", err=True)
         generate_corpus(SynthConfig(n=n, seed=test_seed, workers=2), data)
+    test_seed = json.loads((data / "corpus.json").read_text())["config"]["seed"]  # what the corpus really is
     checkpoint = checkpoint or default_checkpoint()
     predictor = Predictor(checkpoint)
     metrics = evaluate(predictor, SynthCorpus(data / "manifest.jsonl"))
@@ -107,8 +109,8 @@ def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, name: str)
     shown = checkpoint.resolve().relative_to(repo) if checkpoint.resolve().is_relative_to(repo) else checkpoint
     result = {"checkpoint": str(shown), "test_seed": test_seed, "metrics": metrics, "machine": machine_info()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(result))
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(RESULTS / f"{name}.md", markdown(result))
     click.echo(markdown(result))
 
 

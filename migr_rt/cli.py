@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,30 @@ from migr_rt.labels import DFEW_LABELS
 def _not_implemented(command: str, issue: str) -> None:
     click.echo(f"migr-rt {command}: not implemented yet ({issue}).", err=True)
     sys.exit(2)
+
+
+def _user_errors(func):
+    """Show the typed errors of bad input as one clear line (exit 1); a traceback only with -vv."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from migr_rt.media import MediaError
+        from migr_rt.model import CheckpointError
+        from migr_rt.training.data import DatasetError
+        from migr_rt.training.synth.reader import ManifestError
+
+        try:
+            return func(*args, **kwargs)
+        except (CheckpointError, DatasetError, MediaError, ManifestError, FileExistsError, FileNotFoundError,
+                ValueError) as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+_STUB = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +70,7 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the synthesised MP4 in this folder (default: a temporary folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
+@_user_errors
 def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, keep: Path | None, as_json: bool) -> None:
     """Synthesise a talking-face clip, then print the model's emotion and modality importance for it."""
     import json
@@ -99,6 +125,7 @@ def _format_demo(report, kept: bool) -> str:
     default=None,
     help="Also render a contact sheet and spectrograms per emotion (decoded from the written MP4s) here.",
 )
+@_user_errors
 def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> None:
     """Generate the synthetic talking-face + voice corpus (MP4 files and a manifest)."""
     from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
@@ -125,8 +152,13 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--decoder", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Initialise the decoder and tokenizer from a local pretrained folder (e.g. Qwen2.5-0.5B).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where preprocessed windows are cached (default: <out>.cache beside the checkpoint).")
+@click.option("--card", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A model card to store in the checkpoint as MODEL_CARD.md.")
+@_user_errors
 def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int, batch_size: int, lr: float,
-          seed: int, decoder: Path | None) -> None:
+          seed: int, decoder: Path | None, cache_dir: Path | None, card: Path | None) -> None:
     """Train MIGR weights. `base` (perception stage) works now; `baseline` and `migr` come with issue #3."""
     if recipe != "base":
         _not_implemented(f"train --recipe {recipe}", "issue #3: the MIGR training recipe")
@@ -135,6 +167,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int, b
 
     recipe_cfg = BaseRecipeConfig(
         data=data, out=str(out), val_data=val_data, decoder_path=str(decoder) if decoder else None,
+        cache_dir=str(cache_dir) if cache_dir else None, card=str(card) if card else None,
         perception=PerceptionConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
     )
 
@@ -155,34 +188,27 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int, b
     click.echo(f"wrote {out} (validation: {metrics['val']})")
 
 
-@main.command(name="eval")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
-@click.option("--data", required=True)
-def eval_(checkpoint: Path, data: str) -> None:
-    """Evaluate a checkpoint: WAR, UAR, ICR, agreement, grounding, drift."""
+@main.command(name="eval", context_settings=_STUB)
+def eval_() -> None:
+    """Evaluate a checkpoint: WAR, UAR, ICR, agreement, grounding, drift (issue #3)."""
     _not_implemented("eval", "issue #3: evaluation")
 
 
-@main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def export(checkpoint: Path, fmt: str, out: Path) -> None:
-    """Export a checkpoint to ONNX or TensorRT artifacts."""
+@main.command(context_settings=_STUB)
+def export() -> None:
+    """Export a checkpoint to ONNX or TensorRT artifacts (issue #4)."""
     _not_implemented("export", "issue #4: ONNX/TensorRT export")
 
 
-@main.command()
-@click.option("--camera", type=int, default=None)
-@click.option("--source", default=None)
-def run(camera: int | None, source: str | None) -> None:
-    """Run the streaming runtime on a camera, a file or the demo source."""
+@main.command(context_settings=_STUB)
+def run() -> None:
+    """Run the streaming runtime on a camera, a file or the demo source (issue #6)."""
     _not_implemented("run", "issue #6: streaming runtime")
 
 
-@main.command()
+@main.command(context_settings=_STUB)
 def bench() -> None:
-    """Benchmark per-stage latency on this machine."""
+    """Benchmark per-stage latency on this machine (issue #7)."""
     _not_implemented("bench", "issue #7: benchmarks")
 
 

@@ -62,13 +62,16 @@ class Predictor:
         self.detector = detector if detector is not None else HaarFaceDetector()
 
     @torch.inference_mode()
-    def predict(self, frames: np.ndarray | None, audio: np.ndarray | None) -> Prediction:
-        """``frames`` ``(N, H, W, 3)`` uint8 RGB of the window, ``audio`` mono float32 at the model's rate."""
+    def predict(self, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = 25.0) -> Prediction:
+        """Score one window.
+
+        ``frames`` ``(N, H, W, 3)`` uint8 RGB at ``fps`` and mono float32
+        ``audio`` at the model's sample rate, both starting at the same
+        instant; the model's window (``config.audio_seconds``) of each is used.
+        """
         cfg = self.config
-        win = prepare_window(frames, audio, cfg, self.detector)
-        present = win.present.clone()
-        if win.pixel_values is not None and win.face_fallback:
-            present[0] = False  # no face: the frames are no facial evidence
+        win = prepare_window(frames, audio, cfg, self.detector, fps=fps)
+        present = win.present
         names = cfg.modalities
         present_map = {m: bool(p) for m, p in zip(names, present.tolist())}
         face_box = win.face.as_list() if win.face is not None and not win.face_fallback else None

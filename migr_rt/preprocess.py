@@ -16,9 +16,10 @@ class WindowInputs:
     """Tensors for one window plus what the front end found.
 
     ``pixel_values`` ``(T, 3, S, S)`` float in [0, 1] or None (no video);
-    ``audio_values`` ``(samples,)`` float32 or None (no audio);
-    ``present`` ``(M,)`` bool; ``face`` the crop box, ``face_fallback`` True
-    when no face was detected.
+    ``audio_values`` ``(samples,)`` float32 or None (no usable audio);
+    ``present`` ``(M,)`` bool, the evidence to use; ``face`` the crop box;
+    ``face_fallback`` True when the detector found no face (then the visual
+    modality is not present, whatever ``pixel_values`` holds).
     """
 
     pixel_values: torch.Tensor | None
@@ -42,36 +43,75 @@ def fit_audio(audio: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(audio, (0, samples - len(audio)))
 
 
+def window_frames(fps: float, seconds: float) -> int:
+    """Frames of a window of ``seconds`` at ``fps`` (at least one)."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return max(1, int(round(seconds * fps)))
+
+
+def center_window(
+    frames: np.ndarray | None, audio: np.ndarray | None, fps: float, sample_rate: int, seconds: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The ``seconds``-long window at the centre of a clip, cut at the same instant from both streams.
+
+    Training sees one window per clip; the centre holds the expression's
+    apex more often than the first seconds do.
+    """
+    lengths = []
+    if frames is not None and len(frames):
+        lengths.append(len(frames) / fps)
+    if audio is not None and len(audio):
+        lengths.append(len(audio) / sample_rate)
+    start = max(0.0, (max(lengths, default=0.0) - seconds) / 2)
+    if frames is not None:
+        first = int(round(start * fps))
+        frames = frames[first : first + window_frames(fps, seconds)]
+    if audio is not None:
+        first = int(round(start * sample_rate))
+        audio = audio[first : first + int(round(seconds * sample_rate))]
+    return frames, audio
+
+
 def prepare_window(
     frames: np.ndarray | None,
     audio: np.ndarray | None,
     config: MigrConfig,
     detector: FaceDetector | None,
     *,
+    fps: float,
     silence_rms: float = 1e-4,
 ) -> WindowInputs:
-    """Face crops and a fixed-length waveform for one window.
+    """Face crops and a fixed-length waveform for one window starting where both inputs start.
 
-    Audio quieter than ``silence_rms`` counts as absent: a dead microphone
-    or a silent track is no evidence, and MI is computed over what is present.
+    Both streams are cut to the model's window (``config.audio_seconds``):
+    the frames to that many seconds at ``fps``, the audio to
+    ``config.audio_samples``, so the face and the voice cover the same span.
+    A modality without evidence is absent (``present`` False): no frames, or
+    a detector that found no face (the centre crop is still returned,
+    flagged); no audio, or audio quieter than ``silence_rms`` (a dead
+    microphone or a silent track).
     """
     pixel_values = None
     face: FaceCrops | None = None
     if frames is not None and len(frames):
-        face = crop_faces(sample_frames(np.asarray(frames), config.num_frames), detector, config.face_size)
+        frames = np.asarray(frames)[: window_frames(fps, config.audio_seconds)]
+        face = crop_faces(sample_frames(frames, config.num_frames), detector, config.face_size)
         pixel_values = torch.from_numpy(face.crops).permute(0, 3, 1, 2).float().div_(255.0)
     audio_values = None
     if audio is not None and len(audio):
         audio = np.asarray(audio, dtype=np.float32)
         if not np.all(np.isfinite(audio)):
             raise ValueError("audio window contains NaN or Inf samples")
+        audio = fit_audio(audio, config.audio_samples)
         if float(np.sqrt(np.mean(audio**2))) >= silence_rms:
-            audio_values = torch.from_numpy(fit_audio(audio, config.audio_samples))
-    present = torch.tensor([pixel_values is not None, audio_values is not None])
+            audio_values = torch.from_numpy(audio)
+    face_fallback = face.fallback if face else False
+    present = torch.tensor([pixel_values is not None and not face_fallback, audio_values is not None])
     return WindowInputs(
         pixel_values=pixel_values,
         audio_values=audio_values,
         present=present,
         face=face.box if face else None,
-        face_fallback=face.fallback if face else False,
+        face_fallback=face_fallback,
     )

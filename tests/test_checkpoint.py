@@ -73,6 +73,20 @@ def test_pickle_file_in_folder_is_refused(saved):
         load_checkpoint(saved)
 
 
+def test_unrecorded_file_is_refused(saved):
+    """An extra tokenizer file would silently change the tokenizer if it were read."""
+    (saved / "special_tokens_map.json").write_text('{"bos_token": "<eos>"}')
+    with pytest.raises(CheckpointError, match=r"not recorded in checksums\.json: \['special_tokens_map\.json'\]"):
+        load_checkpoint(saved)
+
+
+def test_a_folder_without_a_record_is_refused_before_scanning_it(tmp_path):
+    (tmp_path / "venv" / "lib").mkdir(parents=True)
+    (tmp_path / "venv" / "lib" / "x.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="checksums.json: missing"):
+        load_checkpoint(tmp_path)
+
+
 def test_missing_checksums_and_missing_files_are_refused(saved):
     (saved / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match=r"tokenizer\.json: recorded in checksums\.json but missing"):

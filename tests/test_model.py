@@ -144,8 +144,8 @@ def test_mafw_label_set_fits():
     assert label_log_probs(model, scoring_batch(model.config, 1), pixels, audio).shape == (1, 11)
 
 
-def test_init_from_a_local_pretrained_decoder(tmp_path):
-    """A user's own Qwen2 folder (here a tiny one) becomes the decoder, weights and tokenizer kept."""
+def _pretrained_decoder(folder, tie: bool):
+    """A user's own Qwen2 folder (here a tiny one) with a Qwen-like tokenizer."""
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
@@ -155,18 +155,27 @@ def test_init_from_a_local_pretrained_decoder(tmp_path):
                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
     )
     src_tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    qwen = Qwen2ForCausalLM(Qwen2Config(**{**TINY_TEXT, "vocab_size": len(src_tok)}))
-    qwen.save_pretrained(tmp_path / "qwen")
-    src_tok.save_pretrained(tmp_path / "qwen")
+    qwen = Qwen2ForCausalLM(Qwen2Config(**{**TINY_TEXT, "vocab_size": len(src_tok), "tie_word_embeddings": tie}))
+    qwen.save_pretrained(folder)
+    src_tok.save_pretrained(folder)
+    return qwen, src_tok
 
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_init_from_a_local_pretrained_decoder(tmp_path, tie):
+    """The decoder's weights, embeddings and (un)tied head survive; our tokens are appended."""
+    qwen, src_tok = _pretrained_decoder(tmp_path / "qwen", tie)
     model, tok = build_model(tiny_config(), decoder_path=tmp_path / "qwen")
     assert len(tok) > len(src_tok)  # our structural and label tokens were added
     assert tok.eos_token == "<|endoftext|>"  # the decoder's own eos is kept
     assert model.config.text_config.vocab_size == len(tok)
     old = qwen.model.layers[0].self_attn.q_proj.weight
     assert torch.equal(model.decoder.model.layers[0].self_attn.q_proj.weight, old)
-    # original token embeddings are kept, new rows appended
-    assert torch.equal(model.decoder.model.embed_tokens.weight[: len(src_tok)], qwen.model.embed_tokens.weight)
+    n = len(src_tok)
+    assert torch.equal(model.decoder.model.embed_tokens.weight[:n], qwen.model.embed_tokens.weight)
+    assert torch.equal(model.decoder.lm_head.weight[:n], qwen.lm_head.weight)
+    shared = model.decoder.lm_head.weight.data_ptr() == model.decoder.model.embed_tokens.weight.data_ptr()
+    assert shared == tie
     pixels, audio = random_inputs(model.config, 1)
     assert torch.isfinite(label_log_probs(model, scoring_batch(model.config, 1), pixels, audio)).all()
 
@@ -184,3 +193,61 @@ def test_default_config_builds_a_model_under_the_bundle_budget():
     model, _ = build_model(MigrConfig(), tokenizer_texts=["brows drawn together"])
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     assert n_bytes < 25e6
+
+
+@pytest.mark.parametrize("visible", [(True, True), (False, True), (True, False)])
+def test_cached_continuation_equals_full_forward(tiny_model, visible):
+    """Prefill + step-by-step continuation gives the full forward's logits, masks kept on cached keys."""
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 2, seed=12)
+    ids = scoring_batch(cfg, 2)
+    tail = torch.tensor([[cfg.label_token_ids[0], cfg.special_token_ids["answer_end"]]] * 2)
+    vis = torch.tensor([visible] * 2)
+    with torch.no_grad():
+        full = model(torch.cat([ids, tail], 1), pixels, audio, modality_visible=vis).logits[:, -2:]
+        out = model(ids, pixels, audio, modality_visible=vis, use_cache=True)
+        steps = []
+        for t in range(tail.shape[1]):
+            out = model(tail[:, t : t + 1], cache=out.cache, use_cache=True, past_key_visible=out.key_visible)
+            steps.append(out.logits[:, -1])
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+
+
+def test_continuing_a_cache_without_key_visibility_is_refused(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 1)
+    with torch.no_grad():
+        out = model(scoring_batch(model.config, 1), pixels, audio, use_cache=True)
+        with pytest.raises(ValueError, match="past_key_visible"):
+            model(torch.tensor([[5]]), cache=out.cache, use_cache=True)
+
+
+def test_scoring_graph_exports_with_torch_export(tiny_model):
+    """The answer-slot scoring path traces with torch.export (the ONNX exporter's front end)."""
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 2)
+    ids = scoring_batch(model.config, 2)
+
+    class Scoring(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, pixel_values, audio_values):
+            return self.inner(input_ids, pixel_values, audio_values).logits[:, -1]
+
+    wrapper = Scoring(model).eval()
+    program = torch.export.export(wrapper, (ids, pixels, audio))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(ids, pixels, audio), wrapper(ids, pixels, audio), atol=1e-5)
+
+
+def test_label_tokens_match_whole_words_only(tiny_model):
+    _, tok = tiny_model
+    sad = tok.convert_tokens_to_ids("sad")
+    assert sad in tok.encode("the voice sounds sad.", add_special_tokens=False)
+    assert tok.encode("<answer>sad</answer>", add_special_tokens=False)[1] == sad
+    for word in ("saddle", "unhappy", "surprised", "fearful"):
+        ids = tok.encode(word, add_special_tokens=False)
+        assert not set(ids) & set(tok.convert_tokens_to_ids(["sad", "happy", "surprise", "fear"])), word

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
-from migr_rt.training.base_recipe import BaseRecipeConfig, run_base_recipe
+from data_fixtures import build_mafw
+from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe
 from migr_rt.training.perception import PerceptionConfig, description_targets, modality_dropout
+from migr_rt.training.sources import open_source
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 from migr_rt.training.synth.reader import SynthCorpus
 from migr_rt.training.windows import extract_windows, load_windows, modality_targets, preprocessing_key, save_windows
 from model_fixtures import tiny_config
 
+from migr_rt.labels import MAFW_LABELS
 from migr_rt.media import Clip
 from migr_rt.model import load_checkpoint
 
@@ -81,21 +85,59 @@ def test_label_outside_the_model_label_set_is_an_error():
         extract_windows([clip], cfg, None)
 
 
-def test_base_recipe_trains_and_writes_a_loadable_checkpoint(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def val_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("val") / "v"
+    generate_corpus(SynthConfig(n=7, seed=12, workers=1), out)
+    return out
+
+
+def test_base_recipe_trains_and_writes_a_loadable_checkpoint(corpus, val_corpus, tmp_path):
     progress = []
+    card = tmp_path / "card.md"
+    card.write_text("# a card\n")
     recipe = BaseRecipeConfig(
-        data=str(corpus), out=str(tmp_path / "base"), val_data=str(corpus),
+        data=str(corpus), out=str(tmp_path / "base"), val_data=str(val_corpus), card=str(card),
         perception=PerceptionConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=40),
     )
     metrics = run_base_recipe(recipe, model_config=tiny_config(), on_progress=progress.append)
     model, tok = load_checkpoint(tmp_path / "base")
     assert model.config.labels == tiny_config().labels
     assert (tmp_path / "base.cache").is_dir(), "window cache kept beside, not inside, the checkpoint"
+    assert (tmp_path / "base" / "MODEL_CARD.md").read_text() == "# a card\n"  # inside, and checksummed
     written = json.loads((tmp_path / "base" / "metrics.json").read_text())
     assert written["val"]["accuracy"] == pytest.approx(metrics["val"]["accuracy"])
     assert json.loads((tmp_path / "base" / "train_config.json").read_text())["recipe"] == "base"
     first, last = progress[0], progress[-1]
     assert last.step == 40 and last.eta_s == 0
     assert last.parts["answer"] < first.parts["answer"] and last.parts["describe"] < first.parts["describe"]
-    # the training set is tiny: the model must at least fit it better than chance
-    assert metrics["val"]["accuracy"] > 1.5 / len(model.config.labels)
+    assert metrics["val_windows"] == 7 and metrics["train_windows"] == 14
+
+
+def test_window_cache_follows_the_corpus_content(tmp_path):
+    """A corpus regenerated in the same folder must not be served the old corpus's windows."""
+    cfg = tiny_config()
+    folder = tmp_path / "c"
+    generate_corpus(SynthConfig(n=3, seed=21), folder)
+    first = load_or_extract(open_source(folder), cfg, tmp_path / "cache", None)
+    shutil.rmtree(folder)
+    generate_corpus(SynthConfig(n=3, seed=22), folder)
+    second = load_or_extract(open_source(folder), cfg, tmp_path / "cache", None)
+    assert first.ids != second.ids and all(i.startswith("synth-22-") for i in second.ids)
+    assert load_or_extract(open_source(folder), cfg, tmp_path / "cache", None).ids == second.ids  # cached now
+
+
+def test_recipe_takes_the_label_set_from_the_data(tmp_path):
+    """MAFW's eleven classes train an eleven-class model (no label-set crash mid-extraction)."""
+    build_mafw(tmp_path / "MAFW", {("train", 1): [(1, "contempt"), (2, "happiness"), (3, "anxiety")]})
+    source = open_source(f"mafw:{tmp_path / 'MAFW'}?fold=1&split=train")
+    assert source.labels == MAFW_LABELS
+    recipe = BaseRecipeConfig(
+        data=f"mafw:{tmp_path / 'MAFW'}?fold=1&split=train", out=str(tmp_path / "m"), val_fraction=0.34,
+        perception=PerceptionConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=2),
+    )
+    run_base_recipe(recipe, model_config=tiny_config(labels=list(MAFW_LABELS)))
+    model, _ = load_checkpoint(tmp_path / "m")
+    assert model.config.labels == list(MAFW_LABELS) and len(model.config.label_token_ids) == 11
+    with pytest.raises(ValueError, match="differ from the data"):
+        run_base_recipe(recipe, model_config=tiny_config())

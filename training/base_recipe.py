@@ -2,9 +2,9 @@
 
 Writes into the output folder: the checkpoint (``save_checkpoint``: config,
 safetensors, tokenizer, checksums), ``train_config.json`` (exactly what ran),
-``metrics.json`` and a model card. The window cache lives in
-``<out>.cache/`` beside it so the checkpoint folder stays small enough to
-bundle.
+``metrics.json`` and, when given, a model card. The window cache lives
+outside the checkpoint (``<out>.cache/`` beside it by default) so the
+checkpoint folder stays small enough to bundle.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from migr_rt.training.perception import PerceptionConfig, TrainProgress, evaluate, train_perception
-from migr_rt.training.sources import open_clips
+from migr_rt.training.sources import DataSource, open_source
 from migr_rt.training.windows import (
     WindowSet,
     cache_name,
@@ -41,17 +41,21 @@ class BaseRecipeConfig:
     val_data: str | None = None
     val_fraction: float = 0.1  #: held out from ``data`` when no ``val_data`` is given
     decoder_path: str | None = None
+    cache_dir: str | None = None  #: window cache folder (default: ``<out>.cache`` beside the checkpoint)
+    card: str | None = None  #: a model card file copied into the checkpoint as MODEL_CARD.md
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
 
-def load_or_extract(spec: str, config: MigrConfig, cache_dir: Path, on_extract: Callable[[int, int | None], None] | None) -> WindowSet:
-    """Windows of a data source, from the cache when it was made with the same preprocessing."""
-    key = preprocessing_key(config)
-    path = cache_dir / cache_name(str(Path(spec).resolve()) if Path(spec).exists() else spec, key)
+def load_or_extract(
+    source: DataSource, config: MigrConfig, cache_dir: Path, on_extract: Callable[[int, int | None], None] | None
+) -> WindowSet:
+    """Windows of a data source, from the cache when it was made from the same content and preprocessing."""
+    key = {**preprocessing_key(config), "source": source.fingerprint}
+    path = cache_dir / cache_name(source.fingerprint, key)
     windows = load_windows(path, key)
     if windows is None:
-        source = open_clips(spec)
-        windows = extract_windows(source, config, HaarFaceDetector(), total=len(source), progress=on_extract)
+        logger.info("preprocessing %s into %s", source.description, path)
+        windows = extract_windows(source.clips, config, HaarFaceDetector(), total=len(source.clips), progress=on_extract)
         save_windows(windows, path, key)
     return windows
 
@@ -74,28 +78,33 @@ def run_base_recipe(
     from migr_rt.training.synth.cues import vocabulary_texts
 
     out = Path(recipe.out)
-    cache_dir = out.parent / f"{out.name}.cache"
+    cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
+    source = open_source(recipe.data)
+    val_source = open_source(recipe.val_data) if recipe.val_data else None
+    if val_source is not None and val_source.labels != source.labels:
+        raise ValueError(f"validation labels {val_source.labels} differ from training labels {source.labels}")
+    model_config = model_config or MigrConfig(labels=list(source.labels))
+    if tuple(model_config.labels) != source.labels:
+        raise ValueError(f"model labels {model_config.labels} differ from the data's {list(source.labels)}")
     model, tokenizer = build_model(
         model_config, tokenizer_texts=vocabulary_texts(), decoder_path=recipe.decoder_path, seed=recipe.perception.seed
     )
-    windows = load_or_extract(recipe.data, model.config, cache_dir, on_extract)
-    if recipe.val_data:
-        train, val = windows, load_or_extract(recipe.val_data, model.config, cache_dir, on_extract)
+    windows = load_or_extract(source, model.config, cache_dir, on_extract)
+    if val_source is not None:
+        train, val = windows, load_or_extract(val_source, model.config, cache_dir, on_extract)
     else:
         train, val = split_holdout(windows, recipe.val_fraction, recipe.perception.seed)
     metrics = train_perception(model, tokenizer, train, val, recipe.perception, on_progress)
     metrics["face_fallback_rate"] = float(windows.face_fallback.float().mean())
     metrics["environment"] = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
     train_config = {"recipe": "base", **asdict(recipe), "model": model.config.to_diff_dict()}
-    save_checkpoint(
-        model,
-        tokenizer,
-        out,
-        extra_files={
-            "train_config.json": json.dumps(train_config, indent=2, sort_keys=True, default=str) + "\n",
-            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
-        },
-    )
+    extra = {
+        "train_config.json": json.dumps(train_config, indent=2, sort_keys=True, default=str) + "\n",
+        "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+    }
+    if recipe.card:
+        extra["MODEL_CARD.md"] = Path(recipe.card).read_text()
+    save_checkpoint(model, tokenizer, out, extra_files=extra)
     return metrics
 
 

@@ -222,9 +222,10 @@ def train_perception(
     if described < len(train):
         logger.info("%d of %d windows have no descriptions; they train the answer only", len(train) - described, len(train))
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
     model.train()
-    heads = ModalityHeads(model.config).to(model.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        heads = ModalityHeads(model.config).to(model.device)
     named = list(model.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
     decay = [p for _, p in named if p.ndim >= 2]
     no_decay = [p for _, p in named if p.ndim < 2]

@@ -1,11 +1,21 @@
-"""Resolve a ``--data`` argument to clips: a synthetic corpus or a real dataset spec."""
+"""Resolve a ``--data`` argument to clips: a synthetic corpus or a real dataset spec.
+
+A source also carries its label set (the model is built with it, so MAFW's
+eleven classes train an eleven-class model) and a fingerprint of its content
+(the window cache is keyed by it, so a regenerated corpus in the same folder
+is never served stale windows).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sized
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from migr_rt.labels import DFEW_LABELS
 from migr_rt.media import Clip
 
 
@@ -15,22 +25,39 @@ class ClipSource(Sized, Protocol):
     def __iter__(self) -> Iterator[Clip]: ...
 
 
-def open_clips(spec: str | Path) -> ClipSource:
+@dataclass
+class DataSource:
+    clips: ClipSource
+    labels: tuple[str, ...]
+    fingerprint: str  #: SHA-256 over what the source holds (manifest bytes, or indexed entries and file stats)
+    description: str
+
+
+def open_source(spec: str | Path) -> DataSource:
     """``spec`` is a synthetic corpus (its folder or ``manifest.jsonl``) or a dataset spec like ``dfew:/data/DFEW?fold=1``.
 
-    A path that exists and holds a manifest is a synthetic corpus; anything
-    else goes to :func:`migr_rt.training.data.open_dataset`, which names the
-    dataset formats it knows when it cannot place the spec.
+    A path that holds a manifest is a synthetic corpus; anything else goes to
+    :func:`migr_rt.training.data.open_dataset`, which names the dataset
+    formats it knows when it cannot place the spec.
     """
     path = Path(spec)
-    if path.is_file() and path.suffix == ".jsonl":
+    manifest = path if path.is_file() and path.suffix == ".jsonl" else path / "manifest.jsonl"
+    if manifest.is_file():
         from migr_rt.training.synth.reader import SynthCorpus
 
-        return SynthCorpus(path)
-    if path.is_dir() and (path / "manifest.jsonl").is_file():
-        from migr_rt.training.synth.reader import SynthCorpus
-
-        return SynthCorpus(path / "manifest.jsonl")
+        corpus = SynthCorpus(manifest)
+        info = manifest.parent / "corpus.json"
+        labels = DFEW_LABELS
+        if info.is_file():
+            labels = tuple(json.loads(info.read_text()).get("config", {}).get("labels", DFEW_LABELS))
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        return DataSource(corpus, labels, digest, f"synthetic corpus {manifest}")
     from migr_rt.training.data import open_dataset
 
-    return open_dataset(str(spec))
+    reader = open_dataset(str(spec))
+    entries = []
+    for e in reader.entries:
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (e.video_path, e.audio_path) if p is not None]
+        entries.append([e.clip_id, e.label, stats])
+    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    return DataSource(reader, tuple(reader.labels), digest, f"{reader.name} dataset {spec}")

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from migr_rt.face import FaceDetector
 from migr_rt.media import Clip
 from migr_rt.model.config import MigrConfig
-from migr_rt.preprocess import prepare_window
+from migr_rt.preprocess import center_window, prepare_window
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class WindowSet:
 
 
 #: Bump when what a cached window holds changes.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 #: A modality whose generator evidence is weaker than this has no per-modality target of its own.
 MIN_MODALITY_STRENGTH = 0.3
 
@@ -111,7 +111,13 @@ def extract_windows(
     for n, clip in enumerate(clips, start=1):
         if clip.label not in label_index:
             raise ValueError(f"{clip.clip_id}: label {clip.label!r} is not in the model's label set {config.labels}")
-        win = prepare_window(clip.frames, clip.audio, config, detector)
+        if clip.has_audio and clip.sample_rate != config.sample_rate:
+            raise ValueError(
+                f"{clip.clip_id}: audio at {clip.sample_rate} Hz, the model expects {config.sample_rate} Hz "
+                "(decode with sample_rate=config.sample_rate)"
+            )
+        frames, audio_clip = center_window(clip.frames, clip.audio, clip.fps, clip.sample_rate, config.audio_seconds)
+        win = prepare_window(frames, audio_clip, config, detector, fps=clip.fps)
         if win.pixel_values is not None:
             crops.append((win.pixel_values.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8))
         else:
@@ -119,7 +125,9 @@ def extract_windows(
         audio.append(win.audio_values.half() if win.audio_values is not None else torch.zeros(config.audio_samples, dtype=torch.float16))
         present.append(win.present)
         labels.append(label_index[clip.label])
-        modality_labels.append(modality_targets(clip, config.labels, label_index))
+        # no evidence, no per-modality target (e.g. a face the detector missed)
+        targets = modality_targets(clip, config.labels, label_index)
+        modality_labels.append([t if bool(p) else -1 for t, p in zip(targets, win.present)])
         fallback.append(win.face_fallback)
         ids.append(clip.clip_id)
         descriptions.append({m: clip.meta.get(f"{m}_text") for m in config.modalities})

@@ -52,7 +52,10 @@ def crop_faces(
     The detector runs on ``probes`` evenly spaced frames (not every frame:
     a window spans under a few seconds, and the per-frame cost matters on a
     2-core robot); the median of the largest detections is the window's box.
-    With no detector or no detection the centre crop is used and flagged.
+    When the detector finds nothing, the centre crop is used and flagged
+    ``fallback``. With ``detector=None`` nothing is detected: the caller
+    vouches that the frames show a face (e.g. pre-cropped), the centre crop
+    is used and not flagged.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
@@ -70,7 +73,7 @@ def crop_faces(
         fallback = False
     else:
         box = center_box(h, w)
-        fallback = True
+        fallback = detector is not None
     region = frames[:, box.y : box.y + box.h, box.x : box.x + box.w]
     crops = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in region])
     return FaceCrops(crops=crops, box=box, fallback=fallback)

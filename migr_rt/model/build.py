@@ -36,15 +36,16 @@ def build_model(
     tokens and the embeddings are resized; encoders and projectors are new.
     """
     config = config or MigrConfig()
-    torch.manual_seed(seed)
     if decoder_path is None:
-        texts = list(tokenizer_texts or [])
-        texts += [config.prompt] + list(config.labels)
+        # Label names stay out of BPE training: a learned "sad" merge would
+        # share its id with the answer token and turn up inside "saddle".
+        texts = list(tokenizer_texts or []) + [config.prompt]
         tokenizer = train_tokenizer(texts, config.labels, vocab_size=config.text_config.vocab_size)
         decoder = None
     else:
         tokenizer, decoder = _load_pretrained_decoder(Path(decoder_path), config.labels)
         config.text_config = decoder.config
+        config.tie_word_embeddings = bool(decoder.config.tie_word_embeddings)
     special, label_ids = token_ids(tokenizer, config.labels)
     config.special_token_ids = special
     config.label_token_ids = label_ids
@@ -52,12 +53,15 @@ def build_model(
     config.text_config.vocab_size = len(tokenizer)
     for role in ("bos", "eos", "pad"):
         setattr(config.text_config, f"{role}_token_id", special[role])
-    model = MigrForEmotionReasoning(config)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = MigrForEmotionReasoning(config)
     if decoder is not None:
         missing, unexpected = model.decoder.load_state_dict(decoder.state_dict(), strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
+        if unexpected or [k for k in missing if "lm_head" not in k or not config.tie_word_embeddings]:
             raise ValueError(f"{decoder_path}: decoder weights do not fit (missing {missing}, unexpected {unexpected})")
-        model.tie_weights()
+        if config.tie_word_embeddings:
+            model.tie_weights()
     return model, tokenizer
 
 

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from migr_rt.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -52,19 +54,18 @@ def write_checksums(folder: Path) -> Path:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != CHECKSUM_FILE
     }
-    target = folder / CHECKSUM_FILE
-    tmp = folder / f".{CHECKSUM_FILE}.tmp"
-    tmp.write_text(json.dumps({"format": CHECKSUM_FORMAT, "sha256": files}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, target)
-    return target
+    record = json.dumps({"format": CHECKSUM_FORMAT, "sha256": files}, indent=2, sort_keys=True) + "\n"
+    return write_text_atomic(folder / CHECKSUM_FILE, record)
 
 
 def verify_checkpoint(folder: str | Path) -> Path:
-    """Check a checkpoint folder before anything in it is deserialised; return its resolved path.
+    """Check a checkpoint folder before anything in it is deserialised; return it.
 
-    Raises :class:`CheckpointError` for: a path that is not a local folder,
-    pickle-format files, a missing or unreadable ``checksums.json``, a
-    recorded file that is missing, and a file whose SHA-256 differs.
+    Raises :class:`CheckpointError` for: a path that is not a local folder, a
+    missing or unreadable ``checksums.json``, pickle-format files, files the
+    record does not list (a loader might read them: an extra
+    ``special_tokens_map.json`` silently changes the tokenizer), recorded
+    files that are missing, and files whose SHA-256 differs.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -72,15 +73,9 @@ def verify_checkpoint(folder: str | Path) -> Path:
             f"{folder}: not a local checkpoint folder (migr-rt never downloads weights; "
             "pass a folder written by save_checkpoint or `migr-rt train`)"
         )
-    pickled = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickled:
-        raise CheckpointError(
-            f"{folder}: refusing to load a checkpoint that contains pickle-format files {pickled}; "
-            "migr-rt loads safetensors only"
-        )
     record_path = folder / CHECKSUM_FILE
     if not record_path.is_file():
-        raise CheckpointError(f"{record_path}: missing; cannot verify the checkpoint's files")
+        raise CheckpointError(f"{record_path}: missing; {folder} is not a migr-rt checkpoint or cannot be verified")
     try:
         record = json.loads(record_path.read_text())
         files = record["sha256"]
@@ -88,9 +83,20 @@ def verify_checkpoint(folder: str | Path) -> Path:
             raise ValueError(f"unsupported format {record.get('format')!r}")
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{record_path}: unreadable checksum record ({exc})") from exc
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {CHECKSUM_FILE}
+    pickled = sorted(p for p in present if Path(p).suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise CheckpointError(
+            f"{folder}: refusing to load a checkpoint that contains pickle-format files {pickled}; "
+            "migr-rt loads safetensors only"
+        )
+    unrecorded = sorted(present - set(files))
+    if unrecorded:
+        raise CheckpointError(f"{folder}: files not recorded in {CHECKSUM_FILE}: {unrecorded}; refusing to load")
+    root = folder.resolve()
     for rel, expected in files.items():
         path = (folder / rel).resolve()
-        if folder.resolve() not in path.parents:
+        if root not in path.parents:
             raise CheckpointError(f"{record_path}: entry {rel!r} points outside the checkpoint folder")
         if not path.is_file():
             raise CheckpointError(f"{folder / rel}: recorded in {CHECKSUM_FILE} but missing")
@@ -158,13 +164,22 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 def load_checkpoint(
     folder: str | Path, device: str = "cpu", dtype=None
 ) -> tuple[MigrForEmotionReasoning, PreTrainedTokenizerBase]:
-    """Verify and load a checkpoint folder: ``(model in eval mode, tokenizer)``."""
+    """Verify and load a checkpoint folder: ``(model in eval mode, tokenizer)``.
+
+    ``from_pretrained`` verifies every file (tokenizer included) before reading any.
+    """
     from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     from migr_rt.model.modeling import MigrForEmotionReasoning
 
-    folder = verify_checkpoint(folder)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = MigrForEmotionReasoning.from_pretrained(folder, **kwargs).to(device).eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a few-MB load needs no progress bar on stderr
+    try:
+        model = MigrForEmotionReasoning.from_pretrained(folder, **kwargs).to(device).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
     return model, tokenizer

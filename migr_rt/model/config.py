@@ -73,6 +73,8 @@ class MigrConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # transformers ties the LM head by the outer config: follow the decoder's own setting.
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", True))
         self.labels = list(validate_labels(self.labels))
         if list(self.modalities) != list(MODALITIES):
             raise ValueError(f"modalities must be {list(MODALITIES)} (the sequence layout is fixed), got {self.modalities}")

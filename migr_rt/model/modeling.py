@@ -29,6 +29,8 @@ class MigrOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Cache | None = None
+    #: (B, K) visibility of every key in the cache, to pass back as ``past_key_visible`` on the next step
+    key_visible: torch.Tensor | None = None
 
 
 class MigrPreTrainedModel(PreTrainedModel):
@@ -133,13 +135,16 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
             if tokens is None:
                 continue
             where = masks[:, m]
-            expected = self.config.modality_token_counts[m]
-            counts = where.sum(dim=1)
-            if tokens.shape[1] != expected or bool((counts != expected).any()):
-                raise ValueError(
-                    f"{self.config.modalities[m]}: every sequence needs {expected} placeholder tokens and "
-                    f"{expected} encoder tokens, got {counts.tolist()} and {tokens.shape[1]}"
-                )
+            # A data-dependent check: skipped while tracing for export, where the
+            # layout is fixed by the config and the check would break the graph.
+            if not torch.compiler.is_compiling():
+                expected = self.config.modality_token_counts[m]
+                counts = where.sum(dim=1)
+                if tokens.shape[1] != expected or bool((counts != expected).any()):
+                    raise ValueError(
+                        f"{self.config.modalities[m]}: every sequence needs {expected} placeholder tokens and "
+                        f"{expected} encoder tokens, got {counts.tolist()} and {tokens.shape[1]}"
+                    )
             embeds = embeds.masked_scatter(where[..., None], tokens.to(embeds.dtype))
         return embeds
 
@@ -191,22 +196,34 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        past_key_visible: torch.Tensor | None = None,
         **kwargs,
     ) -> MigrOutput:
-        """Full-sequence forward (training, scoring, prefill).
+        """Forward over a full sequence (training, scoring, prefill) or a continuation of a cache.
 
         ``modality_visible`` ``(B, M)`` bool: False hides that modality's
         tokens (modality dropout, a missing camera or microphone, or an MI
         variant). A modality whose input is ``None`` is hidden automatically.
         ``labels`` ``(B, L)``: next-token targets aligned with ``input_ids``
         (-100 = ignore); the loss is the usual shifted cross-entropy.
+
+        With a non-empty ``cache``, ``input_ids`` continue it: positions
+        follow the cached length, and ``past_key_visible`` (the previous
+        output's ``key_visible``) keeps hidden modality keys hidden; it is
+        required, since guessing it would silently unmask a modality.
         """
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if past_length and past_key_visible is None:
+            raise ValueError("continuing a cache needs past_key_visible (the key_visible of the previous output)")
+        if past_key_visible is not None and past_key_visible.shape[1] != past_length:
+            raise ValueError(f"past_key_visible covers {past_key_visible.shape[1]} keys but the cache holds {past_length}")
         visible = self._visibility(input_ids, pixel_values, audio_values, modality_visible)
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, audio_values)
-        bias, _ = self.attention_bias(input_ids, visible, attention_mask)
+        bias, key_visible = self.attention_bias(input_ids, visible, attention_mask, past_length, past_key_visible)
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+            position_ids = torch.arange(past_length, past_length + input_ids.shape[1], device=input_ids.device)
+            position_ids = position_ids[None].expand_as(input_ids)
         out = self.decoder(
             inputs_embeds=inputs_embeds,
             attention_mask=bias,
@@ -220,7 +237,12 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
             )
-        return MigrOutput(loss=loss, logits=out.logits, cache=out.get("cache", None) if use_cache else None)
+        return MigrOutput(
+            loss=loss,
+            logits=out.logits,
+            cache=out.get("cache", None) if use_cache else None,
+            key_visible=key_visible if use_cache else None,
+        )
 
     def _visibility(self, input_ids, pixel_values, audio_values, modality_visible) -> torch.Tensor:
         bsz = input_ids.shape[0]

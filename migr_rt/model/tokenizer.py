@@ -91,8 +91,9 @@ def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, labels: Sequence[str]) 
     extra = [t for role, t in STRUCTURAL_TOKENS.items() if role not in _INHERITABLE_ROLES]
     tokenizer.add_special_tokens({"additional_special_tokens": extra})
     # Labels are ordinary (non-special) tokens: decoding shows them, and they
-    # are never split into sub-words, so one row of the LM head is one class.
-    tokenizer.add_tokens([AddedToken(lab, single_word=False, lstrip=False, rstrip=False, normalized=False) for lab in labels])
+    # are never split into sub-words, so one row of the LM head is one class;
+    # single_word keeps them out of longer words ("saddle", "surprised").
+    tokenizer.add_tokens([AddedToken(lab, single_word=True, lstrip=False, rstrip=False, normalized=False) for lab in labels])
     return tokenizer
 
 
