@@ -11,6 +11,7 @@ from data_fixtures import (
     dfew_csv,
     dfew_video,
     make_empty,
+    tone,
     truncate,
     write_av,
     write_dfew_csv,
@@ -26,7 +27,7 @@ from migr_rt.training.data import (
 )
 
 from migr_rt.labels import DFEW_LABELS
-from migr_rt.media import CorruptMediaError, MediaNotFoundError, MissingStreamError
+from migr_rt.media import CorruptMediaError, MediaNotFoundError, MissingStreamError, write_media
 
 # Clip numbers 1..7 carry label codes 1..7 in train set_1.
 TRAIN_1 = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7)]
@@ -288,3 +289,52 @@ def test_option_validation(dfew_root):
         DFEWReader(dfew_root, fps=0)
     with pytest.raises(TypeError):
         DFEWReader(dfew_root, colour="red")
+
+
+def _resolution_change(path):
+    """Overwrite ``path`` with two MPEG-TS recordings (64x64, then 128x96) joined byte for byte."""
+    parts = []
+    for i, (h, w) in enumerate(((64, 64), (96, 128))):
+        frames = np.full((15, h, w, 3), 60 + 80 * i, np.uint8)
+        part = write_media(path.with_name(f"part{i}.ts"), frames, 25.0, tone(0.6), 16000)
+        parts.append(part.read_bytes())
+        part.unlink()
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def test_resolution_change_mid_file_does_not_end_the_epoch(tmp_path):
+    root = good_tree(tmp_path / "DFEW")
+    _resolution_change(dfew_video(root, 2))
+    for on_error in ("skip", "raise"):
+        reader = DFEWReader(root, on_error=on_error)
+        clips = list(reader)
+        assert [c.clip_id for c in clips] == ["dfew/00001", "dfew/00002", "dfew/00003"]
+        changed = clips[1]
+        assert changed.frames.shape[1:] == (64, 64, 3) and len(changed.frames) >= 28  # both parts, first size
+        assert reader.skipped == {}
+
+
+def test_any_decode_failure_is_a_counted_skip_not_the_end_of_the_epoch(tmp_path, monkeypatch, caplog):
+    """A conversion failing inside decoding (here: the resize of the second part) is a corrupt clip, not a crash."""
+    import cv2
+
+    def broken_resize(*args, **kwargs):
+        raise cv2.error("simulated conversion failure")
+
+    root = good_tree(tmp_path / "DFEW")
+    path = _resolution_change(dfew_video(root, 2))
+    monkeypatch.setattr(cv2, "resize", broken_resize)
+
+    lenient = DFEWReader(root, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="migr_rt.training.data"):
+        clips = list(lenient)
+    assert [c.clip_id for c in clips] == ["dfew/00001", "dfew/00003"]
+    assert lenient.skipped == {"corrupt_media": 1}
+    assert lenient.skip_examples == {"corrupt_media": ["dfew/00002"]}
+    assert any("simulated conversion failure" in r.getMessage() for r in caplog.records)
+
+    strict = DFEWReader(root, on_error="raise")
+    with pytest.raises(CorruptMediaError, match="simulated conversion failure") as info:
+        list(strict)
+    assert str(path) in str(info.value)

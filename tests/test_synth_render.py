@@ -222,3 +222,50 @@ def test_preview_images_are_written_from_the_corpus(strong_corpus: SynthCorpus, 
     assert sheet.size[1] >= 7 * 160 and sheet.size[0] >= 6 * 160
     spec = np.asarray(Image.open(paths[1]).convert("RGB"))
     assert spec.std() > 20, "spectrogram panel is not blank"
+
+
+def test_preview_spectrogram_uses_the_model_filterbank() -> None:
+    """One mel filterbank in the code base: the encoder's (unit-area), so white noise comes out flat."""
+    from migr_rt.training.synth import preview
+
+    from migr_rt.model.encoders import mel_filterbank
+
+    assert not hasattr(preview, "mel_filterbank"), "preview keeps its own copy of the filterbank"
+    noise = np.random.default_rng(0).standard_normal(32000)
+    mel = log_mel_spectrogram(noise, 16000, n_mels=40)
+    assert mel.shape == (40, 32000 // 160 + 1)
+    bands = mel[:, 5:-5].mean(1)
+    # unit-area bands average the power under them: equal for white noise (a summing bank rises ~11 dB)
+    assert bands.max() - bands.min() < 2.0, bands
+    # and the numbers are exactly that filterbank applied to the power spectrum
+    x = np.pad(noise, 512)[: 1024 + 160 * 10]
+    frames = np.lib.stride_tricks.sliding_window_view(x, 1024)[::160] * np.hanning(1024)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    expected = 10 * np.log10(np.maximum(power @ mel_filterbank(1024, 40, 16000, 0.0, 8000.0), 1e-12)).T
+    np.testing.assert_allclose(mel[:, : expected.shape[1]], expected, rtol=1e-5, atol=1e-4)
+    # a 1 kHz tone peaks in the band centred nearest 1 kHz
+    tone = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    peak = int(log_mel_spectrogram(tone, 16000, n_mels=40)[:, 10:-10].mean(1).argmax())
+    centres = mel_filterbank(1024, 40, 16000, 0.0, 8000.0).argmax(0) * 16000 / 1024
+    assert abs(centres[peak] - 1000) < 80, (peak, centres[peak])
+
+
+def test_preview_images_are_written_atomically(strong_corpus: SynthCorpus, tmp_path: Path, monkeypatch) -> None:
+    """A crash while saving leaves the previous PNGs untouched and no partial files behind."""
+    from PIL import Image
+
+    docs = tmp_path / "docs"
+    paths = render_preview(strong_corpus.manifest_path, docs)
+    before = {p: p.read_bytes() for p in paths}
+    real_save = Image.Image.save
+
+    def crashing_save(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        Path(fp).write_bytes(Path(fp).read_bytes()[:100])  # half-written, then the process dies
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        render_preview(strong_corpus.manifest_path, docs)
+    assert {p: p.read_bytes() for p in paths} == before
+    assert sorted(p.name for p in docs.iterdir()) == sorted(p.name for p in paths)

@@ -6,14 +6,46 @@ through here, so every clip reaches the model resampled the same way.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
-from migr_rt.media.errors import CorruptMediaError, MediaNotFoundError, MissingStreamError
+from migr_rt.media.errors import CorruptMediaError, MediaError, MediaNotFoundError, MissingStreamError
+
+logger = logging.getLogger(__name__)
+
+#: Failures of demuxing, decoding or pixel/sample conversion that mean "this file is unusable".
+#: Anything else (AttributeError, NameError, KeyError, AssertionError ...) is a bug here and propagates.
+_DECODE_FAILURES: tuple[type[BaseException], ...] = (
+    av.error.FFmpegError,
+    cv2.error,
+    ValueError,
+    TypeError,
+    IndexError,
+    ArithmeticError,
+    RuntimeError,
+    UnicodeError,
+    OSError,
+)
+
+#: A video timestamp that jumps back by more than ``_BACKWARD_JUMP`` or ahead by more than
+#: ``_FORWARD_JUMP`` seconds is a discontinuity (concatenated MPEG-TS segments, a corrupt timestamp): the
+#: timeline then goes on one source frame later instead of rewinding, or of filling the gap with hours of
+#: copies of one frame. These are the thresholds ffmpeg applies to such jumps (0.1 s, ``dts_delta_threshold``).
+_BACKWARD_JUMP = 0.1
+_FORWARD_JUMP = 10.0
+
+#: Highest audio sample rate taken as real (768 kHz PCM exists); anything above is a corrupt header.
+_MAX_SAMPLE_RATE = 768_000
+
+#: Extra audio decoded beyond ``max_seconds`` before demuxing stops, so that the resampler's
+#: look-ahead sees the same input as in a full decode and the kept samples are identical.
+_AUDIO_MARGIN = 0.1
 
 
 @dataclass
@@ -44,15 +76,29 @@ def decode_media(
     output without interpolation artefacts). Audio is resampled to mono
     float32 at ``sample_rate`` with ffmpeg's resampler.
 
+    ``max_seconds`` keeps the first ``max_seconds`` of each stream; demuxing
+    stops as soon as every requested stream is past it, so cutting a long file
+    costs only the part kept (the result is identical to decoding all of it
+    and cutting).
+
+    Streams that change mid-way (concatenated recordings) still decode: later
+    frames are resized to the first frame's size, audio of a new sample rate
+    or layout is resampled like the rest (one warning per file and kind), and
+    video timestamps that jump backwards (or implausibly far ahead) are
+    continued rather than followed.
+
     Raises :class:`MediaNotFoundError`, :class:`CorruptMediaError` (empty,
-    truncated or undecodable files) or :class:`MissingStreamError` when a
+    truncated or undecodable files; every failure of demuxing, decoding or
+    conversion arrives as this) or :class:`MissingStreamError` when a
     ``require_*`` stream is absent. A stream that is merely absent (and not
-    required) comes back as ``None``.
+    required) comes back as ``None``. Invalid arguments raise ``ValueError``.
     """
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+    if max_seconds is not None and not (max_seconds > 0 and math.isfinite(max_seconds)):
+        raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
     path = Path(path)
     if not path.exists():
         raise MediaNotFoundError(path, "file does not exist")
@@ -62,81 +108,176 @@ def decode_media(
         raise CorruptMediaError(path, "file is empty (0 bytes)")
     try:
         container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+    except _DECODE_FAILURES as exc:
         raise CorruptMediaError(path, f"cannot be opened as media ({exc.__class__.__name__}: {exc})") from exc
 
-    with container:
-        vstream = container.streams.video[0] if (video and container.streams.video) else None
-        astream = container.streams.audio[0] if (audio and container.streams.audio) else None
-        if require_video and vstream is None:
-            raise MissingStreamError(path, "video")
-        if require_audio and astream is None:
-            raise MissingStreamError(path, "audio")
-        streams = [s for s in (vstream, astream) if s is not None]
-        if not streams:
-            return DecodedMedia(None, None, fps, sample_rate)
+    try:
+        with container:
+            return _decode_open(
+                container,
+                path,
+                fps=fps,
+                sample_rate=sample_rate,
+                video=video,
+                audio=audio,
+                require_video=require_video,
+                require_audio=require_audio,
+                max_seconds=max_seconds,
+            )
+    except MediaError:
+        raise
+    except _DECODE_FAILURES as exc:
+        raise CorruptMediaError(path, f"decoding failed ({exc.__class__.__name__}: {exc})") from exc
 
-        frames: list[np.ndarray] = []
-        chunks: list[np.ndarray] = []
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
-        next_k = 0  # index of the next output frame instant
-        last_frame: np.ndarray | None = None
-        first_time: float | None = None
-        last_time = 0.0
-        try:
-            for packet in container.demux(streams):
-                for frame in packet.decode():
-                    if isinstance(frame, av.VideoFrame):
-                        t = frame.time if frame.time is not None else len(frames) / fps
-                        if first_time is None:
-                            first_time = t
-                        t -= first_time
-                        if max_seconds is not None and t >= max_seconds:
-                            continue
-                        # Emit every output instant that this frame's arrival closes.
-                        while last_frame is not None and next_k / fps < t - 1e-6:
-                            frames.append(last_frame)
-                            next_k += 1
-                        last_frame = frame.to_ndarray(format="rgb24")
-                        last_time = t
-                    elif isinstance(frame, av.AudioFrame) and resampler is not None:
-                        for out in resampler.resample(frame):
-                            chunks.append(out.to_ndarray().reshape(-1))
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:
-            raise CorruptMediaError(path, f"decoding failed ({exc.__class__.__name__}: {exc})") from exc
 
-        out_frames: np.ndarray | None = None
-        if vstream is not None:
-            if last_frame is None:
-                if require_video:
-                    raise CorruptMediaError(path, "video stream holds no decodable frames")
-            else:
-                # The last source frame covers the instants up to the end of the stream.
-                end = _video_end_seconds(vstream, last_time)
-                if max_seconds is not None:
-                    end = min(end, max_seconds)
-                while next_k == 0 or next_k / fps < end - 1e-6:
+def _decode_open(
+    container: av.container.InputContainer,
+    path: Path,
+    *,
+    fps: float,
+    sample_rate: int,
+    video: bool,
+    audio: bool,
+    require_video: bool,
+    require_audio: bool,
+    max_seconds: float | None,
+) -> DecodedMedia:
+    vstream = container.streams.video[0] if (video and container.streams.video) else None
+    astream = container.streams.audio[0] if (audio and container.streams.audio) else None
+    if require_video and vstream is None:
+        raise MissingStreamError(path, "video")
+    if require_audio and astream is None:
+        raise MissingStreamError(path, "audio")
+    streams = [s for s in (vstream, astream) if s is not None]
+    if not streams:
+        return DecodedMedia(None, None, fps, sample_rate)
+
+    frames: list[np.ndarray] = []
+    chunks: list[np.ndarray] = []
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
+    source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
+    next_k = 0  # index of the next output frame instant
+    last_frame: np.ndarray | None = None
+    first_time: float | None = None
+    offset = 0.0  # added to video times after a backward timestamp jump
+    last_time = 0.0
+    size: tuple[int, int] | None = None  # (height, width) of the first frame: the output size
+    warned_resize = warned_jump = warned_audio = False
+    audio_layout: tuple[str, str, int] | None = None  # (format, layout, rate) the resampler was built for
+    # With max_seconds, demuxing stops once every requested stream is past it.
+    video_done = vstream is None
+    audio_done = astream is None
+    audio_in = 0.0  # seconds of source audio fed to the resampler
+    audio_stop = None if max_seconds is None else max_seconds + _AUDIO_MARGIN
+
+    for packet in container.demux(streams):
+        is_video = vstream is not None and packet.stream.index == vstream.index
+        if (video_done if is_video else audio_done) and max_seconds is not None:
+            continue  # this stream is already past max_seconds: skip the decoding work
+        for frame in packet.decode():
+            if isinstance(frame, av.VideoFrame):
+                t = frame.time if frame.time is not None else len(frames) / fps
+                if first_time is None:
+                    first_time = t
+                t = t - first_time + offset
+                if last_frame is not None and not -_BACKWARD_JUMP <= t - last_time <= _FORWARD_JUMP:
+                    if not warned_jump:
+                        logger.warning(
+                            "%s: video timestamp jumps from %.3f s to %.3f s; continuing the timeline",
+                            path,
+                            last_time,
+                            t,
+                        )
+                        warned_jump = True
+                    offset += last_time + source_period - t
+                    t = last_time + source_period
+                if max_seconds is not None and t >= max_seconds:
+                    video_done = True  # frames leave the decoder in presentation order: none earlier follows
+                    break
+                # Emit every output instant that this frame's arrival closes.
+                while last_frame is not None and next_k / fps < t - 1e-6:
                     frames.append(last_frame)
                     next_k += 1
-                out_frames = np.stack(frames)
-        out_audio: np.ndarray | None = None
-        if astream is not None:
-            out_audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+                image = frame.to_ndarray(format="rgb24")
+                if size is None:
+                    size = image.shape[:2]
+                elif image.shape[:2] != size:
+                    if not warned_resize:
+                        logger.warning(
+                            "%s: video resolution changes from %dx%d to %dx%d at %.3f s; "
+                            "resizing later frames to %dx%d",
+                            path,
+                            size[1],
+                            size[0],
+                            image.shape[1],
+                            image.shape[0],
+                            t,
+                            size[1],
+                            size[0],
+                        )
+                        warned_resize = True
+                    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                last_frame = image
+                last_time = t
+            elif isinstance(frame, av.AudioFrame) and resampler is not None:
+                if not 0 < frame.sample_rate <= _MAX_SAMPLE_RATE:
+                    # A corrupt header; resampling from e.g. 738 MHz would take seconds to give nothing.
+                    raise CorruptMediaError(path, f"audio sample rate {frame.sample_rate} Hz is not plausible")
+                layout = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if audio_layout is not None and layout != audio_layout:
+                    # A resampler is bound to one input format: finish this one and start another.
+                    if not warned_audio:
+                        logger.warning(
+                            "%s: audio changes from %s %s %d Hz to %s %s %d Hz at %.3f s of audio; resampling both",
+                            path,
+                            *audio_layout,
+                            *layout,
+                            audio_in,
+                        )
+                        warned_audio = True
+                    for out in resampler.resample(None):
+                        chunks.append(out.to_ndarray().reshape(-1))
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+                audio_layout = layout
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                audio_in += frame.samples / frame.sample_rate
+                if audio_stop is not None and audio_in >= audio_stop:
+                    audio_done = True
+        if max_seconds is not None and video_done and audio_done:
+            break
+    if resampler is not None:
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+
+    out_frames: np.ndarray | None = None
+    if vstream is not None:
+        if last_frame is None:
+            if require_video:
+                raise CorruptMediaError(path, "video stream holds no decodable frames")
+        else:
+            # The last source frame covers the instants up to the end of the stream: its start plus one
+            # source frame (container durations are unreliable: absent in FLV, rounded in AVI).
+            end = last_time + source_period
             if max_seconds is not None:
-                out_audio = out_audio[: int(round(max_seconds * sample_rate))]
-            if require_audio and out_audio.size == 0:
-                raise CorruptMediaError(path, "audio stream holds no decodable samples")
-        return DecodedMedia(out_frames, out_audio, fps, sample_rate)
+                # A frame at or past max_seconds was seen (or would be, decoding on): cover up to the cut.
+                end = max_seconds if video_done else min(end, max_seconds)
+            while next_k == 0 or next_k / fps < end - 1e-6:
+                frames.append(last_frame)
+                next_k += 1
+            out_frames = np.stack(frames)
+    out_audio: np.ndarray | None = None
+    if astream is not None:
+        out_audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+        if max_seconds is not None:
+            out_audio = out_audio[: int(round(max_seconds * sample_rate))]
+        if require_audio and out_audio.size == 0:
+            raise CorruptMediaError(path, "audio stream holds no decodable samples")
+    return DecodedMedia(out_frames, out_audio, fps, sample_rate)
 
 
-def _video_end_seconds(stream: av.video.stream.VideoStream, last_time: float) -> float:
-    """End of the video: the last frame's start plus one source frame duration.
-
-    Container durations are unreliable (absent in FLV, rounded in AVI), so the
-    decoded timeline decides.
-    """
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    return last_time + 1.0 / rate
+def _source_rate(stream: av.video.stream.VideoStream) -> float:
+    """Frame rate the container states for ``stream`` (25 when it states none)."""
+    rate = stream.average_rate or stream.guessed_rate or 25
+    rate = float(rate)
+    return rate if rate > 0 and math.isfinite(rate) else 25.0

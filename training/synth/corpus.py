@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,13 +42,14 @@ from migr_rt.training.synth.face import EXPRESSION_PROTOTYPES, Expression, rende
 from migr_rt.training.synth.params import as_dict, blend, param_ranges
 from migr_rt.training.synth.voice import VOICE_PROTOTYPES, VoiceExpression, sample_speaker, synthesize_voice
 
+from migr_rt.atomic import write_text_atomic
 from migr_rt.labels import DFEW_LABELS, validate_labels
 from migr_rt.media import write_media
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the same config would render different clips.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: neutral-labelled dominant clips show a mild other emotion
 GENERATOR = "migr_rt.training.synth"
 MANIFEST = "manifest.jsonl"
 CORPUS_INFO = "corpus.json"
@@ -251,7 +251,7 @@ def generate_corpus(config: SynthConfig, out_dir: str | Path, progress: Progress
     info = {"generator": GENERATOR, "version": GENERATOR_VERSION, "config": config.identity()}
     _claim_directory(out, info)
     (out / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / CORPUS_INFO, json.dumps(info, sort_keys=True, indent=2) + "\n")
+    write_text_atomic(out / CORPUS_INFO, json.dumps(info, sort_keys=True, indent=2) + "\n")
 
     jobs = [(config, i, str(out)) for i in range(config.n)]
     lines: list[str] = []
@@ -260,7 +260,7 @@ def generate_corpus(config: SynthConfig, out_dir: str | Path, progress: Progress
         if progress is not None:
             progress(done, config.n)
     manifest = out / MANIFEST
-    _atomic_write(manifest, "\n".join(lines) + "\n")
+    write_text_atomic(manifest, "\n".join(lines) + "\n")
     log.info("wrote %d clips and %s", config.n, manifest)
     return manifest
 
@@ -301,16 +301,6 @@ def _claim_directory(out: Path, info: dict[str, Any]) -> None:
             f"{out}: holds a different synthetic corpus (its {CORPUS_INFO} has {existing.get('version')!r} / "
             f"{existing.get('config')}); use an empty directory or delete it first"
         )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _rounded(obj: Any) -> Any:

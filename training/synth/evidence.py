@@ -10,7 +10,11 @@ Clip kinds and their strengths:
 
 * ``consistent``: both modalities show the label at 0.55-1.0;
 * ``visual_dominant`` / ``audio_dominant``: the named modality shows the label
-  at 0.7-1.0, the other shows it at most 0.3 or shows a neutral state;
+  at 0.7-1.0, the other shows it at most 0.3 or shows a neutral state. For the
+  neutral label the named modality is calm (0.9-1.0) and the other shows a
+  mild display of some other emotion (0.45-0.6, never neutral: a neutral display
+  is blank whatever its strength, so two calm modalities would be
+  indistinguishable and neither could be dominant);
 * ``ambiguous``: both show the label weakly (0.2-0.45);
 * ``conflicting``: each modality shows a different emotion; the stronger one
   (0.65-1.0) gives the label and the other is at least 0.3 weaker.
@@ -20,8 +24,10 @@ The dominant modality is the one whose evidence supports the label more
 support gap is at least :data:`ONE_SIDED_MARGIN`, the subset on which modality
 importance must recover the dominant modality. "Neutral" is the absence of a
 display, so a weak display of any emotion also counts as support for neutral;
-neutral-labelled conflicting clips are drawn so that the calm modality still
-supports neutral most.
+neutral-labelled conflicting and dominant clips are drawn so that the calm
+modality still supports neutral most. A clip whose two modalities both show
+neutral is never one-sided: both render as the neutral prototype, only noise
+differs, so nothing in the input can make one of them dominant.
 """
 
 from __future__ import annotations
@@ -94,7 +100,13 @@ class ClipEvidence:
 
     @property
     def one_sided(self) -> bool:
-        """True when the dominant modality's support exceeds the other's by at least :data:`ONE_SIDED_MARGIN`."""
+        """True when the dominant modality's support exceeds the other's by at least :data:`ONE_SIDED_MARGIN`.
+
+        Never true when both modalities show neutral: the neutral prototype is
+        the blank display, so their "strengths" differ only in noise.
+        """
+        if self.visual.emotion == self.audio.emotion == NEUTRAL:
+            return False
         v, a = self.visual.support_for(self.label), self.audio.support_for(self.label)
         return abs(v - a) >= ONE_SIDED_MARGIN - 1e-9
 
@@ -140,18 +152,23 @@ def sample_evidence(label: str, kind: str, labels: Sequence[str], rng: np.random
     if kind == "ambiguous":
         return ClipEvidence(label, kind, ModalityEvidence(label, u(0.2, 0.45)), ModalityEvidence(label, u(0.2, 0.45)))
     if kind in ("visual_dominant", "audio_dominant"):
-        strong = ModalityEvidence(label, u(0.7, 1.0))
-        if label != NEUTRAL and rng.random() < 0.5:
-            weak = ModalityEvidence(NEUTRAL, u(0.3, 0.8))  # the other modality looks calm
+        if label == NEUTRAL:
+            # "Barely showing neutral" is just neutral again: the other modality has to show
+            # something else, mildly, for the calm one to be what carries the label.
+            # Support gap s_strong - (1 - s_weak) >= 0.45: one-sided with room to spare.
+            s_strong = u(0.9, 1.0)
+            strong = ModalityEvidence(label, s_strong)
+            weak = ModalityEvidence(_other_emotion(label, labels, rng), u(max(0.45, 1.45 - s_strong), 0.6))
         else:
-            weak = ModalityEvidence(label, u(0.0, 0.3))  # the other barely shows it
+            strong = ModalityEvidence(label, u(0.7, 1.0))
+            if rng.random() < 0.5:
+                weak = ModalityEvidence(NEUTRAL, u(0.3, 0.8))  # the other modality looks calm
+            else:
+                weak = ModalityEvidence(label, u(0.0, 0.3))  # the other barely shows it
         pair = (strong, weak) if kind == "visual_dominant" else (weak, strong)
         return ClipEvidence(label, kind, *pair)
     # conflicting: the stronger modality carries the label, the other a different emotion
-    others = [e for e in labels if e not in (label, NEUTRAL)] or [e for e in labels if e != label]
-    if not others:
-        raise ValueError(f"conflicting clips need at least two labels, got {list(labels)}")
-    other = others[int(rng.integers(len(others)))]
+    other = _other_emotion(label, labels, rng)
     if label == NEUTRAL:
         # A faint emotional display still looks mostly neutral (support 1 - strength); keep it
         # strong enough that the calm modality remains the one supporting "neutral" most.
@@ -164,6 +181,14 @@ def sample_evidence(label: str, kind: str, labels: Sequence[str], rng: np.random
     weak = ModalityEvidence(other, s_weak)
     pair = (strong, weak) if rng.random() < 0.5 else (weak, strong)
     return ClipEvidence(label, kind, *pair)
+
+
+def _other_emotion(label: str, labels: Sequence[str], rng: np.random.Generator) -> str:
+    """A label other than ``label`` and, where there is a choice, other than neutral."""
+    others = [e for e in labels if e not in (label, NEUTRAL)] or [e for e in labels if e != label]
+    if not others:
+        raise ValueError(f"{label!r} needs a second label to contrast with, got {list(labels)}")
+    return others[int(rng.integers(len(others)))]
 
 
 def distractor(n_params: int, strength: float, rng: np.random.Generator) -> np.ndarray:

@@ -4,7 +4,9 @@
 carries that emotion most strongly on the face; ``synth_spectrograms.png``
 shows the log-mel spectrogram of the clip that carries it most strongly in the
 voice. Both come from the written files (not from the renderer's arrays), so
-they prove the MP4s contain what the manifest claims. PIL and numpy only.
+they prove the MP4s contain what the manifest claims. PIL and numpy, plus the
+model's own mel filterbank (so the preview shows the features the audio encoder
+sees); both images are written atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import numpy as np
 from migr_rt.training.synth.reader import SynthCorpus
 from PIL import Image, ImageDraw, ImageFont
+
+from migr_rt.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ def render_preview(manifest_path: str | Path, out_dir: str | Path) -> list[Path]
     sheet = contact_sheet(corpus, labels)
     specs = spectrogram_panel(corpus, labels)
     paths = [out / CONTACT_SHEET, out / SPECTROGRAMS]
-    sheet.save(paths[0])
-    specs.save(paths[1])
+    for image, path in zip((sheet, specs), paths):
+        with atomic_output(path) as tmp:
+            image.save(tmp, format="PNG")
     log.info("wrote %s and %s", *paths)
     return paths
 
@@ -151,29 +156,22 @@ def spectrogram_panel(corpus: SynthCorpus, labels: list[str], height: int = 150,
 def log_mel_spectrogram(
     audio: np.ndarray, sample_rate: int, *, n_fft: int = 1024, hop: int = 160, n_mels: int = 80
 ) -> np.ndarray:
-    """``(n_mels, frames)`` log-mel power in dB (Hann window, HTK mel scale, 0 Hz to Nyquist)."""
+    """``(n_mels, frames)`` log-mel power in dB (Hann window, 0 Hz to Nyquist).
+
+    The filterbank is the audio encoder's (:func:`migr_rt.model.encoders.mel_filterbank`:
+    HTK mel scale, unit-area triangles), so each band is the mean power across it.
+    """
+    # Imported here: the model package pulls in torch, which `import preview` should not pay for.
+    from migr_rt.model.encoders import mel_filterbank
+
     x = np.asarray(audio, dtype=np.float64)
     x = np.pad(x, (n_fft // 2, n_fft // 2))
     if len(x) < n_fft:
         x = np.pad(x, (0, n_fft - len(x)))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    mel = power @ mel_filterbank(sample_rate, n_fft, n_mels).T
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (frames, n_fft // 2 + 1)
+    mel = power @ mel_filterbank(n_fft, n_mels, sample_rate, 0.0, sample_rate / 2)  # (frames, n_mels)
     return (10 * np.log10(np.maximum(mel, 1e-12))).T
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Triangular filters ``(n_mels, n_fft // 2 + 1)`` evenly spaced on the HTK mel scale."""
-
-    def to_mel(f: np.ndarray) -> np.ndarray:
-        return 2595 * np.log10(1 + f / 700)
-
-    edges_hz = 700 * (10 ** (np.linspace(0, to_mel(np.array(sample_rate / 2)), n_mels + 2) / 2595) - 1)
-    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-    lo, mid, hi = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
-    up = (freqs[None] - lo) / np.maximum(mid - lo, 1e-9)
-    down = (hi - freqs[None]) / np.maximum(hi - mid, 1e-9)
-    return np.clip(np.minimum(up, down), 0, None)
 
 
 def colour_map(values: np.ndarray) -> np.ndarray:

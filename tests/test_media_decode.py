@@ -1,0 +1,256 @@
+"""decode_media on awkward real files: streams that change mid-way, early stop with max_seconds, error typing."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from data_fixtures import frames_for, tone
+
+from migr_rt.media import CorruptMediaError, MediaError, decode_media, write_media
+
+
+def solid(colour: tuple[int, int, int], height: int, width: int, seconds: float, fps: float = 25.0) -> np.ndarray:
+    """``(T, H, W, 3)`` frames of one colour, with a drifting white bar so the encoder sees motion."""
+    count = int(round(seconds * fps))
+    out = np.empty((count, height, width, 3), np.uint8)
+    out[:] = np.array(colour, np.uint8)
+    for t in range(count):
+        x = (4 * t) % max(1, width - 8)
+        out[t, :, x : x + 8] = 255
+    return out
+
+
+def concatenated_ts(tmp_path: Path, name: str, *segments: tuple[np.ndarray, np.ndarray, int]) -> Path:
+    """MPEG-TS segments (frames, audio, sample rate) joined byte for byte, like ``cat a.ts b.ts > ab.ts``."""
+    parts = []
+    for i, (frames, audio, rate) in enumerate(segments):
+        part = write_media(tmp_path / f"{name}-part{i}.ts", frames, 25.0, audio, rate, video_codec="libx264")
+        parts.append(part.read_bytes())
+    path = tmp_path / f"{name}.ts"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+RED, BLUE = (200, 30, 30), (30, 30, 200)
+
+
+@pytest.fixture(scope="module")
+def resolution_change(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of red 160x120 video, then 1 s of blue 320x240, in one MPEG-TS stream."""
+    tmp = tmp_path_factory.mktemp("resolution")
+    return concatenated_ts(
+        tmp,
+        "ab",
+        (solid(RED, 120, 160, 1.0), tone(1.0, 16000, 300.0), 16000),
+        (solid(BLUE, 240, 320, 1.0), tone(1.0, 16000, 600.0), 16000),
+    )
+
+
+def _resolution_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "resolution changes" in r.getMessage()]
+
+
+def test_resolution_change_mid_stream_is_resized_to_the_first_size(
+    resolution_change: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media"):
+        media = decode_media(resolution_change)
+    frames = media.frames
+    assert frames is not None and frames.shape[1:] == (120, 160, 3)
+    # Both segments are there, in order (the second one's timestamps restart at zero in the file).
+    assert 48 <= len(frames) <= 52
+    mean = frames[:, :, :40].reshape(len(frames), -1, 3).mean(1)  # left strip: mostly the background colour
+    assert mean[5, 0] > 150 and mean[5, 2] < 80, "first segment is red"
+    assert mean[-5, 2] > 150 and mean[-5, 0] < 80, "second segment is blue (resized)"
+    assert media.audio is not None and abs(len(media.audio) / 16000 - 2.0) < 0.2
+    warnings = _resolution_warnings(caplog)
+    assert len(warnings) == 1, warnings  # once per file, not once per frame
+    assert "160x120" in warnings[0] and "320x240" in warnings[0]
+
+
+def test_resolution_change_with_max_seconds_matches_the_full_decode(resolution_change: Path) -> None:
+    full = decode_media(resolution_change)
+    for seconds in (0.5, 1.5):
+        cut = decode_media(resolution_change, max_seconds=seconds)
+        n = int(np.ceil(seconds * 25))
+        assert np.array_equal(cut.frames, full.frames[:n])
+        assert np.array_equal(cut.audio, full.audio[: int(round(seconds * 16000))])
+
+
+def test_audio_format_change_mid_stream_decodes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """44.1 kHz audio followed by 16 kHz audio (PyAV's resampler alone refuses the second part)."""
+    path = concatenated_ts(
+        tmp_path,
+        "rates",
+        (frames_for(1, 1.0), tone(1.0, 44100, 500.0), 44100),
+        (frames_for(2, 1.0), tone(1.0, 16000, 500.0), 16000),
+    )
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media"):
+        media = decode_media(path)
+    assert media.frames is not None and media.frames.shape[1:] == (64, 64, 3)
+    assert abs(len(media.frames) - 50) <= 2
+    assert media.audio is not None and abs(len(media.audio) / 16000 - 2.0) < 0.2
+    # the tone is there on both sides of the switch (AAC padding leaves a short gap at the joint)
+    rms = np.sqrt((media.audio[: 32000 // 400 * 400].reshape(-1, 400) ** 2).mean(1))  # 25 ms blocks
+    assert (rms[8:32] > 0.15).all() and (rms[48:72] > 0.15).all()
+    assert np.abs(media.audio).max() < 1.0
+    assert sum("audio changes" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_timestamp_leap_ahead_is_not_filled_with_copies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Frames 15.. stamped 1000 s later (a corrupt or spliced timestamp) would otherwise become 25,000 copies."""
+    path = tmp_path / "leap.ts"
+    frames = solid(RED, 48, 64, 1.2)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = i if i < 15 else i + 25_000
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode(None))
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media"):
+        media = decode_media(path)
+    assert media.frames.shape == (30, 48, 64, 3)
+    assert sum("timestamp jumps" in r.getMessage() for r in caplog.records) == 1
+
+
+class _FailingResampler:
+    """Stands in for av.AudioResampler when ffmpeg rejects a conversion (PyAV raises a plain ValueError)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def resample(self, frame: object) -> list:
+        raise ValueError("Frame does not match AudioResampler setup.")
+
+
+def test_unexpected_decode_failures_arrive_as_corrupt_media_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_media(tmp_path / "ok.mp4", frames_for(0, 0.4), 25.0, tone(0.4), 16000)
+    monkeypatch.setattr(av, "AudioResampler", _FailingResampler)
+    with pytest.raises(CorruptMediaError) as info:
+        decode_media(path)
+    assert str(path) in str(info.value) and "AudioResampler" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    # video alone does not touch the resampler
+    assert decode_media(path, audio=False).frames is not None
+
+
+def test_corrupted_bytes_never_raise_anything_but_media_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sources = [
+        write_media(tmp_path / "src.mp4", frames_for(0, 0.6), 25.0, tone(0.6), 16000),
+        write_media(tmp_path / "src.ts", frames_for(1, 0.6), 25.0, tone(0.6), 16000),
+        write_media(tmp_path / "src.avi", frames_for(2, 0.6), 25.0, tone(0.6), 16000, video_codec="mpeg4",
+                    audio_codec="pcm_s16le"),
+    ]
+    for src in sources:
+        data = src.read_bytes()
+        for trial in range(12):
+            broken = bytearray(data)
+            for _ in range(int(rng.integers(1, 40))):
+                broken[int(rng.integers(len(broken)))] = int(rng.integers(256))
+            if trial % 2:
+                broken = broken[: int(rng.integers(len(broken) // 4, len(broken)))]
+            path = tmp_path / f"broken{src.suffix}"
+            path.write_bytes(bytes(broken))
+            for options in ({}, {"max_seconds": 0.3}):
+                try:
+                    decode_media(path, **options)
+                except MediaError:
+                    pass
+
+
+def test_absurd_audio_sample_rate_is_corrupt_and_fails_fast(tmp_path: Path) -> None:
+    """An AVI whose audio header claims 738 MHz (seen while fuzzing): resampling that took ~7 s to give nothing."""
+    path = write_media(tmp_path / "ok.avi", frames_for(0, 0.6), 25.0, tone(0.6), 16000, video_codec="mpeg4",
+                       audio_codec="pcm_s16le")
+    data = bytearray(path.read_bytes())
+    strf = data.find(b"strf", data.find(b"auds"))  # WAVEFORMATEX: tag (2), channels (2), samples/s (4)
+    assert struct.unpack_from("<I", data, strf + 12) == (16000,)
+    struct.pack_into("<I", data, strf + 12, 738_213_504)
+    path.write_bytes(bytes(data))
+    start = time.perf_counter()
+    with pytest.raises(CorruptMediaError, match="sample rate 738213504"):
+        decode_media(path)
+    assert time.perf_counter() - start < 1.0
+    assert decode_media(path, audio=False).frames.shape == (15, 64, 64, 3)  # the video is fine
+
+
+def test_arguments_are_validated_before_any_decoding(tmp_path: Path) -> None:
+    path = write_media(tmp_path / "ok.mp4", frames_for(0, 0.4), 25.0, tone(0.4), 16000)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_seconds"):
+            decode_media(path, max_seconds=bad)
+
+
+# --- max_seconds stops demuxing --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 s of 64x64 H.264 at 25 fps with 48 kHz AAC (noise, so every sample differs)."""
+    tmp = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(5)
+    frames = frames_for(3, 20.0)
+    frames = (frames.astype(np.int16) + rng.integers(-12, 12, frames.shape)).clip(0, 255).astype(np.uint8)
+    audio = tone(20.0, 48000, 330.0) + 0.02 * rng.standard_normal(20 * 48000).astype(np.float32)
+    return write_media(tmp / "long.mp4", frames, 25.0, audio, 48000)
+
+
+def _best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def test_max_seconds_stops_decoding_early_and_matches_a_full_decode(long_file: Path) -> None:
+    full = decode_media(long_file)
+    assert len(full.frames) == 500 and abs(len(full.audio) - 320000) < 2048
+    cut = decode_media(long_file, max_seconds=2.0)
+    assert cut.frames.shape == (50, 64, 64, 3) and cut.audio.shape == (32000,)
+    assert np.array_equal(cut.frames, full.frames[:50])
+    assert np.array_equal(cut.audio, full.audio[:32000])
+
+    t_full = _best_of(3, lambda: decode_media(long_file))
+    t_cut = _best_of(3, lambda: decode_media(long_file, max_seconds=2.0))
+    # 2 s of 20 s: about a tenth of the work once demuxing stops (decoding on to the end and discarding: ~45 %).
+    assert t_cut < 0.3 * t_full, f"first 2 s took {t_cut:.3f} s, the whole file {t_full:.3f} s"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [
+        (".mp4", {}),
+        (".ts", {}),
+        (".avi", {"video_codec": "mpeg4", "audio_codec": "pcm_s16le"}),
+        (".mkv", {}),
+    ],
+)
+@pytest.mark.parametrize("streams", [{"video": True, "audio": True}, {"audio": False}, {"video": False}])
+def test_cut_equals_full_decode_then_cut(tmp_path: Path, suffix: str, options: dict, streams: dict) -> None:
+    path = write_media(tmp_path / f"clip{suffix}", frames_for(4, 3.0, 30.0), 30.0, tone(3.0, 44100, 410.0), 44100,
+                       **options)
+    full = decode_media(path, **streams)
+    for seconds in (0.37, 1.0, 2.5, 10.0):
+        cut = decode_media(path, max_seconds=seconds, **streams)
+        if full.frames is None:
+            assert cut.frames is None
+        else:
+            n = min(len(full.frames), int(np.ceil(seconds * 25 - 1e-6)))
+            assert np.array_equal(cut.frames, full.frames[:n]), seconds
+        if full.audio is None:
+            assert cut.audio is None
+        else:
+            assert np.array_equal(cut.audio, full.audio[: int(round(seconds * 16000))]), seconds
