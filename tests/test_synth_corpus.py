@@ -244,11 +244,13 @@ def test_sampled_evidence_follows_each_kind_definition() -> None:
             strong, weak = (v, a) if kind == "visual_dominant" else (a, v)
             assert strong.emotion == label and strong.strength >= 0.7
             if label == "neutral":
-                # the calm modality carries the label; the other mildly shows something else
-                assert strong.strength >= 0.9 and weak.emotion != "neutral" and 0.45 <= weak.strength <= 0.6
+                # the calm modality carries the label; the other shows a faint trace of something
+                # else, which still looks mostly neutral: dominant, but not one-sided
+                assert strong.strength >= 0.9 and weak.emotion != "neutral" and 0.15 <= weak.strength <= 0.3
+                assert ev.dominant == kind.split("_")[0] and not ev.one_sided
             else:
                 assert weak.emotion == "neutral" or (weak.emotion == label and weak.strength <= 0.3)
-            assert ev.dominant == kind.split("_")[0] and ev.one_sided
+                assert ev.dominant == kind.split("_")[0] and ev.one_sided
         else:
             assert v.emotion != a.emotion
             stronger, weaker = (v, a) if v.strength > a.strength else (a, v)
@@ -274,7 +276,11 @@ def test_one_sided_is_the_support_margin() -> None:
 
 
 def test_no_one_sided_clip_shows_neutral_in_both_modalities() -> None:
-    """Review finding: in a 420-clip corpus 18 of 196 one-sided clips were neutral in both modalities."""
+    """Review finding: in a 420-clip corpus 18 of 196 one-sided clips were neutral in both modalities.
+
+    Neutral clips of the dominant kinds are now calm in one modality and faintly emotional in the
+    other: the calm one dominates, but not by the one-sided margin.
+    """
     from migr_rt.training.synth.corpus import _rng
 
     for seed in (3, 4):
@@ -288,7 +294,7 @@ def test_no_one_sided_clip_shows_neutral_in_both_modalities() -> None:
             if label == "neutral" and kind in ("visual_dominant", "audio_dominant"):
                 neutral_dominant += 1
                 named = ev.of(kind.split("_")[0])
-                assert ev.one_sided and named.emotion == "neutral" and ev.dominant == kind.split("_")[0]
+                assert not ev.one_sided and named.emotion == "neutral" and ev.dominant == kind.split("_")[0]
                 assert ev.of("audio" if kind == "visual_dominant" else "visual").emotion != "neutral"
         assert blank == 0, f"seed {seed}: {blank} of {one_sided} one-sided clips are neutral in both modalities"
         assert neutral_dominant >= 10 and one_sided >= 150

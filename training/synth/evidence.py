@@ -153,12 +153,13 @@ def sample_evidence(label: str, kind: str, labels: Sequence[str], rng: np.random
         return ClipEvidence(label, kind, ModalityEvidence(label, u(0.2, 0.45)), ModalityEvidence(label, u(0.2, 0.45)))
     if kind in ("visual_dominant", "audio_dominant"):
         if label == NEUTRAL:
-            # "Barely showing neutral" is just neutral again: the other modality has to show
-            # something else, mildly, for the calm one to be what carries the label.
-            # Support gap s_strong - (1 - s_weak) >= 0.45: one-sided with room to spare.
-            s_strong = u(0.9, 1.0)
-            strong = ModalityEvidence(label, s_strong)
-            weak = ModalityEvidence(_other_emotion(label, labels, rng), u(max(0.45, 1.45 - s_strong), 0.6))
+            # "Barely showing neutral" is just neutral again, so the weak modality shows a faint
+            # trace of another emotion (as faint as the weak modality of any other label). A
+            # clearer display would make "neutral" a doubtful label for the clip; a faint one
+            # still looks mostly neutral (support 1 - strength), so these clips are honestly
+            # not one-sided: the support gap s_strong - (1 - s_weak) stays below the margin.
+            strong = ModalityEvidence(label, u(0.9, 1.0))
+            weak = ModalityEvidence(_other_emotion(label, labels, rng), u(0.15, 0.3))
         else:
             strong = ModalityEvidence(label, u(0.7, 1.0))
             if rng.random() < 0.5:
