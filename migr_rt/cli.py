@@ -142,56 +142,193 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 
 
 @main.command()
-@click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True, help="Training recipe.")
+@click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True,
+              help="base: perception stage. baseline: visual-first SFT + accuracy/format GRPO. "
+                   "migr: MI-ordered SFT + modality-aware GRPO.")
 @click.option("--data", required=True, help="Synthetic corpus folder/manifest, or a dataset spec like dfew:/data/DFEW?fold=1.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder to write.")
-@click.option("--val-data", default=None, help="Validation data (default: 10% held out from --data).")
-@click.option("--steps", type=click.IntRange(min=1), default=800, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--val-data", default=None, help="base: validation data (default: 10% held out from --data).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Perception steps (base, or the base stage of baseline/migr)  [default: 800 / 1200].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="base: batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help="base: learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--decoder", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Initialise the decoder and tokenizer from a local pretrained folder (e.g. Qwen2.5-0.5B).")
+              help="base: initialise the decoder and tokenizer from a local pretrained folder (e.g. Qwen2.5-0.5B).")
+@click.option("--base", "base_ckpt", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="baseline/migr: start from this base checkpoint (default: train one first, into <out>.work/base).")
+@click.option("--stages", default="sft,grpo", show_default=True,
+              help="baseline/migr: stages to run (sft, grpo or both); ablations use one.")
+@click.option("--sft-order", type=click.Choice(["visual", "mi"]), default=None,
+              help="Override the recipe's trace order (baseline: visual, migr: mi).")
+@click.option("--rewards", type=click.Choice(["baseline", "migr"]), default=None,
+              help="Override the recipe's GRPO rewards.")
+@click.option("--sft-steps", type=click.IntRange(min=1), default=None, help="baseline/migr: SFT steps.")
+@click.option("--grpo-steps", type=click.IntRange(min=1), default=None, help="baseline/migr: GRPO steps.")
+@click.option("--smoke", is_flag=True, help="baseline/migr: tiny preset that runs every stage for real in about a minute.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where preprocessed windows are cached (default: <out>.cache beside the checkpoint).")
 @click.option("--card", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A model card to store in the checkpoint as MODEL_CARD.md.")
 @_user_errors
-def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int, batch_size: int, lr: float,
-          seed: int, decoder: Path | None, cache_dir: Path | None, card: Path | None) -> None:
-    """Train MIGR weights. `base` (perception stage) works now; `baseline` and `migr` come with issue #3."""
-    if recipe != "base":
-        _not_implemented(f"train --recipe {recipe}", "issue #3: the MIGR training recipe")
-    from migr_rt.training.base_recipe import BaseRecipeConfig, run_base_recipe
-    from migr_rt.training.perception import PerceptionConfig
+def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | None, batch_size: int, lr: float,
+          seed: int, decoder: Path | None, base_ckpt: Path | None, stages: str, sft_order: str | None,
+          rewards: str | None, sft_steps: int | None, grpo_steps: int | None, smoke: bool,
+          cache_dir: Path | None, card: Path | None) -> None:
+    """Train MIGR weights: the base perception model, the R1-Omni-style baseline, or MIGR (two stages).
 
-    recipe_cfg = BaseRecipeConfig(
-        data=data, out=str(out), val_data=val_data, decoder_path=str(decoder) if decoder else None,
-        cache_dir=str(cache_dir) if cache_dir else None, card=str(card) if card else None,
-        perception=PerceptionConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+    baseline/migr resume from their last finished stage or GRPO checkpoint
+    when rerun with the same options (work in progress: <out>.work/).
+    """
+
+    def on_extract(done: int, total: int | None) -> None:
+        if done == 1 or done % 100 == 0 or done == total:
+            click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
+
+    def show(stage: str, p) -> None:
+        parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
+        val = ""
+        if p.val:
+            val = (f" | val acc {p.val['accuracy']:.3f} (visual only {p.val['accuracy_visual_only']:.3f}, "
+                   f"audio only {p.val['accuracy_audio_only']:.3f})")
+        every = 1 if stage == "grpo" else 10
+        if p.step % every == 0 or p.step == p.steps:
+            click.echo(f"[{stage}] step {p.step}/{p.steps} loss {p.loss:.4f} ({parts}) lr {p.lr:.2e}{val} "
+                       f"elapsed {p.elapsed_s:.0f}s eta {p.eta_s:.0f}s", err=True)
+
+    if recipe == "base":
+        from migr_rt.training.base_recipe import BaseRecipeConfig, run_base_recipe
+        from migr_rt.training.perception import PerceptionConfig
+
+        recipe_cfg = BaseRecipeConfig(
+            data=data, out=str(out), val_data=val_data, decoder_path=str(decoder) if decoder else None,
+            cache_dir=str(cache_dir) if cache_dir else None, card=str(card) if card else None,
+            perception=PerceptionConfig(steps=steps or 800, batch_size=batch_size, lr=lr, seed=seed),
+        )
+        metrics = run_base_recipe(recipe_cfg, on_extract=on_extract, on_progress=lambda p: show("base", p))
+        click.echo(f"wrote {out} (validation: {metrics['val']})")
+        return
+
+    from dataclasses import replace
+
+    from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, run_reasoning_recipe, smoke_config
+
+    options = dict(
+        base=str(base_ckpt) if base_ckpt else None, cache_dir=str(cache_dir) if cache_dir else None,
+        card=str(card) if card else None, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+        sft_order=sft_order, rewards=rewards, seed=seed,
     )
+    if steps is not None:
+        options["base_steps"] = steps
+    cfg = smoke_config(recipe, data, str(out), **options) if smoke else ReasoningRecipeConfig(
+        recipe=recipe, data=data, out=str(out), **options)
+    if sft_steps is not None:
+        cfg.sft = replace(cfg.sft, steps=sft_steps)
+    if grpo_steps is not None:
+        cfg.grpo = replace(cfg.grpo, steps=grpo_steps)
+    metrics = run_reasoning_recipe(cfg, on_progress=show, on_extract=on_extract)
+    click.echo(f"wrote {out} (stages finished: {', '.join(metrics['finished'])})")
+
+
+@main.command(name="eval")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Checkpoint folder to evaluate.")
+@click.option("--data", required=True, help="Synthetic corpus folder/manifest, or a dataset spec like dfew:/data/DFEW?fold=1.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder for eval.json, predictions.jsonl and drift.png (default: <checkpoint>.eval beside it).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where preprocessed windows are cached (default: <out>/cache).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N clips only.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Longest rationale decoded per window.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--mode", type=click.Choice(["auto", "reason", "describe"]), default="auto", show_default=True,
+              help="reason: generate <think>...</think><answer>; describe: a base checkpoint's cue description "
+                   "judged against its answer-slot label; auto: describe for base checkpoints.")
+@_user_errors
+def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None, limit: int | None,
+          max_new_tokens: int, batch_size: int, device: str | None, mode: str) -> None:
+    """Evaluate a checkpoint's rationales: WAR, UAR, ICR, first-segment agreement, grounding, drift."""
+    import torch
+
+    from migr_rt.model import CheckpointError, load_checkpoint
+    from migr_rt.training.base_recipe import load_or_extract
+    from migr_rt.training.data import DatasetError
+    from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, limit_source, write_report
+    from migr_rt.training.sources import open_source
+    from migr_rt.training.synth.reader import ManifestError
+
+    checkpoint = checkpoint.resolve()
+    out = out or checkpoint.parent / f"{checkpoint.name}.eval"
+    cache_dir = cache_dir or out / "cache"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model, tokenizer = load_checkpoint(checkpoint, device=device)
+    except CheckpointError as exc:
+        raise click.ClickException(f"--checkpoint: {exc}") from exc
+    try:
+        source = open_source(data)
+    except (DatasetError, ManifestError, FileNotFoundError) as exc:
+        raise click.ClickException(f"--data {data}: {exc}") from exc
+    unknown = [lab for lab in source.labels if lab not in model.config.labels]
+    if unknown:
+        raise click.ClickException(
+            f"--data {data}: labels {unknown} are not in the checkpoint's label set {list(model.config.labels)}"
+        )
+    if limit is not None:
+        source = limit_source(source, limit)
 
     def on_extract(done: int, total: int | None) -> None:
         if done == 1 or done % 100 == 0 or done == total:
             click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
 
     def on_progress(p) -> None:
-        parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
-        val = ""
-        if p.val:
-            val = (f" | val acc {p.val['accuracy']:.3f} (visual only {p.val['accuracy_visual_only']:.3f}, "
-                   f"audio only {p.val['accuracy_audio_only']:.3f})")
-        click.echo(f"step {p.step}/{p.steps} loss {p.loss:.4f} ({parts}) lr {p.lr:.2e}{val} "
-                   f"elapsed {p.elapsed_s:.0f}s eta {p.eta_s:.0f}s", err=True)
+        eta = p.elapsed_s / p.done * (p.total - p.done)
+        click.echo(f"evaluated {p.done}/{p.total} windows elapsed {p.elapsed_s:.0f}s eta {eta:.0f}s", err=True)
 
-    metrics = run_base_recipe(recipe_cfg, on_extract=on_extract, on_progress=on_progress)
-    click.echo(f"wrote {out} (validation: {metrics['val']})")
+    if mode == "auto":
+        import json
+
+        info = checkpoint / "train_config.json"
+        recipe = json.loads(info.read_text()).get("recipe") if info.is_file() else None
+        mode = "describe" if recipe == "base" else "reason"
+    windows = load_or_extract(source, model.config, cache_dir, on_extract)
+    report = evaluate_reasoning(
+        model, tokenizer, windows,
+        EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, mode=mode),
+        on_progress=on_progress,
+    )
+    paths = write_report(report, out)
+    click.echo(_format_eval(report))
+    click.echo(f"wrote {paths['eval']}, {paths['predictions'].name} and {paths['drift'].name}")
 
 
-@main.command(name="eval", context_settings=_STUB)
-def eval_() -> None:
-    """Evaluate a checkpoint: WAR, UAR, ICR, agreement, grounding, drift (issue #3)."""
-    _not_implemented("eval", "issue #3: evaluation")
+def _format_eval(report) -> str:
+    def pct(value) -> str:
+        return "   n/a" if value is None else f"{100 * value:5.1f}%"
+
+    def row(name: str, m: dict) -> str:
+        return (f"{name:<22} {m['windows']:>6} {pct(m['war'])} {pct(m['uar'])} {pct(m['icr'])} "
+                f"{pct(m['first_segment_agreement'])} {pct(m['grounding_rate'])} {pct(m['format_valid'])}")
+
+    m = report.metrics
+    lines = [f"{'':<22} {'n':>6} {'WAR':>6} {'UAR':>6} {'ICR':>6} {'first':>6} {'ground':>6} {'format':>6}",
+             row("all", m)]
+    for name in ("consistent", "ambiguous_conflicting"):
+        if report.subsets.get(name):
+            lines.append(row(name, report.subsets[name]))
+    for kind, sub in report.subsets.get("by_kind", {}).items():
+        lines.append(row(f"  kind {kind}", sub))
+    lines.append(
+        f"invalid answers {m['invalid_answers']}/{m['windows']}; ICR {m['icr_inconsistent']}/{m['correct']} correct "
+        f"inconsistent ({m['icr_no_cue']} state no cue); one-sided first-segment agreement "
+        f"{pct(m['first_segment_agreement_one_sided']).strip()}; coverage {pct(m['coverage']).strip()}"
+    )
+    if report.drift:
+        first, last = report.drift[0], report.drift[-1]
+        lines.append(f"modality attention share: step {first['step']} {first['total']:.3f} -> "
+                     f"step {last['step']} {last['total']:.3f} ({last['windows']} windows reach it)")
+    return "\n".join(lines)
 
 
 @main.command(context_settings=_STUB)

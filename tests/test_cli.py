@@ -24,9 +24,6 @@ def test_console_script_lists_the_subcommands():
 @pytest.mark.parametrize(
     "args",
     [
-        ["train", "--recipe", "migr", "--data", "x", "--out", "y"],
-        ["train", "--recipe", "baseline", "--data", "x", "--out", "y"],
-        ["eval", "--checkpoint", ".", "--data", "x"],
         ["export", "--checkpoint", ".", "--format", "onnx", "--out", "y"],
         ["run", "--camera", "0"],
         ["bench"],

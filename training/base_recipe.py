@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from migr_rt.training import distributed
 from migr_rt.training.perception import PerceptionConfig, TrainProgress, evaluate, train_perception
 from migr_rt.training.sources import DataSource, open_source
 from migr_rt.training.windows import (
@@ -52,11 +53,13 @@ def load_or_extract(
     """Windows of a data source, from the cache when it was made from the same content and preprocessing."""
     key = {**preprocessing_key(config), "source": source.fingerprint}
     path = cache_dir / cache_name(source.fingerprint, key)
-    windows = load_windows(path, key)
-    if windows is None:
-        logger.info("preprocessing %s into %s", source.description, path)
-        windows = extract_windows(source.clips, config, HaarFaceDetector(), total=len(source.clips), progress=on_extract)
-        save_windows(windows, path, key)
+    with distributed.current().main_first():  # in a launched job rank 0 extracts, the others read its cache
+        windows = load_windows(path, key)
+        if windows is None:
+            logger.info("preprocessing %s into %s", source.description, path)
+            windows = extract_windows(source.clips, config, HaarFaceDetector(), total=len(source.clips),
+                                      progress=on_extract)
+            save_windows(windows, path, key)
     return windows
 
 
@@ -104,7 +107,10 @@ def run_base_recipe(
     }
     if recipe.card:
         extra["MODEL_CARD.md"] = Path(recipe.card).read_text()
-    save_checkpoint(model, tokenizer, out, extra_files=extra)
+    dist = distributed.current()
+    if dist.is_main:
+        save_checkpoint(model, tokenizer, out, extra_files=extra)
+    dist.barrier()
     return metrics
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from migr_rt.training import distributed
 from migr_rt.training.windows import WindowSet
 from torch import nn
 from torch.nn import functional as F
@@ -217,6 +218,7 @@ def train_perception(
     on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> dict:
     """Train in place; return final metrics (train loss, validation accuracies, timing, config)."""
+    dist = distributed.current()
     desc = description_targets(model.config, tokenizer, train.descriptions)
     described = sum(1 for seq in desc.ids if seq)
     if described < len(train):
@@ -247,10 +249,12 @@ def train_perception(
     for step in range(config.steps):
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=gen), 0
-        idx = order[cursor : cursor + config.batch_size]
+        global_idx = order[cursor : cursor + config.batch_size]
         cursor += config.batch_size
+        # every rank draws the same dropout for the whole batch, then keeps its own rows
+        visible_all = modality_dropout(train.present[global_idx], config.modality_dropout, gen)
+        idx, visible = dist.shard(global_idx), dist.shard(visible_all)
         pixels, audio, present, labels = train.batch(idx)
-        visible = modality_dropout(present, config.modality_dropout, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         rows = idx.tolist()
@@ -261,6 +265,7 @@ def train_perception(
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dist.sync_gradients([p for _, p in named])
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()

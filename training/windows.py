@@ -40,6 +40,15 @@ class WindowSet:
     ids: list[str]
     #: per window and modality, a description of its evidence: "" when nothing is notable, None when unknown
     descriptions: list[dict[str, str | None]]
+    #: per window, what the source knows about it beyond the label (synthetic corpus: ``kind``,
+    #: ``dominant``, ``one_sided`` and ``cues`` {modality: [cue names]}); empty dicts for real datasets
+    meta: list[dict] | None = None
+
+    def __post_init__(self) -> None:
+        if self.meta is None:
+            self.meta = [{} for _ in self.ids]
+        if len(self.meta) != len(self.ids):
+            raise ValueError(f"{len(self.meta)} meta records for {len(self.ids)} windows")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,11 +65,12 @@ class WindowSet:
             self.face_fallback[idx],
             [self.ids[i] for i in idx.tolist()],
             [self.descriptions[i] for i in idx.tolist()],
+            [self.meta[i] for i in idx.tolist()],
         )
 
 
 #: Bump when what a cached window holds changes.
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 #: A modality whose generator evidence is weaker than this has no per-modality target of its own.
 MIN_MODALITY_STRENGTH = 0.3
 
@@ -106,7 +116,7 @@ def extract_windows(
     """Preprocess every clip into one window (face crops + fixed-length audio)."""
     label_index = {lab: i for i, lab in enumerate(config.labels)}
     crops, audio, present, labels, fallback, ids, descriptions = [], [], [], [], [], [], []
-    modality_labels = []
+    modality_labels, metas = [], []
     blank_crops = torch.zeros(config.num_frames, config.face_size, config.face_size, 3, dtype=torch.uint8)
     for n, clip in enumerate(clips, start=1):
         if clip.label not in label_index:
@@ -131,14 +141,24 @@ def extract_windows(
         fallback.append(win.face_fallback)
         ids.append(clip.clip_id)
         descriptions.append({m: clip.meta.get(f"{m}_text") for m in config.modalities})
+        metas.append(window_meta(clip.meta, config.modalities))
         if progress is not None:
             progress(n, total)
     if not ids:
         raise ValueError("no clips to extract windows from")
     return WindowSet(
         torch.stack(crops), torch.stack(audio), torch.stack(present), torch.tensor(labels),
-        torch.tensor(modality_labels), torch.tensor(fallback), ids, descriptions,
+        torch.tensor(modality_labels), torch.tensor(fallback), ids, descriptions, metas,
     )
+
+
+def window_meta(meta: dict, modalities: Sequence[str]) -> dict:
+    """What evaluation and rewards need from a clip's record: kind, true dominant modality, cues shown."""
+    out = {key: meta[key] for key in ("kind", "dominant", "one_sided") if key in meta}
+    cues = {m: [c["name"] for c in meta[m].get("cues", [])] for m in modalities if isinstance(meta.get(m), dict)}
+    if cues:
+        out["cues"] = cues
+    return out
 
 
 def save_windows(windows: WindowSet, path: str | Path, key: dict) -> Path:
@@ -150,6 +170,7 @@ def save_windows(windows: WindowSet, path: str | Path, key: dict) -> Path:
         "key": json.dumps(key, sort_keys=True),
         "ids": json.dumps(windows.ids),
         "descriptions": json.dumps(windows.descriptions),
+        "meta": json.dumps(windows.meta),
     }
     save_file(
         {
@@ -182,7 +203,7 @@ def load_windows(path: str | Path, key: dict) -> WindowSet | None:
     t = load_file(str(path))
     return WindowSet(
         t["crops"], t["audio"], t["present"].bool(), t["labels"], t["modality_labels"], t["face_fallback"].bool(),
-        json.loads(meta["ids"]), json.loads(meta["descriptions"]),
+        json.loads(meta["ids"]), json.loads(meta["descriptions"]), json.loads(meta.get("meta", "null")),
     )
 
 

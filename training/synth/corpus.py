@@ -49,7 +49,7 @@ from migr_rt.media import write_media
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the same config would render different clips.
-GENERATOR_VERSION = "1.2"  # 1.1: neutral-labelled dominant clips show a mild other emotion
+GENERATOR_VERSION = "1.2"  # 1.2: neutral-labelled dominant clips show a faint other emotion, not one-sided
 GENERATOR = "migr_rt.training.synth"
 MANIFEST = "manifest.jsonl"
 CORPUS_INFO = "corpus.json"

@@ -1,0 +1,194 @@
+"""baseline/migr recipes: traces, MI labels, reward contexts, trace SFT, and real resumable runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe
+from migr_rt.training.grpo import GRPOConfig
+from migr_rt.training.mi_labels import compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
+from migr_rt.training.perception import PerceptionConfig
+from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, reward_contexts, run_reasoning_recipe
+from migr_rt.training.sft import SFTConfig, sft_loss, trace_texts, train_sft
+from migr_rt.training.sources import open_source
+from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
+from migr_rt.training.traces import parse_trace
+from model_fixtures import tiny_config
+from safetensors.torch import load_file
+
+from migr_rt.cli import main
+from migr_rt.mi import score_modality_importance
+from migr_rt.model import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rcorpus") / "c"
+    generate_corpus(SynthConfig(n=12, seed=31, workers=1), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rbase")
+    recipe = BaseRecipeConfig(
+        data=str(corpus), out=str(root / "base"), cache_dir=str(root / "cache"), val_fraction=0.1,
+        perception=PerceptionConfig(steps=20, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=20),
+    )
+    run_base_recipe(recipe, model_config=tiny_config())
+    return root / "base", root / "cache"
+
+
+@pytest.fixture(scope="module")
+def windows(corpus, base):
+    model, _ = load_checkpoint(base[0])
+    return load_or_extract(open_source(corpus), model.config, base[1], None)
+
+
+def test_trace_texts_order_visibility_and_unknown_descriptions():
+    desc = [
+        {"visual": "strongly lowered brows", "audio": "clearly loud voice"},
+        {"visual": "strongly lowered brows", "audio": "clearly loud voice"},
+        {"visual": None, "audio": None},
+        {"visual": "", "audio": "clearly loud voice"},
+    ]
+    visible = torch.tensor([[True, True], [True, False], [True, True], [True, True]])
+    texts = trace_texts(desc, ["angry"] * 4, ["audio", "audio", "visual", "visual"], ["audio", "audio", "audio", "visual"],
+                        visible)
+    first = parse_trace(texts[0])
+    assert [m for m, _ in first.segments] == ["audio", "visual"] and first.well_formed
+    assert first.summary.startswith("the audio evidence decides")
+    hidden = parse_trace(texts[1])  # audio hidden: no audio segment, the summary falls back to what is shown
+    assert [m for m, _ in hidden.segments] == ["visual"] and hidden.summary.startswith("the visual evidence")
+    assert texts[2] is None
+    empty_visual = parse_trace(texts[3])  # nothing notable in the face: no empty <visual></visual>
+    assert [m for m, _ in empty_visual.segments] == ["audio"] and empty_visual.well_formed
+    assert all(parse_trace(t).answer == "angry" for t in texts if t)
+
+
+def test_mi_labels_match_the_reference_and_round_trip(base, windows, tmp_path):
+    model, _ = load_checkpoint(base[0])
+    records = compute_mi_labels(model, windows, batch_size=5)
+    assert [r.id for r in records] == windows.ids
+    pixels, audio, present, labels = windows.batch(torch.arange(len(windows)))
+    ref = score_modality_importance(model, pixels, audio, present=present, target=labels)
+    for k, r in enumerate(records):
+        assert r.mi["visual"] == pytest.approx(float(ref.mi[k, 0]), abs=1e-5)
+        assert r.mi["audio"] == pytest.approx(float(ref.mi[k, 1]), abs=1e-5)
+        assert r.dominant == model.config.modalities[int(ref.dominant[k])]
+        assert r.true_dominant == windows.meta[k]["dominant"]
+    path = write_mi_labels(records, tmp_path / "mi.jsonl")
+    assert read_mi_labels(path) == records
+    agreement = mi_agreement(records)
+    expected = sum(r.dominant == r.true_dominant for r in records) / len(records)
+    assert agreement["all"] == pytest.approx(expected) and agreement["all_n"] == len(records)
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_mi_labels(tmp_path / "bad.jsonl")
+
+
+def test_reward_contexts_take_cues_from_the_record_and_respect_visibility(windows):
+    sub = windows.subset([0, 1])
+    sub.present[1, 1] = False  # audio missing for the second window
+    ctxs = reward_contexts(sub, ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"), ["audio", None])
+    for i, ctx in enumerate(ctxs):
+        cues = sub.meta[i]["cues"]
+        assert ctx.label == ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")[int(sub.labels[i])]
+        for m in ctx.present:
+            assert ctx.actual_cues[m] == frozenset(cues[m])
+    assert ctxs[0].dominant == "audio" and ctxs[1].dominant is None
+    assert "audio" not in ctxs[1].present
+
+
+def test_trace_sft_learns_the_traces(base, windows):
+    model, tok = load_checkpoint(base[0])
+    first = ["visual"] * len(windows)
+    answers = [model.config.labels[int(i)] for i in windows.labels]
+    texts = trace_texts(windows.descriptions, answers, first, first)
+    pixels, audio, present, labels = windows.batch(torch.arange(len(windows)))
+    with torch.no_grad():
+        before, _ = sft_loss(model, tok, pixels, audio, present, labels, texts, answer_weight=0.0)
+    metrics = train_sft(model, tok, windows, first, first, SFTConfig(steps=25, batch_size=6, lr=3e-3, warmup_steps=2))
+    with torch.no_grad():
+        after, _ = sft_loss(model, tok, pixels, audio, present, labels, texts, answer_weight=0.0)
+    assert float(after) < 0.7 * float(before)
+    assert metrics["train_loss_parts"]["trace"] > 0
+
+
+def _recipe(corpus, base, out, **kw) -> ReasoningRecipeConfig:
+    return ReasoningRecipeConfig(
+        recipe=kw.pop("recipe", "migr"), data=str(corpus), out=str(out), base=str(base[0]), cache_dir=str(base[1]),
+        sft=SFTConfig(steps=4, batch_size=4, warmup_steps=1),
+        grpo=GRPOConfig(steps=3, prompts_per_step=2, group_size=2, max_new_tokens=12, beta=0.05),
+        checkpoint_every=2, **kw,
+    )
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_migr_recipe_resumes_grpo_and_matches_an_uninterrupted_run(corpus, base, tmp_path):
+    full = _recipe(corpus, base, tmp_path / "full")
+    metrics = run_reasoning_recipe(full)
+    assert set(metrics["finished"]) == {"mi_labels", "sft", "grpo"}
+    ckpt = tmp_path / "full"
+    model, _ = load_checkpoint(ckpt)  # verified: every written file is checksummed
+    mi = [json.loads(line) for line in (ckpt / "mi_labels.jsonl").read_text().splitlines()]
+    assert len(mi) == metrics["train_windows"] and {"mi", "dominant", "true_dominant"} <= set(mi[0])
+    config = json.loads((ckpt / "train_config.json").read_text())
+    assert config["recipe"] == "migr" and config["sft_order"] == "mi" and config["rewards"] == "migr"
+
+    seen = []
+
+    def stop_after_two(stage, p):
+        seen.append((stage, p.step))
+        if stage == "grpo" and p.step == 2:
+            raise _Interrupt
+
+    interrupted = _recipe(corpus, base, tmp_path / "resumed")
+    with pytest.raises(_Interrupt):
+        run_reasoning_recipe(interrupted, on_progress=stop_after_two)
+    work = tmp_path / "resumed.work"
+    assert (work / "grpo-step" / "grpo_state.json").is_file() and not (tmp_path / "resumed").exists()
+    sft_bytes = (work / "sft" / "model.safetensors").read_bytes()
+    seen.clear()
+    run_reasoning_recipe(interrupted, on_progress=lambda stage, p: seen.append((stage, p.step)))
+    assert seen == [("grpo", 3)], "SFT is not redone and GRPO continues at step 3"
+    assert (work / "sft" / "model.safetensors").read_bytes() == sft_bytes
+    a = load_file(str(ckpt / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_different_config_is_refused_instead_of_mixed(corpus, base, tmp_path):
+    run_reasoning_recipe(_recipe(corpus, base, tmp_path / "r", stages=("sft",)))
+    other = _recipe(corpus, base, tmp_path / "r", stages=("sft",))
+    other.sft = replace(other.sft, steps=5)
+    with pytest.raises(ValueError, match="different config"):
+        run_reasoning_recipe(other)
+
+
+def test_baseline_uses_visual_first_traces_and_accuracy_format_rewards(corpus, base, tmp_path):
+    cfg = _recipe(corpus, base, tmp_path / "b", recipe="baseline")
+    assert cfg.sft_order == "visual" and cfg.weights().active() == ["accuracy", "format"]
+    metrics = run_reasoning_recipe(cfg)
+    last = metrics["finished"]["grpo"]["last"]
+    assert set(k for k in last if k.startswith("reward/")) == {"reward/accuracy", "reward/format"}
+
+
+def test_cli_smoke_preset_runs_every_stage(corpus, tmp_path):
+    out = tmp_path / "smoke"
+    result = CliRunner().invoke(main, ["train", "--recipe", "migr", "--smoke", "--data", str(corpus), "--out", str(out),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "[base] step" in result.output and "[sft] step" in result.output and "[grpo] step" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["finished"]) == {"base", "mi_labels", "sft", "grpo"}
+    load_checkpoint(out)

@@ -1,0 +1,164 @@
+"""Reading an explanation: which emotion it argues for, and whether its evidence is true and complete.
+
+ICR (the share of correct predictions whose explanation implies a different
+emotion) is only meaningful if the judge measures the *explanation*, not the
+label copied into it. So the implied emotion comes from cue statements alone:
+each phrase of the cue vocabulary (:mod:`.synth.cues`) supports emotions with
+known weights and an intensity word in front of it scales them. A sentence
+that just names an emotion ("the answer is clearly angry") states no cue and
+implies nothing; the vocabulary contract guarantees no phrase contains a label
+word, so naming labels can never move the judgement.
+
+Consistency alone can be bought by leaving evidence out or by inventing it, so
+three checks sit beside the judge:
+
+* :func:`grounding` - the share of stated cues that are true of the input;
+* :func:`coverage` - the share of present modalities the explanation describes;
+* :func:`misplaced_cues` - cue statements filed under the other modality's segment.
+
+Known limits (acceptable because the corpus and the model only ever write
+vocabulary phrases): negation is not understood ("no lowered brows" states
+lowered brows), and intensity words are scored but not checked by grounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from migr_rt.training.synth.cues import Cue, find_cues, implied_emotion_scores
+from migr_rt.training.traces import ParsedTrace
+
+from migr_rt.labels import DFEW_LABELS
+
+#: Scores closer than this count as tied (sums of float weights are not exact).
+TIE_TOLERANCE = 1e-9
+
+
+@runtime_checkable
+class ExplanationJudge(Protocol):
+    """Anything that reads an explanation and says which emotion it argues for (pluggable for real data)."""
+
+    def implied_emotion(self, explanation: str) -> str | None:
+        """The emotion the explanation argues for; None when it states no evidence."""
+        ...
+
+    def emotion_scores(self, explanation: str) -> dict[str, float]:
+        """Support per label (every label present, >= 0)."""
+        ...
+
+
+class CueJudge:
+    """The default judge: exact on the synthetic corpus because it knows the cue vocabulary.
+
+    ``emotion_scores`` sums ``support x intensity`` over every cue statement
+    (a cue stated twice counts twice: repetition is penalised by the
+    coherence reward, not hidden here). ``implied_emotion`` is the arg-max;
+    scores within :data:`TIE_TOLERANCE` of the maximum tie, and a tie goes to
+    the label that comes first in ``labels`` (the checkpoint's label order), so
+    the verdict never depends on dict or set ordering. All-zero scores (no
+    cue stated) give None.
+    """
+
+    def __init__(self, labels: Sequence[str] = DFEW_LABELS) -> None:
+        self.labels: tuple[str, ...] = tuple(labels)
+        if not self.labels:
+            raise ValueError("CueJudge needs at least one label")
+
+    def emotion_scores(self, explanation: str) -> dict[str, float]:
+        return implied_emotion_scores(find_cues(explanation), self.labels)
+
+    def implied_emotion(self, explanation: str) -> str | None:
+        scores = self.emotion_scores(explanation)
+        best = max(scores.values())
+        if best <= 0.0:
+            return None
+        return next(lab for lab in self.labels if scores[lab] >= best - TIE_TOLERANCE)
+
+    def __repr__(self) -> str:
+        return f"CueJudge(labels={self.labels!r})"
+
+
+def explanation_parts(parsed: ParsedTrace) -> Iterator[tuple[str | None, str]]:
+    """``(modality, text)`` of each segment in order, then ``(None, summary)``.
+
+    Parts are scanned one by one rather than through ``parsed.explanation``
+    so that a phrase can never be assembled across two segments.
+    """
+    yield from parsed.segments
+    if parsed.summary:
+        yield None, parsed.summary
+
+
+def stated_cues(parsed: ParsedTrace) -> list[tuple[str | None, Cue]]:
+    """Every cue statement in the explanation as ``(part modality or None for the summary, cue)``, in order."""
+    return [(modality, cue) for modality, text in explanation_parts(parsed) for cue, _ in find_cues(text)]
+
+
+@dataclass(frozen=True)
+class GroundingReport:
+    """Which distinct cues an explanation states and which of them the input does not show.
+
+    A cue stated several times is one claim, so repeating a true cue cannot
+    dilute an invented one.
+    """
+
+    stated: tuple[Cue, ...]
+    ungrounded: tuple[Cue, ...]
+
+    @property
+    def rate(self) -> float | None:
+        """Share of stated cues that are grounded; None when nothing is stated."""
+        if not self.stated:
+            return None
+        return 1.0 - len(self.ungrounded) / len(self.stated)
+
+
+def grounding_report(parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]]) -> GroundingReport:
+    """Check every stated cue (segments and summary) against the cues present in the input.
+
+    ``actual_cues`` maps modality -> names of the cues the clip shows. A
+    stated cue is grounded when its name is listed under *its own* modality
+    (``cue.modality``), wherever it was written: a voice cue filed under
+    ``<visual>`` is still true, and :func:`misplaced_cues` reports the
+    misfiling separately.
+    """
+    stated: dict[str, Cue] = {}
+    for _, cue in stated_cues(parsed):
+        stated.setdefault(cue.name, cue)
+    ungrounded = tuple(c for c in stated.values() if c.name not in actual_cues.get(c.modality, ()))
+    return GroundingReport(stated=tuple(stated.values()), ungrounded=ungrounded)
+
+
+def grounding(parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]]) -> float | None:
+    """Share of distinct stated cues present in the input (see :func:`grounding_report`); None if none stated."""
+    return grounding_report(parsed, actual_cues).rate
+
+
+def coverage(parsed: ParsedTrace, present: Collection[str]) -> float:
+    """Share of ``present`` modalities described by a segment of their own that states one of their cues.
+
+    A segment counts for modality m only if it is tagged m and states at
+    least one cue of m, so an empty ``<audio></audio>`` or an audio segment
+    that only talks about the face does not cover audio. Vacuously 1.0 when
+    nothing is present.
+    """
+    wanted = list(dict.fromkeys(present))
+    if not wanted:
+        return 1.0
+    covered = {
+        modality
+        for modality, text in parsed.segments
+        if text and any(cue.modality == modality for cue, _ in find_cues(text))
+    }
+    return sum(m in covered for m in wanted) / len(wanted)
+
+
+def misplaced_cues(parsed: ParsedTrace) -> int:
+    """Cue statements inside a segment of another modality (e.g. "trembling voice" inside ``<visual>``).
+
+    Counted per occurrence; the summary is exempt because it may weigh both
+    modalities.
+    """
+    return sum(1 for modality, cue in stated_cues(parsed) if modality is not None and cue.modality != modality)

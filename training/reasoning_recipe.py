@@ -1,0 +1,405 @@
+"""The ``baseline`` and ``migr`` recipes: base model -> trace SFT -> GRPO, resumable stage by stage.
+
+=========  ==========================================  ============================================
+recipe     stage 1 (SFT on traces)                     stage 2 (GRPO rewards)
+=========  ==========================================  ============================================
+baseline   segments visual first (R1-Omni cold start)  accuracy + format (:meth:`RewardWeights.baseline`)
+migr       segments MI-dominant first (base model MI)  the modality-aware terms (:class:`RewardWeights`)
+=========  ==========================================  ============================================
+
+Both recipes build traces from the same descriptions with the same summary
+(it names the base model's MI-dominant modality), so the segment order and
+the rewards are the only differences. ``stages`` / ``sft_order`` /
+``rewards`` give the ablations (stage-1-only, stage-2-only).
+
+Layout: ``--out DIR`` receives the final checkpoint (with ``train_config.json``,
+``metrics.json``, ``mi_labels.jsonl``); work in progress lives in
+``DIR.work/``: the base checkpoint when the recipe trains one, the MI labels,
+the SFT checkpoint and the latest GRPO step checkpoint (weights, optimiser
+state and sampler state, all safetensors). A rerun with the same config
+resumes after the last finished stage or GRPO checkpoint; a rerun with a
+different config is refused instead of mixing two runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from migr_rt.training import distributed
+from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe, split_holdout
+from migr_rt.training.grpo import GRPOBatch, GRPOConfig, frozen_copy, grpo_step, make_optimizer
+from migr_rt.training.mi_labels import MILabel, compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
+from migr_rt.training.perception import PerceptionConfig, TrainProgress
+from migr_rt.training.rewards import RewardContext, RewardWeights, score
+from migr_rt.training.sft import SFTConfig, reasoning_prompt, train_sft
+from migr_rt.training.sources import open_source
+from migr_rt.training.synth.cues import find_cues
+from migr_rt.training.windows import WindowSet
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
+
+from migr_rt.atomic import write_text_atomic
+from migr_rt.model import load_checkpoint, save_checkpoint
+from migr_rt.model.checkpoint import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+RECIPES = ("baseline", "migr")
+STAGES = ("sft", "grpo")
+#: Bumped when the work folder's layout changes (an older one is refused, never misread).
+WORK_FORMAT = 1
+
+
+@dataclass
+class ReasoningRecipeConfig:
+    recipe: str
+    data: str
+    out: str
+    #: base (perception) checkpoint to start from; None trains one first (``base_steps``) into the work folder
+    base: str | None = None
+    base_steps: int = 1200
+    val_fraction: float = 0.1
+    cache_dir: str | None = None
+    card: str | None = None
+    stages: tuple[str, ...] = STAGES
+    sft_order: str | None = None  #: "visual" | "mi"; default from the recipe
+    rewards: str | None = None  #: "baseline" | "migr"; default from the recipe
+    reward_weights: RewardWeights | None = None  #: overrides ``rewards``' weights
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(steps=150, prompts_per_step=8, group_size=4,
+                                                                lr=2e-5, beta=0.02, max_new_tokens=128))
+    checkpoint_every: int = 25  #: GRPO steps between resumable checkpoints
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        self.stages = tuple(self.stages)
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")
+        if self.sft_order is None:
+            self.sft_order = "visual" if self.recipe == "baseline" else "mi"
+        if self.rewards is None:
+            self.rewards = self.recipe
+        if self.sft_order not in ("visual", "mi"):
+            raise ValueError(f"sft_order must be 'visual' or 'mi', got {self.sft_order!r}")
+        if self.rewards not in RECIPES:
+            raise ValueError(f"rewards must be one of {RECIPES}, got {self.rewards!r}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+    def weights(self) -> RewardWeights:
+        if self.reward_weights is not None:
+            return self.reward_weights
+        return RewardWeights.baseline() if self.rewards == "baseline" else RewardWeights()
+
+    def fingerprint(self) -> str:
+        """What must match for a work folder to be resumed (paths of outputs and cards excluded)."""
+        d = asdict(self)
+        for key in ("out", "card", "cache_dir"):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def smoke_config(recipe: str, data: str, out: str, **overrides) -> ReasoningRecipeConfig:
+    """Every stage for real, in seconds: what the tests and a first try on a new machine use."""
+    cfg = dict(
+        recipe=recipe, data=data, out=out, base_steps=30,
+        sft=SFTConfig(steps=12, batch_size=8, warmup_steps=2),
+        grpo=GRPOConfig(steps=3, prompts_per_step=4, group_size=3, lr=2e-5, beta=0.02, max_new_tokens=48),
+        checkpoint_every=2,
+    )
+    cfg.update(overrides)
+    return ReasoningRecipeConfig(**cfg)
+
+
+ProgressFn = Callable[[str, TrainProgress], None]
+
+
+@dataclass
+class _Work:
+    """The ``DIR.work`` folder: stage outputs and a state file recording what is finished."""
+
+    root: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def load(self) -> dict:
+        if not self.state_path.is_file():
+            return {}
+        try:
+            return json.loads(self.state_path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{self.state_path}: unreadable ({exc}); delete {self.root} to start over") from exc
+
+    def save(self, state: dict) -> None:
+        dist = distributed.current()
+        if dist.is_main:
+            write_text_atomic(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        dist.barrier()
+
+
+def _save(model, tokenizer, path: Path, extra_files: dict | None = None) -> None:
+    """Checkpoints are written by rank 0 only; every rank continues once it is on disk."""
+    dist = distributed.current()
+    if dist.is_main:
+        save_checkpoint(model, tokenizer, path, extra_files=extra_files)
+    dist.barrier()
+
+
+def _label_names(model, windows: WindowSet) -> list[str]:
+    return [model.config.labels[int(i)] for i in windows.labels]
+
+
+def reward_contexts(windows: WindowSet, labels: tuple[str, ...], dominant: list[str | None]) -> list[RewardContext]:
+    """Per window: label, the dominant modality the rewards expect, present modalities and cues shown.
+
+    Cues come from the corpus record (``meta["cues"]``) or, failing that, from
+    the cue descriptions; a modality is present when it is visible and shows
+    at least one cue. Real data has neither, so the cue terms are not applicable.
+    """
+    out = []
+    for i in range(len(windows)):
+        cues = dict(windows.meta[i].get("cues") or {})
+        if not cues:
+            for m, text in windows.descriptions[i].items():
+                if text:
+                    cues[m] = [c.name for c, _ in find_cues(text)]
+        present_flags = dict(zip(("visual", "audio"), windows.present[i].tolist()))
+        present = tuple(m for m in ("visual", "audio") if present_flags.get(m) and cues.get(m))
+        out.append(RewardContext(
+            label=labels[int(windows.labels[i])], labels=labels, dominant=dominant[i], present=present,
+            actual_cues={m: frozenset(cues[m]) for m in present},
+        ))
+    return out
+
+
+def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                     step: int, history: list[dict]) -> None:
+    """A resumable GRPO checkpoint: verified weights + optimiser moments and sampler state in safetensors."""
+    tensors: dict[str, torch.Tensor] = {"sampler_state": generator.get_state()}
+    scalars: dict[str, float] = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for k, p in enumerate(params):
+        st = optimizer.state.get(p, {})
+        for name, value in st.items():
+            if torch.is_tensor(value) and value.ndim > 0:
+                tensors[f"{k}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{k}.{name}"] = float(value)
+    extra = {
+        "grpo_state.json": json.dumps({"step": step, "scalars": scalars, "history": history}) + "\n",
+        "optimizer.safetensors": save_safetensors(tensors),
+    }
+    _save(model, tokenizer, path, extra)
+
+
+def _load_grpo_state(path: Path, model, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, list]:
+    state = json.loads((path / "grpo_state.json").read_text())
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    generator.set_state(tensors.pop("sampler_state"))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for k, p in enumerate(params):
+        st = {}
+        for key, value in tensors.items():
+            idx, name = key.split(".", 1)
+            if int(idx) == k:
+                st[name] = value.to(p.device)
+        for key, value in state["scalars"].items():
+            idx, name = key.split(".", 1)
+            if int(idx) == k:
+                st[name] = torch.tensor(value) if name == "step" else value
+        if st:
+            optimizer.state[p] = st
+    return int(state["step"]), list(state["history"])
+
+
+def run_reasoning_recipe(
+    recipe: ReasoningRecipeConfig,
+    *,
+    on_progress: ProgressFn | None = None,
+    on_extract: Callable[[int, int | None], None] | None = None,
+) -> dict:
+    """Run (or resume) a baseline/migr recipe and write the final checkpoint to ``recipe.out``; return its metrics."""
+    out = Path(recipe.out)
+    work = _Work(out.parent / f"{out.name}.work")
+    work.root.mkdir(parents=True, exist_ok=True)
+    state = work.load()
+    fingerprint = recipe.fingerprint()
+    if state and (state.get("format") != WORK_FORMAT or state.get("fingerprint") != fingerprint):
+        raise ValueError(
+            f"{work.root} holds a run with a different config (or layout); delete it or choose another --out "
+            "to start over (resuming it with this config would mix two runs)"
+        )
+    state.setdefault("format", WORK_FORMAT)
+    state.setdefault("fingerprint", fingerprint)
+    state.setdefault("finished", {})
+    start = time.monotonic()
+    cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
+
+    # -- stage 0: the base model (given, or trained here) ------------------------------------
+    base_path = Path(recipe.base) if recipe.base else work.root / "base"
+    if recipe.base is None and "base" not in state["finished"]:
+        logger.info("training the base (perception) model into %s", base_path)
+        base_metrics = run_base_recipe(
+            BaseRecipeConfig(data=recipe.data, out=str(base_path), val_fraction=recipe.val_fraction,
+                             cache_dir=str(cache_dir),
+                             perception=PerceptionConfig(steps=recipe.base_steps, seed=recipe.seed)),
+            on_extract=on_extract,
+            on_progress=(lambda p: on_progress("base", p)) if on_progress else None,
+        )
+        state["finished"]["base"] = {"val": base_metrics.get("val"), "seconds": base_metrics.get("seconds")}
+        work.save(state)
+    try:
+        model, tokenizer = load_checkpoint(base_path)
+    except CheckpointError as exc:
+        raise ValueError(f"base checkpoint {base_path}: {exc}") from exc
+
+    source = open_source(recipe.data)
+    if tuple(model.config.labels) != source.labels:
+        raise ValueError(f"base checkpoint labels {list(model.config.labels)} differ from the data's {list(source.labels)}")
+    windows = load_or_extract(source, model.config, cache_dir, on_extract)
+    train, _ = split_holdout(windows, recipe.val_fraction, recipe.seed)
+
+    # -- MI labels from the base model (both recipes: the summary names the MI-dominant modality)
+    mi_path = work.root / "mi_labels.jsonl"
+    if "mi_labels" in state["finished"] and mi_path.is_file():
+        mi = read_mi_labels(mi_path)
+    else:
+        mi = compute_mi_labels(model, train)  # deterministic: every rank computes the same labels
+        if distributed.current().is_main:
+            write_mi_labels(mi, mi_path)
+        state["finished"]["mi_labels"] = {"agreement": mi_agreement(mi), "windows": len(mi)}
+        work.save(state)
+    if [r.id for r in mi] != train.ids:
+        raise ValueError(f"{mi_path} does not match the training windows; delete {work.root} to start over")
+    mi_dominant = [r.dominant for r in mi]
+
+    # -- stage 1: trace SFT --------------------------------------------------------------------
+    sft_path = work.root / "sft"
+    if "sft" in recipe.stages:
+        if "sft" in state["finished"]:
+            model, tokenizer = load_checkpoint(sft_path)
+        else:
+            first = mi_dominant if recipe.sft_order == "mi" else ["visual"] * len(train)
+            sft_cfg = replace(recipe.sft, seed=recipe.seed)
+            sft_metrics = train_sft(model, tokenizer, train, first, mi_dominant, sft_cfg,
+                                    (lambda p: on_progress("sft", p)) if on_progress else None)
+            _save(model, tokenizer, sft_path)
+            state["finished"]["sft"] = sft_metrics
+            work.save(state)
+
+    # -- stage 2: GRPO --------------------------------------------------------------------------
+    if "grpo" in recipe.stages and "grpo" not in state["finished"]:
+        model, history = _run_grpo(recipe, model, tokenizer, train, mi_dominant, work, on_progress)
+        state["finished"]["grpo"] = {"steps": len(history), "last": history[-1] if history else None,
+                                     "reward_mean_first10": _mean(history[:10], "reward_mean"),
+                                     "reward_mean_last10": _mean(history[-10:], "reward_mean")}
+        work.save(state)
+    elif "grpo" in state["finished"]:
+        model, tokenizer = load_checkpoint(work.root / "grpo")
+
+    metrics = {
+        "recipe": recipe.recipe,
+        "stages": list(recipe.stages),
+        "sft_order": recipe.sft_order,
+        "rewards": recipe.rewards,
+        "reward_weights": dict(recipe.weights().items()),
+        "finished": state["finished"],
+        "train_windows": len(train),
+        "seconds_this_run": time.monotonic() - start,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads()},
+    }
+    extra = {
+        "train_config.json": json.dumps({**asdict(recipe), "model": model.config.to_diff_dict()},
+                                        indent=2, sort_keys=True, default=str) + "\n",
+        "metrics.json": json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n",
+        "mi_labels.jsonl": mi_path.read_text(),
+    }
+    if recipe.card:
+        extra["MODEL_CARD.md"] = Path(recipe.card).read_text()
+    _save(model, tokenizer, out, extra)
+    return metrics
+
+
+def _mean(history: list[dict], key: str) -> float | None:
+    values = [h[key] for h in history if key in h]
+    return sum(values) / len(values) if values else None
+
+
+def _run_grpo(
+    recipe: ReasoningRecipeConfig,
+    model,
+    tokenizer,
+    train: WindowSet,
+    mi_dominant: list[str | None],
+    work: _Work,
+    on_progress: ProgressFn | None,
+) -> tuple[object, list[dict]]:
+    """GRPO from ``model`` (resuming from the step checkpoint if there is one); the trained model and history."""
+    cfg = replace(recipe.grpo, seed=recipe.seed)
+    weights = recipe.weights()
+    labels = tuple(model.config.labels)
+    contexts = reward_contexts(train, labels, mi_dominant if recipe.rewards == "migr" else [None] * len(train))
+    prompt = torch.tensor(reasoning_prompt(model.config))
+
+    def batch_at(step: int) -> GRPOBatch:
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+        idx = dist.shard(torch.randperm(len(train), generator=gen)[: cfg.prompts_per_step])
+        pixels, audio, present, _ = train.batch(idx)
+        return GRPOBatch(prompt[None].repeat(len(idx), 1), pixels, audio, present, [contexts[i] for i in idx.tolist()])
+
+    def reward_fn(sampled, ctxs):
+        texts = ["<think>" + t for t in sampled.texts(tokenizer)]
+        return score(texts, ctxs, weights)
+
+    reference = frozen_copy(model) if cfg.beta > 0 else None
+    optimizer = make_optimizer(model, cfg)
+    dist = distributed.current()
+    if cfg.prompts_per_step < dist.world_size:
+        raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be >= the number of processes ({dist.world_size})")
+    # each rank samples its own prompts' completions: its own sampler stream
+    generator = torch.Generator(device=model.device).manual_seed(cfg.seed + 7919 * dist.rank)
+    ckpt = work.root / "grpo-step"
+    step, history = 0, []
+    if (ckpt / "grpo_state.json").is_file():
+        model, _ = load_checkpoint(ckpt)
+        optimizer = make_optimizer(model, cfg)
+        step, history = _load_grpo_state(ckpt, model, optimizer, generator)
+        logger.info("resuming GRPO at step %d/%d from %s", step, cfg.steps, ckpt)
+    start, start_step = time.monotonic(), step
+    running: dict[str, float] = {}
+    while step < cfg.steps:
+        stats = grpo_step(model, reference, optimizer, batch_at(step), reward_fn, cfg, generator)
+        history.append(stats)
+        step += 1
+        for key, value in stats.items():
+            if key.startswith("reward") or key in ("kl", "completion_len"):
+                running[key] = value if key not in running else 0.8 * running[key] + 0.2 * value
+        if step % recipe.checkpoint_every == 0 or step == cfg.steps:
+            _save_grpo_state(ckpt, model, tokenizer, optimizer, generator, step, history)
+        if on_progress is not None:
+            elapsed = time.monotonic() - start
+            done = step - start_step
+            on_progress("grpo", TrainProgress(step, cfg.steps, stats["loss"], cfg.lr, elapsed,
+                                              elapsed / done * (cfg.steps - step), dict(running)))
+    _save(model, tokenizer, work.root / "grpo")
+    if dist.is_main:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return model, history
+
+
+__all__ = ["ReasoningRecipeConfig", "run_reasoning_recipe", "smoke_config", "reward_contexts", "MILabel"]
