@@ -16,6 +16,8 @@ Variants (see ``migr_rt.training.reasoning_recipe``):
 * migr         MI-ordered SFT + GRPO with the modality-aware rewards
 * stage1_only  MI-ordered SFT, no GRPO
 * stage2_only  visual-first SFT + GRPO with the modality-aware rewards
+* migr+mi_opening, baseline+mi_opening  the trained checkpoints, decoded with the opening segment
+  picked by the runtime's MI for the predicted label (what ``Predictor.explain`` does by default)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, write_re
 from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, run_reasoning_recipe  # noqa: E402
 from migr_rt.training.sources import open_source  # noqa: E402
 
-from migr_rt.atomic import write_text_atomic  # noqa: E402
+from migr_rt.atomic import atomic_output, write_text_atomic  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,8 +49,12 @@ VARIANTS: dict[str, dict] = {
     "stage1_only": dict(recipe="migr", stages=("sft",)),
     "stage2_only": dict(recipe="migr", sft_order="visual"),
 }
+#: Evaluation-only rows: a trained variant decoded with its opening segment picked by the runtime's MI
+#: (for the predicted label, no ground truth), as ``Predictor.explain`` does by default.
+MI_OPENING = {"migr+mi_opening": "migr", "baseline+mi_opening": "baseline"}
 COLUMNS = [
     ("WAR", "war"), ("UAR", "uar"), ("ICR", "icr"), ("first seg = dominant", "first_segment_agreement"),
+    ("first seg = dominant, one-sided", "first_segment_agreement_one_sided"),
     ("grounding", "grounding_rate"), ("coverage", "coverage"), ("format ok", "format_valid"),
     ("answer-slot acc", "answer_slot_accuracy"),
 ]
@@ -93,6 +99,7 @@ def markdown(results: dict) -> str:
     ]
     base = results["variants"].get("baseline", {}).get("metrics", {})
     migr = results["variants"].get("migr", {}).get("metrics", {})
+    seeded = results["variants"].get("migr+mi_opening", {}).get("metrics", {})
     if base.get("icr") is not None and migr.get("icr") is not None:
         ratio = migr["icr"] / base["icr"] if base["icr"] else float("inf")
         lines += [
@@ -100,19 +107,61 @@ def markdown(results: dict) -> str:
             "",
             f"- migr ICR <= 0.5 x baseline ICR: {migr['icr']:.3f} vs {base['icr']:.3f} (ratio {ratio:.2f}) "
             f"-> {'met' if ratio <= 0.5 else 'MISSED'}",
+            *([f"- the same with the runtime's MI picking the opening segment (migr+mi_opening): "
+               f"{seeded['icr']:.3f} vs {base['icr']:.3f} (ratio {seeded['icr'] / base['icr']:.2f}) -> "
+               f"{'met' if seeded['icr'] <= 0.5 * base['icr'] else 'MISSED'}; WAR {seeded['war'] - base['war']:+.3f}"]
+              if seeded.get("icr") is not None and base["icr"] else []),
             f"- migr WAR/UAR within 1 point of baseline: WAR {migr['war'] - base['war']:+.3f}, "
             f"UAR {migr['uar'] - base['uar']:+.3f} -> "
             f"{'met' if migr['war'] >= base['war'] - 0.01 and migr['uar'] >= base['uar'] - 0.01 else 'MISSED'}",
-            f"- migr first-segment agreement >= 0.90: {_fmt(migr.get('first_segment_agreement'))} -> "
-            f"{'met' if (migr.get('first_segment_agreement') or 0) >= 0.9 else 'MISSED'}",
-            f"- MI picks the true dominant modality on >= 85% of one-sided clips: {_fmt(mi.get('one_sided'))} -> "
+            f"- migr first-segment agreement >= 0.90: all clips {_fmt(migr.get('first_segment_agreement'))} -> "
+            f"{'met' if (migr.get('first_segment_agreement') or 0) >= 0.9 else 'MISSED'}; one-sided clips "
+            f"{_fmt(migr.get('first_segment_agreement_one_sided'))} -> "
+            f"{'met' if (migr.get('first_segment_agreement_one_sided') or 0) >= 0.9 else 'MISSED'}",
+            f"- MI picks the true dominant modality on >= 85% of one-sided clips (training split; the held-out "
+            f"split is in bundled_model.md): {_fmt(mi.get('one_sided'))} -> "
             f"{'met' if (mi.get('one_sided') or 0) >= 0.85 else 'MISSED'}",
             "",
         ]
+    notes = Path(__file__).with_name("reasoning_experiment_notes.md")
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
+    lines += [f"Drift curves of every variant: [{results.get('name', 'reasoning_experiment')}_drift.png]"
+              f"({results.get('name', 'reasoning_experiment')}_drift.png).", ""]
     lines += ["Training time per variant (s, this machine): "
               + ", ".join(f"{k} {v['train_seconds']:.0f}" for k, v in results["variants"].items()), "",
               f"Machine: {results['machine']}", ""]
     return "\n".join(lines)
+
+
+def plot_drift(work: Path, variants: list[str], path: Path) -> Path | None:
+    """One figure with every variant's drift curve (attention share on modality tokens per step)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    drawn = 0
+    for variant in variants:
+        report = work / f"{variant}.eval" / "eval.json"
+        if not report.is_file():
+            continue
+        drift = json.loads(report.read_text()).get("drift") or []
+        ax.plot([d["step"] for d in drift], [d["total"] for d in drift], label=variant)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("generated step")
+    ax.set_ylabel("attention share on modality tokens")
+    ax.set_title("Drift: attention on the audio/visual evidence while explaining")
+    ax.set_ylim(0, 0.6)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return path
 
 
 @click.command()
@@ -128,19 +177,25 @@ def markdown(results: dict) -> str:
 def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Path, only: str | None,
          sft_steps: int | None, grpo_steps: int | None, name: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    chosen = ["base", *VARIANTS] if only is None else [v.strip() for v in only.split(",")]
+    chosen = ["base", *VARIANTS, *MI_OPENING] if only is None else [v.strip() for v in only.split(",") if v.strip()]
     model, tokenizer = load_checkpoint(base)
     test_windows = load_or_extract(open_source(test_data), model.config, cache_dir, None)
-    results = {"train": train_data, "test": test_data, "test_windows": len(test_windows), "base": str(base),
+    results = {"name": name, "train": train_data, "test": test_data, "test_windows": len(test_windows), "base": str(base),
                "variants": {}, "machine": machine_info()}
     previous = RESULTS / f"{name}.json"
     if only is not None and previous.is_file():
-        results["variants"] = json.loads(previous.read_text()).get("variants", {})
+        earlier = json.loads(previous.read_text())
+        results["variants"] = earlier.get("variants", {})
+        if earlier.get("mi_agreement"):
+            results["mi_agreement"] = earlier["mi_agreement"]
 
     for variant in chosen:
         t0 = time.monotonic()
+        opening = "free"
         if variant == "base":
             ckpt, mode = base, "describe"
+        elif variant in MI_OPENING:
+            ckpt, mode, opening = work / MI_OPENING[variant], "reason", "mi"
         else:
             cfg = ReasoningRecipeConfig(data=train_data, out=str(work / variant), base=str(base),
                                         cache_dir=str(cache_dir), **VARIANTS[variant])
@@ -160,15 +215,22 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
             ckpt, mode = work / variant, "reason"
         train_seconds = time.monotonic() - t0
         model, tokenizer = load_checkpoint(ckpt)
-        report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode=mode))
+        report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode=mode, opening=opening))
         write_report(report, work / f"{variant}.eval")
-        results["variants"][variant] = {"checkpoint": str(ckpt), "mode": mode, "metrics": report.metrics,
+        results["variants"][variant] = {"checkpoint": str(ckpt), "mode": mode, "opening": opening,
+                                        "metrics": report.metrics,
                                         "subsets": report.subsets, "train_seconds": train_seconds,
                                         "eval_seconds": report.elapsed_s}
         logging.info("%s: %s", variant, {k: report.metrics.get(k) for _, k in COLUMNS})
         RESULTS.mkdir(exist_ok=True)
         write_text_atomic(RESULTS / f"{name}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
         write_text_atomic(RESULTS / f"{name}.md", markdown(results))
+    state = work / "migr.work" / "state.json"
+    if "mi_agreement" not in results and state.is_file():  # measured when migr trained, in an earlier invocation
+        results["mi_agreement"] = json.loads(state.read_text())["finished"]["mi_labels"]["agreement"]
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(RESULTS / f"{name}.md", markdown(results))
+    plot_drift(work, list(results["variants"]), RESULTS / f"{name}_drift.png")
     click.echo(markdown(results))
 
 

@@ -72,7 +72,7 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 @_user_errors
 def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, keep: Path | None, as_json: bool) -> None:
-    """Synthesise a talking-face clip, then print the model's emotion and modality importance for it."""
+    """Synthesise a talking-face clip, then print the model's emotion, modality importance and rationale."""
     import json
     import tempfile
     from dataclasses import asdict
@@ -83,8 +83,9 @@ def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, kee
         report = run_demo(keep or tmp, checkpoint=checkpoint, seed=seed, emotion=emotion,
                           kind=None if kind == "any" else kind)
         if as_json:
+            rationale = report.rationale.text if report.rationale is not None else None
             click.echo(json.dumps({"clip": str(report.clip_path) if keep else None, "truth": report.truth,
-                                   "prediction": asdict(report.prediction)}, sort_keys=True))
+                                   "prediction": asdict(report.prediction), "rationale": rationale}, sort_keys=True))
             return
         click.echo(_format_demo(report, kept=keep is not None))
 
@@ -111,6 +112,15 @@ def _format_demo(report, kept: bool) -> str:
         bar = "#" * int(round(pred.importance[m] * 30))
         lines.append(f"  {m:<7} MI {pred.mi[m]:+7.3f}  importance {pred.importance[m]:.2f}  {bar}")
     lines.append(f"dominant modality: {pred.dominant}  (the explanation should open with it)")
+    if report.rationale is not None:
+        parsed = report.rationale.parsed
+        lines.append(f"rationale (opens with {parsed.first_modality or 'nothing'}; answer {parsed.answer}):")
+        for modality, text in parsed.segments:
+            lines.append(f"  {modality + ':':<8} {text}")
+        if parsed.summary:
+            lines.append(f"  summary: {parsed.summary}")
+        if parsed.problems:
+            lines.append(f"  (malformed: {'; '.join(parsed.problems)})")
     return "\n".join(lines)
 
 
@@ -168,13 +178,15 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 @click.option("--smoke", is_flag=True, help="baseline/migr: tiny preset that runs every stage for real in about a minute.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where preprocessed windows are cached (default: <out>.cache beside the checkpoint).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="baseline/migr: stage outputs and resume state (default: <out>.work beside the checkpoint).")
 @click.option("--card", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A model card to store in the checkpoint as MODEL_CARD.md.")
 @_user_errors
 def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | None, batch_size: int, lr: float,
           seed: int, decoder: Path | None, base_ckpt: Path | None, stages: str, sft_order: str | None,
           rewards: str | None, sft_steps: int | None, grpo_steps: int | None, smoke: bool,
-          cache_dir: Path | None, card: Path | None) -> None:
+          cache_dir: Path | None, work_dir: Path | None, card: Path | None) -> None:
     """Train MIGR weights: the base perception model, the R1-Omni-style baseline, or MIGR (two stages).
 
     baseline/migr resume from their last finished stage or GRPO checkpoint
@@ -215,6 +227,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
 
     options = dict(
         base=str(base_ckpt) if base_ckpt else None, cache_dir=str(cache_dir) if cache_dir else None,
+        work_dir=str(work_dir) if work_dir else None,
         card=str(card) if card else None, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
         sft_order=sft_order, rewards=rewards, seed=seed,
     )
@@ -245,9 +258,11 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
 @click.option("--mode", type=click.Choice(["auto", "reason", "describe"]), default="auto", show_default=True,
               help="reason: generate <think>...</think><answer>; describe: a base checkpoint's cue description "
                    "judged against its answer-slot label; auto: describe for base checkpoints.")
+@click.option("--opening", type=click.Choice(["free", "mi"]), default="free", show_default=True,
+              help="free: the model picks the opening segment; mi: the runtime's MI (predicted label) picks it.")
 @_user_errors
 def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None, limit: int | None,
-          max_new_tokens: int, batch_size: int, device: str | None, mode: str) -> None:
+          max_new_tokens: int, batch_size: int, device: str | None, mode: str, opening: str) -> None:
     """Evaluate a checkpoint's rationales: WAR, UAR, ICR, first-segment agreement, grounding, drift."""
     import torch
 
@@ -295,7 +310,7 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
     windows = load_or_extract(source, model.config, cache_dir, on_extract)
     report = evaluate_reasoning(
         model, tokenizer, windows,
-        EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, mode=mode),
+        EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, mode=mode, opening=opening),
         on_progress=on_progress,
     )
     paths = write_report(report, out)

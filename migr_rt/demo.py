@@ -11,7 +11,7 @@ from pathlib import Path
 
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.media import decode_media, write_media
-from migr_rt.predict import Prediction, Predictor
+from migr_rt.predict import Prediction, Predictor, Rationale
 
 
 @dataclass
@@ -21,6 +21,7 @@ class DemoReport:
     clip_path: Path
     truth: dict
     prediction: Prediction
+    rationale: Rationale | None = None  #: None for a checkpoint that was not trained to reason
 
 
 def pick_index(seed: int, emotion: str | None, kind: str | None, limit: int = 10_000) -> int:
@@ -56,4 +57,5 @@ def run_demo(
     predictor = predictor or Predictor(checkpoint)
     media = decode_media(path, fps=config.fps, sample_rate=predictor.config.sample_rate)
     truth = {k: clip.record[k] for k in ("id", "label", "kind", "dominant", "one_sided", "visual_text", "audio_text")}
-    return DemoReport(path, truth, predictor.predict(media.frames, media.audio))
+    rationale = predictor.explain(media.frames, media.audio) if predictor.reasons else None
+    return DemoReport(path, truth, predictor.predict(media.frames, media.audio), rationale)

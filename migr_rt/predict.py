@@ -6,6 +6,7 @@ the streaming runtime builds on it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,12 @@ import numpy as np
 import torch
 
 from migr_rt.face import FaceDetector, HaarFaceDetector
+from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import score_modality_importance
 from migr_rt.model import load_checkpoint
+from migr_rt.model.layout import prefix_ids
 from migr_rt.preprocess import prepare_window
+from migr_rt.traces import ParsedTrace, parse_trace
 
 
 def default_checkpoint() -> Path:
@@ -46,6 +50,23 @@ class Prediction:
     extras: dict = field(default_factory=dict)
 
 
+@dataclass
+class Rationale:
+    """A generated explanation: the raw trace and what it says (``parsed.first_modality``, segments, answer)."""
+
+    text: str
+    parsed: ParsedTrace
+    present: dict[str, bool]
+
+    @property
+    def answer(self) -> str | None:
+        return self.parsed.answer
+
+    @property
+    def first_modality(self) -> str | None:
+        return self.parsed.first_modality
+
+
 class Predictor:
     """Loads a checkpoint once; :meth:`predict` scores one window (label + MI in one batched pass)."""
 
@@ -60,6 +81,10 @@ class Predictor:
         self.model, self.tokenizer = load_checkpoint(self.checkpoint, device=device)
         self.config = self.model.config
         self.detector = detector if detector is not None else HaarFaceDetector()
+        info = self.checkpoint / "train_config.json"
+        recipe = json.loads(info.read_text()).get("recipe") if info.is_file() else None
+        #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
+        self.reasons = recipe in ("baseline", "migr")
 
     @torch.inference_mode()
     def predict(self, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = 25.0) -> Prediction:
@@ -95,3 +120,47 @@ class Predictor:
             face_box=face_box,
             face_found=face_box is not None,
         )
+
+    @torch.inference_mode()
+    def explain(
+        self,
+        frames: np.ndarray | None,
+        audio: np.ndarray | None,
+        fps: float = 25.0,
+        max_new_tokens: int = 128,
+        opening: str = "mi",
+    ) -> Rationale:
+        """Generate (greedy) the rationale for one window: ``<think>`` segments, summary, ``<answer>``.
+
+        ``opening="mi"`` starts the rationale with the modality that MI (for
+        the predicted label, the same pass :meth:`predict` makes) finds
+        dominant; ``"free"`` lets the model choose. Slower than
+        :meth:`predict` (one decoder step per token); a base checkpoint
+        (``self.reasons`` False) was never trained to write one.
+        """
+        if opening not in ("mi", "free"):
+            raise ValueError(f"opening must be 'mi' or 'free', got {opening!r}")
+        cfg = self.config
+        win = prepare_window(frames, audio, cfg, self.detector, fps=fps)
+        present_map = {m: bool(p) for m, p in zip(cfg.modalities, win.present.tolist())}
+        if not win.present.any():
+            return Rationale("", parse_trace(""), present_map)
+        pixels = win.pixel_values[None] if win.pixel_values is not None else None
+        audio_values = win.audio_values[None] if win.audio_values is not None else None
+        ids = prefix_ids(cfg) + [cfg.special_token_ids["think_start"]]
+        lead = ""
+        if opening == "mi":
+            dom = int(score_modality_importance(self.model, pixels, audio_values, present=win.present[None]).dominant[0])
+            first = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
+            ids.append(cfg.special_token_ids[f"{first}_start"])
+            lead = f"<{first}>"
+        prompt = torch.tensor([ids])
+        out = generate(
+            self.model, prompt,
+            pixels, audio_values, present=win.present[None], config=GenerationConfig(max_new_tokens=max_new_tokens),
+        )
+        eos = self.tokenizer.convert_ids_to_tokens(cfg.special_token_ids["eos"]) or ""
+        text = "<think>" + lead + out.texts(self.tokenizer)[0]
+        if eos and text.endswith(eos):
+            text = text[: -len(eos)]
+        return Rationale(text, parse_trace(text, cfg.labels), present_map)

@@ -48,3 +48,22 @@ def test_mi_finds_the_modality_that_carries_the_emotion(predictor):
             total += 1
             agree += predictor.predict(clip.frames, clip.audio).dominant == modality
     assert total >= 5 and agree / total >= 0.7, f"MI agreed on {agree}/{total} one-sided clips"
+
+
+def test_bundled_model_reasons_from_the_modality_that_carries_the_emotion(predictor):
+    """The bundle is the migr checkpoint: its rationale opens with the dominant modality and answers a label."""
+    assert predictor.reasons, "the bundled checkpoint should be a reasoning (migr) checkpoint"
+    config = SynthConfig(n=1, seed=SEED)
+    opened = formed = total = 0
+    for kind, modality in (("visual_dominant", "visual"), ("audio_dominant", "audio")):
+        for emotion in ("angry", "happy", "sad", "surprise"):
+            clip = render_clip(config, pick_index(SEED, emotion, kind))
+            if not clip.record["one_sided"]:
+                continue
+            rationale = predictor.explain(clip.frames, clip.audio, opening="free")  # its own choice
+            total += 1
+            formed += rationale.parsed.well_formed and rationale.answer in DFEW_LABELS
+            opened += rationale.first_modality == modality
+    assert total >= 5
+    assert formed == total, f"only {formed}/{total} rationales well formed"
+    assert opened / total >= 0.7, f"opened with the dominant modality on {opened}/{total} one-sided clips"

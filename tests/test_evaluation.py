@@ -233,3 +233,19 @@ def test_describe_mode_judges_a_base_models_description_against_its_answer_slot(
     assert report.metrics["war"] == pytest.approx(report.metrics["answer_slot_accuracy"])
     with pytest.raises(ValueError, match="mode"):
         EvalConfig(mode="chat")
+
+
+def test_mi_opening_starts_every_rationale_with_the_runtime_mi_choice(tiny_model, corpus, tmp_path):
+    from migr_rt.training.evaluation import mi_opening
+
+    model, tok = tiny_model
+    windows = load_or_extract(open_source(corpus), model.config, tmp_path / "cache", None)
+    pixels, audio, present, _ = windows.batch(torch.arange(len(windows)))
+    expected = mi_opening(model, pixels, audio, present)
+    report = evaluate_reasoning(model, tok, windows, EvalConfig(max_new_tokens=6, batch_size=4, drift=True,
+                                                                opening="mi"))
+    for record, first in zip(report.records, expected):
+        assert record.text.startswith(f"<think><{first}>")  # (a random model rarely closes the segment)
+        assert record.first_modality in (first, None)
+    with pytest.raises(ValueError, match="opening"):
+        EvalConfig(opening="audio")

@@ -222,3 +222,35 @@ def test_config_and_batch_validation():
         GRPOBatch(ids, None, None, None, ["only one"])
     with pytest.raises(ValueError, match="audio_values"):
         GRPOBatch(ids, None, torch.zeros(3, 8), None, ["a", "b"])
+
+
+def test_answer_weight_anchors_the_answer_slot_and_nothing_else(tiny_model):
+    """With a flat reward (zero advantages) and no KL, only the supervised answer-slot term moves weights."""
+    from migr_rt.mi import score_modality_importance
+
+    base, _ = tiny_model
+    pixels, audio = random_inputs(base.config, 3, seed=5)
+    labels = torch.tensor([0, 1, 2])
+
+    def flat(sampled, contexts):
+        return torch.ones(len(contexts)), {}
+
+    def slot_nll(model) -> float:
+        res = score_modality_importance(model, pixels, audio, target=labels)
+        return float(-res.log_probs[:, 0].gather(1, labels[:, None]).mean())
+
+    for weight in (0.0, 1.0):
+        policy = copy.deepcopy(base)
+        cfg = GRPOConfig(steps=1, prompts_per_step=3, group_size=2, lr=3e-3, beta=0.0, max_new_tokens=4,
+                         answer_weight=weight)
+        opt = make_optimizer(policy, cfg)
+        batch = GRPOBatch(prompt(base, 3), pixels, audio, None, ["a", "b", "c"], labels)
+        before = slot_nll(policy)
+        for _ in range(5):
+            stats = grpo_step(policy, None, opt, batch, flat, cfg, torch.Generator().manual_seed(0))
+        if weight == 0.0:
+            assert "answer_loss" not in stats
+            for a, b in zip(policy.parameters(), base.parameters()):
+                assert torch.equal(a, b)
+        else:
+            assert stats["answer_loss"] > 0 and slot_nll(policy) < before - 0.1

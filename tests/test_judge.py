@@ -15,9 +15,9 @@ from migr_rt.training.judge import (
     stated_cues,
 )
 from migr_rt.training.synth.cues import CUES_BY_NAME
-from migr_rt.training.traces import parse_trace
 
 from migr_rt.labels import DFEW_LABELS, MAFW_LABELS
+from migr_rt.traces import parse_trace
 
 
 def trace(visual: str | None = None, audio: str | None = None, summary: str | None = None, first: str = "visual",

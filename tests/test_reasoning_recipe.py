@@ -16,13 +16,13 @@ from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, reward_cont
 from migr_rt.training.sft import SFTConfig, sft_loss, trace_texts, train_sft
 from migr_rt.training.sources import open_source
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
-from migr_rt.training.traces import parse_trace
 from model_fixtures import tiny_config
 from safetensors.torch import load_file
 
 from migr_rt.cli import main
 from migr_rt.mi import score_modality_importance
 from migr_rt.model import load_checkpoint
+from migr_rt.traces import parse_trace
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,34 @@ def test_cli_smoke_preset_runs_every_stage(corpus, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["finished"]) == {"base", "mi_labels", "sft", "grpo"}
     load_checkpoint(out)
+
+
+def test_baseline_traces_conclude_without_naming_a_modality():
+    desc = [{"visual": "strongly lowered brows", "audio": "clearly loud voice"}]
+    text = trace_texts(desc, ["angry"], ["visual"], [None])[0]
+    parsed = parse_trace(text)
+    assert parsed.summary == "the visual and audio evidence together decide" and parsed.well_formed
+    assert [m for m, _ in parsed.segments] == ["visual", "audio"]
+
+
+def test_decision_weight_reweights_exactly_the_opening_tag(base, windows):
+    """The weighted token is the one that predicts the first segment tag after <think>."""
+    from migr_rt.training.sft import reasoning_prompt
+    from torch.nn import functional as F
+
+    model, tok = load_checkpoint(base[0])
+    sub = windows.subset([0, 1, 2])
+    answers = [model.config.labels[int(i)] for i in sub.labels]
+    first = ["audio", "visual", "audio"]
+    texts = trace_texts(sub.descriptions, answers, first, first)
+    pixels, audio, present, labels = sub.batch(torch.arange(3))
+    with torch.no_grad():
+        l1, _ = sft_loss(model, tok, pixels, audio, present, labels, texts, answer_weight=0.0, decision_weight=1.0)
+        l5, _ = sft_loss(model, tok, pixels, audio, present, labels, texts, answer_weight=0.0, decision_weight=5.0)
+        prompt = torch.tensor(reasoning_prompt(model.config))
+        out = model(prompt[None].repeat(3, 1), pixels, audio, modality_visible=present)
+        tags = torch.tensor([model.config.special_token_ids[f"{m}_start"] for m in first])
+        opening = F.cross_entropy(out.logits[:, -1].float(), tags, reduction="sum")
+    n = sum(len(tok.encode(t[len("<think>"):], add_special_tokens=False)) + 1 for t in texts)  # + eos each
+    # l5 = (n * l1 + 4 * opening) / (n + 4 * 3): the opening tags are counted four more times
+    assert float(l5) == pytest.approx((n * float(l1) + 4 * float(opening)) / (n + 4 * 3), rel=1e-4)

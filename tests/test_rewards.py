@@ -23,9 +23,9 @@ from migr_rt.training.rewards import (
     score,
 )
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
-from migr_rt.training.traces import build_trace, modality_order, parse_trace
 
 from migr_rt.labels import DFEW_LABELS
+from migr_rt.traces import build_trace, modality_order, parse_trace
 
 CTX = RewardContext(
     label="angry",
@@ -176,9 +176,12 @@ def test_first_segment_must_be_the_dominant_modality_stating_its_own_cue() -> No
     assert not applicable("first_segment", unknown) and applicable("first_segment", CTX)
 
 
-def test_consistency_compares_the_explanation_with_the_trace_own_answer() -> None:
+def test_consistency_credits_agreement_only_with_a_correct_answer() -> None:
     sad = "<think><visual>strongly drooping eyelids</visual></think><answer>sad</answer>"
-    assert consistency_reward(parse_trace(sad), CTX) == 1.0  # wrong answer, but explained consistently
+    # A wrong answer explained consistently earns nothing: otherwise bending the answer toward the
+    # explanation would pay as much as a right answer with an inconsistent explanation.
+    assert consistency_reward(parse_trace(sad), CTX) == 0.0
+    assert consistency_reward(parse_trace(sad), RewardContext(label="sad")) == 1.0
     assert accuracy_reward(parse_trace(sad), CTX) == 0.0
     assert consistency_reward(parse_trace(sad.replace(">sad<", ">happy<")), CTX) == 0.0
     assert consistency_reward(parse_trace(sad.replace("<answer>sad</answer>", "")), CTX) == 0.0

@@ -50,7 +50,6 @@ from pathlib import Path
 import torch
 from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, grounding
 from migr_rt.training.sources import DataSource
-from migr_rt.training.traces import parse_trace
 from migr_rt.training.windows import WindowSet
 
 from migr_rt.atomic import atomic_output, write_text_atomic
@@ -58,6 +57,7 @@ from migr_rt.generate import Generated, GenerationConfig, generate
 from migr_rt.mi import score_modality_importance
 from migr_rt.model.layout import prefix_ids
 from migr_rt.model.modeling import MigrForEmotionReasoning
+from migr_rt.traces import parse_trace
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,13 @@ class EvalConfig:
     #: writes ``<visual>..</visual><audio>..</audio>`` after the prefix and answers at the answer slot; its
     #: description is scored as the explanation of that answer (the baseline's starting point).
     mode: str = "reason"
+    #: "free": the model chooses which segment opens its rationale. "mi": the runtime's MI (for the predicted
+    #: label, as at run time; no ground truth) picks the opening and decoding starts after that tag.
+    opening: str = "free"
 
     def __post_init__(self) -> None:
+        if self.opening not in ("free", "mi"):
+            raise ValueError(f"EvalConfig.opening must be 'free' or 'mi', got {self.opening!r}")
         if self.mode not in ("reason", "describe"):
             raise ValueError(f"EvalConfig.mode must be 'reason' or 'describe', got {self.mode!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.drift_steps < 1:
@@ -380,6 +385,17 @@ def reasoning_prompt(model: MigrForEmotionReasoning, batch_size: int) -> torch.T
     return torch.tensor([ids] * batch_size, dtype=torch.long)
 
 
+def mi_opening(model: MigrForEmotionReasoning, pixels, audio, present) -> list[str]:
+    """The modality each rationale should open with: MI-dominant for the model's *predicted* label.
+
+    This is what the runtime knows before it explains (its fast event): no
+    ground truth is used. A window with one present modality opens with it.
+    """
+    res = score_modality_importance(model, pixels, audio, present=present)
+    names = model.config.modalities
+    return [names[int(d)] if int(d) >= 0 else names[0] for d in res.dominant]
+
+
 def _decode(tokenizer, generated: Generated, eos_text: str) -> list[str]:
     texts = []
     for text in generated.texts(tokenizer):
@@ -426,6 +442,13 @@ def evaluate_reasoning(
                                config=replace(gen_config, stop_token_ids=(model.config.special_token_ids["eos"],)))
                 texts = [f"{t}</think><answer>{labels[int(p)]}</answer>"  # _decode prepends <think>
                          for t, p in zip(_decode(tokenizer, out, eos_text), scored.predicted)]
+            elif config.opening == "mi":
+                opening = mi_opening(model, pixels, audio, present)
+                tags = [f"{m}_start" for m in opening]
+                tag_ids = torch.tensor([[model.config.special_token_ids[t]] for t in tags])
+                prompt = torch.cat([reasoning_prompt(model, len(idx)), tag_ids], dim=1)
+                out = generate(model, prompt, pixels, audio, present=present, config=gen_config)
+                texts = [f"<think><{m}>" + t[len("<think>"):] for m, t in zip(opening, _decode(tokenizer, out, eos_text))]
             else:
                 prompt = reasoning_prompt(model, len(idx))
                 out = generate(model, prompt, pixels, audio, present=present, config=gen_config)

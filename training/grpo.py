@@ -44,6 +44,7 @@ from migr_rt.training import distributed
 from torch import nn
 
 from migr_rt.generate import Generated, GenerationConfig, generate
+from migr_rt.model.layout import scoring_batch
 from migr_rt.model.modeling import MigrForEmotionReasoning
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class GRPOConfig:
     top_k: int = 0  #: 0 = sample from the full distribution (old log-probs come from generate())
     max_new_tokens: int = 96
     grad_clip: float = 1.0
+    #: weight of a supervised answer-slot loss on the step's prompts (needs ``GRPOBatch.labels``). GRPO moves
+    #: weights the runtime's fast label (read at the answer slot, no generation) shares; measured without it,
+    #: 150 MIGR steps took held-out answer-slot accuracy from 0.931 to 0.898.
+    answer_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +87,7 @@ class GRPOConfig:
             ("top_k", self.top_k >= 0, ">= 0"),
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
             ("grad_clip", self.grad_clip > 0, "> 0"),
+            ("answer_weight", self.answer_weight >= 0, ">= 0"),
         ]
         for name, ok, rule in checks:
             value = getattr(self, name)
@@ -107,12 +113,13 @@ class GRPOBatch:
     audio_values: torch.Tensor | None
     present: torch.Tensor | None
     contexts: Sequence[Any]
+    labels: torch.Tensor | None = None  #: ``(P,)`` label indices, for ``GRPOConfig.answer_weight``
 
     def __post_init__(self) -> None:
         if self.prompt_ids.ndim != 2:
             raise ValueError(f"prompt_ids must be (P, L), got shape {tuple(self.prompt_ids.shape)}")
         p = self.prompt_ids.shape[0]
-        for name in ("pixel_values", "audio_values", "present"):
+        for name in ("pixel_values", "audio_values", "present", "labels"):
             value = getattr(self, name)
             if value is not None and value.shape[0] != p:
                 raise ValueError(f"{name} has {value.shape[0]} rows but prompt_ids has {p}")
@@ -342,6 +349,14 @@ def grpo_step(
 
     policy.train()
     loss, loss_stats = grpo_loss(logprobs(policy), old_logp, ref_logp, advantages, mask, config.clip_eps, config.beta)
+    if config.answer_weight > 0 and batch.labels is not None:
+        scoring = scoring_batch(policy.config, n_prompts, device)
+        slot = policy(scoring, batch.pixel_values.to(device) if batch.pixel_values is not None else None,
+                      batch.audio_values.to(device) if batch.audio_values is not None else None,
+                      modality_visible=batch.present.to(device) if batch.present is not None else None).logits[:, -1]
+        answer = nn.functional.cross_entropy(slot.float(), policy.label_token_ids[batch.labels.to(device)])
+        loss = loss + config.answer_weight * answer
+        loss_stats["answer_loss"] = float(answer.detach())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     distributed.current().sync_gradients(list(policy.parameters()))  # no-op in a single process

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from migr_rt.training.synth.cues import Cue, find_cues, implied_emotion_scores
-from migr_rt.training.traces import ParsedTrace
 
 from migr_rt.labels import DFEW_LABELS
+from migr_rt.traces import ParsedTrace
 
 #: Scores closer than this count as tied (sums of float weights are not exact).
 TIE_TOLERANCE = 1e-9

@@ -7,9 +7,10 @@ baseline   segments visual first (R1-Omni cold start)  accuracy + format (:meth:
 migr       segments MI-dominant first (base model MI)  the modality-aware terms (:class:`RewardWeights`)
 =========  ==========================================  ============================================
 
-Both recipes build traces from the same descriptions with the same summary
-(it names the base model's MI-dominant modality), so the segment order and
-the rewards are the only differences. ``stages`` / ``sft_order`` /
+Both recipes build traces from the same cue descriptions; MIGR's open with
+the base model's MI-dominant modality and conclude by naming it, the
+baseline's open with the face and conclude without naming a modality (see
+:mod:`.sft`). ``stages`` / ``sft_order`` /
 ``rewards`` give the ablations (stage-1-only, stage-2-only).
 
 Layout: ``--out DIR`` receives the final checkpoint (with ``train_config.json``,
@@ -69,6 +70,7 @@ class ReasoningRecipeConfig:
     base_steps: int = 1200
     val_fraction: float = 0.1
     cache_dir: str | None = None
+    work_dir: str | None = None  #: stage outputs and resume state (default: ``<out>.work`` beside the checkpoint)
     card: str | None = None
     stages: tuple[str, ...] = STAGES
     sft_order: str | None = None  #: "visual" | "mi"; default from the recipe
@@ -76,7 +78,8 @@ class ReasoningRecipeConfig:
     reward_weights: RewardWeights | None = None  #: overrides ``rewards``' weights
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(steps=150, prompts_per_step=8, group_size=4,
-                                                                lr=2e-5, beta=0.02, max_new_tokens=128))
+                                                                lr=5e-5, beta=0.02, max_new_tokens=128,
+                                                                answer_weight=0.5))
     checkpoint_every: int = 25  #: GRPO steps between resumable checkpoints
     seed: int = 0
 
@@ -106,7 +109,7 @@ class ReasoningRecipeConfig:
     def fingerprint(self) -> str:
         """What must match for a work folder to be resumed (paths of outputs and cards excluded)."""
         d = asdict(self)
-        for key in ("out", "card", "cache_dir"):
+        for key in ("out", "card", "cache_dir", "work_dir"):
             d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -234,7 +237,7 @@ def run_reasoning_recipe(
 ) -> dict:
     """Run (or resume) a baseline/migr recipe and write the final checkpoint to ``recipe.out``; return its metrics."""
     out = Path(recipe.out)
-    work = _Work(out.parent / f"{out.name}.work")
+    work = _Work(Path(recipe.work_dir) if recipe.work_dir else out.parent / f"{out.name}.work")
     work.root.mkdir(parents=True, exist_ok=True)
     state = work.load()
     fingerprint = recipe.fingerprint()
@@ -273,7 +276,7 @@ def run_reasoning_recipe(
     windows = load_or_extract(source, model.config, cache_dir, on_extract)
     train, _ = split_holdout(windows, recipe.val_fraction, recipe.seed)
 
-    # -- MI labels from the base model (both recipes: the summary names the MI-dominant modality)
+    # -- MI labels from the base model (computed for both recipes, so they can be compared)
     mi_path = work.root / "mi_labels.jsonl"
     if "mi_labels" in state["finished"] and mi_path.is_file():
         mi = read_mi_labels(mi_path)
@@ -295,7 +298,8 @@ def run_reasoning_recipe(
         else:
             first = mi_dominant if recipe.sft_order == "mi" else ["visual"] * len(train)
             sft_cfg = replace(recipe.sft, seed=recipe.seed)
-            sft_metrics = train_sft(model, tokenizer, train, first, mi_dominant, sft_cfg,
+            summary = mi_dominant if recipe.sft_order == "mi" else [None] * len(train)
+            sft_metrics = train_sft(model, tokenizer, train, first, summary, sft_cfg,
                                     (lambda p: on_progress("sft", p)) if on_progress else None)
             _save(model, tokenizer, sft_path)
             state["finished"]["sft"] = sft_metrics
@@ -359,8 +363,9 @@ def _run_grpo(
     def batch_at(step: int) -> GRPOBatch:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
         idx = dist.shard(torch.randperm(len(train), generator=gen)[: cfg.prompts_per_step])
-        pixels, audio, present, _ = train.batch(idx)
-        return GRPOBatch(prompt[None].repeat(len(idx), 1), pixels, audio, present, [contexts[i] for i in idx.tolist()])
+        pixels, audio, present, labels = train.batch(idx)
+        return GRPOBatch(prompt[None].repeat(len(idx), 1), pixels, audio, present, [contexts[i] for i in idx.tolist()],
+                         labels)
 
     def reward_fn(sampled, ctxs):
         texts = ["<think>" + t for t in sampled.texts(tokenizer)]

@@ -3,7 +3,7 @@
 Each term is ``(parsed: ParsedTrace, ctx: RewardContext) -> float`` in [0, 1],
 a pure function of the parsed generation and what is known about its input,
 so every term is unit-testable on hand-written text. Generations are raw
-decoded text and can be anything; :func:`~migr_rt.training.traces.parse_trace`
+decoded text and can be anything; :func:`~migr_rt.traces.parse_trace`
 never raises and every term is defined on whatever it returns.
 
 Terms (exact scoring in each function's docstring):
@@ -14,7 +14,7 @@ term            1.0 when                                                       a
 accuracy        the answer is the label                                        always
 format          the trace is well formed (0.5 if merely usable)                always
 first_segment   the first segment is the dominant modality and states its cue  ``ctx.dominant``
-consistency     the explanation's implied emotion is the trace's own answer    always
+consistency     the answer is right and the explanation implies it             always
 grounding       every stated cue is present in the input                       ``ctx.actual_cues``
 coverage        every present modality is described by its own cues            ``ctx.present``
 coherence       no misfiled or repeated cue, no echoed part, no runaway length always
@@ -45,9 +45,9 @@ from typing import Any
 import torch
 from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, explanation_parts, grounding
 from migr_rt.training.synth.cues import find_cues
-from migr_rt.training.traces import ParsedTrace, parse_trace
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES
+from migr_rt.traces import ParsedTrace, parse_trace
 
 #: Explanation length (characters, segments + summary) above which coherence decays as budget / length.
 #: Ground-truth corpus explanations stay under ~450 characters (2000 clips of seed 0: max 444).
@@ -138,14 +138,19 @@ def first_segment_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
 
 
 def consistency_reward(parsed: ParsedTrace, ctx: RewardContext, judge: ExplanationJudge | None = None) -> float:
-    """1.0 when the judge's implied emotion of the explanation equals the trace's *own* answer.
+    """1.0 when the answer is the label *and* the judge's implied emotion of the explanation equals it.
 
-    Explanation-answer agreement, independent of correctness (accuracy is its
-    own term). 0.0 when the answer is missing or the explanation states no
-    cue (implied None), so naming the label without evidence earns nothing.
-    ``judge`` defaults to :class:`CueJudge` over ``ctx.labels``.
+    ICR, the metric this term serves, counts inconsistent explanations among
+    correct answers, so agreement is credited only there. A first version
+    credited agreement with any answer, right or wrong; GRPO then paid
+    "wrong answer, explanation bent to match" as much as "right answer,
+    inconsistent explanation", and measured on the held-out split the policy
+    took that trade (generated-answer accuracy fell 2 points, ICR did not
+    drop). 0.0 when the answer is missing or wrong, or the explanation states
+    no cue (implied None), so naming the label without evidence earns
+    nothing. ``judge`` defaults to :class:`CueJudge` over ``ctx.labels``.
     """
-    if parsed.answer is None:
+    if parsed.answer is None or parsed.answer != ctx.label:
         return 0.0
     implied = (judge or _cue_judge(ctx.labels)).implied_emotion(parsed.explanation)
     return float(implied is not None and implied == parsed.answer)
@@ -185,7 +190,7 @@ def coherence_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     * it sits in a segment of the other modality (:func:`~.judge.misplaced_cues`);
     * its cue was already stated earlier; the summary's *first* restatement
       is exempt, because a conclusion that names its decisive cue is what
-      :func:`~migr_rt.training.traces.summary_text` writes;
+      :func:`~migr_rt.traces.summary_text` writes;
     * its part (segment or summary) echoes an earlier part: the same text
       after lower-casing and dropping punctuation.
 

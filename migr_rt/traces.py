@@ -60,12 +60,17 @@ class ParsedTrace:
         return texts[0] if texts else None
 
 
-def summary_text(dominant: str, descriptions: Mapping[str, str]) -> str:
+def summary_text(dominant: str | None, descriptions: Mapping[str, str]) -> str:
     """A short conclusion that names which modality carries the evidence and restates its first cue.
 
     It never names the label: consistency is judged from cue statements,
     and a summary that just said the answer would teach label copying.
+    ``dominant=None`` is the R1-Omni-style conclusion of a model that has no
+    notion of a dominant modality: it weighs what was described and restates
+    no cue.
     """
+    if dominant is None:
+        return f"the {' and '.join(m for m, text in descriptions.items() if text)} evidence together decide"
     lead = (descriptions.get(dominant) or "").split(",")[0].strip()
     if not lead:
         return f"the {dominant} evidence decides"
@@ -75,7 +80,7 @@ def summary_text(dominant: str, descriptions: Mapping[str, str]) -> str:
 def build_trace(
     descriptions: Mapping[str, str],
     order: Sequence[str],
-    dominant: str,
+    dominant: str | None,
     label: str,
 ) -> str:
     """The full target text after the prompt: ``<think>`` segments in ``order``, summary, answer."""
