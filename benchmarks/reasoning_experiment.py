@@ -128,7 +128,7 @@ def markdown(results: dict) -> str:
         lines += [notes.read_text().strip(), ""]
     lines += [f"Drift curves of every variant: [{results.get('name', 'reasoning_experiment')}_drift.png]"
               f"({results.get('name', 'reasoning_experiment')}_drift.png).", ""]
-    lines += ["Training time per variant (s, this machine): "
+    lines += ["Training time per variant (s, this machine, in the invocation that trained it; 0 = evaluated only): "
               + ", ".join(f"{k} {v['train_seconds']:.0f}" for k, v in results["variants"].items()), "",
               f"Machine: {results['machine']}", ""]
     return "\n".join(lines)
@@ -171,8 +171,8 @@ def plot_drift(work: Path, variants: list[str], path: Path) -> Path | None:
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/exp"), show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cache"), show_default=True)
 @click.option("--only", default=None, help="Comma-separated variants to run (default: all).")
-@click.option("--sft-steps", type=int, default=None)
-@click.option("--grpo-steps", type=int, default=None)
+@click.option("--sft-steps", type=click.IntRange(min=1), default=None)
+@click.option("--grpo-steps", type=click.IntRange(min=1), default=None)
 @click.option("--name", default="reasoning_experiment", show_default=True, help="Results file name.")
 def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Path, only: str | None,
          sft_steps: int | None, grpo_steps: int | None, name: str) -> None:
@@ -185,6 +185,11 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
     previous = RESULTS / f"{name}.json"
     if only is not None and previous.is_file():
         earlier = json.loads(previous.read_text())
+        if (earlier.get("train"), earlier.get("test"), earlier.get("base")) != (train_data, test_data, str(base)):
+            raise click.UsageError(
+                f"{previous} holds rows for other data or another base ({earlier.get('train')}, {earlier.get('test')}, "
+                f"{earlier.get('base')}); rerun every variant (no --only) or use another --name"
+            )
         results["variants"] = earlier.get("variants", {})
         if earlier.get("mi_agreement"):
             results["mi_agreement"] = earlier["mi_agreement"]

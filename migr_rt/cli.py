@@ -193,6 +193,15 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     when rerun with the same options (work in progress: <out>.work/).
     """
 
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    only_base = {"val_data", "batch_size", "lr", "decoder"}
+    only_reasoning = {"base_ckpt", "stages", "sft_order", "rewards", "sft_steps", "grpo_steps", "smoke", "work_dir"}
+    wrong = sorted(given & (only_reasoning if recipe == "base" else only_base))
+    if wrong:
+        names = ", ".join("--" + ("base" if n == "base_ckpt" else n.replace("_", "-")) for n in wrong)
+        raise click.UsageError(f"{names} do(es) not apply to --recipe {recipe}")
+
     def on_extract(done: int, total: int | None) -> None:
         if done == 1 or done % 100 == 0 or done == total:
             click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
@@ -277,6 +286,12 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
     out = out or checkpoint.parent / f"{checkpoint.name}.eval"
     cache_dir = cache_dir or out / "cache"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise click.BadParameter(f"{device!r} is not a torch device ({exc})", param_hint="--device") from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available in this torch build / machine", param_hint="--device")
     try:
         model, tokenizer = load_checkpoint(checkpoint, device=device)
     except CheckpointError as exc:

@@ -218,6 +218,8 @@ def test_cli_eval_names_bad_inputs(tiny_model, corpus, tmp_path):
     ckpt = save_checkpoint(model, tok, tmp_path / "tiny")
     no_data = CliRunner().invoke(main, ["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "nodata")])
     assert no_data.exit_code == 1 and "--data" in no_data.output and "nodata" in no_data.output
+    bad_device = CliRunner().invoke(main, ["eval", "--checkpoint", str(ckpt), "--data", str(corpus), "--device", "foo"])
+    assert bad_device.exit_code == 2 and "--device" in bad_device.output and "foo" in bad_device.output
 
 
 def test_describe_mode_judges_a_base_models_description_against_its_answer_slot(tiny_model, corpus, tmp_path):

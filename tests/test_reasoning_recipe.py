@@ -223,3 +223,29 @@ def test_decision_weight_reweights_exactly_the_opening_tag(base, windows):
     n = sum(len(tok.encode(t[len("<think>"):], add_special_tokens=False)) + 1 for t in texts)  # + eos each
     # l5 = (n * l1 + 4 * opening) / (n + 4 * 3): the opening tags are counted four more times
     assert float(l5) == pytest.approx((n * float(l1) + 4 * float(opening)) / (n + 4 * 3), rel=1e-4)
+
+
+def test_options_of_the_other_recipe_are_refused(corpus, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--recipe", "base", "--smoke", "--data", str(corpus), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--smoke" in result.output and "does not apply" in result.output.replace("do(es)", "does")
+    result = runner.invoke(main, ["train", "--recipe", "migr", "--lr", "0.1", "--data", str(corpus), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "--lr" in result.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_stages_are_put_in_canonical_order(corpus, base, tmp_path):
+    a = _recipe(corpus, base, tmp_path / "a", stages=("grpo", "sft", "sft"))
+    b = _recipe(corpus, base, tmp_path / "a", stages=("sft", "grpo"))
+    assert a.stages == ("sft", "grpo") and a.fingerprint() == b.fingerprint()
+    with pytest.raises(ValueError, match="stages"):
+        _recipe(corpus, base, tmp_path / "a", stages=("rl",))
+
+
+def test_a_batch_with_nothing_to_train_still_backpropagates(base, windows):
+    """No described window and no answer loss: a zero loss on the graph, not a crash (or a hung rank)."""
+    model, tok = load_checkpoint(base[0])
+    pixels, audio, present, labels = windows.batch(torch.arange(2))
+    loss, parts = sft_loss(model, tok, pixels, audio, present, labels, [None, None], answer_weight=0.0)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and parts == {}

@@ -96,5 +96,7 @@ def current() -> Distributed:
         return Distributed()
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # The training loops keep every tensor on the CPU (windows, models, losses), so the process group is gloo
+    # on any machine; with NCCL the CPU all-reduces would fail. GPU training is not wired yet.
+    state = PartialState(cpu=True)
     return Distributed(rank=state.process_index, world_size=state.num_processes)

@@ -86,10 +86,10 @@ class ReasoningRecipeConfig:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        self.stages = tuple(self.stages)
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
-            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {self.stages}")
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {tuple(self.stages)}")
+        self.stages = tuple(s for s in STAGES if s in self.stages)  # canonical order, no repeats
         if self.sft_order is None:
             self.sft_order = "visual" if self.recipe == "baseline" else "mi"
         if self.rewards is None:
@@ -312,6 +312,8 @@ def run_reasoning_recipe(
                                      "reward_mean_first10": _mean(history[:10], "reward_mean"),
                                      "reward_mean_last10": _mean(history[-10:], "reward_mean")}
         work.save(state)
+        if distributed.current().is_main:  # only once the finished stage is recorded
+            shutil.rmtree(work.root / "grpo-step", ignore_errors=True)
     elif "grpo" in state["finished"]:
         model, tokenizer = load_checkpoint(work.root / "grpo")
 
@@ -402,8 +404,6 @@ def _run_grpo(
             on_progress("grpo", TrainProgress(step, cfg.steps, stats["loss"], cfg.lr, elapsed,
                                               elapsed / done * (cfg.steps - step), dict(running)))
     _save(model, tokenizer, work.root / "grpo")
-    if dist.is_main:
-        shutil.rmtree(ckpt, ignore_errors=True)
     return model, history
 
 

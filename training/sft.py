@@ -141,7 +141,9 @@ def sft_loss(
     tokens = (model.visual_projector(model.visual_encoder(pixels.to(model.dtype))),
               model.audio_projector(model.audio_encoder(audio)))
     parts: dict[str, float] = {}
-    total = pixels.new_zeros(())
+    # zero, but on the graph: a batch with nothing to train still backpropagates (and, data-parallel,
+    # still reaches the gradient all-reduce instead of leaving the other ranks waiting)
+    total = tokens[0].sum() * 0.0 + tokens[1].sum() * 0.0
     if answer_weight > 0:
         ids = scoring_batch(model.config, pixels.shape[0], model.device)
         hidden = model.hidden_states(model.embed_inputs(ids, modality_tokens=tokens), ids, visible)[:, -1]
