@@ -103,6 +103,36 @@ def generate(
     return Generated(tokens[:, :used], lengths, logprobs[:, :used])
 
 
+def continuation_inputs(
+    model: MigrForEmotionReasoning,
+    prompt_ids: torch.Tensor,
+    tokens: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    audio_values: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ids, inputs_embeds, attention_mask)`` for one teacher-forced pass over prompt + generated ``tokens``
+    that sees exactly what :func:`generate` saw.
+
+    Encoder outputs go into the prompt's placeholders only. :func:`generate`
+    feeds each generated token without modality inputs, so a generated id that
+    happens to be a modality placeholder keeps its plain embedding and is
+    hidden as a key; the attention mask does the same here.
+    """
+    device = model.device
+    prompt_ids, tokens = prompt_ids.to(device), tokens.to(device)
+    embeds = torch.cat([
+        model.embed_inputs(
+            prompt_ids,
+            pixel_values.to(device) if pixel_values is not None else None,
+            audio_values.to(device) if audio_values is not None else None,
+        ),
+        model.get_input_embeddings()(tokens),
+    ], dim=1)
+    placeholder = model.modality_token_masks(tokens).any(dim=1)
+    attention_mask = torch.cat([torch.ones_like(prompt_ids, dtype=torch.bool), ~placeholder], dim=1)
+    return torch.cat([prompt_ids, tokens], dim=1), embeds, attention_mask
+
+
 def _choose(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None):
     if config.temperature == 0:
         lp = logits.log_softmax(-1)

@@ -53,7 +53,7 @@ from migr_rt.training.sources import DataSource
 from migr_rt.training.windows import WindowSet
 
 from migr_rt.atomic import atomic_output, write_text_atomic
-from migr_rt.generate import Generated, GenerationConfig, generate
+from migr_rt.generate import Generated, GenerationConfig, continuation_inputs, generate
 from migr_rt.mi import score_modality_importance
 from migr_rt.model.layout import prefix_ids
 from migr_rt.model.modeling import MigrForEmotionReasoning
@@ -260,31 +260,15 @@ def _teacher_forced(
     present: torch.Tensor | None,
     tokens: torch.Tensor,
 ):
-    """One decoder pass over prompt + ``tokens`` with exactly the masks generation used, returning attentions.
-
-    Generation hides masked modality keys of the prompt only; generated
-    tokens are always visible, and are never treated as placeholders even if
-    the model emits a placeholder id. So the prompt is embedded (encoders
-    included) on its own and the generated tokens are appended as plain
-    embeddings. Returns the decoder output (``logits``, ``attentions``).
-    """
+    """One decoder pass over prompt + ``tokens`` with exactly the inputs and masks generation used
+    (:func:`~migr_rt.generate.continuation_inputs`), returning the output with ``attentions``."""
     device = model.device
-    prompt_ids = prompt_ids.to(device)
-    tokens = tokens.to(device)
-    bsz, plen = prompt_ids.shape
+    ids, embeds, attention_mask = continuation_inputs(model, prompt_ids, tokens, pixel_values, audio_values)
     visible = model._visibility(
-        prompt_ids, pixel_values, audio_values, present.to(device) if present is not None else None
+        ids, pixel_values, audio_values, present.to(device) if present is not None else None
     )
-    prompt_embeds = model.embed_inputs(
-        prompt_ids,
-        pixel_values.to(device) if pixel_values is not None else None,
-        audio_values.to(device) if audio_values is not None else None,
-    )
-    embeds = torch.cat([prompt_embeds, model.get_input_embeddings()(tokens)], dim=1)
-    # the bias is computed on ids whose generated part cannot look like a modality placeholder
-    mask_ids = torch.cat([prompt_ids, torch.full_like(tokens, model.config.special_token_ids["pad"])], dim=1)
-    bias, _ = model.attention_bias(mask_ids, visible)
-    positions = torch.arange(mask_ids.shape[1], device=device)[None].expand_as(mask_ids)
+    bias, _ = model.attention_bias(ids, visible, attention_mask)
+    positions = torch.arange(ids.shape[1], device=device)[None].expand_as(ids)
     with eager_attention(model):
         return model.decoder(inputs_embeds=embeds, attention_mask=bias, position_ids=positions, output_attentions=True)
 

@@ -41,9 +41,10 @@ from typing import Any
 
 import torch
 from migr_rt.training import distributed
+from migr_rt.training.optim import adamw
 from torch import nn
 
-from migr_rt.generate import Generated, GenerationConfig, generate
+from migr_rt.generate import Generated, GenerationConfig, continuation_inputs, generate
 from migr_rt.model.layout import scoring_batch
 from migr_rt.model.modeling import MigrForEmotionReasoning
 
@@ -180,21 +181,12 @@ def completion_logprobs(
     width = completions.shape[1]
     if width == 0:
         return torch.zeros(n, 0, device=device)
-    prompt_ids, completions = prompt_ids.to(device), completions.to(device)
-    pixel_values = pixel_values.to(device) if pixel_values is not None else None
-    audio_values = audio_values.to(device) if audio_values is not None else None
-    # Sampling may emit a modality placeholder id. generate() feeds each sampled token with no modality
-    # input, so such a token keeps its plain embedding and is hidden as a key; do exactly the same here
-    # (encoder outputs go into the prompt's placeholders only) so the log-probs match generate()'s.
-    embeds = torch.cat(
-        [model.embed_inputs(prompt_ids, pixel_values, audio_values), model.get_input_embeddings()(completions)], dim=1
-    )
-    sampled_placeholder = model.modality_token_masks(completions).any(dim=1)
-    attention_mask = torch.cat([torch.ones_like(prompt_ids, dtype=torch.bool), ~sampled_placeholder], dim=1)
+    ids, embeds, attention_mask = continuation_inputs(model, prompt_ids, completions, pixel_values, audio_values)
+    completions = completions.to(device)
     out = model(
-        torch.cat([prompt_ids, completions], dim=1),
-        pixel_values,
-        audio_values,
+        ids,
+        pixel_values.to(device) if pixel_values is not None else None,
+        audio_values.to(device) if audio_values is not None else None,
         modality_visible=present.to(device) if present is not None else None,
         attention_mask=attention_mask,
         inputs_embeds=embeds,
@@ -275,13 +267,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 def make_optimizer(model: nn.Module, config: GRPOConfig) -> torch.optim.Optimizer:
     """AdamW with ``config.lr``; weight decay on matrices only (as in the perception stage), not biases/norms."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+    return adamw(model.parameters(), config.lr, config.weight_decay)
 
 
 def _repeat(value: torch.Tensor | None, times: int, device: torch.device) -> torch.Tensor | None:

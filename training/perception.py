@@ -24,13 +24,13 @@ are discarded after training; the checkpoint holds the stock model only.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from migr_rt.training import distributed
+from migr_rt.training.optim import adamw, warmup_cosine
 from migr_rt.training.windows import WindowSet
 from torch import nn
 from torch.nn import functional as F
@@ -228,19 +228,11 @@ def train_perception(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         heads = ModalityHeads(model.config).to(model.device)
-    named = list(model.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
-    decay = [p for _, p in named if p.ndim >= 2]
-    no_decay = [p for _, p in named if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+    trained = list(model.parameters()) + list(heads.parameters())
+    opt = adamw(trained, config.lr, config.weight_decay)
 
     def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
-        frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio)
 
     start = time.monotonic()
     order = torch.randperm(len(train), generator=gen)
@@ -265,7 +257,7 @@ def train_perception(
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        dist.sync_gradients([p for _, p in named])
+        dist.sync_gradients(trained)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()

@@ -23,13 +23,13 @@ model learns to reason.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from migr_rt.training import distributed
+from migr_rt.training.optim import adamw, warmup_cosine
 from migr_rt.training.perception import TrainProgress, modality_dropout
 from migr_rt.training.windows import WindowSet
 from torch.nn import functional as F
@@ -184,17 +184,10 @@ def train_sft(
     dist = distributed.current()
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+    opt = adamw(params, config.lr, config.weight_decay)
 
     def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
-        frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio)
 
     model.train()
     start = time.monotonic()
