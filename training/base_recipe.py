@@ -108,6 +108,7 @@ def run_base_recipe(
     if recipe.card:
         extra["MODEL_CARD.md"] = Path(recipe.card).read_text()
     dist = distributed.current()
+    model = dist.plain_model(model)  # FSDP: gathered on every rank, written by rank 0
     if dist.is_main:
         save_checkpoint(model, tokenizer, out, extra_files=extra)
     dist.barrier()

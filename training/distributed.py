@@ -18,13 +18,24 @@ training loops stay plain PyTorch and call three things from here:
   and checkpoints; the others wait, then read what it wrote.
 
 A single process (no launcher) gets world size 1 and every call is a no-op,
-so nothing changes for the default path. FSDP for decoders too large to
-replicate is accelerate's ``--use_fsdp``; it needs the model wrapped by
-``accelerator.prepare`` and is not wired here yet.
+so nothing changes for the default path.
+
+Decoders too large to replicate: add ``--use_fsdp`` to the launch (any
+``--fsdp_version``; the sharding is always FSDP2, torch's ``fully_shard``,
+which accelerate's version 2 uses too). Each training stage then calls
+:meth:`Distributed.prepare`: every decoder layer, encoder and projector
+becomes its own shard unit, the rest (embeddings, tied LM head, norms) the
+root unit, and the model methods the losses call instead of ``forward``
+(``encode_modalities``, ``embed_inputs``, ``hidden_states``, ...) gather
+weights like ``forward`` does. Gradients are reduce-scattered by FSDP itself
+(``sync_gradients`` is then a no-op), and :meth:`Distributed.full_state_dict`
+gathers whole tensors for checkpoints, which stay ordinary single-file
+checkpoints. The GRPO KL reference stays a replicated frozen copy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,11 +45,21 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
+
+#: Model methods the training losses and generation call directly; under FSDP they gather weights like ``forward``.
+SHARDED_METHODS = ("encode_modalities", "encode_visual", "encode_audio", "embed_inputs", "hidden_states",
+                   "lm_logits", "label_logits")
+
 
 @dataclass(frozen=True)
 class Distributed:
     rank: int = 0
     world_size: int = 1
+    #: shard parameters, gradients and optimiser state (FSDP2) instead of replicating them
+    fsdp: bool = False
+    reshard_after_forward: bool = True
 
     @property
     def is_main(self) -> bool:
@@ -53,10 +74,16 @@ class Distributed:
         return index[self.rank :: self.world_size] if self.enabled else index
 
     def sync_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
-        """Average ``.grad`` over ranks in one flat all-reduce; a missing grad counts as zeros on that rank."""
+        """Average ``.grad`` over ranks in one flat all-reduce; a missing grad counts as zeros on that rank.
+
+        Under FSDP the backward pass has already reduce-scattered the sharded
+        ones; only parameters outside the model (e.g. auxiliary heads) are averaged here.
+        """
         if not self.enabled:
             return
-        params = [p for p in parameters if p.requires_grad]
+        params = [p for p in parameters if p.requires_grad and not hasattr(p, "device_mesh")]
+        if not params:
+            return
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
         torch.distributed.all_reduce(flat)
         flat /= self.world_size
@@ -65,6 +92,56 @@ class Distributed:
             n = p.numel()
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Shard ``model`` in place for FSDP (a no-op otherwise); call before making the optimiser.
+
+        Units: each encoder and projector, each decoder layer, then the whole
+        model as the root. The root is initialised at once, so calling a unit
+        directly before the root (e.g. an encoder first) is allowed.
+        """
+        if not (self.enabled and self.fsdp) or _is_sharded(model):
+            return model
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = init_device_mesh("cpu", (self.world_size,))
+        units = [model.visual_encoder, model.audio_encoder, model.visual_projector, model.audio_projector,
+                 *model.decoder.model.layers]
+        for unit in units:
+            fully_shard(unit, mesh=mesh, reshard_after_forward=self.reshard_after_forward)
+        # The root keeps FSDP's default: its weights stay gathered from the first call until backward, since
+        # the model's methods call one another (forward -> embed_inputs) and must not reshard mid-call.
+        fully_shard(model, mesh=mesh)
+        for name in SHARDED_METHODS:
+            register_fsdp_forward_method(model, name)
+        return model
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Whole CPU tensors of every parameter and buffer; a collective under FSDP (call it on every rank)."""
+        if not _is_sharded(model):
+            return model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
+
+    def plain_model(self, model: nn.Module) -> nn.Module:
+        """``model`` itself, or under FSDP an unsharded copy with the gathered weights (collective)."""
+        if not _is_sharded(model):
+            return model
+        from torch.distributed.fsdp import FSDPModule
+
+        state = self.full_state_dict(model)
+        # fully_shard swaps the class for a generated FSDP subclass; build the original one
+        cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+        plain = cls(model.config).to(dtype=model.dtype)
+        plain.load_state_dict(state)
+        return plain.eval()
+
+    def clip_grad_norm(self, parameters: Sequence[nn.Parameter], max_norm: float) -> float:
+        """Clip the global gradient norm (over every rank's shard under FSDP) and return it."""
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return float(full_tensor(norm))
 
     def barrier(self) -> None:
         if self.enabled:
@@ -99,4 +176,30 @@ def current() -> Distributed:
     # The training loops keep every tensor on the CPU (windows, models, losses), so the process group is gloo
     # on any machine; with NCCL the CPU all-reduces would fail. GPU training is not wired yet.
     state = PartialState(cpu=True)
-    return Distributed(rank=state.process_index, world_size=state.num_processes)
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and os.environ.get("FSDP_VERSION", "2") != "2":
+        logger.info("FSDP: sharding with FSDP2 (fully_shard); --fsdp_version %s is not used", os.environ["FSDP_VERSION"])
+    return Distributed(
+        rank=state.process_index, world_size=state.num_processes, fsdp=fsdp,
+        reshard_after_forward=os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false",
+    )
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a sharded (DTensor) value; a plain tensor is returned as is. Collective for DTensors."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def shard_like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``value`` (whole) laid out like ``param``: this rank's shard when ``param`` is sharded."""
+    if not hasattr(param, "device_mesh"):
+        return value.to(param.device)
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+
+
+def _is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)

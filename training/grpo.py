@@ -345,8 +345,9 @@ def grpo_step(
         loss_stats["answer_loss"] = float(answer.detach())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    distributed.current().sync_gradients(list(policy.parameters()))  # no-op in a single process
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
+    dist = distributed.current()
+    dist.sync_gradients(list(policy.parameters()))  # no-op in a single process
+    grad_norm = dist.clip_grad_norm(list(policy.parameters()), config.grad_clip)
     optimizer.step()
     policy.eval()
 

@@ -155,11 +155,10 @@ def perception_loss(
     The answer loss is over the whole vocabulary, so non-label tokens stay
     unlikely at the answer slot, which generation needs.
     """
-    v_feats, a_feats = model.visual_encoder(pixels.to(model.dtype)), model.audio_encoder(audio)
-    tokens = (model.visual_projector(v_feats), model.audio_projector(a_feats))
+    (v_feats, a_feats), tokens = model.encode_modalities(pixels, audio)
     ids = scoring_batch(model.config, pixels.shape[0], model.device)
     hidden = model.hidden_states(model.embed_inputs(ids, modality_tokens=tokens), ids, visible)[:, -1]
-    answer = F.cross_entropy(model.decoder.lm_head(hidden).float(), model.label_token_ids[labels])
+    answer = F.cross_entropy(model.lm_logits(hidden).float(), model.label_token_ids[labels])
     parts = {"answer": answer.item()}
     total = answer
     if heads is not None and modality_labels is not None:
@@ -187,7 +186,7 @@ def perception_loss(
     sel = torch.tensor(rows, device=model.device)
     d_tokens = tuple(t[sel] for t in tokens)
     d_hidden = model.hidden_states(model.embed_inputs(d_ids, modality_tokens=d_tokens), d_ids, visible[sel], attention_mask=mask)
-    logits = model.decoder.lm_head(d_hidden[:, :-1]).float()
+    logits = model.lm_logits(d_hidden[:, :-1]).float()
     describe = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=-100)
     parts["describe"] = describe.item()
     return total + description_weight * describe, parts
@@ -224,6 +223,7 @@ def train_perception(
     if described < len(train):
         logger.info("%d of %d windows have no descriptions; they train the answer only", len(train) - described, len(train))
     gen = torch.Generator().manual_seed(config.seed)
+    dist.prepare(model)  # FSDP: shard in place before the optimiser sees the parameters (else a no-op)
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -258,7 +258,7 @@ def train_perception(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         dist.sync_gradients(trained)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        dist.clip_grad_norm(list(model.parameters()), config.grad_clip)
         opt.step()
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         for name, value in parts.items():

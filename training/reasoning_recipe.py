@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from migr_rt.training import distributed
+from migr_rt.training.distributed import full_tensor, shard_like
 from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe, split_holdout
 from migr_rt.training.grpo import GRPOBatch, GRPOConfig, frozen_copy, grpo_step, make_optimizer
 from migr_rt.training.mi_labels import MILabel, compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
@@ -157,6 +158,7 @@ class _Work:
 def _save(model, tokenizer, path: Path, extra_files: dict | None = None) -> None:
     """Checkpoints are written by rank 0 only; every rank continues once it is on disk."""
     dist = distributed.current()
+    model = dist.plain_model(model)  # FSDP: gathered on every rank, written by rank 0
     if dist.is_main:
         save_checkpoint(model, tokenizer, path, extra_files=extra_files)
     dist.barrier()
@@ -198,8 +200,8 @@ def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimi
     for k, p in enumerate(params):
         st = optimizer.state.get(p, {})
         for name, value in st.items():
-            if torch.is_tensor(value) and value.ndim > 0:
-                tensors[f"{k}.{name}"] = value.detach().cpu().contiguous()
+            if torch.is_tensor(value) and value.ndim > 0:  # FSDP: whole moments, gathered on every rank
+                tensors[f"{k}.{name}"] = full_tensor(value.detach()).cpu().contiguous()
             else:
                 scalars[f"{k}.{name}"] = float(value)
     extra = {
@@ -219,7 +221,7 @@ def _load_grpo_state(path: Path, model, optimizer: torch.optim.Optimizer, genera
         for key, value in tensors.items():
             idx, name = key.split(".", 1)
             if int(idx) == k:
-                st[name] = value.to(p.device)
+                st[name] = shard_like(value, p)  # FSDP: this rank's shard of the saved whole moment
         for key, value in state["scalars"].items():
             idx, name = key.split(".", 1)
             if int(idx) == k:
@@ -301,6 +303,7 @@ def run_reasoning_recipe(
             summary = mi_dominant if recipe.sft_order == "mi" else [None] * len(train)
             sft_metrics = train_sft(model, tokenizer, train, first, summary, sft_cfg,
                                     (lambda p: on_progress("sft", p)) if on_progress else None)
+            model = distributed.current().plain_model(model)  # FSDP: the next stage starts from whole weights
             _save(model, tokenizer, sft_path)
             state["finished"]["sft"] = sft_metrics
             work.save(state)
@@ -373,8 +376,7 @@ def _run_grpo(
         texts = ["<think>" + t for t in sampled.texts(tokenizer)]
         return score(texts, ctxs, weights)
 
-    reference = frozen_copy(model) if cfg.beta > 0 else None
-    optimizer = make_optimizer(model, cfg)
+    reference = frozen_copy(model) if cfg.beta > 0 else None  # before sharding: the reference stays whole
     dist = distributed.current()
     if cfg.prompts_per_step < dist.world_size:
         raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be >= the number of processes ({dist.world_size})")
@@ -382,9 +384,12 @@ def _run_grpo(
     generator = torch.Generator(device=model.device).manual_seed(cfg.seed + 7919 * dist.rank)
     ckpt = work.root / "grpo-step"
     step, history = 0, []
-    if (ckpt / "grpo_state.json").is_file():
+    resume = (ckpt / "grpo_state.json").is_file()
+    if resume:
         model, _ = load_checkpoint(ckpt)
-        optimizer = make_optimizer(model, cfg)
+    model = dist.prepare(model)  # FSDP: shard before the optimiser is made (else a no-op)
+    optimizer = make_optimizer(model, cfg)
+    if resume:
         step, history = _load_grpo_state(ckpt, model, optimizer, generator)
         logger.info("resuming GRPO at step %d/%d from %s", step, cfg.steps, ckpt)
     start, start_step = time.monotonic(), step
@@ -403,6 +408,7 @@ def _run_grpo(
             done = step - start_step
             on_progress("grpo", TrainProgress(step, cfg.steps, stats["loss"], cfg.lr, elapsed,
                                               elapsed / done * (cfg.steps - step), dict(running)))
+    model = dist.plain_model(model)  # FSDP: gathered (collective), then written once
     _save(model, tokenizer, work.root / "grpo")
     return model, history
 

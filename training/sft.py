@@ -138,8 +138,7 @@ def sft_loss(
     decision_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Trace language-model loss (+ answer-slot cross-entropy); one encoder pass for both."""
-    tokens = (model.visual_projector(model.visual_encoder(pixels.to(model.dtype))),
-              model.audio_projector(model.audio_encoder(audio)))
+    _, tokens = model.encode_modalities(pixels, audio)
     parts: dict[str, float] = {}
     # zero, but on the graph: a batch with nothing to train still backpropagates (and, data-parallel,
     # still reaches the gradient all-reduce instead of leaving the other ranks waiting)
@@ -147,7 +146,7 @@ def sft_loss(
     if answer_weight > 0:
         ids = scoring_batch(model.config, pixels.shape[0], model.device)
         hidden = model.hidden_states(model.embed_inputs(ids, modality_tokens=tokens), ids, visible)[:, -1]
-        answer = F.cross_entropy(model.decoder.lm_head(hidden).float(), model.label_token_ids[labels])
+        answer = F.cross_entropy(model.lm_logits(hidden).float(), model.label_token_ids[labels])
         parts["answer"] = answer.item()
         total = total + answer_weight * answer
     rows = [i for i, t in enumerate(texts) if t]
@@ -157,7 +156,7 @@ def sft_loss(
         hidden = model.hidden_states(
             model.embed_inputs(ids, modality_tokens=tuple(t[sel] for t in tokens)), ids, visible[sel], attention_mask=mask
         )
-        logits = model.decoder.lm_head(hidden[:, :-1]).float()
+        logits = model.lm_logits(hidden[:, :-1]).float()
         per_token = F.cross_entropy(logits.transpose(1, 2), targets[:, 1:], ignore_index=-100, reduction="none")
         weight = (targets[:, 1:] != -100).float()
         weight[:, len(reasoning_prompt(model.config)) - 1] *= decision_weight  # predicts the opening segment tag
@@ -183,6 +182,7 @@ def train_sft(
         raise ValueError("no window has cue descriptions: trace SFT needs a corpus with per-modality descriptions")
     dist = distributed.current()
     gen = torch.Generator().manual_seed(config.seed)
+    dist.prepare(model)  # FSDP: shard in place before the optimiser sees the parameters (else a no-op)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = adamw(params, config.lr, config.weight_decay)
 
@@ -212,7 +212,7 @@ def train_sft(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         dist.sync_gradients(params)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        dist.clip_grad_norm(list(model.parameters()), config.grad_clip)
         opt.step()
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         for name, value in parts.items():

@@ -103,13 +103,33 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         self.decoder.set_input_embeddings(value)
 
     # -- encoders --------------------------------------------------------------
+    # Public methods never call one another: each delegates to a private body, so that under FSDP (which
+    # hooks the public methods, see training/distributed.py) no hooked call nests inside another.
     def encode_visual(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Face crops ``(B, T, 3, S, S)`` in [0, 1] -> projected tokens ``(B, Nv, H)``."""
-        return self.visual_projector(self.visual_encoder(pixel_values.to(self.dtype)))
+        return self._encode_visual(pixel_values)
 
     def encode_audio(self, audio_values: torch.Tensor) -> torch.Tensor:
         """Waveform ``(B, S)`` -> projected tokens ``(B, Na, H)``."""
+        return self._encode_audio(audio_values)
+
+    def _encode_visual(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.visual_projector(self.visual_encoder(pixel_values.to(self.dtype)))
+
+    def _encode_audio(self, audio_values: torch.Tensor) -> torch.Tensor:
         return self.audio_projector(self.audio_encoder(audio_values))
+
+    def encode_modalities(
+        self, pixel_values: torch.Tensor, audio_values: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder features ``(visual, audio)`` before projection and the projected tokens, in one pass.
+
+        Training reads both (auxiliary heads sit on the features). One method,
+        rather than calls into the submodules, so that a sharded (FSDP) model
+        gathers its weights here like in ``forward``.
+        """
+        features = (self.visual_encoder(pixel_values.to(self.dtype)), self.audio_encoder(audio_values))
+        return features, (self.visual_projector(features[0]), self.audio_projector(features[1]))
 
     def embed_inputs(
         self,
@@ -124,11 +144,14 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         (e.g. repeated for MI variants) instead of raw inputs. A modality with
         no input keeps its placeholder embedding; callers mask it.
         """
+        return self._embed_inputs(input_ids, pixel_values, audio_values, modality_tokens)
+
+    def _embed_inputs(self, input_ids, pixel_values, audio_values, modality_tokens) -> torch.Tensor:
         embeds = self.get_input_embeddings()(input_ids)
         if modality_tokens is None:
             modality_tokens = (
-                self.encode_visual(pixel_values) if pixel_values is not None else None,
-                self.encode_audio(audio_values) if audio_values is not None else None,
+                self._encode_visual(pixel_values) if pixel_values is not None else None,
+                self._encode_audio(audio_values) if audio_values is not None else None,
             )
         masks = self.modality_token_masks(input_ids)
         for m, tokens in enumerate(modality_tokens):
@@ -219,7 +242,7 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
             raise ValueError(f"past_key_visible covers {past_key_visible.shape[1]} keys but the cache holds {past_length}")
         visible = self._visibility(input_ids, pixel_values, audio_values, modality_visible)
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, pixel_values, audio_values)
+            inputs_embeds = self._embed_inputs(input_ids, pixel_values, audio_values, None)
         bias, key_visible = self.attention_bias(input_ids, visible, attention_mask, past_length, past_key_visible)
         if position_ids is None:
             position_ids = torch.arange(past_length, past_length + input_ids.shape[1], device=input_ids.device)
@@ -270,6 +293,10 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
         return self.decoder.model(inputs_embeds=inputs_embeds, attention_mask=bias, position_ids=position_ids).last_hidden_state
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of hidden states ``(..., H)`` (the LM head, as a method: see ``encode_modalities``)."""
+        return self.decoder.lm_head(hidden)
 
     def label_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Project hidden states ``(..., H)`` onto the label-token rows of the LM head only: ``(..., C)``."""
