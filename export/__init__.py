@@ -1,1 +1,1 @@
-"""ONNX and TensorRT export (``migr_rt.export``); filled by the export issue."""
+"""Export checkpoints to self-describing artifact folders (``migr_rt.export``): ONNX, and TensorRT engines."""

@@ -9,6 +9,7 @@ from the extension still work) and renamed into place.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,3 +40,27 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def publish_folder(staging: str | Path, out_dir: str | Path) -> Path:
+    """Make a fully written ``staging`` folder readable and swap it in as ``out_dir``.
+
+    An existing ``out_dir`` is replaced only once the new one is in place (and
+    restored if that fails), so readers see the old folder or the new one.
+    """
+    staging, out_dir = Path(staging), Path(out_dir)
+    os.chmod(staging, 0o755)  # mkdtemp makes 0700 folders; other users of a shared install must read it
+    for path in staging.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return out_dir
+    retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.replace(out_dir, retired)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(retired, out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    return out_dir

@@ -23,6 +23,8 @@ def _user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from migr_rt.artifact import ArtifactError
+        from migr_rt.backends.base import BackendUnavailable
         from migr_rt.media import MediaError
         from migr_rt.model import CheckpointError
         from migr_rt.training.data import DatasetError
@@ -30,8 +32,8 @@ def _user_errors(func):
 
         try:
             return func(*args, **kwargs)
-        except (CheckpointError, DatasetError, MediaError, ManifestError, FileExistsError, FileNotFoundError,
-                ValueError) as exc:
+        except (CheckpointError, DatasetError, MediaError, ManifestError, ArtifactError, BackendUnavailable,
+                FileExistsError, FileNotFoundError, ValueError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             raise click.ClickException(str(exc)) from exc
@@ -62,7 +64,9 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Checkpoint folder (default: the bundled model).")
+              help="Checkpoint folder or exported artifact folder (default: the bundled model).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True, help="Inference backend; auto picks the fastest that can run the folder here.")
 @click.option("--emotion", type=click.Choice(list(DFEW_LABELS)), default=None, help="Emotion of the synthesised clip.")
 @click.option("--kind", type=click.Choice(CLIP_KINDS), default="audio_dominant", show_default=True,
               help="Evidence kind: which modality carries the emotion.")
@@ -71,7 +75,8 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
               help="Keep the synthesised MP4 in this folder (default: a temporary folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 @_user_errors
-def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, keep: Path | None, as_json: bool) -> None:
+def demo(checkpoint: Path | None, backend: str, emotion: str | None, kind: str, seed: int, keep: Path | None,
+         as_json: bool) -> None:
     """Synthesise a talking-face clip, then print the model's emotion, modality importance and rationale."""
     import json
     import tempfile
@@ -81,7 +86,7 @@ def demo(checkpoint: Path | None, emotion: str | None, kind: str, seed: int, kee
 
     with tempfile.TemporaryDirectory(prefix="migr-rt-demo-") as tmp:
         report = run_demo(keep or tmp, checkpoint=checkpoint, seed=seed, emotion=emotion,
-                          kind=None if kind == "any" else kind)
+                          kind=None if kind == "any" else kind, backend=backend)
         if as_json:
             rationale = report.rationale.text if report.rationale is not None else None
             click.echo(json.dumps({"clip": str(report.clip_path) if keep else None, "truth": report.truth,
@@ -361,16 +366,88 @@ def _format_eval(report) -> str:
     return "\n".join(lines)
 
 
-@main.command(context_settings=_STUB)
-def export() -> None:
-    """Export a checkpoint to ONNX or TensorRT artifacts (issue #4)."""
-    _not_implemented("export", "issue #4: ONNX/TensorRT export")
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint folder to export (default: the bundled model).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Default: fp32 for onnx, fp16 for tensorrt. int8: onnx = dynamic quantisation for CPUs; "
+                   "tensorrt = calibrated from --calibration-data.")
+@click.option("--calibration-data", default=None, help="tensorrt int8: a synthetic corpus folder/manifest to calibrate on.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Artifact folder to write (replaced atomically once complete).")
+@click.option("--no-parity", is_flag=True, help="Skip the onnxruntime-vs-torch parity check (not recommended).")
+@_user_errors
+def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration_data: str | None, out: Path,
+           no_parity: bool) -> None:
+    """Export a checkpoint to a self-describing ONNX or TensorRT artifact folder (manifest.json + graphs)."""
+    from migr_rt.predict import default_checkpoint
+
+    checkpoint = checkpoint or default_checkpoint()
+    precision = precision or ("fp32" if fmt == "onnx" else "fp16")
+
+    def say(message: str) -> None:
+        click.echo(f"export: {message}", err=True)
+
+    if fmt == "onnx":
+        if calibration_data:
+            raise click.UsageError("--calibration-data is for --format tensorrt --precision int8")
+        from migr_rt.export.onnx_export import export_onnx
+
+        manifest = export_onnx(checkpoint, out, precision, check_parity=not no_parity, on_progress=say)
+    else:
+        from migr_rt.export.tensorrt_build import build_tensorrt
+
+        manifest = build_tensorrt(checkpoint, out, precision, calibration_data=calibration_data, on_progress=say)
+    parity = ", ".join(f"{k} {v:.1e}" for k, v in manifest.parity.items() if k in manifest.graphs)
+    click.echo(f"{out}: {fmt} {precision}, {len(manifest.graphs)} graphs" + (f"; max |diff| vs torch: {parity}" if parity else ""))
 
 
-@main.command(context_settings=_STUB)
-def run() -> None:
-    """Run the streaming runtime on a camera, a file or the demo source (issue #6)."""
-    _not_implemented("run", "issue #6: streaming runtime")
+@main.command()
+@click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index N (/dev/videoN, v4l2).")
+@click.option("--mic", default=None, help="Microphone: alsa:DEVICE or pulse:DEVICE (default: none for a camera; "
+              "files use their own audio track).")
+@click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
+@click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")
+@click.option("--realtime/--no-realtime", default=None,
+              help="Replay files at their own rate with drops like a camera (default for cameras and URLs), or "
+                   "analyse every window losslessly (default for files and the demo).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint or exported artifact folder (default: the bundled model).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True)
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Window seconds (default: the model's).")
+@click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="Seconds between windows.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
+              help="Frame rate video is resampled to.")
+@click.option("--rationale/--no-rationale", default=True, show_default=True, help="Stream a rationale per window.")
+@click.option("--max-rationale-tokens", type=click.IntRange(min=1), default=96, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON-lines events on stdout (schema: docs/events.md).")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the annotated video with its audio to this .mp4.")
+@click.option("--view", is_flag=True, help="Show the annotated video in a window (needs a display and GUI OpenCV).")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to keep retrying a lost camera, microphone or stream before exiting.")
+@click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Stop after this many windows.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (onnxruntime).")
+def run(camera: int | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
+        checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
+        max_rationale_tokens: int, as_json: bool, save: Path | None, view: bool, reconnect_timeout: float,
+        max_windows: int | None, threads: int | None) -> None:
+    """Stream emotion, modality importance and rationale from a camera, a file, a URL or the demo clip.
+
+    Exit status: 0 at the end of the input or on Ctrl-C, 1 for bad input, 3 when the source was lost
+    and could not be reopened within --reconnect-timeout.
+    """
+    from migr_rt.cli_run import RunOptions, run_stream
+
+    options = RunOptions(camera=camera, mic=mic, source=source, loop=loop, realtime=realtime, checkpoint=checkpoint,
+                         backend=backend, window=window, hop=hop, fps=fps, rationale=rationale,
+                         max_rationale_tokens=max_rationale_tokens, as_json=as_json, save=save, view=view,
+                         reconnect_timeout=reconnect_timeout, max_windows=max_windows, threads=threads)
+    sys.exit(run_stream(options))
 
 
 @main.command(context_settings=_STUB)

@@ -46,6 +46,7 @@ def run_demo(
     emotion: str | None = None,
     kind: str | None = "audio_dominant",
     predictor: Predictor | None = None,
+    backend: str = "auto",
 ) -> DemoReport:
     """Render clip ``(seed, index)`` into ``out_dir`` as MP4, decode it with PyAV and predict."""
     from migr_rt.training.synth.corpus import SynthConfig, render_clip
@@ -54,7 +55,7 @@ def run_demo(
     index = pick_index(seed, emotion, kind)
     clip = render_clip(config, index)
     path = write_media(Path(out_dir) / f"{clip.record['id']}.mp4", clip.frames, config.fps, clip.audio, config.sample_rate)
-    predictor = predictor or Predictor(checkpoint)
+    predictor = predictor or Predictor(checkpoint, backend=backend)
     media = decode_media(path, fps=config.fps, sample_rate=predictor.config.sample_rate)
     truth = {k: clip.record[k] for k in ("id", "label", "kind", "dominant", "one_sided", "visual_text", "audio_text")}
     rationale = predictor.explain(media.frames, media.audio) if predictor.reasons else None

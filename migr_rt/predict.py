@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from migr_rt.artifact import is_artifact, read_manifest
+from migr_rt.backends import Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
-from migr_rt.generate import GenerationConfig, generate
-from migr_rt.mi import score_modality_importance
-from migr_rt.model import load_checkpoint
-from migr_rt.model.layout import prefix_ids
+from migr_rt.rationale import rationale_prompt, rationale_text
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
 
@@ -67,22 +66,42 @@ class Rationale:
         return self.parsed.first_modality
 
 
+def _recipe(folder: Path) -> str | None:
+    """The training recipe of a checkpoint (``train_config.json``) or of the checkpoint an artifact came from."""
+    info = folder / "train_config.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("recipe")
+    if is_artifact(folder):
+        return read_manifest(folder).extra.get("recipe")
+    return None
+
+
 class Predictor:
-    """Loads a checkpoint once; :meth:`predict` scores one window (label + MI in one batched pass)."""
+    """Opens a model once; :meth:`predict` scores one window (label + MI in one batched pass).
+
+    ``checkpoint`` is a checkpoint folder (run by torch) or an artifact folder
+    written by ``migr-rt export`` (onnxruntime or TensorRT); ``backend``
+    picks how (see :func:`migr_rt.backends.load_backend`).
+    """
 
     def __init__(
         self,
         checkpoint: str | Path | None = None,
         *,
+        backend: str = "auto",
         device: str = "cpu",
         detector: FaceDetector | None = None,
+        threads: int | None = None,
     ) -> None:
+        from transformers import PreTrainedTokenizerFast
+
         self.checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-        self.model, self.tokenizer = load_checkpoint(self.checkpoint, device=device)
-        self.config = self.model.config
+        self.backend: Backend = load_backend(self.checkpoint, backend, device=device, threads=threads)
+        # Checkpoint folders were verified by the torch backend; artifacts by their manifest's hashes.
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.checkpoint), local_files_only=True)
+        self.config = self.backend.config
         self.detector = detector if detector is not None else HaarFaceDetector()
-        info = self.checkpoint / "train_config.json"
-        recipe = json.loads(info.read_text()).get("recipe") if info.is_file() else None
+        recipe = _recipe(self.checkpoint)
         #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
         self.reasons = recipe in ("baseline", "migr")
 
@@ -102,12 +121,11 @@ class Predictor:
         face_box = win.face.as_list() if win.face is not None and not win.face_fallback else None
         if not present.any():
             return Prediction(None, {}, {}, {}, None, present_map, face_box, False)
-        res = score_modality_importance(
-            self.model,
+        tokens = self.backend.encode(
             win.pixel_values[None] if win.pixel_values is not None else None,
             win.audio_values[None] if win.audio_values is not None else None,
-            present=present[None],
         )
+        res = self.backend.score_mi(tokens, present[None])
         probs = res.probs[0].tolist()
         dom = int(res.dominant[0])
         return Prediction(
@@ -147,20 +165,12 @@ class Predictor:
             return Rationale("", parse_trace(""), present_map)
         pixels = win.pixel_values[None] if win.pixel_values is not None else None
         audio_values = win.audio_values[None] if win.audio_values is not None else None
-        ids = prefix_ids(cfg) + [cfg.special_token_ids["think_start"]]
-        lead = ""
+        tokens = self.backend.encode(pixels, audio_values)
+        opening_modality = None
         if opening == "mi":
-            dom = int(score_modality_importance(self.model, pixels, audio_values, present=win.present[None]).dominant[0])
-            first = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
-            ids.append(cfg.special_token_ids[f"{first}_start"])
-            lead = f"<{first}>"
-        prompt = torch.tensor([ids])
-        out = generate(
-            self.model, prompt,
-            pixels, audio_values, present=win.present[None], config=GenerationConfig(max_new_tokens=max_new_tokens),
-        )
-        eos = self.tokenizer.convert_ids_to_tokens(cfg.special_token_ids["eos"]) or ""
-        text = "<think>" + lead + out.texts(self.tokenizer)[0]
-        if eos and text.endswith(eos):
-            text = text[: -len(eos)]
+            dom = int(self.backend.score_mi(tokens, win.present[None]).dominant[0])
+            opening_modality = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
+        ids, lead = rationale_prompt(cfg, opening_modality)
+        out = greedy_decode(self.backend, torch.tensor([ids]), tokens, win.present[None], max_new_tokens=max_new_tokens)
+        text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         return Rationale(text, parse_trace(text, cfg.labels), present_map)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,12 +149,53 @@ def _decode_open(
         raise MissingStreamError(path, "video")
     if require_audio and astream is None:
         raise MissingStreamError(path, "audio")
-    streams = [s for s in (vstream, astream) if s is not None]
-    if not streams:
-        return DecodedMedia(None, None, fps, sample_rate)
-
     frames: list[np.ndarray] = []
     chunks: list[np.ndarray] = []
+    for kind, data in iter_decoded(container, path, fps=fps, sample_rate=sample_rate, video=video, audio=audio,
+                                   max_seconds=max_seconds):
+        (frames if kind == "video" else chunks).append(data)
+    out_frames: np.ndarray | None = None
+    if vstream is not None:
+        if not frames:
+            if require_video:
+                raise CorruptMediaError(path, "video stream holds no decodable frames")
+        else:
+            out_frames = np.stack(frames)
+    out_audio: np.ndarray | None = None
+    if astream is not None:
+        out_audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+        if max_seconds is not None:
+            out_audio = out_audio[: int(round(max_seconds * sample_rate))]
+        if require_audio and out_audio.size == 0:
+            raise CorruptMediaError(path, "audio stream holds no decodable samples")
+    return DecodedMedia(out_frames, out_audio, fps, sample_rate)
+
+
+def iter_decoded(
+    container: av.container.InputContainer,
+    path: str | Path,
+    *,
+    fps: float,
+    sample_rate: int,
+    video: bool = True,
+    audio: bool = True,
+    max_seconds: float | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Decode an open container incrementally: ``("video", frame)`` at ``fps`` and ``("audio", samples)``.
+
+    Video items are the output frames in order (frame k covers instant
+    ``k / fps``, the most recent source frame), each yielded as soon as the
+    next source frame closes its instant; audio items are consecutive mono
+    float32 chunks at ``sample_rate``. :func:`decode_media` collects exactly
+    these items, and the streaming runtime consumes them live, so a file
+    analysed whole and the same file streamed see identical samples.
+    Decoding errors propagate as they are (callers wrap them).
+    """
+    vstream = container.streams.video[0] if (video and container.streams.video) else None
+    astream = container.streams.audio[0] if (audio and container.streams.audio) else None
+    streams = [s for s in (vstream, astream) if s is not None]
+    if not streams:
+        return
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
     source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
     next_k = 0  # index of the next output frame instant
@@ -176,7 +218,7 @@ def _decode_open(
             continue  # this stream is already past max_seconds: skip the decoding work
         for frame in packet.decode():
             if isinstance(frame, av.VideoFrame):
-                t = frame.time if frame.time is not None else len(frames) / fps
+                t = frame.time if frame.time is not None else next_k / fps
                 if first_time is None:
                     first_time = t
                 t = t - first_time + offset
@@ -196,7 +238,7 @@ def _decode_open(
                     break
                 # Emit every output instant that this frame's arrival closes.
                 while last_frame is not None and next_k / fps < t - 1e-6:
-                    frames.append(last_frame)
+                    yield "video", last_frame
                     next_k += 1
                 image = frame.to_ndarray(format="rgb24")
                 if size is None:
@@ -236,11 +278,11 @@ def _decode_open(
                         )
                         warned_audio = True
                     for out in resampler.resample(None):
-                        chunks.append(out.to_ndarray().reshape(-1))
+                        yield "audio", out.to_ndarray().reshape(-1)
                     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
                 audio_layout = layout
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    yield "audio", out.to_ndarray().reshape(-1)
                 audio_in += frame.samples / frame.sample_rate
                 if audio_stop is not None and audio_in >= audio_stop:
                     audio_done = True
@@ -248,32 +290,17 @@ def _decode_open(
             break
     if resampler is not None:
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-
-    out_frames: np.ndarray | None = None
-    if vstream is not None:
-        if last_frame is None:
-            if require_video:
-                raise CorruptMediaError(path, "video stream holds no decodable frames")
-        else:
-            # The last source frame covers the instants up to the end of the stream: its start plus one
-            # source frame (container durations are unreliable: absent in FLV, rounded in AVI).
-            end = last_time + source_period
-            if max_seconds is not None:
-                # A frame at or past max_seconds was seen (or would be, decoding on): cover up to the cut.
-                end = max_seconds if video_done else min(end, max_seconds)
-            while next_k == 0 or next_k / fps < end - 1e-6:
-                frames.append(last_frame)
-                next_k += 1
-            out_frames = np.stack(frames)
-    out_audio: np.ndarray | None = None
-    if astream is not None:
-        out_audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+            yield "audio", out.to_ndarray().reshape(-1)
+    if last_frame is not None:
+        # The last source frame covers the instants up to the end of the stream: its start plus one
+        # source frame (container durations are unreliable: absent in FLV, rounded in AVI).
+        end = last_time + source_period
         if max_seconds is not None:
-            out_audio = out_audio[: int(round(max_seconds * sample_rate))]
-        if require_audio and out_audio.size == 0:
-            raise CorruptMediaError(path, "audio stream holds no decodable samples")
-    return DecodedMedia(out_frames, out_audio, fps, sample_rate)
+            # A frame at or past max_seconds was seen (or would be, decoding on): cover up to the cut.
+            end = max_seconds if video_done else min(end, max_seconds)
+        while next_k == 0 or next_k / fps < end - 1e-6:
+            yield "video", last_frame
+            next_k += 1
 
 
 def _source_rate(stream: av.video.stream.VideoStream) -> float:

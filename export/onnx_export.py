@@ -1,0 +1,303 @@
+"""Checkpoint -> ONNX artifact folder: six graphs, optimised, parity-checked, described by a manifest.
+
+The graphs are the modules of :mod:`migr_rt.model.graphs`, traced with
+``torch.onnx.export(dynamo=True)`` with dynamic batch (and frame, sequence,
+cache-length) axes, then passed through onnxruntime's graph optimisations
+(the portable ``EXTENDED`` level) and saved optimised. Precision ``fp16``
+converts weights and activations to half while keeping fp32 inputs/outputs
+(the audio front end stays fp32: spectral power overflows half);
+``int8`` is onnxruntime's dynamic quantisation of the fp32 graphs (int8
+weights of MatMul/Gemm, activations quantised on the fly), for CPUs.
+
+Before the folder is published (atomically), every graph is run through
+onnxruntime and compared with torch on fresh inputs of another batch size
+than the one traced, and greedy decoding of a rationale must produce the
+same tokens; the differences go into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of
+from migr_rt.atomic import publish_folder, write_text_atomic
+from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
+from migr_rt.model.graphs import build_graphs
+from migr_rt.model.layout import prefix_ids
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+#: Largest |onnxruntime - torch| accepted per precision, on log-probs, logits, MI, tokens and cache.
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": None}  # int8: measured and recorded, judged by accuracy
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+GRAPH_IO: dict[str, tuple[list[str], list[str]]] = {
+    "visual_frames": (["frames"], ["frame_embeddings"]),
+    "visual_pool": (["frame_embeddings"], ["visual_tokens"]),
+    "audio": (["waveform"], ["audio_tokens"]),
+    "scoring": (["visual_tokens", "audio_tokens", "present"], ["log_probs", "mi", "importance", "dominant"]),
+    "prefill": (["input_ids", "visual_tokens", "audio_tokens", "modality_visible"],
+                ["logits", "keys", "values", "key_visible"]),
+    "step": (["token", "keys", "values", "key_visible"], ["logits", "keys_out", "values_out", "key_visible_out"]),
+}
+
+
+def example_inputs(model: MigrForEmotionReasoning, batch: int, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Inputs of every graph for ``batch`` windows (the step's from a real prefill, so the cache is genuine)."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    hidden = cfg.text_config.hidden_size
+    frames = torch.rand(batch * cfg.num_frames, 3, cfg.face_size, cfg.face_size, generator=gen)
+    waveform = 0.1 * torch.randn(batch, int(round(cfg.sample_rate * cfg.audio_seconds)), generator=gen)
+    visual = torch.randn(batch, cfg.num_visual_tokens, hidden, generator=gen)
+    audio = torch.randn(batch, cfg.num_audio_tokens, hidden, generator=gen)
+    present = torch.ones(batch, cfg.num_modalities, dtype=torch.bool)
+    present[1::3, 0] = False  # some rows without a face, some without audio
+    present[2::3, 1] = False
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["think_start"]]] * batch)
+    graphs = build_graphs(model)
+    with torch.no_grad():
+        _, keys, values, key_visible = graphs["prefill"](ids, visual, audio, present)
+    token = torch.randint(0, min(cfg.special_token_ids.values()), (batch, 1), generator=gen)
+    return {
+        "visual_frames": (frames,),
+        "visual_pool": (torch.randn(batch, cfg.num_frames, cfg.visual_dim, generator=gen),),
+        "audio": (waveform,),
+        "scoring": (visual, audio, present),
+        "prefill": (ids, visual, audio, present),
+        "step": (token, keys, values, key_visible),
+    }
+
+
+def _dynamic_shapes(name: str):
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1, max=1024)
+    if name == "visual_frames":
+        return {"frames": {0: Dim("frames", min=1, max=65536)}}
+    if name in ("visual_pool", "audio"):
+        return [{0: batch}]
+    if name == "scoring":
+        return {"visual_tokens": {0: batch}, "audio_tokens": {0: batch}, "present": {0: batch}}
+    if name == "prefill":
+        seq = Dim("seq", min=2, max=4096)
+        return {"input_ids": {0: batch, 1: seq}, "visual_tokens": {0: batch}, "audio_tokens": {0: batch},
+                "modality_visible": {0: batch}}
+    past = Dim("past", min=1, max=4096)
+    return {"token": {0: batch}, "keys": {1: batch, 3: past}, "values": {1: batch, 3: past},
+            "key_visible": {0: batch, 1: past}}
+
+
+def _tensor_specs(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        return TensorSpec(v.name, str(helper.tensor_dtype_to_np_dtype(t.elem_type)), dims)
+
+    inits = {i.name for i in graph.initializer}
+    return [spec(v) for v in graph.input if v.name not in inits], [spec(v) for v in graph.output]
+
+
+def _optimise(src: Path, dst: Path) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # EXTENDED, not ALL: ALL adds layout transforms tied to this CPU, and the artifact must run elsewhere.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    # IsInf/IsNaN have no half kernels in onnxruntime; they stay fp32 behind casts.
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, disable_shape_infer=False,
+                                     op_block_list=[*DEFAULT_OP_BLOCK_LIST, "IsInf", "IsNaN"])
+    topological_sort(model.graph)  # the converter appends its input casts after their consumers
+    onnx.save(model, str(dst))
+
+
+def topological_sort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (ONNX requires it)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a dangling input near node {pending[0].name!r}")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+    graph.ClearField("node")
+    graph.node.extend(ordered)
+
+
+def _to_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def export_graph(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, ...], path: Path) -> None:
+    inputs, outputs = GRAPH_IO[name]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, dynamic_shapes=_dynamic_shapes(name), input_names=inputs, output_names=outputs,
+            dynamo=True, opset_version=OPSET, verbose=False, optimize=True,
+        )
+    program.save(str(path))
+
+
+def _quiet_exporter_logs() -> None:
+    for noisy in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx.experimental.symbolic_shapes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def parity_report(folder: Path, model: MigrForEmotionReasoning, batch: int = 3, greedy_steps: int = 24) -> dict[str, float]:
+    """Max |onnxruntime - torch| per graph on fresh inputs, and greedy decoding agreement (1.0 = same tokens)."""
+    from migr_rt.backends.decode import greedy_decode
+    from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from migr_rt.backends.torch_backend import TorchBackend
+
+    ort_backend = OnnxRuntimeBackend(folder, providers=["CPUExecutionProvider"])
+    graphs = build_graphs(model)
+    report = {}
+    for name, args in example_inputs(model, batch, seed=1).items():
+        with torch.no_grad():
+            expected = graphs[name](*args)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        feeds = {i: a.numpy() for i, a in zip(GRAPH_IO[name][0], args)}
+        got = ort_backend.sessions[name].run(None, feeds)
+        pairs = [(g, e.numpy()) for g, e in zip(got, expected)]
+        # Float outputs are compared by value; integer/bool ones (dominant modality, key masks) must be equal.
+        report[name] = max(float(np.abs(g.astype(np.float64) - e.astype(np.float64)).max())
+                           for g, e in pairs if e.dtype.kind == "f")
+        exact = [bool(np.array_equal(g, e)) for g, e in pairs if e.dtype.kind != "f"]
+        if exact:
+            report[f"{name}_discrete_equal"] = float(all(exact))
+    # Greedy rationale of real-looking windows: the tokens, not only the logits, must agree.
+    cfg = model.config
+    args = example_inputs(model, batch, seed=2)
+    torch_backend = TorchBackend(model)
+    ids = args["prefill"][0]
+    results = []
+    for backend in (torch_backend, ort_backend):
+        tokens = backend.encode(args["visual_frames"][0].reshape(batch, cfg.num_frames, *args["visual_frames"][0].shape[1:]),
+                                args["audio"][0])
+        results.append(greedy_decode(backend, ids, tokens, args["prefill"][3], max_new_tokens=greedy_steps,
+                                     stop_token_ids=()).tokens)
+    report["greedy_tokens_equal"] = float(torch.equal(results[0], results[1]))
+    return report
+
+
+def export_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    precision: str = "fp32",
+    *,
+    check_parity: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Export ``checkpoint`` to an ONNX artifact folder ``out`` (replaced atomically when complete)."""
+    if precision not in TOLERANCE:
+        raise ValueError(f"precision {precision!r}: the onnx format supports {sorted(TOLERANCE)}")
+    import onnx
+    import onnxruntime
+    import transformers
+
+    _quiet_exporter_logs()
+    say = on_progress or (lambda _msg: None)
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, tokenizer = load_checkpoint(checkpoint)
+    model = model.float().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work-", dir=out.parent))
+    try:
+        graphs = build_graphs(model)
+        examples = example_inputs(model, batch=2)
+        specs: dict[str, GraphSpec] = {}
+        for i, (name, module) in enumerate(graphs.items(), 1):
+            say(f"[{i}/{len(graphs)}] {name}: tracing")
+            traced, optimised = work / f"{name}.traced.onnx", work / f"{name}.onnx"
+            export_graph(module, name, examples[name], traced)
+            _optimise(traced, optimised)
+            final = staging / f"{name}.onnx"
+            if precision == "fp16" and name != "audio":
+                _to_fp16(optimised, final)
+            elif precision == "int8":
+                _to_int8(optimised, final)
+            else:
+                shutil.copyfile(optimised, final)
+            onnx.checker.check_model(str(final))
+            inputs, outputs = _tensor_specs(final)
+            specs[name] = GraphSpec(final.name, sha256_of(final), inputs, outputs)
+        for file in TOKENIZER_FILES:
+            shutil.copyfile(checkpoint / file, staging / file)
+        weights = checkpoint / "model.safetensors"
+        manifest = Manifest(
+            format="onnx",
+            precision=precision,
+            graphs=specs,
+            model_config=model.config.to_dict(),
+            source_checkpoint={"path": str(checkpoint.resolve()), "sha256": sha256_of(weights)},
+            tools={"migr_rt": _version(), "torch": torch.__version__, "onnx": onnx.__version__,
+                   "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
+            opset=OPSET,
+            tokenizer_files=list(TOKENIZER_FILES),
+            extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
+                   "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint)},
+            format_version=FORMAT_VERSION,
+        )
+        write_text_atomic(staging / MANIFEST, manifest.to_json())
+        if check_parity:
+            say("parity: onnxruntime vs torch on fresh inputs")
+            report = parity_report(staging, model)
+            limit = TOLERANCE[precision]
+            worst = {k: v for k, v in report.items() if k in specs}
+            agree = all(v == 1.0 for k, v in report.items() if k not in specs)
+            if limit is not None and (max(worst.values()) > limit or (precision == "fp32" and not agree)):
+                raise ArtifactError(f"{out}: parity check failed for {precision} (limit {limit}): {report}")
+            manifest = Manifest(**{**manifest.__dict__, "parity": report})
+            write_text_atomic(staging / MANIFEST, manifest.to_json())
+        publish_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {out}")
+    return manifest
+
+
+def _recipe_of(checkpoint: Path) -> str | None:
+    info = checkpoint / "train_config.json"
+    return json.loads(info.read_text()).get("recipe") if info.is_file() else None
+
+
+def _version() -> str:
+    from migr_rt import __version__
+
+    return __version__

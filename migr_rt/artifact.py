@@ -1,0 +1,189 @@
+"""Exported artifact folders: the manifest that describes them and the checks run before any inference.
+
+An artifact folder (written by ``migr-rt export``) holds the graphs of one
+format (``onnx``: ``*.onnx``; ``tensorrt``: ``*.engine``), the tokenizer and
+``manifest.json``. The manifest says everything the runtime needs: the model
+config (labels, modalities, token layout, preprocessing parameters), each
+graph's file, SHA-256, inputs and outputs with dtypes and axes, the opset,
+precision, the source checkpoint's hash and the tool versions that wrote it.
+
+:func:`read_artifact` refuses, naming the file: a missing or unreadable
+manifest, a newer format version, a graph path that leaves the folder, a
+missing or altered (e.g. truncated) graph file, and a graph set that does not
+match the format. Backends then compare each graph's real inputs/outputs with
+the manifest (:func:`check_io`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+#: Bumped on any change a reader of the previous version would misread.
+FORMAT_VERSION = 1
+FORMATS = ("onnx", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Graph names every artifact carries (see ``migr_rt.model.graphs``).
+GRAPH_NAMES = ("visual_frames", "visual_pool", "audio", "scoring", "prefill", "step")
+
+
+class ArtifactError(Exception):
+    """An artifact folder that must not be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  #: numpy dtype name, e.g. "float32", "int64", "bool"
+    shape: list[int | str]  #: ints are fixed sizes, strings name dynamic axes
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str
+    precision: str
+    graphs: dict[str, GraphSpec]
+    model_config: dict[str, Any]  #: ``MigrConfig.to_dict()`` of the source checkpoint
+    source_checkpoint: dict[str, str]  #: path and sha256 of its weights
+    tools: dict[str, str]
+    opset: int | None = None
+    tokenizer_files: list[str] = field(default_factory=list)
+    parity: dict[str, float] = field(default_factory=dict)  #: graph -> max |backend - torch| measured at export
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model_config["labels"])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.model_config["modalities"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inside(folder: Path, relative: str, what: str) -> Path:
+    """``folder / relative``, refusing absolute paths and paths that leave ``folder`` (``..``, symlinks)."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+        raise ArtifactError(f"{folder / MANIFEST}: {what} path {relative!r} must be relative to the artifact folder")
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ArtifactError(f"{folder / MANIFEST}: {what} path {relative!r} leaves the artifact folder")
+    return path
+
+
+def _tensor_specs(items: Any, where: str) -> list[TensorSpec]:
+    if not isinstance(items, list):
+        raise ArtifactError(f"{where}: expected a list of tensors")
+    specs = []
+    for item in items:
+        if not isinstance(item, dict) or not {"name", "dtype", "shape"} <= item.keys():
+            raise ArtifactError(f"{where}: each tensor needs name, dtype and shape, got {item!r}")
+        specs.append(TensorSpec(str(item["name"]), str(item["dtype"]), list(item["shape"])))
+    return specs
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Parse and validate ``folder/manifest.json`` (structure and version only; files are checked by :func:`read_artifact`)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: not an artifact folder (no such directory)")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; export one with `migr-rt export --checkpoint DIR --out {folder}`")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable JSON manifest ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: the manifest must be a JSON object")
+    version = raw.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{path}: format_version missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format version {version} is newer than this migr-rt reads ({FORMAT_VERSION}); "
+            "upgrade migr-rt or re-export with this version"
+        )
+    for key in ("format", "precision", "graphs", "model_config", "source_checkpoint", "tools"):
+        if key not in raw:
+            raise ArtifactError(f"{path}: missing field {key!r}")
+    if raw["format"] not in FORMATS:
+        raise ArtifactError(f"{path}: format {raw['format']!r} is not one of {FORMATS}")
+    if raw["precision"] not in PRECISIONS:
+        raise ArtifactError(f"{path}: precision {raw['precision']!r} is not one of {PRECISIONS}")
+    if not isinstance(raw["graphs"], dict):
+        raise ArtifactError(f"{path}: graphs must be an object of name -> graph")
+    missing = [g for g in GRAPH_NAMES if g not in raw["graphs"]]
+    if missing:
+        raise ArtifactError(f"{path}: graphs {missing} are missing (an artifact has {list(GRAPH_NAMES)})")
+    graphs = {}
+    for name, g in raw["graphs"].items():
+        where = f"{path}: graph {name!r}"
+        if not isinstance(g, dict) or not {"file", "sha256", "inputs", "outputs"} <= g.keys():
+            raise ArtifactError(f"{where} needs file, sha256, inputs and outputs")
+        graphs[name] = GraphSpec(str(g["file"]), str(g["sha256"]), _tensor_specs(g["inputs"], f"{where} inputs"),
+                                 _tensor_specs(g["outputs"], f"{where} outputs"))
+    known = {f for f in Manifest.__dataclass_fields__}
+    return Manifest(**{k: v for k, v in raw.items() if k in known and k != "graphs"}, graphs=graphs)
+
+
+def read_artifact(folder: str | Path, *, verify_hashes: bool = True) -> Manifest:
+    """The manifest of ``folder`` after checking every file it names is inside, present and unaltered."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name, graph in manifest.graphs.items():
+        path = inside(folder, graph.file, f"graph {name!r}")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: graph {name!r} named by {folder / MANIFEST} is missing")
+        if verify_hashes and sha256_of(path) != graph.sha256:
+            raise ArtifactError(
+                f"{path}: does not match the SHA-256 in {folder / MANIFEST} (truncated, altered or from another export)"
+            )
+    for rel in manifest.tokenizer_files:
+        if not inside(folder, rel, "tokenizer file").is_file():
+            raise ArtifactError(f"{folder / rel}: tokenizer file named by {folder / MANIFEST} is missing")
+    return manifest
+
+
+def check_io(path: Path, spec: GraphSpec, inputs: list[str], outputs: list[str]) -> None:
+    """Refuse a graph whose real input/output names differ from what the manifest promises."""
+    if inputs != spec.input_names or outputs != spec.output_names:
+        raise ArtifactError(
+            f"{path}: the graph has inputs {inputs} and outputs {outputs}, but the manifest says "
+            f"{spec.input_names} and {spec.output_names}"
+        )
+
+
+def is_artifact(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()

@@ -1,0 +1,93 @@
+"""Inference backends behind one interface (:class:`Backend`): torch, onnxruntime, TensorRT.
+
+:func:`load_backend` opens a checkpoint folder (torch) or an exported
+artifact folder (onnxruntime for ``onnx``, TensorRT for ``tensorrt``).
+``"auto"`` takes the fastest backend that can run what the folder holds here
+and logs which, in its first line; an explicitly requested backend that
+cannot run fails with a message listing what is available.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from migr_rt.artifact import is_artifact, read_artifact
+from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens
+from migr_rt.backends.decode import Decoded, greedy_decode, iter_greedy
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: Which backends read which folder kind, fastest first.
+READERS = {"checkpoint": ("torch",), "onnx": ("onnxruntime",), "tensorrt": ("tensorrt",)}
+
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "DecoderState", "ModalityTokens", "Decoded",
+           "available_backends", "greedy_decode", "iter_greedy", "load_backend", "folder_kind"]
+
+
+def available_backends() -> dict[str, str | None]:
+    """Each backend -> None if its packages (and device) are present here, else why not."""
+    reasons: dict[str, str | None] = {"torch": None}
+    reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
+        "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
+    try:
+        from migr_rt.backends.tensorrt_backend import available as tensorrt_available
+    except ImportError as exc:
+        reasons["tensorrt"] = f"the TensorRT backend cannot be imported ({exc})"
+    else:
+        reasons["tensorrt"] = tensorrt_available()
+    return reasons
+
+
+def folder_kind(path: str | Path) -> str:
+    """``checkpoint``, ``onnx`` or ``tensorrt``: what a model folder holds."""
+    path = Path(path)
+    if is_artifact(path):
+        return read_artifact(path, verify_hashes=False).format
+    return "checkpoint"
+
+
+def load_backend(path: str | Path, backend: str = "auto", *, device: str = "cpu", threads: int | None = None) -> Backend:
+    """Open ``path`` (checkpoint or artifact folder) with ``backend`` (a name from :data:`BACKENDS`, or ``auto``)."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose auto or one of {', '.join(BACKENDS)}")
+    path = Path(path)
+    kind = folder_kind(path)
+    readers = READERS[kind]
+    reasons = available_backends()
+    usable = [b for b in readers if reasons[b] is None]
+    if backend == "auto":
+        if not usable:
+            raise BackendUnavailable(
+                f"{path}: no backend here can run a {kind} folder: "
+                + "; ".join(f"{b}: {reasons[b]}" for b in readers))
+        chosen = usable[0]
+    else:
+        if backend not in readers:
+            hint = ("export one with `migr-rt export --checkpoint DIR --format onnx`" if kind == "checkpoint"
+                    else "pass the checkpoint folder it was exported from")
+            raise BackendUnavailable(f"{path}: holds {kind} weights, which the {backend} backend cannot read; {hint}")
+        if reasons[backend] is not None:
+            here = [b for b, r in reasons.items() if r is None]
+            raise BackendUnavailable(f"backend {backend!r} is not available: {reasons[backend]}; "
+                                     f"available here: {', '.join(here)}")
+        chosen = backend
+    instance = _open(chosen, path, device, threads)
+    logger.info("backend: %s (%s, %s)", instance.describe(), "chosen by auto" if backend == "auto" else "requested", path)
+    return instance
+
+
+def _open(name: str, path: Path, device: str, threads: int | None) -> Backend:
+    if name == "torch":
+        from migr_rt.backends.torch_backend import TorchBackend
+
+        return TorchBackend.from_checkpoint(path, device=device)
+    if name == "onnxruntime":
+        from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, threads=threads)
+    from migr_rt.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(path)

@@ -1,0 +1,107 @@
+"""The onnxruntime backend: the exported graphs of an ONNX artifact folder.
+
+Execution providers: TensorRT, CUDA and CPU, in that order of preference,
+kept only if onnxruntime both lists them and can actually create a session
+with them (onnxruntime-gpu lists CUDA/TensorRT even when their libraries are
+missing, so the session's own ``get_providers()`` is what counts). The
+decoder cache stays in numpy arrays between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from migr_rt.artifact import ArtifactError, Manifest, check_io, read_artifact
+from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
+from migr_rt.mi import ModalityImportance
+from migr_rt.model.config import MigrConfig
+
+logger = logging.getLogger(__name__)
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable("onnxruntime is not installed: pip install 'migr-rt[onnx]'") from exc
+    return onnxruntime
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(
+        self, folder: str | Path, *, providers: list[str] | None = None, threads: int | None = None,
+        manifest: Manifest | None = None,
+    ) -> None:
+        ort = _ort()
+        self.folder = Path(folder)
+        self.manifest = manifest or read_artifact(self.folder)
+        if self.manifest.format != "onnx":
+            raise ArtifactError(f"{self.folder}: a {self.manifest.format} artifact; the onnxruntime backend reads onnx ones")
+        super().__init__(MigrConfig.from_dict(self.manifest.model_config))
+        wanted = list(providers) if providers else [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
+        options = ort.SessionOptions()
+        # The graphs were optimised at export; basic fusions again are cheap and safe for any machine.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.sessions = {}
+        for name, spec in self.manifest.graphs.items():
+            path = self.folder / spec.file
+            try:
+                session = ort.InferenceSession(str(path), options, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ArtifactError(f"{path}: onnxruntime cannot load graph {name!r}: {exc}") from exc
+            check_io(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+            self.sessions[name] = session
+        self.providers = self.sessions["step"].get_providers()
+        if providers and providers[0] not in self.providers:
+            raise BackendUnavailable(
+                f"onnxruntime could not use {providers[0]} (session runs on {self.providers}); "
+                "its libraries or device are missing")
+
+    def describe(self) -> str:
+        return f"onnxruntime {_ort().__version__} ({', '.join(self.providers)}), {self.manifest.precision}"
+
+    def _run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        return self.sessions[name].run(None, feeds)
+
+    @staticmethod
+    def _np(t: torch.Tensor, dtype=None) -> np.ndarray:
+        a = t.detach().cpu().numpy()
+        return a.astype(dtype, copy=False) if dtype is not None else a
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run("visual_frames", frames=self._np(frames, np.float32))[0]).float()
+
+    def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
+        out = self._run("visual_pool", frame_embeddings=self._np(frame_embeddings, np.float32))[0]
+        return torch.from_numpy(out).float()
+
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run("audio", waveform=self._np(waveform, np.float32))[0]).float()
+
+    def score_mi(self, tokens: ModalityTokens, present: torch.Tensor) -> ModalityImportance:
+        out = self._run("scoring", visual_tokens=self._np(tokens.visual, np.float32),
+                        audio_tokens=self._np(tokens.audio, np.float32), present=self._np(present.bool()))
+        return importance_result(*(torch.from_numpy(o) for o in out), present=present)
+
+    def prefill(self, input_ids, tokens, visible) -> tuple[torch.Tensor, DecoderState]:
+        logits, keys, values, key_visible = self._run(
+            "prefill", input_ids=self._np(input_ids.long()), visual_tokens=self._np(tokens.visual, np.float32),
+            audio_tokens=self._np(tokens.audio, np.float32), modality_visible=self._np(visible.bool()))
+        return torch.from_numpy(logits).float(), DecoderState(keys, values, key_visible)
+
+    def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+        logits, keys, values, key_visible = self._run(
+            "step", token=self._np(token.reshape(-1, 1).long()), keys=state.keys, values=state.values,
+            key_visible=state.key_visible)
+        return torch.from_numpy(logits).float(), DecoderState(keys, values, key_visible)

@@ -1,0 +1,57 @@
+"""The torch backend: the inference graphs run eagerly on a loaded checkpoint (CPU or CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from migr_rt.backends.base import Backend, DecoderState, ModalityTokens, importance_result
+from migr_rt.mi import ModalityImportance
+from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
+from migr_rt.model.graphs import build_graphs
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: MigrForEmotionReasoning) -> None:
+        super().__init__(model.config)
+        self.model = model.eval()
+        self.device = model.device
+        self.graphs = build_graphs(model)
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> TorchBackend:
+        model, _ = load_checkpoint(folder, device=device)
+        return cls(model)
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}"
+
+    def _run(self, name: str, *args: torch.Tensor):
+        with torch.inference_mode():
+            out = self.graphs[name](*(a.to(self.device) for a in args))
+        return out
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return self._run("visual_frames", frames).float().cpu()
+
+    def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
+        return self._run("visual_pool", frame_embeddings).float().cpu()
+
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self._run("audio", waveform).float().cpu()
+
+    def score_mi(self, tokens: ModalityTokens, present: torch.Tensor) -> ModalityImportance:
+        out = self._run("scoring", tokens.visual, tokens.audio, present.bool())
+        return importance_result(*(o.cpu() for o in out), present=present)
+
+    def prefill(self, input_ids, tokens, visible) -> tuple[torch.Tensor, DecoderState]:
+        logits, keys, values, key_visible = self._run("prefill", input_ids, tokens.visual, tokens.audio, visible.bool())
+        return logits.cpu(), DecoderState(keys, values, key_visible)
+
+    def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+        logits, keys, values, key_visible = self._run(
+            "step", token.reshape(-1, 1), state.keys, state.values, state.key_visible)
+        return logits.cpu(), DecoderState(keys, values, key_visible)

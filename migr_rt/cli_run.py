@@ -1,0 +1,147 @@
+"""``migr-rt run``: the command-line edge of the streaming runtime (prints; the runtime itself only yields).
+
+Ctrl-C sets a stop flag: the runtime ends the current step, the last events
+are flushed, a ``--save`` video is finalised, and the exit status is 0. A
+second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SOURCE_LOST = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    camera: int | None = None
+    mic: str | None = None
+    source: str | None = None
+    loop: bool = False
+    realtime: bool | None = None
+    checkpoint: Path | None = None
+    backend: str = "auto"
+    window: float | None = None
+    hop: float = 0.5
+    fps: float = 25.0
+    rationale: bool = True
+    max_rationale_tokens: int = 96
+    as_json: bool = False
+    save: Path | None = None
+    view: bool = False
+    reconnect_timeout: float = 10.0
+    max_windows: int | None = None
+    threads: int | None = None
+
+
+def _error(message: str) -> int:
+    print(f"migr-rt run: {message}", file=sys.stderr, flush=True)
+    return EXIT_BAD_INPUT
+
+
+def run_stream(o: RunOptions) -> int:
+    from migr_rt.runtime.sources import SourceError, parse_source
+
+    try:  # devices and files are checked before the model is loaded: a missing camera fails in milliseconds
+        spec = parse_source(o.source, camera=o.camera, mic=o.mic, realtime=o.realtime, loop=o.loop, fps=o.fps)
+    except SourceError as exc:
+        return _error(str(exc))
+    if o.save is not None and o.save.suffix.lower() != ".mp4":
+        return _error(f"--save {o.save}: the annotated video is written as .mp4")
+
+    from migr_rt.artifact import ArtifactError
+    from migr_rt.backends.base import BackendUnavailable
+    from migr_rt.model import CheckpointError
+    from migr_rt.runtime.engine import Runtime, RuntimeConfig
+    from migr_rt.runtime.events import to_json
+
+    try:
+        runtime = Runtime(o.checkpoint, RuntimeConfig(window=o.window, hop=o.hop, fps=o.fps, rationale=o.rationale,
+                                                      max_rationale_tokens=o.max_rationale_tokens,
+                                                      reconnect_timeout=o.reconnect_timeout),
+                          backend=o.backend, threads=o.threads)
+    except (ArtifactError, BackendUnavailable, CheckpointError, ValueError, FileNotFoundError) as exc:
+        return _error(str(exc))
+
+    stop = threading.Event()
+
+    def interrupt(signum, frame):  # first Ctrl-C: finish cleanly; the second one aborts
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
+    view = saver = window = None
+    reason = "end_of_stream"
+    try:
+        if not o.as_json:
+            from migr_rt.runtime.terminal import TerminalView
+
+            view = TerminalView(sys.stdout, labels=list(runtime.model_config.labels),
+                                modalities=list(runtime.model_config.modalities))
+        if o.save is not None:
+            from migr_rt.runtime.annotate import VideoSaver
+
+            saver = VideoSaver(o.save, o.fps, runtime.model_config.sample_rate)
+        if o.view:
+            window = _open_view()
+        with runtime:
+            events = runtime.stream(spec, stop=stop, max_windows=o.max_windows,
+                                    frame_tap=_taps(saver, window, "frame"), audio_tap=_taps(saver, None, "audio"))
+            for event in events:
+                if o.as_json:
+                    sys.stdout.write(to_json(event) + "\n")
+                    sys.stdout.flush()
+                else:
+                    view.update(event)
+                if saver is not None:
+                    saver.update(event)
+                if window is not None:
+                    window.update(event)
+                if event["type"] == "end":
+                    reason = event["reason"]
+    except SourceError as exc:
+        return _error(str(exc))
+    finally:
+        for closer in (saver, view, window):
+            if closer is not None:
+                closer.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if saver is not None:
+        logger.info("wrote %s", o.save)
+    return EXIT_SOURCE_LOST if reason == "source_lost" else EXIT_OK
+
+
+def _taps(saver, window, kind: str):
+    targets = [getattr(t, f"{kind}_tap") for t in (saver, window) if t is not None]
+    if not targets:
+        return None
+
+    def tap(*args):
+        for target in targets:
+            target(*args)
+
+    return tap
+
+
+def _open_view():
+    """The ``--view`` window, or None (with a warning) where no display or GUI OpenCV exists."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print("migr-rt run: --view needs a display (no DISPLAY or WAYLAND_DISPLAY); continuing without it",
+              file=sys.stderr)
+        return None
+    from migr_rt.runtime.annotate import LiveWindow
+
+    try:
+        return LiveWindow("migr-rt")
+    except RuntimeError as exc:
+        print(f"migr-rt run: --view unavailable ({exc}); continuing without it", file=sys.stderr)
+        return None

@@ -1,0 +1,338 @@
+"""Capture threads and the bounded buffer between them and analysis.
+
+Capture never waits for inference on a live source: each input has its own
+thread that decodes into :class:`MediaBuffer`, which keeps only what analysis
+still needs (the frames windows will sample, the last seconds of audio) in
+fixed-size structures, and closes a window every hop. When analysis falls
+behind, the oldest unprocessed sampled frame and the oldest pending window are
+dropped, and counted. Files and the demo replay either at their own rate
+(``realtime``: like a camera, with drops) or losslessly (capture waits, no
+drop: every window of the file is analysed).
+
+A live input that fails or ends is reopened with exponential backoff until
+``reconnect_timeout``; then the buffer is marked lost and the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from migr_rt.media.decode import iter_decoded
+from migr_rt.runtime.sources import InputSpec, SourceError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window ``w`` covers media time ``[w * hop, w * hop + length)`` and samples ``frames_per_window`` frames."""
+
+    length: float
+    hop: float
+    fps: float
+    sample_rate: int
+    frames_per_window: int
+
+    def start(self, w: int) -> float:
+        return w * self.hop
+
+    def frame_indices(self, w: int) -> list[int]:
+        """The output-frame indices window ``w`` samples: evenly spaced from its start, one per length / T."""
+        step = self.length / self.frames_per_window
+        return [int(round((self.start(w) + j * step) * self.fps)) for j in range(self.frames_per_window)]
+
+    def audio_span(self, w: int) -> tuple[int, int]:
+        first = int(round(self.start(w) * self.sample_rate))
+        return first, first + int(round(self.length * self.sample_rate))
+
+    def frames_needed(self, w: int) -> int:
+        """Output frames that must have arrived before window ``w`` closes."""
+        return int(round((self.start(w) + self.length) * self.fps))
+
+
+@dataclass
+class Ticket:
+    """A closed window waiting for analysis; ``closed_at`` (monotonic) starts its latency clock."""
+
+    window: int
+    closed_at: float
+
+
+@dataclass
+class Counters:
+    captured_frames: int = 0
+    dropped_frames: int = 0
+    dropped_windows: int = 0
+    windows_seen: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"frames": self.dropped_frames, "windows": self.dropped_windows,
+                "captured_frames": self.captured_frames, "windows_seen": self.windows_seen}
+
+
+@dataclass
+class MediaBuffer:
+    """Thread-safe, bounded hand-over between capture threads and the analysis loop."""
+
+    plan: WindowPlan
+    has_video: bool
+    has_audio: bool
+    realtime: bool
+    max_pending_windows: int = 2
+    audio_seconds_kept: float = 0.0  #: default: window length + 4 hops
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frames: deque[tuple[int, np.ndarray]] = deque()  # sampled frames not yet taken by analysis
+        self._frame_limit = self.plan.frames_per_window * 2
+        self._wanted: set[int] = set()
+        self._wanted_upto = -1  # windows whose sampled frames are in _wanted
+        self._video_count = 0
+        self._audio_count = 0
+        keep = self.audio_seconds_kept or (self.plan.length + 4 * self.plan.hop)
+        self._audio = np.zeros(int(keep * self.plan.sample_rate), np.float32)
+        self._tickets: deque[Ticket] = deque()
+        self._next_window = 0
+        self._video_ended = not self.has_video
+        self._audio_ended = not self.has_audio
+        self._lost: str | None = None
+        self._stopped = False
+        self._status: deque[tuple[str, str, str]] = deque(maxlen=64)
+        self._taps: list[Callable[[int, np.ndarray], None]] = []
+        self._audio_taps: list[Callable[[np.ndarray], None]] = []
+
+    # -- capture side ------------------------------------------------------------------------------------------------
+    def add_tap(self, tap: Callable[[int, np.ndarray], None]) -> None:
+        """Also hand every captured frame to ``tap(index, frame)`` (e.g. a video writer's own bounded queue)."""
+        self._taps.append(tap)
+
+    def add_audio_tap(self, tap: Callable[[np.ndarray], None]) -> None:
+        """Also hand every captured audio chunk (mono float32 at the plan's rate) to ``tap``."""
+        self._audio_taps.append(tap)
+
+    def push_frame(self, image: np.ndarray) -> None:
+        for tap in self._taps:
+            tap(self._video_count, image)
+        with self._cond:
+            k = self._video_count
+            self._extend_wanted(k)
+            self._video_count += 1
+            self.counters.captured_frames += 1
+            if k in self._wanted:
+                self._wanted.discard(k)
+                if not self.realtime:
+                    self._cond.wait_for(lambda: len(self._frames) < self._frame_limit or self._stopped)
+                elif len(self._frames) >= self._frame_limit:
+                    self._frames.popleft()
+                    self.counters.dropped_frames += 1
+                self._frames.append((k, image))
+            self._close_windows()
+            self._cond.notify_all()
+
+    def push_audio(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        for tap in self._audio_taps:
+            tap(samples)
+        with self._cond:
+            n = len(samples)
+            if n >= len(self._audio):
+                self._audio[:] = samples[-len(self._audio):]
+            else:
+                self._audio = np.roll(self._audio, -n)
+                self._audio[-n:] = samples
+            self._audio_count += n
+            self._close_windows()
+            self._cond.notify_all()
+
+    def end(self, kind: str) -> None:
+        """A stream ended (files); windows it would have held are closed with what arrived."""
+        with self._cond:
+            if kind == "video":
+                self._video_ended = True
+            else:
+                self._audio_ended = True
+            self._close_windows()
+            self._cond.notify_all()
+
+    def lose(self, reason: str) -> None:
+        with self._cond:
+            self._lost = reason
+            self._cond.notify_all()
+
+    def status(self, level: str, code: str, message: str) -> None:
+        with self._cond:
+            self._status.append((level, code, message))
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def _extend_wanted(self, k: int) -> None:
+        # Windows starting up to frame k (plus one) register the frames they sample that are still to come.
+        horizon = int(k / self.plan.fps / self.plan.hop) + 1
+        while self._wanted_upto < horizon:
+            self._wanted_upto += 1
+            self._wanted.update(i for i in self.plan.frame_indices(self._wanted_upto) if i >= k)
+
+    def _ready(self, w: int) -> bool:
+        video_ok = self._video_ended or self._video_count >= self.plan.frames_needed(w)
+        audio_ok = self._audio_ended or self._audio_count >= self.plan.audio_span(w)[1]
+        return video_ok and audio_ok
+
+    def _media_end(self) -> float:
+        ends = []
+        if self.has_video:
+            ends.append(self._video_count / self.plan.fps)
+        if self.has_audio:
+            ends.append(self._audio_count / self.plan.sample_rate)
+        return max(ends, default=0.0)
+
+    def _close_windows(self) -> None:
+        while self._ready(self._next_window):
+            w = self._next_window
+            finished = self._video_ended and self._audio_ended
+            if finished and w > 0 and self.plan.start(w) + self.plan.length > self._media_end() + 1e-6:
+                return  # the streams ended: no partial window after the last full one
+            if finished and w == 0 and self._media_end() <= 0:
+                return  # nothing arrived at all
+            if self.realtime:
+                if len(self._tickets) >= self.max_pending_windows:
+                    self._tickets.popleft()
+                    self.counters.dropped_windows += 1
+            else:
+                self._cond.wait_for(lambda: len(self._tickets) < self.max_pending_windows or self._stopped)
+            self._tickets.append(Ticket(w, time.monotonic()))
+            self.counters.windows_seen += 1
+            self._next_window += 1
+            if finished and self.plan.start(self._next_window) + self.plan.length > self._media_end() + 1e-6:
+                return
+
+    # -- analysis side -----------------------------------------------------------------------------------------------
+    def take(self, timeout: float) -> tuple[list[tuple[int, np.ndarray]], Ticket | None, list[tuple[str, str, str]]]:
+        """Sampled frames to process (before the window), the next closed window, and status; waits up to ``timeout``."""
+        with self._cond:
+            if not (self._frames or self._tickets or self._status or self.finished):
+                self._cond.wait(timeout)
+            frames = list(self._frames)
+            self._frames.clear()
+            ticket = self._tickets.popleft() if self._tickets else None
+            status = list(self._status)
+            self._status.clear()
+            self._cond.notify_all()
+            return frames, ticket, status
+
+    def window_waiting(self) -> bool:
+        """A newer window closed (the rationale being written is stale)."""
+        with self._cond:
+            return bool(self._tickets)
+
+    def audio(self, first: int, last: int) -> np.ndarray | None:
+        """Samples ``[first, last)`` of the stream, zero-padded past its end; None if already overwritten."""
+        with self._cond:
+            oldest = self._audio_count - len(self._audio)
+            if first < oldest:
+                return None
+            out = np.zeros(last - first, np.float32)
+            lo, hi = first, min(last, self._audio_count)
+            if hi > lo:
+                out[: hi - lo] = self._audio[lo - oldest : hi - oldest]
+            return out
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will come: streams ended (or the source was lost) and every closed window was taken."""
+        done = (self._video_ended and self._audio_ended) or self._lost is not None or self._stopped
+        return done and not self._tickets and not self._frames
+
+    @property
+    def lost(self) -> str | None:
+        return self._lost
+
+
+class Capture(threading.Thread):
+    """Reads one input into the buffer until it ends, the run stops, or (live) it cannot be reopened."""
+
+    def __init__(self, spec: InputSpec, buffer: MediaBuffer, *, realtime: bool, loop: bool = False,
+                 reconnect_timeout: float = 10.0, first_container=None) -> None:
+        super().__init__(name=f"capture {spec.name}", daemon=True)
+        self.spec, self.buffer, self.realtime, self.loop = spec, buffer, realtime, loop
+        self.reconnect_timeout = reconnect_timeout
+        self._container = first_container
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        kinds = [k for k, on in (("video", self.spec.video), ("audio", self.spec.audio)) if on]
+        t0 = time.monotonic()
+        media = {"video": 0, "audio": 0}  # output frames / samples pushed (pacing clock for replays)
+        plan = self.buffer.plan
+        try:
+            while not self.buffer.stopped:
+                container = self._container or self._reopen()
+                self._container = None
+                if container is None:
+                    return
+                with container:
+                    for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
+                                                   sample_rate=plan.sample_rate, video=self.spec.video,
+                                                   audio=self.spec.audio):
+                        if self.buffer.stopped:
+                            return
+                        if kind == "video":
+                            media["video"] += 1
+                            ahead = media["video"] / plan.fps
+                        else:
+                            media["audio"] += len(data)
+                            ahead = media["audio"] / plan.sample_rate
+                        if self.realtime and not self.spec.live:
+                            delay = t0 + ahead - time.monotonic()
+                            if delay > 0:
+                                time.sleep(delay)
+                        (self.buffer.push_frame if kind == "video" else self.buffer.push_audio)(data)
+                if self.spec.live:
+                    self.buffer.status("warning", "source_lost", f"{self.spec.name}: stream ended; reconnecting")
+                    continue
+                if not self.loop:
+                    break
+        except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
+            self.error = exc
+            logger.warning("%s: capture failed: %s", self.spec.name, exc)
+            if self.spec.live:
+                self.buffer.status("error", "source_lost", f"{self.spec.name}: {exc}")
+            self.buffer.lose(f"{self.spec.name}: {exc}")
+            return
+        for kind in kinds:
+            self.buffer.end(kind)
+
+    def _reopen(self):
+        """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay, attempt = 0.25, 0
+        while not self.buffer.stopped:
+            try:
+                container = self.spec.open()
+                if attempt:
+                    self.buffer.status("info", "reconnected", f"{self.spec.name}: reconnected")
+                return container
+            except SourceError as exc:
+                attempt += 1
+                if not self.spec.live or time.monotonic() + delay > deadline:
+                    self.buffer.lose(str(exc) + (f" (gave up after {self.reconnect_timeout:.0f} s)" if attempt > 1 else ""))
+                    return None
+                self.buffer.status("warning", "reconnecting", f"{exc}; retry {attempt} in {delay:.2f} s")
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        return None

@@ -1,0 +1,384 @@
+"""The streaming runtime: ``Runtime.analyze`` for one window, ``Runtime.stream`` for a live source.
+
+Per window (DESIGN.md, Runtime): sampled frames -> face detection and crop ->
+frame embeddings (cached: overlapping windows share most sampled frames, and
+each is processed when it arrives, before its window closes) -> pooling, the
+audio encoder and one MI scoring pass -> the fast ``window`` event -> the
+rationale, streamed token by token and cancelled as soon as a newer window is
+waiting (it would be stale).
+
+One analysis path serves both entry points: :meth:`Runtime.analyze` on a
+window of frames computes exactly what :meth:`Runtime.stream` computes for the
+same window of a stream, which the tests check on real files.
+
+A :class:`Runtime` owns its backend and holds no global state; calls are
+serialised by a lock, so several threads may share one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
+from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector
+from migr_rt.face.crop import center_box, square_box
+from migr_rt.preprocess import fit_audio
+from migr_rt.rationale import rationale_prompt, rationale_text
+from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
+from migr_rt.runtime.events import make_event
+from migr_rt.runtime.sources import SourceSpec, parse_source
+from migr_rt.traces import parse_trace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How windows are cut and what is produced per window."""
+
+    window: float | None = None  #: seconds; default: the model's window (``config.audio_seconds``)
+    hop: float = 0.5
+    fps: float = 25.0
+    rationale: bool = True
+    max_rationale_tokens: int = 96
+    #: stop writing a rationale when a newer window is waiting (live use); False writes every one in full
+    cancel_stale: bool = True
+    silence_rms: float = 1e-4
+    reconnect_timeout: float = 10.0
+    max_pending_windows: int = 2
+    face_margin: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window <= 0:
+            raise ValueError(f"window must be positive seconds, got {self.window}")
+        if not self.hop > 0:
+            raise ValueError(f"hop must be positive seconds, got {self.hop}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.max_rationale_tokens < 1:
+            raise ValueError(f"max_rationale_tokens must be at least 1, got {self.max_rationale_tokens}")
+
+
+@dataclass
+class FrameFeature:
+    """One sampled frame, processed: its embedding and the face box found in it (None: no face)."""
+
+    embedding: torch.Tensor  #: (D,)
+    box: FaceBox | None
+
+
+class Runtime:
+    """Emotion, modality importance and rationale for windows of video + audio, one window or a stream.
+
+    ``model`` is a checkpoint or an artifact folder (default: the bundled
+    model); ``backend`` as in :func:`migr_rt.backends.load_backend`.
+    Use it as a context manager (or call :meth:`close`) to release it.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        config: RuntimeConfig | None = None,
+        *,
+        backend: str | Backend = "auto",
+        detector: FaceDetector | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from transformers import PreTrainedTokenizerFast
+
+        from migr_rt.predict import default_checkpoint
+
+        self.path = Path(model) if model is not None else default_checkpoint()
+        self.backend = backend if isinstance(backend, Backend) else load_backend(self.path, backend, threads=threads)
+        self.model_config = self.backend.config
+        self.config = config or RuntimeConfig()
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
+        self.detector = detector if detector is not None else HaarFaceDetector()
+        cfg = self.model_config
+        self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
+                               cfg.sample_rate, cfg.num_frames)
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the backend (sessions, engines, weights)."""
+        with self._lock:
+            self._closed = True
+            self.backend = None  # type: ignore[assignment]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Runtime is closed")
+
+    # -- one window --------------------------------------------------------------------------------------------------
+    def analyze(
+        self, frames: np.ndarray | None, audio: np.ndarray | None, *, fps: float | None = None,
+        window_start: float = 0.0, rationale: bool = False,
+    ) -> dict[str, Any]:
+        """The ``window`` event for the window starting ``window_start`` seconds into ``frames``/``audio``.
+
+        ``frames`` ``(N, H, W, 3)`` uint8 RGB at ``fps`` (default: the
+        runtime's) and mono float32 ``audio`` at the model's sample rate both
+        start at time 0; either may be None. With ``rationale`` the event
+        also carries ``rationale`` (the full rationale event).
+        """
+        fps = fps or self.config.fps
+        plan = WindowPlan(self.plan.length, self.plan.hop, fps, self.plan.sample_rate, self.plan.frames_per_window)
+        with self._lock:
+            self._check_open()
+            start = time.monotonic()
+            features = None
+            if frames is not None and len(frames):
+                frames = np.asarray(frames)
+                if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+                    raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+                index = [min(max(int(round((window_start + j * plan.length / plan.frames_per_window) * fps)), 0),
+                             len(frames) - 1) for j in range(plan.frames_per_window)]
+                unique = sorted(set(index))
+                cache = dict(zip(unique, self._frame_features([frames[k] for k in unique])))
+                features = [cache[k] for k in index]
+            samples = None
+            if audio is not None and len(audio):
+                audio = np.asarray(audio, np.float32).reshape(-1)
+                first = int(round(window_start * plan.sample_rate))
+                samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
+            event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0})
+            if rationale and tokens is not None:
+                for item in self._rationale(0, event, tokens, visible, stale=None):
+                    if item["type"] == "rationale":
+                        event["rationale"] = item
+            return event
+
+    # -- a stream ----------------------------------------------------------------------------------------------------
+    def stream(
+        self, source: str | SourceSpec, *, stop: threading.Event | None = None, max_windows: int | None = None,
+        frame_tap=None, audio_tap=None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events for ``source`` (a spec string as in :func:`~migr_rt.runtime.sources.parse_source`, or parsed).
+
+        Yields ``start``, then per window ``window`` and (with rationales)
+        ``rationale_token``... ``rationale``, any ``status``, and ``end``.
+        Setting ``stop`` ends the run cleanly (``end`` reason
+        ``interrupted``); so does closing the generator (no ``end`` then).
+        ``frame_tap(index, frame)`` sees every captured frame and
+        ``audio_tap(samples)`` every audio chunk (e.g. a video writer); they
+        run on the capture threads and must not block.
+        """
+        self._check_open()
+        spec = parse_source(source) if isinstance(source, str) else source
+        stop = stop or threading.Event()
+        opened = [i.open() for i in spec.inputs]  # fail fast, before any thread starts
+        has_video = any(inp.video and c.streams.video for inp, c in zip(spec.inputs, opened))
+        has_audio = any(inp.audio and c.streams.audio for inp, c in zip(spec.inputs, opened))
+        buffer = MediaBuffer(self.plan, has_video, has_audio, realtime=spec.realtime,
+                             max_pending_windows=self.config.max_pending_windows)
+        if frame_tap is not None:
+            buffer.add_tap(frame_tap)
+        if audio_tap is not None:
+            buffer.add_audio_tap(audio_tap)
+        captures = [Capture(inp, buffer, realtime=spec.realtime, loop=spec.loop,
+                            reconnect_timeout=self.config.reconnect_timeout, first_container=c)
+                    for inp, c in zip(spec.inputs, opened)]
+        cache: dict[int, FrameFeature] = {}
+        windows = 0
+        reason = "end_of_stream"
+        yield make_event("start", backend=self.backend.describe(), source=spec.description,
+                         window_seconds=self.plan.length, hop_seconds=self.plan.hop, fps=self.plan.fps,
+                         sample_rate=self.plan.sample_rate, labels=list(self.model_config.labels),
+                         modalities=list(self.model_config.modalities))
+        for capture in captures:
+            capture.start()
+        try:
+            while True:
+                if stop.is_set():
+                    reason = "interrupted"
+                    break
+                frames, ticket, status = buffer.take(timeout=0.05)
+                for level, code, message in status:
+                    yield make_event("status", level=level, code=code, message=message)
+                face_ms = 0.0
+                if frames:
+                    t = time.monotonic()
+                    with self._lock:
+                        self._check_open()
+                        for (k, _), feature in zip(frames, self._frame_features([f for _, f in frames])):
+                            cache[k] = feature
+                    face_ms = (time.monotonic() - t) * 1e3
+                if ticket is None:
+                    if buffer.finished:
+                        if buffer.lost:
+                            reason = "source_lost"
+                            yield make_event("status", level="error", code="source_lost", message=buffer.lost)
+                        break
+                    continue
+                w = ticket.window
+                index = self.plan.frame_indices(w)
+                features = None
+                if has_video and cache:
+                    if any(k not in cache and k < buffer.counters.captured_frames for k in index):
+                        buffer.counters.dropped_windows += 1  # a sampled frame was dropped: the window cannot be built
+                        continue
+                    # A window that outlasts the video (audio runs on) holds its last sampled frame.
+                    features = [cache[k] if k in cache else cache[max(c for c in cache if c < k)] for k in index]
+                samples = None
+                if has_audio:
+                    samples = buffer.audio(*self.plan.audio_span(w))
+                    if samples is None:
+                        buffer.counters.dropped_windows += 1
+                        continue
+                with self._lock:
+                    self._check_open()
+                    event, tokens, visible = self._window_event(w, self.plan.start(w), features, samples,
+                                                                ticket.closed_at, {"face": face_ms})
+                event["drops"] = buffer.counters.as_dict()
+                windows += 1
+                yield event
+                oldest_needed = self.plan.frame_indices(w + 1)[0]
+                for old in [k for k in cache if k < oldest_needed]:
+                    del cache[old]
+                if self.config.rationale and tokens is not None:
+                    # Live: a newer window makes this rationale stale. Lossless replays write every one in full.
+                    stale = buffer.window_waiting if self.config.cancel_stale and spec.realtime else None
+                    yield from self._rationale(w, event, tokens, visible, stale=stale)
+                if max_windows is not None and windows >= max_windows:
+                    break
+        finally:
+            buffer.stop()
+            for capture in captures:
+                capture.join(timeout=2.0)
+            cache.clear()
+        yield make_event("end", reason=reason, windows=windows, drops=buffer.counters.as_dict())
+
+    # -- shared analysis ---------------------------------------------------------------------------------------------
+    def _frame_features(self, frames: list[np.ndarray]) -> list[FrameFeature]:
+        """Detect, crop and embed frames (each on its own: a frame's feature depends on that frame only)."""
+        if not frames:
+            return []
+        size = self.model_config.face_size
+        crops, boxes = [], []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            found = self.detector.detect(frame)
+            box = square_box(max(found, key=lambda b: b.area), h, w, self.config.face_margin) if found else None
+            region = box or center_box(h, w)
+            crop = frame[region.y : region.y + region.h, region.x : region.x + region.w]
+            crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
+            boxes.append(box)
+        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+        embeddings = self.backend.encode_frames(pixels)
+        return [FrameFeature(e, b) for e, b in zip(embeddings, boxes)]
+
+    def _window_event(
+        self, w: int, t_start: float, features: list[FrameFeature] | None, samples: np.ndarray | None,
+        closed_at: float, latency: dict[str, float],
+    ) -> tuple[dict[str, Any], ModalityTokens | None, torch.Tensor | None]:
+        cfg = self.model_config
+        names = list(cfg.modalities)
+        missing: dict[str, str] = {}
+        t = time.monotonic()
+        with_face = sum(f.box is not None for f in features) if features else 0
+        visual_present = bool(features) and 2 * with_face >= len(features)
+        if not features:
+            missing["visual"] = "no_video"
+        elif not visual_present:
+            missing["visual"] = "no_face"
+        audio_values = None
+        if samples is None or not len(samples):
+            missing["audio"] = "no_audio"
+        else:
+            if not np.all(np.isfinite(samples)):
+                raise ValueError("audio window contains NaN or Inf samples")
+            fitted = fit_audio(samples, cfg.audio_samples)
+            if float(np.sqrt(np.mean(fitted**2))) < self.config.silence_rms:
+                missing["audio"] = "silent"
+            else:
+                audio_values = torch.from_numpy(fitted)[None]
+        present = torch.tensor([[visual_present, audio_values is not None]])
+        hidden = cfg.text_config.hidden_size
+        visual = (self.backend.pool_frames(torch.stack([f.embedding for f in features])[None]) if features
+                  else torch.zeros(1, cfg.num_visual_tokens, hidden))
+        audio = self.backend.encode_audio(audio_values) if audio_values is not None else torch.zeros(
+            1, cfg.num_audio_tokens, hidden)
+        tokens = ModalityTokens(visual, audio)
+        encode_ms = (time.monotonic() - t) * 1e3
+        boxes = [f.box for f in features or [] if f.box is not None]
+        event = make_event(
+            "window", window=w, t_start=round(t_start, 6), t_end=round(t_start + self.plan.length, 6),
+            label=None, probs={}, mi={}, importance={}, dominant=None,
+            present={m: bool(p) for m, p in zip(names, present[0].tolist())}, missing=missing,
+            face={"box": boxes[-1].as_list() if boxes else None, "frames_with_face": with_face,
+                  "frames_sampled": len(features or [])},
+            latency_ms={}, drops={"frames": 0, "windows": 0, "captured_frames": 0, "windows_seen": 0},
+        )
+        mi_ms = 0.0
+        if present.any():
+            t = time.monotonic()
+            res = self.backend.score_mi(tokens, present)
+            mi_ms = (time.monotonic() - t) * 1e3
+            dom = int(res.dominant[0])
+            event.update(
+                label=cfg.labels[int(res.predicted[0])],
+                probs={label: float(p) for label, p in zip(cfg.labels, res.probs[0].tolist())},
+                mi={m: float(v) for m, v in zip(names, res.mi[0].tolist())},
+                importance={m: float(v) for m, v in zip(names, res.importance[0].tolist())},
+                dominant=names[dom] if dom >= 0 else None,
+            )
+        event["latency_ms"] = {**{k: round(v, 3) for k, v in latency.items()}, "encode": round(encode_ms, 3),
+                               "mi": round(mi_ms, 3), "total": round((time.monotonic() - closed_at) * 1e3, 3)}
+        if not present.any():
+            return event, None, None
+        return event, tokens, present
+
+    def _rationale(self, w: int, window_event: dict[str, Any], tokens: ModalityTokens, visible: torch.Tensor,
+                   stale) -> Iterator[dict[str, Any]]:
+        """``rationale_token`` events as tokens are chosen, then the ``rationale`` event (cancelled if ``stale()``)."""
+        cfg = self.model_config
+        ids, lead = rationale_prompt(cfg, window_event["dominant"])
+        started = time.monotonic()
+        first_token_ms = None
+        generated: list[int] = []
+        text = lead
+        cancelled = False
+        with self._lock:
+            self._check_open()
+            steps = iter_greedy(self.backend, torch.tensor([ids]), tokens, visible,
+                                max_new_tokens=self.config.max_rationale_tokens)
+            try:
+                for nxt in steps:
+                    generated.append(int(nxt[0]))
+                    if first_token_ms is None:
+                        first_token_ms = (time.monotonic() - started) * 1e3
+                    full = rationale_text(self.tokenizer, cfg, generated, lead).removeprefix("<think>")
+                    delta, text = full[len(text):], full
+                    if delta:
+                        yield make_event("rationale_token", window=w, index=len(generated) - 1, text=delta)
+                    if stale is not None and stale():
+                        cancelled = True
+                        break
+            finally:
+                steps.close()
+        final = "<think>" + text
+        parsed = parse_trace(final, cfg.labels)
+        yield make_event(
+            "rationale", window=w, text=final, segments=dict(parsed.segments), first_modality=parsed.first_modality,
+            answer=parsed.answer, tokens=len(generated), cancelled=cancelled,
+            latency_ms={"first_token": None if first_token_ms is None else round(first_token_ms, 3),
+                        "full": round((time.monotonic() - started) * 1e3, 3)},
+        )

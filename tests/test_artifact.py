@@ -1,0 +1,134 @@
+"""Bad artifact folders fail before any inference, with an error that names the file and the problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from migr_rt.artifact import ArtifactError, read_artifact, sha256_of
+from migr_rt.backends import BackendUnavailable, available_backends, load_backend
+from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+from migr_rt.cli import main
+from migr_rt.predict import Predictor, default_checkpoint
+
+
+@pytest.fixture()
+def artifact(bundled_onnx, tmp_path):
+    copy = tmp_path / "art"
+    shutil.copytree(bundled_onnx, copy)
+    return copy
+
+
+def _edit_manifest(folder, change) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_sound_artifact_passes(artifact):
+    assert read_artifact(artifact).format == "onnx"
+
+
+def test_missing_manifest(artifact):
+    (artifact / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match=r"manifest\.json: missing; export one"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_unreadable_manifest(artifact):
+    (artifact / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"manifest\.json: not a readable JSON manifest"):
+        read_artifact(artifact)
+
+
+def test_missing_graph_file(artifact):
+    (artifact / "step.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"step\.onnx: graph 'step' named by .* is missing"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_truncated_graph_is_caught_by_its_hash(artifact):
+    path = artifact / "prefill.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match=r"prefill\.onnx: does not match the SHA-256"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_truncated_graph_with_a_matching_hash_is_caught_by_the_loader(artifact):
+    path = artifact / "audio.onnx"
+    path.write_bytes(path.read_bytes()[:5000])
+    _edit_manifest(artifact, lambda d: d["graphs"]["audio"].update(sha256=sha256_of(path)))
+    with pytest.raises(ArtifactError, match=r"audio\.onnx: onnxruntime cannot load graph 'audio'"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_newer_format_version(artifact):
+    _edit_manifest(artifact, lambda d: d.update(format_version=99))
+    with pytest.raises(ArtifactError, match="format version 99 is newer than this migr-rt reads"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_manifest_that_does_not_match_the_graph(artifact):
+    _edit_manifest(artifact, lambda d: d["graphs"]["scoring"]["inputs"][2].update(name="presence"))
+    with pytest.raises(ArtifactError, match=r"scoring\.onnx: the graph has inputs .* but the manifest says"):
+        OnnxRuntimeBackend(artifact)
+
+
+@pytest.mark.parametrize("escape", ["../step.onnx", "/etc/passwd", "sub/../../x.onnx"])
+def test_paths_escaping_the_folder(artifact, escape):
+    _edit_manifest(artifact, lambda d: d["graphs"]["step"].update(file=escape))
+    with pytest.raises(ArtifactError, match="path .* (leaves the artifact folder|must be relative)"):
+        read_artifact(artifact)
+
+
+def test_manifest_missing_a_graph(artifact):
+    _edit_manifest(artifact, lambda d: d["graphs"].pop("visual_pool"))
+    with pytest.raises(ArtifactError, match=r"graphs \['visual_pool'\] are missing"):
+        read_artifact(artifact)
+
+
+def test_auto_picks_onnxruntime_for_an_artifact_and_torch_for_a_checkpoint(bundled_onnx, caplog):
+    caplog.set_level("INFO", logger="migr_rt.backends")
+    assert load_backend(bundled_onnx).name == "onnxruntime"
+    assert load_backend(default_checkpoint()).name == "torch"
+    first = [r.getMessage() for r in caplog.records if r.name == "migr_rt.backends"][0]
+    assert first.startswith("backend: onnxruntime") and "chosen by auto" in first
+
+
+def test_explicitly_requested_backend_that_cannot_run_lists_what_can(bundled_onnx):
+    if available_backends()["tensorrt"] is None:
+        pytest.skip("TensorRT is usable on this machine, so it cannot be shown unavailable")
+    with pytest.raises(BackendUnavailable, match="backend 'tensorrt' is not available: .*available here: torch"):
+        load_backend(_tensorrt_folder(bundled_onnx), "tensorrt")
+    with pytest.raises(BackendUnavailable, match="holds checkpoint weights, which the onnxruntime backend cannot read; export one with `migr-rt export"):
+        load_backend(default_checkpoint(), "onnxruntime")
+    with pytest.raises(BackendUnavailable, match="holds onnx weights, which the torch backend cannot read; pass the checkpoint"):
+        load_backend(bundled_onnx, "torch")
+    with pytest.raises(ValueError, match="choose auto or one of torch, onnxruntime, tensorrt"):
+        load_backend(bundled_onnx, "openvino")
+
+
+def _tensorrt_folder(bundled_onnx):
+    """An artifact folder that says it holds TensorRT engines (enough to reach the availability check)."""
+    folder = bundled_onnx.parent / "as-tensorrt"
+    if not folder.exists():
+        shutil.copytree(bundled_onnx, folder)
+        _edit_manifest(folder, lambda d: d.update(format="tensorrt"))
+    return folder
+
+
+def test_cli_reports_a_bad_artifact_in_one_line(artifact):
+    (artifact / "step.onnx").unlink()
+    result = CliRunner().invoke(main, ["demo", "--checkpoint", str(artifact)])
+    assert result.exit_code == 1
+    assert "step.onnx" in result.output and "Traceback" not in result.output
+
+
+def test_predictor_refuses_an_artifact_before_loading_any_graph(artifact):
+    _edit_manifest(artifact, lambda d: d.update(format_version=2))
+    with pytest.raises(ArtifactError, match="newer"):
+        Predictor(artifact)

@@ -1,0 +1,126 @@
+"""ONNX export of the bundled checkpoint: parity with torch, a self-describing manifest, quantised variants."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from migr_rt.export.onnx_export import GRAPH_IO, OPSET, export_onnx
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
+
+from migr_rt.artifact import GRAPH_NAMES, read_artifact, sha256_of
+from migr_rt.backends import greedy_decode, load_backend
+from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+from migr_rt.backends.torch_backend import TorchBackend
+from migr_rt.model.layout import prefix_ids
+from migr_rt.predict import Predictor, default_checkpoint
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return render_clip(SynthConfig(n=1, seed=5), 0)
+
+
+def test_onnxruntime_predicts_what_torch_predicts_on_a_synthetic_clip(bundled_onnx, clip):
+    torch_pred = Predictor(backend="torch")
+    ort_pred = Predictor(bundled_onnx, backend="onnxruntime")
+    assert ort_pred.backend.name == "onnxruntime" and torch_pred.backend.name == "torch"
+    a, b = torch_pred.predict(clip.frames, clip.audio), ort_pred.predict(clip.frames, clip.audio)
+    assert a.label == b.label and a.dominant == b.dominant and a.face_box == b.face_box
+    for key in a.mi:
+        assert a.mi[key] == pytest.approx(b.mi[key], abs=1e-4)
+        assert a.importance[key] == pytest.approx(b.importance[key], abs=1e-4)
+    for label in a.probs:
+        assert a.probs[label] == pytest.approx(b.probs[label], abs=1e-4)
+    ra, rb = torch_pred.explain(clip.frames, clip.audio), ort_pred.explain(clip.frames, clip.audio)
+    assert ra.text == rb.text and ra.answer is not None
+
+
+def test_manifest_describes_everything_the_runtime_needs(bundled_onnx):
+    manifest = read_artifact(bundled_onnx)
+    source = default_checkpoint()
+    assert manifest.format == "onnx" and manifest.precision == "fp32" and manifest.opset == OPSET
+    assert manifest.source_checkpoint["sha256"] == sha256_of(source / "model.safetensors")
+    config = json.loads((source / "config.json").read_text())
+    assert manifest.labels == config["labels"] and manifest.modalities == config["modalities"]
+    for key in ("face_size", "num_frames", "sample_rate", "audio_seconds", "n_mels", "special_token_ids"):
+        assert manifest.model_config[key] == config[key]
+    assert {"torch", "onnx", "onnxruntime", "transformers", "migr_rt"} <= manifest.tools.keys()
+    assert set(manifest.graphs) == set(GRAPH_NAMES)
+    for name, spec in manifest.graphs.items():
+        model = onnx.load(str(bundled_onnx / spec.file))
+        inits = {i.name for i in model.graph.initializer}
+        assert [i.name for i in model.graph.input if i.name not in inits] == spec.input_names == GRAPH_IO[name][0]
+        assert [o.name for o in model.graph.output] == spec.output_names == GRAPH_IO[name][1]
+        assert spec.inputs[0].shape[0] in ("batch", "frames"), f"{name}: batch axis must be dynamic"
+        assert manifest.parity[name] <= 1e-4
+    step = manifest.graphs["step"]
+    assert step.inputs[1].shape[3] == "past" and step.inputs[3].shape == ["batch", "past"]
+    assert manifest.graphs["prefill"].inputs[0].shape == ["batch", "seq"]
+    assert manifest.parity["greedy_tokens_equal"] == 1.0
+    assert (bundled_onnx / "tokenizer.json").is_file()
+
+
+def _inputs(cfg, batch: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(batch, cfg.num_frames, 3, cfg.face_size, cfg.face_size, generator=gen)
+    audio = 0.1 * torch.randn(batch, int(cfg.sample_rate * cfg.audio_seconds), generator=gen)
+    present = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, False]][:batch])
+    return pixels, audio, present
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_every_graph_matches_torch_at_any_batch(bundled_onnx, batch):
+    ref = TorchBackend.from_checkpoint(default_checkpoint())
+    ort = OnnxRuntimeBackend(bundled_onnx)
+    pixels, audio, present = _inputs(ref.config, batch, seed=batch)
+    t_tokens, o_tokens = ref.encode(pixels, audio), ort.encode(pixels, audio)
+    assert torch.allclose(t_tokens.visual, o_tokens.visual, atol=1e-4)
+    assert torch.allclose(t_tokens.audio, o_tokens.audio, atol=1e-4)
+    t_mi, o_mi = ref.score_mi(t_tokens, present), ort.score_mi(t_tokens, present)
+    assert torch.allclose(t_mi.log_probs, o_mi.log_probs, atol=1e-4)
+    assert torch.allclose(t_mi.mi, o_mi.mi, atol=1e-4) and torch.equal(t_mi.dominant, o_mi.dominant)
+    ids = torch.tensor([prefix_ids(ref.config) + [ref.config.special_token_ids["think_start"]]] * batch)
+    t_logits, t_state = ref.prefill(ids, t_tokens, present)
+    o_logits, o_state = ort.prefill(ids, t_tokens, present)
+    for _ in range(3):
+        assert torch.allclose(t_logits, o_logits, atol=1e-4)
+        nxt = t_logits.argmax(-1)
+        t_logits, t_state = ref.step(nxt, t_state)
+        o_logits, o_state = ort.step(nxt, o_state)
+    assert np.allclose(t_state.keys.numpy(), o_state.keys, atol=1e-4) and o_state.length == t_state.length
+
+
+def test_greedy_rationales_are_token_identical(bundled_onnx):
+    ref = TorchBackend.from_checkpoint(default_checkpoint())
+    ort = load_backend(bundled_onnx, "auto")
+    pixels, audio, present = _inputs(ref.config, 3, seed=9)
+    ids = torch.tensor([prefix_ids(ref.config) + [ref.config.special_token_ids["think_start"]]] * 3)
+    a = greedy_decode(ref, ids, ref.encode(pixels, audio), present, max_new_tokens=64)
+    b = greedy_decode(ort, ids, ort.encode(pixels, audio), present, max_new_tokens=64)
+    assert torch.equal(a.tokens, b.tokens) and a.tokens.shape[1] > 8
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_exports_run_and_stay_close(tmp_path, precision):
+    out = export_onnx(default_checkpoint(), tmp_path / precision, precision)
+    manifest = read_artifact(tmp_path / precision)
+    assert out.precision == manifest.precision == precision
+    ops = {n.op_type for spec in manifest.graphs.values() for n in onnx.load(str(tmp_path / precision / spec.file)).graph.node}
+    if precision == "int8":
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, "no quantised matmul in the int8 graphs"
+    else:
+        types = {i.data_type for spec in manifest.graphs.values() if spec.file != "audio.onnx"
+                 for i in onnx.load(str(tmp_path / precision / spec.file)).graph.initializer}
+        assert onnx.TensorProto.FLOAT16 in types
+        assert max(v for k, v in manifest.parity.items() if k in manifest.graphs) <= 5e-2  # documented fp16 tolerance
+    ref = TorchBackend.from_checkpoint(default_checkpoint())
+    low = OnnxRuntimeBackend(tmp_path / precision)
+    pixels, audio, present = _inputs(ref.config, 5, seed=11)
+    tokens = ref.encode(pixels, audio)
+    a, b = ref.score_mi(tokens, present), low.score_mi(low.encode(pixels, audio), present)
+    assert (a.predicted == b.predicted).float().mean() >= 0.8
+    assert (a.probs - b.probs).abs().max() < 0.2

@@ -1,0 +1,91 @@
+"""The inference graphs (explicit-cache decoder) against the transformers forward and the MI reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_fixtures import random_inputs
+
+from migr_rt.backends import greedy_decode
+from migr_rt.backends.torch_backend import TorchBackend
+from migr_rt.generate import GenerationConfig, generate
+from migr_rt.mi import score_modality_importance
+from migr_rt.model.graphs import build_graphs
+from migr_rt.model.layout import prefix_ids
+
+PRESENCE = [[True, True], [True, False], [False, True]]
+
+
+def prompt(model, batch: int) -> torch.Tensor:
+    return torch.tensor([prefix_ids(model.config) + [model.config.special_token_ids["think_start"]]] * batch)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_scoring_graph_equals_the_mi_reference(tiny_model, batch):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, batch, seed=batch)
+    present = torch.tensor(PRESENCE[:batch])
+    backend = TorchBackend(model)
+    got = backend.score_mi(backend.encode(pixels, audio), present)
+    ref = score_modality_importance(model, pixels, audio, present=present)
+    assert torch.allclose(got.log_probs, ref.log_probs, atol=1e-5)
+    assert torch.allclose(got.mi, ref.mi, atol=1e-5) and torch.allclose(got.importance, ref.importance, atol=1e-5)
+    assert torch.equal(got.dominant, ref.dominant) and torch.equal(got.predicted, ref.predicted)
+
+
+def test_encoders_split_into_cacheable_frames_equal_the_model(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 2, seed=4)
+    tokens = TorchBackend(model).encode(pixels, audio)
+    with torch.no_grad():
+        assert torch.allclose(tokens.visual, model.encode_visual(pixels), atol=1e-6)
+        assert torch.allclose(tokens.audio, model.encode_audio(audio), atol=1e-6)
+
+
+def test_prefill_and_steps_equal_the_transformers_forward(tiny_model):
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 3, seed=5)
+    present = torch.tensor(PRESENCE)
+    ids = prompt(model, 3)
+    graphs = build_graphs(model)
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    with torch.no_grad():
+        logits, keys, values, key_visible = graphs["prefill"](ids, tokens.visual, tokens.audio, present)
+        seq = ids
+        for _ in range(5):
+            ref = model(seq, pixels, audio, modality_visible=present).logits[:, -1]
+            assert torch.allclose(logits, ref, atol=1e-4), (logits - ref).abs().max()
+            nxt = logits.argmax(-1)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            logits, keys, values, key_visible = graphs["step"](nxt[:, None], keys, values, key_visible)
+    layers = cfg.text_config.num_hidden_layers
+    assert keys.shape[0] == layers and keys.shape[3] == seq.shape[1]
+    # hidden modality keys stay hidden in the cache: row 1 has no audio, row 2 no visual
+    assert not key_visible[1][seq[1] == cfg.special_token_ids["aud_token"]].any()
+    assert not key_visible[2][seq[2] == cfg.special_token_ids["vis_token"]].any()
+
+
+def test_greedy_decode_on_the_backend_equals_generate(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 3, seed=6)
+    present = torch.tensor(PRESENCE)
+    ids = prompt(model, 3)
+    ref = generate(model, ids, pixels, audio, present=present, config=GenerationConfig(max_new_tokens=12))
+    backend = TorchBackend(model)
+    seen = []
+    out = greedy_decode(backend, ids, backend.encode(pixels, audio), present, max_new_tokens=12,
+                        on_token=lambda step, t: seen.append(t.clone()))
+    assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.lengths, ref.lengths)
+    assert torch.equal(torch.stack(seen, 1), out.tokens)
+
+
+def test_decode_stops_early_when_cancelled(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 1, seed=7)
+    backend = TorchBackend(model)
+    calls = []
+    out = greedy_decode(backend, prompt(model, 1), backend.encode(pixels, audio), torch.tensor([[True, True]]),
+                        max_new_tokens=50, stop_token_ids=(), cancelled=lambda: len(calls) >= 3 or calls.append(1))
+    assert out.tokens.shape[1] == 4

@@ -1,0 +1,253 @@
+"""The streaming runtime end to end: real MP4 files, lavfi sources and the demo clip through PyAV."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import jsonschema
+import numpy as np
+import pytest
+import torch
+from migr_rt.training.synth.corpus import SynthConfig, render_clip
+
+from migr_rt.backends.torch_backend import TorchBackend
+from migr_rt.media import decode_media, write_media
+from migr_rt.media.decode import iter_decoded
+from migr_rt.predict import default_checkpoint
+from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
+from migr_rt.runtime.sources import InputSpec, SourceSpec, demo_clip
+
+LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    with Runtime(backend="torch") as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory) -> Path:
+    """A 4-second synthetic talking face with its voice, as a real MP4."""
+    clip = render_clip(SynthConfig(n=1, seed=7, duration=4.0), 1)
+    return write_media(tmp_path_factory.mktemp("clip") / "person.mp4", clip.frames, 25, clip.audio, 16000)
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _events(stdout: str) -> list[dict]:
+    events = [json.loads(line) for line in stdout.splitlines()]
+    for event in events:
+        jsonschema.validate(event, EVENT_SCHEMA)
+    return events
+
+
+def _lavfi_media(graph: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    frames, chunks = [], []
+    with av.open(graph, format="lavfi") as container:
+        for kind, data in iter_decoded(container, graph, fps=25, sample_rate=16000):
+            (frames if kind == "video" else chunks).append(data)
+    return (np.stack(frames) if frames else None), (np.concatenate(chunks) if chunks else None)
+
+
+def _assert_windows_match_analyze(runtime, events, frames, audio):
+    windows = [e for e in events if e["type"] == "window"]
+    assert windows
+    for event in windows:
+        ref = runtime.analyze(frames, audio, fps=25, window_start=event["t_start"])
+        assert event["label"] == ref["label"] and event["dominant"] == ref["dominant"]
+        assert event["present"] == ref["present"] and event["missing"] == ref["missing"]
+        for m in ref["mi"]:
+            assert event["mi"][m] == pytest.approx(ref["mi"][m], abs=1e-4)
+
+
+def test_demo_source_prints_a_valid_event_for_every_window():
+    result = _cli("--source", "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    events = _events(result.stdout)
+    assert events[0]["type"] == "start" and events[-1]["type"] == "end"
+    assert events[-1]["reason"] == "end_of_stream"
+    media = decode_media(demo_clip())
+    seconds = len(media.frames) / 25
+    windows = [e for e in events if e["type"] == "window"]
+    expected = int((seconds - 2.0) / 0.5 + 1e-6) + 1
+    assert [e["window"] for e in windows] == list(range(expected))
+    assert all(e["label"] in events[0]["labels"] for e in windows)
+    rationales = [e for e in events if e["type"] == "rationale"]
+    assert len(rationales) == len(windows) and not any(r["cancelled"] for r in rationales)
+    for r in rationales:  # the streamed tokens add up to the rationale, which opens with MI's dominant modality
+        tokens = "".join(e["text"] for e in events if e["type"] == "rationale_token" and e["window"] == r["window"])
+        assert r["text"] == "<think>" + f"<{windows[r['window']]['dominant']}>" + tokens
+        assert r["first_modality"] == windows[r["window"]]["dominant"]
+    assert events[-1]["drops"]["frames"] == 0 and events[-1]["drops"]["windows"] == 0
+
+
+def test_cli_on_an_mp4_matches_analyze_on_the_same_windows(runtime, clip_file):
+    result = _cli("--source", str(clip_file), "--json", "--no-rationale", "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    events = _events(result.stdout)
+    assert not any(e["type"].startswith("rationale") for e in events)
+    media = decode_media(clip_file, fps=25, sample_rate=16000)
+    _assert_windows_match_analyze(runtime, events, media.frames, media.audio)
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == 5 and all(e["present"] == {"visual": True, "audio": True} for e in windows)
+
+
+def test_lavfi_source_without_a_face_is_audio_only_and_matches_analyze(runtime):
+    result = _cli("--source", LAVFI_AV, "--json", "--no-rationale", "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    events = _events(result.stdout)
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == 3
+    for e in windows:  # a test pattern has no face: the visual modality is absent, the tone is the evidence
+        assert e["missing"] == {"visual": "no_face"} and e["present"] == {"visual": False, "audio": True}
+        assert e["label"] is not None and e["dominant"] == "audio" and e["importance"]["visual"] == 0.0
+    frames, audio = _lavfi_media(LAVFI_AV.removeprefix("lavfi:"))
+    _assert_windows_match_analyze(runtime, events, frames, audio)
+
+
+def test_no_face_and_no_audio_gives_no_label(runtime):
+    events = list(runtime.stream("lavfi:testsrc=size=160x120:rate=25:duration=2.5"))
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == 2
+    for e in windows:
+        assert e["label"] is None and e["dominant"] is None and e["probs"] == {}
+        assert e["missing"] == {"visual": "no_face", "audio": "no_audio"}
+    assert not any(e["type"] == "rationale" for e in events)
+
+
+def test_video_without_audio_is_visual_only(runtime, clip_file, tmp_path):
+    media = decode_media(clip_file)
+    silent = write_media(tmp_path / "mute.mp4", media.frames, 25)
+    events = list(Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False)).stream(str(silent)))
+    windows = [e for e in events if e["type"] == "window"]
+    assert windows and all(e["missing"] == {"audio": "no_audio"} and e["dominant"] == "visual" for e in windows)
+    assert all(e["importance"] == {"visual": 1.0, "audio": 0.0} for e in windows)
+
+
+class SlowBackend(TorchBackend):
+    """A real backend whose MI scoring takes 0.7 s: analysis far slower than real time."""
+
+    def score_mi(self, tokens, present):
+        time.sleep(0.7)
+        return super().score_mi(tokens, present)
+
+
+def test_capture_keeps_its_rate_when_analysis_is_slow(runtime):
+    slow = SlowBackend(runtime.backend.model)
+    rt = Runtime(backend=slow, config=RuntimeConfig(rationale=False))
+    arrivals: list[float] = []
+    spec = parse_source("lavfi:testsrc=size=160x120:rate=25:duration=6[out0];"
+                        "sine=frequency=300:sample_rate=16000:duration=6[out1]", realtime=True)
+    start = time.monotonic()
+    events = list(rt.stream(spec, frame_tap=lambda i, f: arrivals.append(time.monotonic())))
+    elapsed = time.monotonic() - start
+    end = events[-1]
+    assert end["type"] == "end" and end["reason"] == "end_of_stream"
+    assert end["drops"]["captured_frames"] == len(arrivals) == 150
+    # real time: 150 frames over ~6 s, never stalled behind the 0.7 s analysis
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert 22 <= rate <= 28, rate
+    assert max(np.diff(arrivals)) < 0.3
+    windows = [e for e in events if e["type"] == "window"]
+    drops = end["drops"]
+    assert drops["windows"] > 0, "windows were dropped and counted"
+    assert drops["windows_seen"] == len(windows) + drops["windows"]  # no window left queued
+    assert elapsed < 6 + 3 * 0.7 + 2
+
+
+def test_a_source_that_disappears_ends_the_run_with_source_lost(runtime, tmp_path):
+    path = tmp_path / "camera.mp4"
+    shutil.copyfile(demo_clip(), path)
+    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(path), live=True),), realtime=True)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=1.0))
+    events = []
+    start = time.monotonic()
+    for event in rt.stream(spec):
+        events.append(event)
+        if event["type"] == "window" and path.exists():
+            path.unlink()  # the device goes away: the open stream runs out, reopening fails
+    elapsed = time.monotonic() - start
+    codes = [e["code"] for e in events if e["type"] == "status"]
+    assert "source_lost" in codes and "reconnecting" in codes
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "source_lost"
+    assert elapsed < 9 + 1 + 3
+
+
+def test_ctrl_c_flushes_and_exits_zero():
+    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--loop", "--realtime",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if json.loads(line)["type"] == "window":
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = _events("".join(lines) + out)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
+
+
+def test_analyze_is_thread_safe(runtime, clip_file):
+    media = decode_media(clip_file)
+    starts = [0.0, 0.5, 1.0, 1.5, 2.0]
+    expected = [runtime.analyze(media.frames, media.audio, window_start=s)["mi"] for s in starts]
+    results: dict[int, dict] = {}
+
+    def work(i: int) -> None:
+        results[i] = runtime.analyze(media.frames, media.audio, window_start=starts[i % 5])["mi"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, mi in results.items():
+        assert mi == pytest.approx(expected[i % 5], abs=1e-6)
+
+
+def test_bad_inputs_are_clear_errors(runtime, tmp_path):
+    from migr_rt.runtime import SourceError
+
+    with pytest.raises(SourceError, match="no such file"):
+        parse_source(str(tmp_path / "missing.mp4"))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="empty"):
+        parse_source(str(empty))
+    with pytest.raises(SourceError, match="exactly one"):
+        parse_source("demo", camera=0)
+    with pytest.raises(SourceError, match="alsa:DEVICE"):
+        parse_source("demo", mic="default")
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):
+        runtime.analyze(np.zeros((4, 8, 8), np.uint8), None)
+    with pytest.raises(ValueError, match="hop must be positive"):
+        RuntimeConfig(hop=0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        runtime.analyze(None, np.full(32000, np.nan, np.float32))
+
+
+def test_runtime_on_the_onnx_artifact_matches_torch(bundled_onnx, runtime, clip_file):
+    media = decode_media(clip_file)
+    with Runtime(bundled_onnx) as rt:
+        assert rt.backend.name == "onnxruntime"
+        a = rt.analyze(media.frames, media.audio, window_start=1.0, rationale=True)
+    b = runtime.analyze(media.frames, media.audio, window_start=1.0, rationale=True)
+    assert a["label"] == b["label"] and a["rationale"]["text"] == b["rationale"]["text"]
+    for m in a["mi"]:
+        assert a["mi"][m] == pytest.approx(b["mi"][m], abs=1e-4)
+    with pytest.raises(RuntimeError, match="closed"):
+        rt.analyze(media.frames, media.audio)
