@@ -22,6 +22,8 @@ from migr_rt.model.config import MigrConfig
 
 logger = logging.getLogger(__name__)
 
+#: Graphs run once per window, one after another (see the spinning note in OnnxRuntimeBackend).
+ENCODER_GRAPHS = ("visual_frames", "visual_pool", "audio")
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -38,7 +40,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(
         self, folder: str | Path, *, providers: list[str] | None = None, threads: int | None = None,
-        manifest: Manifest | None = None,
+        manifest: Manifest | None = None, spinning: bool = True,
     ) -> None:
         ort = _ort()
         self.folder = Path(folder)
@@ -53,11 +55,22 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle intra-op threads spin for a while after each run. That pays off for the decoder graphs, called
+        # back to back in the decoding loop (step 0.32 vs 0.41 ms here), but the three encoder graphs run one
+        # after the other, and each one's spinning pool steals the cores from the next (encode 7.3 vs 3.5 ms).
+        quiet = ort.SessionOptions()
+        quiet.graph_optimization_level, quiet.log_severity_level = options.graph_optimization_level, 3
+        if threads:
+            quiet.intra_op_num_threads = threads
+        quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spinning:
+            options = quiet
         self.sessions = {}
         for name, spec in self.manifest.graphs.items():
             path = self.folder / spec.file
             try:
-                session = ort.InferenceSession(str(path), options, providers=wanted)
+                session = ort.InferenceSession(str(path), quiet if name in ENCODER_GRAPHS else options,
+                                               providers=wanted)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ArtifactError(f"{path}: onnxruntime cannot load graph {name!r}: {exc}") from exc
             check_io(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])

@@ -18,6 +18,7 @@ serialised by a lock, so several threads may share one.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -139,7 +140,11 @@ class Runtime:
         start at time 0; either may be None. With ``rationale`` the event
         also carries ``rationale`` (the full rationale event).
         """
-        fps = fps or self.config.fps
+        fps = self.config.fps if fps is None else fps
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if not (window_start >= 0 and math.isfinite(window_start)):
+            raise ValueError(f"window_start must be a finite number of seconds >= 0, got {window_start!r}")
         plan = WindowPlan(self.plan.length, self.plan.hop, fps, self.plan.sample_rate, self.plan.frames_per_window)
         with self._lock:
             self._check_open()
@@ -202,7 +207,8 @@ class Runtime:
         yield make_event("start", backend=self.backend.describe(), source=spec.description,
                          window_seconds=self.plan.length, hop_seconds=self.plan.hop, fps=self.plan.fps,
                          sample_rate=self.plan.sample_rate, labels=list(self.model_config.labels),
-                         modalities=list(self.model_config.modalities))
+                         modalities=list(self.model_config.modalities), has_video=has_video, has_audio=has_audio,
+                         realtime=spec.realtime)
         for capture in captures:
             capture.start()
         try:

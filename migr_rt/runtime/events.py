@@ -5,7 +5,9 @@ Every event is a flat JSON object with ``schema`` (``"migr-rt.event"``),
 Unix seconds). Types, in the order a run produces them:
 
 ``start``
-    backend, source, window/hop seconds, fps, sample rate, labels, modalities.
+    backend, source, window/hop seconds, fps, sample rate, labels, modalities,
+    ``has_video``/``has_audio`` (which streams the source has), ``realtime``
+    (paced with drops like a camera, or a lossless replay).
 ``window`` (the fast event, per analysed window)
     ``window`` (index), ``t_start``/``t_end`` (media seconds), ``label``
     (null when there is no evidence at all), ``probs``, ``mi``,
@@ -101,6 +103,7 @@ EVENT_SCHEMA: dict[str, Any] = {
             "hop_seconds": _NUM, "fps": _NUM, "sample_rate": {"type": "integer"},
             "labels": {"type": "array", "items": {"type": "string"}},
             "modalities": {"type": "array", "items": {"type": "string"}},
+            "has_video": {"type": "boolean"}, "has_audio": {"type": "boolean"}, "realtime": {"type": "boolean"},
         }),
         _event("window", ["window", "t_start", "t_end", "label", "probs", "mi", "importance", "dominant", "present",
                           "missing", "face", "latency_ms", "drops"], {
