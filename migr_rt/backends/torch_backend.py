@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from migr_rt.backends.base import Backend, DecoderState, ModalityTokens, importance_result
+from migr_rt.kernels import kernels_wanted
 from migr_rt.mi import ModalityImportance
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
 from migr_rt.model.graphs import build_graphs
@@ -15,23 +16,33 @@ from migr_rt.model.graphs import build_graphs
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: MigrForEmotionReasoning) -> None:
+    def __init__(self, model: MigrForEmotionReasoning, *, kernels: bool | None = None) -> None:
+        """``kernels``: score MI on the Triton kernels (+ CUDA graphs); ``None`` = on CUDA when Triton imports,
+        unless ``MIGR_RT_KERNELS=0`` (see :func:`migr_rt.kernels.kernels_wanted`)."""
         super().__init__(model.config)
         self.model = model.eval()
         self.device = model.device
-        self.graphs = build_graphs(model)
+        # The graphs' own buffers (token ids, RoPE frequencies) are built on the CPU: move them to the model.
+        self.graphs = {name: graph.to(self.device) for name, graph in build_graphs(model).items()}
+        self.kernels = kernels_wanted(kernels, self.device)
+        if self.kernels:
+            from migr_rt.kernels.scoring import KernelScoring
+
+            self.kernel_scoring = KernelScoring(self.graphs["scoring"])
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> TorchBackend:
+    def from_checkpoint(cls, folder: str | Path, device: str = "cpu", *, kernels: bool | None = None) -> TorchBackend:
         model, _ = load_checkpoint(folder, device=device)
-        return cls(model)
+        return cls(model, kernels=kernels)
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}"
+        kernels = ", MI on triton kernels" if self.kernels else ""
+        return f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}{kernels}"
 
     def _run(self, name: str, *args: torch.Tensor):
+        graph = self.kernel_scoring if name == "scoring" and self.kernels else self.graphs[name]
         with torch.inference_mode():
-            out = self.graphs[name](*(a.to(self.device) for a in args))
+            out = graph(*(a.to(self.device) for a in args))
         return out
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
