@@ -33,14 +33,11 @@ benchmarks/results).
 
 from __future__ import annotations
 
-import gc
 import json
-import math
 import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -55,6 +52,7 @@ from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.backends import Backend, load_backend  # noqa: E402
 from migr_rt.face import HaarFaceDetector  # noqa: E402
 from migr_rt.model.layout import prefix_ids  # noqa: E402
+from migr_rt.perf.timing import BLOCK_PAUSE_S, Timed, summary, time_rounds  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 from migr_rt.preprocess import prepare_window  # noqa: E402
 from migr_rt.training.synth.corpus import (  # noqa: E402
@@ -71,7 +69,6 @@ STAGE_TITLES = {
     "step": "One decode step (per token)",
 }
 REFERENCE = "transformers forward (reference)"
-BLOCK_PAUSE_S = 0.1  # between timing blocks of different backends (see time_rounds)
 DEFAULT_CLIPS = 420  # the held-out test corpus other benchmarks use
 TARGET_SPEEDUP = 1.5  # onnxruntime fp32 vs torch eager, per decode step at batch 1
 
@@ -100,58 +97,7 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-# -- timing ---------------------------------------------------------------------------------------
-class Timed:
-    """A call to time, and optionally an untimed reset after each call (to keep a mutable cache's length)."""
-
-    def __init__(self, call: Callable[[], object], reset: Callable[[], None] | None = None) -> None:
-        self.call, self.reset = call, reset
-
-    def __call__(self) -> float:
-        t0 = time.perf_counter()
-        self.call()
-        elapsed = time.perf_counter() - t0
-        if self.reset is not None:
-            self.reset()
-        return elapsed
-
-
-def time_rounds(fns: dict[str, Timed], runs: int, warmup: int, rounds: int) -> dict[str, np.ndarray]:
-    """Milliseconds of ``runs`` warm calls per entry, in ``rounds`` rotating blocks of consecutive calls.
-
-    Each entry first gets ``warmup`` untimed calls. Each block starts after a
-    pause and with three more untimed calls: the thread pools of the backend
-    that ran before (onnxruntime's and OpenMP's) spin-wait for a while after
-    their last call, and two busy pools on two cores slow each other down
-    many times over; a deployment runs one backend, so each is timed warm
-    and alone.
-    """
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for n in names:
-        for _ in range(warmup):
-            fns[n]()
-    per_round = math.ceil(runs / rounds)
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            for n in names[r % len(names):] + names[: r % len(names)]:
-                time.sleep(BLOCK_PAUSE_S)
-                for _ in range(3):
-                    fns[n]()
-                for _ in range(min(per_round, runs - len(times[n]))):
-                    times[n].append(fns[n]())
-    finally:
-        gc.enable()
-    return {n: np.asarray(t) * 1000.0 for n, t in times.items()}
-
-
-def summary(ms: np.ndarray) -> dict:
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "runs": int(len(ms))}
-
-
+# -- timing (rotating blocks, pauses, warm-up: migr_rt.perf.timing, shared with `migr-rt bench`) ----------
 def benchmark_stages(backends: dict[str, Backend], window, cache_tokens: int, runs: dict[str, int],
                      warmup: dict[str, int], rounds: int) -> tuple[dict, dict]:
     """Per stage, backend -> timing summary; and what the inputs were."""

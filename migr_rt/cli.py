@@ -13,11 +13,6 @@ from migr_rt import __version__
 from migr_rt.labels import DFEW_LABELS
 
 
-def _not_implemented(command: str, issue: str) -> None:
-    click.echo(f"migr-rt {command}: not implemented yet ({issue}).", err=True)
-    sys.exit(2)
-
-
 def _user_errors(func):
     """Show the typed errors of bad input as one clear line (exit 1); a traceback only with -vv."""
 
@@ -33,15 +28,12 @@ def _user_errors(func):
         try:
             return func(*args, **kwargs)
         except (CheckpointError, DatasetError, MediaError, ManifestError, ArtifactError, BackendUnavailable,
-                FileExistsError, FileNotFoundError, ValueError) as exc:
+                FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             raise click.ClickException(str(exc)) from exc
 
     return wrapper
-
-
-_STUB = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -450,10 +442,47 @@ def run(camera: int | None, mic: str | None, source: str | None, loop: bool, rea
     sys.exit(run_stream(options))
 
 
-@main.command(context_settings=_STUB)
-def bench() -> None:
-    """Benchmark per-stage latency on this machine (issue #7)."""
-    _not_implemented("bench", "issue #7: benchmarks")
+@main.command()
+@click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Checkpoint folder (default: the bundled model); exported artifacts are made from it.")
+@click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True,
+              help="Comma-separated migr-rt backends; those not available here are reported, not fatal.")
+@click.option("--precisions", default="fp32,int8", show_default=True,
+              help="Comma-separated precisions of the exported artifacts (fp32, int8, fp16); torch runs the "
+                   "checkpoint as saved.")
+@click.option("--runs", type=click.IntRange(min=3), default=None,
+              help="Warm runs per stage and end to end (the decode step gets 3x) [default: 100; 8 with --quick].")
+@click.option("--quick", is_flag=True, help="Few runs and rounds: a quick, noisy look.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"), show_default=True,
+              help="Folder for bench.json, bench.md and the PNG plots.")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/artifacts"),
+              show_default=True, help="ONNX/TensorRT exports: <checkpoint name>-<precision>, reused while they match "
+              "the checkpoint's weights, else exported (~30 s each).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads and onnxruntime intra-op threads (default: torch's).")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the torch backend and the HF path.")
+@_user_errors
+def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | None, quick: bool, out: Path,
+          artifacts: Path, threads: int | None, device: str) -> None:
+    """Per-stage latency on this machine: migr-rt's backends vs the plain Hugging Face path, same weights and window.
+
+    Prints a table and writes JSON, markdown and plots (latency CDF, MI cost vs variants) into --out.
+    """
+    from migr_rt.perf import BenchOptions, run_bench, terminal_table, write_results
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    options = BenchOptions(checkpoint=checkpoint, backends=items(backends), precisions=items(precisions), runs=runs,
+                           quick=quick, artifacts=artifacts, threads=threads, device=device)
+    command = " ".join(["migr-rt bench", f"--backends {','.join(options.backends)}",
+                        f"--precisions {','.join(options.precisions)}"] + (["--quick"] if quick else [])
+                       + ([f"--runs {runs}"] if runs else []))
+    options.extra["command"] = command
+    result = run_bench(options, progress=lambda message: click.echo(f"bench: {message}", err=True))
+    files = write_results(result, out, "bench", command=command)
+    click.echo(terminal_table(result))
+    click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 
 
 if __name__ == "__main__":  # pragma: no cover

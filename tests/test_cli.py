@@ -22,18 +22,6 @@ def test_console_script_lists_the_subcommands():
         assert f"  {command} " in out
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["bench"],
-    ],
-)
-def test_unfinished_commands_fail_honestly(args):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code != 0
-    assert "not implemented yet" in result.output
-
-
 def test_run_without_a_camera_fails_fast_and_suggests_the_demo(tmp_path):
     if Path("/dev/video0").exists():
         pytest.skip("this machine has a camera at /dev/video0")
