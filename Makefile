@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.migr-rt-installed
 
-.PHONY: setup demo test bundle experiment clean
+.PHONY: setup demo test test-soak bundle experiment clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The streaming soak (not part of `make test`): the runtime on the looping demo in real time for
+# MIGR_SOAK_SECONDS (default 120) seconds; memory, queues and window rate must stay flat.
+test-soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m soak tests/test_reliability_soak.py
 
 # Rebuild the bundled checkpoint (the migr recipe, every stage; about 30 minutes on 2 CPU cores),
 # time it, and measure it on the held-out corpus.

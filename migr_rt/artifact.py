@@ -94,7 +94,7 @@ def sha256_of(path: Path) -> str:
 
 def inside(folder: Path, relative: str, what: str) -> Path:
     """``folder / relative``, refusing absolute paths and paths that leave ``folder`` (``..``, symlinks)."""
-    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+    if not isinstance(relative, str) or not relative or "\x00" in relative or Path(relative).is_absolute():
         raise ArtifactError(f"{folder / MANIFEST}: {what} path {relative!r} must be relative to the artifact folder")
     path = (folder / relative).resolve()
     if not path.is_relative_to(folder.resolve()):
@@ -109,6 +109,10 @@ def _tensor_specs(items: Any, where: str) -> list[TensorSpec]:
     for item in items:
         if not isinstance(item, dict) or not {"name", "dtype", "shape"} <= item.keys():
             raise ArtifactError(f"{where}: each tensor needs name, dtype and shape, got {item!r}")
+        shape = item["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+            raise ArtifactError(f"{where}: the shape of {item['name']!r} must be a list of sizes and axis names, "
+                                f"got {shape!r}")
         specs.append(TensorSpec(str(item["name"]), str(item["dtype"]), list(item["shape"])))
     return specs
 
@@ -123,7 +127,7 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise ArtifactError(f"{path}: missing; export one with `migr-rt export --checkpoint DIR --out {folder}`")
     try:
         raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"{path}: not a readable JSON manifest ({exc})") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: the manifest must be a JSON object")
@@ -144,6 +148,20 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise ArtifactError(f"{path}: precision {raw['precision']!r} is not one of {PRECISIONS}")
     if not isinstance(raw["graphs"], dict):
         raise ArtifactError(f"{path}: graphs must be an object of name -> graph")
+    # What the backends read next must have the type they expect, or be refused here, naming the field.
+    for key in ("model_config", "source_checkpoint", "tools", "parity", "extra"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ArtifactError(f"{path}: {key} must be a JSON object, got {type(raw[key]).__name__}")
+    for key in ("labels", "modalities"):
+        names = raw["model_config"].get(key)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ArtifactError(f"{path}: model_config.{key} must be a list of names, got {names!r}")
+    files = raw.get("tokenizer_files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ArtifactError(f"{path}: tokenizer_files must be a list of paths, got {files!r}")
+    opset = raw.get("opset")
+    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
+        raise ArtifactError(f"{path}: opset must be an integer or null, got {opset!r}")
     missing = [g for g in GRAPH_NAMES if g not in raw["graphs"]]
     if missing:
         raise ArtifactError(f"{path}: graphs {missing} are missing (an artifact has {list(GRAPH_NAMES)})")

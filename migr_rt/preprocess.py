@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,8 @@ def fit_audio(audio: np.ndarray, samples: int) -> np.ndarray:
 
 def window_frames(fps: float, seconds: float) -> int:
     """Frames of a window of ``seconds`` at ``fps`` (at least one)."""
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
     return max(1, int(round(seconds * fps)))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -240,7 +241,8 @@ def run_reasoning_recipe(
     """Run (or resume) a baseline/migr recipe and write the final checkpoint to ``recipe.out``; return its metrics."""
     out = Path(recipe.out)
     work = _Work(Path(recipe.work_dir) if recipe.work_dir else out.parent / f"{out.name}.work")
-    work.root.mkdir(parents=True, exist_ok=True)
+    # The work folder is created by its first write (atomic writes make their folder): a run that fails before
+    # finishing anything (bad --data) leaves no empty folder behind.
     state = work.load()
     fingerprint = recipe.fingerprint()
     if state and (state.get("format") != WORK_FORMAT or state.get("fingerprint") != fingerprint):
@@ -315,8 +317,12 @@ def run_reasoning_recipe(
                                      "reward_mean_first10": _mean(history[:10], "reward_mean"),
                                      "reward_mean_last10": _mean(history[-10:], "reward_mean")}
         work.save(state)
-        if distributed.current().is_main:  # only once the finished stage is recorded
-            shutil.rmtree(work.root / "grpo-step", ignore_errors=True)
+        step_ckpt = work.root / "grpo-step"
+        if distributed.current().is_main and step_ckpt.exists():  # only once the finished stage is recorded
+            # renamed first: a reader (or a kill mid-delete) never sees a half-deleted checkpoint under its name
+            retired = work.root / f".grpo-step.old-{os.getpid()}"
+            os.replace(step_ckpt, retired)
+            shutil.rmtree(retired, ignore_errors=True)
     elif "grpo" in state["finished"]:
         model, tokenizer = load_checkpoint(work.root / "grpo")
 

@@ -285,6 +285,7 @@ class Capture(threading.Thread):
                 self._container = None
                 if container is None:
                     return
+                last_frame = None
                 with container:
                     for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
                                                    sample_rate=plan.sample_rate, video=self.spec.video,
@@ -294,6 +295,7 @@ class Capture(threading.Thread):
                         if kind == "video":
                             media["video"] += 1
                             ahead = media["video"] / plan.fps
+                            last_frame = data
                         else:
                             media["audio"] += len(data)
                             ahead = media["audio"] / plan.sample_rate
@@ -307,6 +309,7 @@ class Capture(threading.Thread):
                     continue
                 if not self.loop:
                     break
+                self._align_streams(media, last_frame)
         except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
             self.error = exc
             logger.warning("%s: capture failed: %s", self.spec.name, exc)
@@ -316,6 +319,25 @@ class Capture(threading.Thread):
             return
         for kind in kinds:
             self.buffer.end(kind)
+
+    def _align_streams(self, media: dict[str, int], last_frame: np.ndarray | None) -> None:
+        """Before a looped file plays again, pad the shorter stream (last frame held / silence) to the longer one.
+
+        A file's audio and video seldom end at the same instant (AAC padding alone adds ~24 ms to the demo
+        clip); left alone, the difference adds up pass after pass until the audio a window needs has left
+        the buffer, and from then on every window is dropped.
+        """
+        plan = self.buffer.plan
+        if last_frame is None or media["audio"] == 0:
+            return  # one stream only: nothing to align
+        lead = media["audio"] / plan.sample_rate - media["video"] / plan.fps  # seconds of audio ahead
+        for _ in range(int(round(lead * plan.fps))):  # whole frames; the remainder carries over to the next pass
+            media["video"] += 1
+            self.buffer.push_frame(last_frame)
+        if lead < 0:
+            samples = int(round(-lead * plan.sample_rate))
+            media["audio"] += samples
+            self.buffer.push_audio(np.zeros(samples, np.float32))
 
     def _reopen(self):
         """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout."""

@@ -69,22 +69,28 @@ class DFEWReader(FoldSplitReader):
         with open(csv_path, encoding="utf-8-sig", newline="") as fh:
             rows = csv.reader(fh)
             header: list[str] | None = None
-            for row in rows:
-                line = rows.line_num
-                if not any(cell.strip() for cell in row):
-                    continue
-                if header is None:
-                    header = [cell.strip().lower() for cell in row]
-                    if "video_name" not in header or "label" not in header:
-                        # A wrong header makes every row unreadable: not a per-row skip.
-                        raise AnnotationError(
-                            csv_path, f"header must name columns 'video_name' and 'label', got {row!r}", line=line
-                        )
-                    name_col, label_col = header.index("video_name"), header.index("label")
-                    continue
-                cand = self._parse_row(csv_path, line, row, name_col, label_col, available)
-                if cand is not None:
-                    yield cand
+            # An unreadable file (not UTF-8, a runaway quoted field) is unreadable as a whole: not a per-row skip.
+            try:
+                for row in rows:
+                    line = rows.line_num
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    if header is None:
+                        header = [cell.strip().lower() for cell in row]
+                        if "video_name" not in header or "label" not in header:
+                            # A wrong header makes every row unreadable: not a per-row skip.
+                            raise AnnotationError(
+                                csv_path, f"header must name columns 'video_name' and 'label', got {row!r}", line=line
+                            )
+                        name_col, label_col = header.index("video_name"), header.index("label")
+                        continue
+                    cand = self._parse_row(csv_path, line, row, name_col, label_col, available)
+                    if cand is not None:
+                        yield cand
+            except UnicodeDecodeError as exc:
+                raise AnnotationError(csv_path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            except csv.Error as exc:
+                raise AnnotationError(csv_path, f"not a readable CSV file ({exc})", line=rows.line_num) from exc
             if header is None:
                 raise AnnotationError(csv_path, "annotation file is empty (no header 'video_name,label')")
 
@@ -96,12 +102,13 @@ class DFEWReader(FoldSplitReader):
             self._reject(AnnotationError(csv_path, f"malformed row {row!r}: expected video_name,label", line=line))
             return None
         raw_name, raw_label = cells[name_col], cells[label_col]
-        if not raw_name.isdigit() or int(raw_name) <= 0:
+        # isdecimal, not isdigit ("²" is a digit int() refuses); a bounded length (int() refuses 4300+ digits)
+        number = int(raw_name) if raw_name.isdecimal() and len(raw_name) <= 18 else 0
+        if number <= 0:
             self._reject(
                 AnnotationError(csv_path, f"malformed row {row!r}: video_name {raw_name!r} is not a clip number", line=line)
             )
             return None
-        number = int(raw_name)
         clip_id = f"dfew/{number:05d}"
         try:
             code = int(raw_label)

@@ -67,13 +67,16 @@ class MAFWReader(FoldSplitReader):
         self._require_layout()
         txt = self.annotation_path
         with open(txt, encoding="utf-8-sig") as fh:
-            for line_no, raw in enumerate(fh, start=1):
-                text = raw.strip()
-                if not text:
-                    continue
-                cand = self._parse_line(txt, line_no, text)
-                if cand is not None:
-                    yield cand
+            try:
+                for line_no, raw in enumerate(fh, start=1):
+                    text = raw.strip()
+                    if not text:
+                        continue
+                    cand = self._parse_line(txt, line_no, text)
+                    if cand is not None:
+                        yield cand
+            except UnicodeDecodeError as exc:  # the whole file is unreadable: not a per-line skip
+                raise AnnotationError(txt, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
     def _parse_line(self, txt: Path, line_no: int, text: str) -> Candidate | None:
         fields = text.split()

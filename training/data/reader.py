@@ -174,7 +174,7 @@ class DatasetReader:
             ("video", entry.video_path, self.require_video),
             ("audio", entry.audio_path, self.require_audio),
         ):
-            if path is None or path.is_file():
+            if path is None or _is_file(path):
                 continue
             if required or single_file:
                 stream = "media" if single_file else stream
@@ -324,6 +324,14 @@ class DatasetReader:
             f"{type(self).__name__}(root={str(self.root)!r}{', ' + opts if opts else ''}, "
             f"clips={len(self._entries)}, skipped={self._skips.total})"
         )
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name no file system holds (too long) instead of an OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _media_error_kind(exc: MediaError) -> str:

@@ -29,20 +29,26 @@ def read_manifest(manifest_path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (generate one with `migr-rt synth`)")
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(record, dict):
-                raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in REQUIRED_KEYS if k not in record]
-            if missing:
-                raise ManifestError(f"{path}:{lineno}: record lacks required keys {missing}")
-            records.append(record)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise ManifestError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError as exc:
+            raise ManifestError(f"{path}:{lineno}: not a manifest record (JSON nested too deeply)") from exc
+        if not isinstance(record, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            raise ManifestError(f"{path}:{lineno}: record lacks required keys {missing}")
+        records.append(record)
     return records
 
 
