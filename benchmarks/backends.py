@@ -52,6 +52,7 @@ from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.backends import Backend, load_backend  # noqa: E402
 from migr_rt.face import HaarFaceDetector  # noqa: E402
 from migr_rt.model.layout import prefix_ids  # noqa: E402
+from migr_rt.perf.paths import hf_step_probe  # noqa: E402
 from migr_rt.perf.timing import BLOCK_PAUSE_S, Timed, summary, time_rounds  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 from migr_rt.preprocess import prepare_window  # noqa: E402
@@ -140,24 +141,7 @@ def reference_step(model, ids, pixels, audio, present, cache_tokens: int) -> Tim
     """One ``model.forward(token, cache=..., use_cache=True)`` as ``migr_rt.generate`` runs it, cache kept at length."""
     with torch.no_grad():
         out = model(ids, pixels, audio, modality_visible=present, use_cache=True)
-        for _ in range(cache_tokens):
-            nxt = out.logits[:, -1].float().argmax(-1)
-            out = model(nxt[:, None], cache=out.cache, use_cache=True, past_key_visible=out.key_visible)
-    cache, key_visible = out.cache, out.key_visible
-    nxt = out.logits[:, -1].float().argmax(-1)
-    length = cache.get_seq_length()
-
-    def call():
-        with torch.no_grad():
-            o = model(nxt[:, None], cache=cache, use_cache=True, past_key_visible=key_visible)
-            return o.logits[:, -1].float()
-
-    def reset():  # the DynamicCache grew in place by the timed token: cut it back
-        extra = cache.get_seq_length() - length
-        if extra:
-            cache.crop(-extra)
-
-    return Timed(call, reset)
+    return hf_step_probe(model, out, cache_tokens)
 
 
 # -- accuracy -------------------------------------------------------------------------------------

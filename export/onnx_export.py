@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of
-from migr_rt.atomic import publish_folder, write_text_atomic
+from migr_rt.atomic import staged_folder, write_text_atomic
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
@@ -232,10 +232,9 @@ def export_onnx(
     checkpoint, out = Path(checkpoint), Path(out)
     model, tokenizer = load_checkpoint(checkpoint)
     model = model.float().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix=f".{out.name}.work-",
+                                                                  dir=out.parent) as tmp:
+        work = Path(tmp)
         graphs = build_graphs(model)
         examples = example_inputs(model, batch=2)
         specs: dict[str, GraphSpec] = {}
@@ -282,12 +281,6 @@ def export_onnx(
                 raise ArtifactError(f"{out}: parity check failed for {precision} (limit {limit}): {report}")
             manifest = Manifest(**{**manifest.__dict__, "parity": report})
             write_text_atomic(staging / MANIFEST, manifest.to_json())
-        publish_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     say(f"wrote {out}")
     return manifest
 

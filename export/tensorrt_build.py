@@ -49,7 +49,7 @@ import torch
 from migr_rt.export.onnx_export import GRAPH_IO, export_graph, topological_sort, example_inputs, export_onnx
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of
-from migr_rt.atomic import publish_folder, write_text_atomic
+from migr_rt.atomic import staged_folder, write_text_atomic
 from migr_rt.backends.base import BackendUnavailable
 from migr_rt.backends.tensorrt_backend import (  # noqa: F401  (check_engine_compatibility: re-exported)
     TensorRTBackend,
@@ -328,10 +328,9 @@ def build_tensorrt(
     say = on_progress or (lambda _msg: None)
     checkpoint, out = Path(checkpoint), Path(out)
     trt_version, gpu, capability = device_info()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix=f".{out.name}.work-",
+                                                                  dir=out.parent) as tmp:
+        work = Path(tmp)
         say("onnx: export and parity check (fp32)")
         export_onnx(checkpoint, work / "onnx", "fp32", check_parity=True, on_progress=say)
         onnx_manifest = read_artifact(work / "onnx")
@@ -383,11 +382,5 @@ def build_tensorrt(
         report = engine_parity(TensorRTBackend(staging), model, batch=min(3, limits.max_batch))
         manifest = Manifest(**{**manifest.__dict__, "parity": report})
         write_text_atomic(staging / MANIFEST, manifest.to_json())
-        publish_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     say(f"wrote {out}")
     return manifest

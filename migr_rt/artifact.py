@@ -16,7 +16,6 @@ the manifest (:func:`check_io`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,11 +84,10 @@ class Manifest:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file, as checkpoints record it (:func:`migr_rt.model.checkpoint.sha256_file`)."""
+    from migr_rt.model.checkpoint import sha256_file
+
+    return sha256_file(path)
 
 
 def inside(folder: Path, relative: str, what: str) -> Path:

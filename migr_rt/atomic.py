@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,3 +65,22 @@ def publish_folder(staging: str | Path, out_dir: str | Path) -> Path:
         raise
     shutil.rmtree(retired, ignore_errors=True)
     return out_dir
+
+
+@contextmanager
+def staged_folder(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out_dir``; published as ``out_dir`` on success, removed on error.
+
+    Checkpoints and exported artifacts are assembled this way, so a reader
+    never sees one half-written and an interrupted write leaves only a
+    dot-prefixed temporary that is deleted on the way out.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        yield staging
+        publish_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -13,13 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migr_rt.atomic import publish_folder, write_text_atomic
+from migr_rt.atomic import staged_folder, write_text_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -123,19 +120,13 @@ def save_checkpoint(
     existing checkpoint there is replaced only once the new one is complete.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         tokenizer.save_pretrained(staging)
         for name, content in (extra_files or {}).items():
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content if isinstance(content, bytes) else content.encode())
         model.save_pretrained(staging)  # writes checksums.json over everything above
-        publish_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from migr_rt.face import FaceDetector
-from migr_rt.face.crop import center_box, square_box
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import importance_from_log_probs, variant_visibility
 from migr_rt.model.config import MigrConfig
@@ -31,7 +29,8 @@ from migr_rt.model.layout import scoring_ids
 from migr_rt.perf.timing import Timed
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import rationale_prompt, rationale_text
-from migr_rt.runtime.engine import RuntimeConfig
+from migr_rt.runtime.capture import WindowPlan
+from migr_rt.runtime.engine import RuntimeConfig, face_crop
 
 
 class TimedDetector:
@@ -66,17 +65,16 @@ class Window:
 
 def sampled_frame_indices(n_frames: int, cfg: MigrConfig, fps: float, window_start: float = 0.0) -> list[int]:
     """The frames :meth:`Runtime.analyze` samples from a window of ``n_frames`` decoded frames."""
-    length = cfg.audio_seconds
-    count = cfg.num_frames
-    return [min(max(int(round((window_start + j * length / count) * fps)), 0), n_frames - 1) for j in range(count)]
+    plan = WindowPlan(cfg.audio_seconds, RuntimeConfig().hop, fps, cfg.sample_rate, cfg.num_frames)
+    return [min(k, n_frames - 1) for k in plan.sample_indices(window_start)]
 
 
 def front_end(frames: np.ndarray, audio: np.ndarray | None, cfg: MigrConfig, detector: FaceDetector, *,
               fps: float, runtime: RuntimeConfig | None = None) -> Window:
     """Face detection and crop of the sampled frames, and the audio window, as the runtime does them.
 
-    Mirrors ``Runtime._frame_features`` (without the frame embedding) and the
-    presence rules of ``Runtime._window_event``.
+    The runtime's own :func:`~migr_rt.runtime.engine.face_crop` per sampled
+    frame (without the frame embedding) and the presence rules of ``Runtime._window_event``.
     """
     runtime = runtime or RuntimeConfig()
     size = cfg.face_size
@@ -84,14 +82,7 @@ def front_end(frames: np.ndarray, audio: np.ndarray | None, cfg: MigrConfig, det
     unique = sorted(set(index))
     crops, boxes = {}, {}
     for k in unique:
-        frame = frames[k]
-        h, w = frame.shape[:2]
-        found = detector.detect(frame)
-        box = square_box(max(found, key=lambda b: b.area), h, w, runtime.face_margin) if found else None
-        region = box or center_box(h, w)
-        crop = frame[region.y : region.y + region.h, region.x : region.x + region.w]
-        crops[k] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-        boxes[k] = box
+        crops[k], boxes[k] = face_crop(frames[k], detector, size, runtime.face_margin)
     pixels = torch.from_numpy(np.stack([crops[k] for k in index])).permute(0, 3, 1, 2).float().div_(255.0)
     with_face = sum(boxes[k] is not None for k in index)
     audio_values = None
@@ -102,6 +93,33 @@ def front_end(frames: np.ndarray, audio: np.ndarray | None, cfg: MigrConfig, det
             audio_values = torch.from_numpy(fitted)[None]
     present = torch.tensor([[2 * with_face >= len(index), audio_values is not None]])
     return Window(pixels[None], audio_values, present, with_face)
+
+
+def hf_step_probe(model, out, cache_tokens: int) -> Timed:
+    """Time one cached ``model.forward`` step after ``out`` (a prefill output) grew by ``cache_tokens`` tokens.
+
+    ``reset`` crops the DynamicCache back after each timed call, so every call
+    sees the same cache length.
+    """
+    with torch.no_grad():
+        for _ in range(cache_tokens):
+            nxt = out.logits[:, -1].float().argmax(-1)
+            out = model(nxt[:, None], cache=out.cache, use_cache=True, past_key_visible=out.key_visible)
+    cache, key_visible = out.cache, out.key_visible
+    nxt = out.logits[:, -1].float().argmax(-1)
+    length = cache.get_seq_length()
+
+    def call():
+        with torch.no_grad():
+            o = model(nxt[:, None], cache=cache, use_cache=True, past_key_visible=key_visible)
+            return o.logits[:, -1].float().cpu()
+
+    def reset():  # the DynamicCache grew in place by the timed token: cut it back
+        extra = cache.get_seq_length() - length
+        if extra:
+            cache.crop(-extra)
+
+    return Timed(call, reset)
 
 
 class HFPath:
@@ -156,27 +174,9 @@ class HFPath:
 
     def step_probe(self, win: Window, ids: list[int], cache_tokens: int) -> Timed:
         """One ``model.forward(token, cache=..., use_cache=True)`` as ``generate`` runs it, the cache kept at length."""
-        model = self.model
         with torch.no_grad():
             _, out = self.prefill(win, ids)
-            for _ in range(cache_tokens):
-                nxt = out.logits[:, -1].float().argmax(-1)
-                out = model(nxt[:, None], cache=out.cache, use_cache=True, past_key_visible=out.key_visible)
-        cache, key_visible = out.cache, out.key_visible
-        nxt = out.logits[:, -1].float().argmax(-1)
-        length = cache.get_seq_length()
-
-        def call():
-            with torch.no_grad():
-                o = model(nxt[:, None], cache=cache, use_cache=True, past_key_visible=key_visible)
-                return o.logits[:, -1].float().cpu()
-
-        def reset():  # the DynamicCache grew in place by the timed token: cut it back
-            extra = cache.get_seq_length() - length
-            if extra:
-                cache.crop(-extra)
-
-        return Timed(call, reset)
+        return hf_step_probe(self.model, out, cache_tokens)
 
     def analyze(self, frames: np.ndarray, audio: np.ndarray | None, detector: FaceDetector, *, fps: float,
                 runtime: RuntimeConfig | None = None) -> dict:

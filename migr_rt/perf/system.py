@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import resource
@@ -22,21 +21,7 @@ DISTRIBUTIONS = ("torch", "transformers", "numpy", "av", "opencv-python-headless
 
 # -- description ------------------------------------------------------------------------------------------
 def machine_info() -> dict:
-    """``benchmarks/machine.py``'s description (every benchmark records it) when it is there, else the same fields."""
-    script = REPO / "benchmarks" / "machine.py"
-    if script.is_file():
-        spec = importlib.util.spec_from_file_location("_migr_rt_bench_machine", script)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-            # its git calls run in the current folder: take the commit of this checkout instead
-            return {**module.machine_info(), "commit": git_commit()}
-        except Exception:  # a broken helper must not cost the benchmark: fall back to the fields below
-            pass
-    return _minimal_machine_info()
-
-
-def _minimal_machine_info() -> dict:
+    """CPU, cores, threads, Python/torch versions, platform, GPU and git commit: recorded with every benchmark."""
     import torch
 
     cpu = platform.processor() or ""

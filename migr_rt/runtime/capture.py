@@ -44,9 +44,13 @@ class WindowPlan:
         return w * self.hop
 
     def frame_indices(self, w: int) -> list[int]:
-        """The output-frame indices window ``w`` samples: evenly spaced from its start, one per length / T."""
+        """The output-frame indices window ``w`` samples."""
+        return self.sample_indices(self.start(w))
+
+    def sample_indices(self, start: float) -> list[int]:
+        """Frame indices a window starting at ``start`` seconds samples: evenly spaced, one per length / T."""
         step = self.length / self.frames_per_window
-        return [int(round((self.start(w) + j * step) * self.fps)) for j in range(self.frames_per_window)]
+        return [max(int(round((start + j * step) * self.fps)), 0) for j in range(self.frames_per_window)]
 
     def audio_span(self, w: int) -> tuple[int, int]:
         first = int(round(self.start(w) * self.sample_rate))

@@ -78,6 +78,20 @@ class FrameFeature:
     box: FaceBox | None
 
 
+def face_crop(frame: np.ndarray, detector: FaceDetector, size: int, margin: float) -> tuple[np.ndarray, FaceBox | None]:
+    """The ``size`` x ``size`` face crop of one frame and the box found in it (None: no face, centre crop).
+
+    A frame's crop depends on that frame only, so a sampled frame is processed
+    once and reused by every overlapping window.
+    """
+    h, w = frame.shape[:2]
+    found = detector.detect(frame)
+    box = square_box(max(found, key=lambda b: b.area), h, w, margin) if found else None
+    region = box or center_box(h, w)
+    crop = frame[region.y : region.y + region.h, region.x : region.x + region.w]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), box
+
+
 class Runtime:
     """Emotion, modality importance and rationale for windows of video + audio, one window or a stream.
 
@@ -154,8 +168,7 @@ class Runtime:
                 frames = np.asarray(frames)
                 if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
                     raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
-                index = [min(max(int(round((window_start + j * plan.length / plan.frames_per_window) * fps)), 0),
-                             len(frames) - 1) for j in range(plan.frames_per_window)]
+                index = [min(k, len(frames) - 1) for k in plan.sample_indices(window_start)]
                 unique = sorted(set(index))
                 cache = dict(zip(unique, self._frame_features([frames[k] for k in unique])))
                 features = [cache[k] for k in index]
@@ -277,16 +290,8 @@ class Runtime:
         """Detect, crop and embed frames (each on its own: a frame's feature depends on that frame only)."""
         if not frames:
             return []
-        size = self.model_config.face_size
-        crops, boxes = [], []
-        for frame in frames:
-            h, w = frame.shape[:2]
-            found = self.detector.detect(frame)
-            box = square_box(max(found, key=lambda b: b.area), h, w, self.config.face_margin) if found else None
-            region = box or center_box(h, w)
-            crop = frame[region.y : region.y + region.h, region.x : region.x + region.w]
-            crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
-            boxes.append(box)
+        crops, boxes = zip(*(face_crop(frame, self.detector, self.model_config.face_size, self.config.face_margin)
+                             for frame in frames))
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
         embeddings = self.backend.encode_frames(pixels)
         return [FrameFeature(e, b) for e, b in zip(embeddings, boxes)]
