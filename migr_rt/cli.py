@@ -424,10 +424,13 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
               help="Seconds to keep retrying a lost camera, microphone or stream before exiting.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Stop after this many windows.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (onnxruntime).")
+@click.option("--face-tracking/--no-face-tracking", default=True, show_default=True,
+              help="Follow the face between sampled frames (one full detector scan per window) or scan every "
+                   "sampled frame in full.")
 def run(camera: int | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
         checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
         max_rationale_tokens: int, as_json: bool, save: Path | None, view: bool, reconnect_timeout: float,
-        max_windows: int | None, threads: int | None) -> None:
+        max_windows: int | None, threads: int | None, face_tracking: bool) -> None:
     """Stream emotion, modality importance and rationale from a camera, a file, a URL or the demo clip.
 
     Exit status: 0 at the end of the input or on Ctrl-C, 1 for bad input, 3 when the source was lost
@@ -438,7 +441,8 @@ def run(camera: int | None, mic: str | None, source: str | None, loop: bool, rea
     options = RunOptions(camera=camera, mic=mic, source=source, loop=loop, realtime=realtime, checkpoint=checkpoint,
                          backend=backend, window=window, hop=hop, fps=fps, rationale=rationale,
                          max_rationale_tokens=max_rationale_tokens, as_json=as_json, save=save, view=view,
-                         reconnect_timeout=reconnect_timeout, max_windows=max_windows, threads=threads)
+                         reconnect_timeout=reconnect_timeout, max_windows=max_windows, threads=threads,
+                         face_tracking=face_tracking)
     sys.exit(run_stream(options))
 
 

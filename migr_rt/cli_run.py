@@ -40,6 +40,7 @@ class RunOptions:
     reconnect_timeout: float = 10.0
     max_windows: int | None = None
     threads: int | None = None
+    face_tracking: bool = True
 
 
 def _error(message: str) -> int:
@@ -66,7 +67,8 @@ def run_stream(o: RunOptions) -> int:
     try:
         runtime = Runtime(o.checkpoint, RuntimeConfig(window=o.window, hop=o.hop, fps=o.fps, rationale=o.rationale,
                                                       max_rationale_tokens=o.max_rationale_tokens,
-                                                      reconnect_timeout=o.reconnect_timeout),
+                                                      reconnect_timeout=o.reconnect_timeout,
+                                                      face_tracking=o.face_tracking),
                           backend=o.backend, threads=o.threads)
     except (ArtifactError, BackendUnavailable, CheckpointError, ValueError, FileNotFoundError) as exc:
         return _error(str(exc))

@@ -112,6 +112,9 @@ def test_reduced_precision_exports_run_and_stay_close(tmp_path, precision):
     ops = {n.op_type for spec in manifest.graphs.values() for n in onnx.load(str(tmp_path / precision / spec.file)).graph.node}
     if precision == "int8":
         assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, "no quantised matmul in the int8 graphs"
+        step_ops = {n.op_type for n in onnx.load(str(tmp_path / precision / manifest.graphs["step"].file)).graph.node}
+        assert "MatMulNBits" in step_ops and "MatMul" not in step_ops  # the fused step: 8-bit weights
+        assert manifest.extra["step_graph"].startswith("fused")
     else:
         types = {i.data_type for spec in manifest.graphs.values() if spec.file != "audio.onnx"
                  for i in onnx.load(str(tmp_path / precision / spec.file)).graph.initializer}

@@ -94,3 +94,87 @@ def test_bad_inputs_are_rejected():
         crop_faces(np.zeros((0, 10, 10, 3), dtype=np.uint8), None, 8)
     with pytest.raises(FileNotFoundError, match="cascade not found"):
         HaarFaceDetector("no_such_cascade.xml")
+
+
+# --- tracking ---------------------------------------------------------------------------------------------------
+class CountingHaar(HaarFaceDetector):
+    """The real cascade, counting which kind of search each frame got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = self.near = 0
+
+    def detect(self, frame):
+        self.full += 1
+        return super().detect(frame)
+
+    def detect_near(self, frame, box, **kwargs):
+        self.near += 1
+        return super().detect_near(frame, box, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 9])
+def test_tracked_boxes_follow_the_full_scans(seed):
+    from migr_rt.face import TrackingFaceDetector
+
+    frames = render_clip(SynthConfig(n=1, seed=seed), 0).frames[::6]
+    full = HaarFaceDetector()
+    inner = CountingHaar()
+    tracker = TrackingFaceDetector(inner, refresh=4)
+    for frame in frames:
+        expected, got = full.detect(frame), tracker.detect(frame)
+        assert got and expected
+        assert iou(got[0], expected[0]) > 0.7
+    # one full scan every `refresh` frames, the frames between searched near the last face
+    assert inner.full == -(-len(frames) // 4) and inner.near == len(frames) - inner.full
+    assert tracker.full_scans == inner.full and tracker.tracked == inner.near
+
+
+def test_tracker_rescans_when_the_face_is_lost_the_frame_changes_or_reset(rendered):
+    from migr_rt.face import TrackingFaceDetector
+
+    frames, truth = rendered
+    face = frames[len(frames) // 2]
+    noise = np.random.default_rng(0).integers(0, 255, face.shape, dtype=np.uint8)
+    inner = CountingHaar()
+    tracker = TrackingFaceDetector(inner, refresh=100)
+    assert tracker.detect(face) and inner.full == 1
+    assert tracker.detect(face) and (inner.full, inner.near) == (1, 1)
+    assert tracker.detect(noise) == []  # searched near, nothing: a full scan, also nothing
+    assert (inner.full, inner.near) == (2, 2)
+    assert tracker.detect(face) and (inner.full, inner.near) == (3, 2)  # nothing to follow: full scan
+    big = np.kron(face, np.ones((2, 2, 1), dtype=np.uint8))
+    found = tracker.detect(big)  # another frame size: full scan
+    assert found and iou(found[0], FaceBox(truth.x * 2, truth.y * 2, truth.w * 2, truth.h * 2)) > 0.4
+    assert (inner.full, inner.near) == (4, 2)
+    tracker.reset()
+    assert tracker.detect(face) and (inner.full, inner.near) == (5, 2)
+
+
+def test_detect_near_finds_the_face_only_near_the_box(rendered):
+    frames, _ = rendered
+    face = frames[len(frames) // 2]
+    det = HaarFaceDetector()
+    (box,) = det.detect(face)[:1]
+    near = det.detect_near(face, box)
+    assert near and iou(near[0], box) > 0.7
+    h, w = face.shape[:2]
+    corner = FaceBox(0, 0, 12, 12)  # a tiny box in the corner: the face is neither near nor of that size
+    assert det.detect_near(face, corner) == []
+    assert det.detect_near(face, FaceBox(w - 20, h - 20, 20, 20)) == []
+
+
+def test_tracker_rejects_bad_settings():
+    from migr_rt.face import TrackingFaceDetector
+
+    with pytest.raises(ValueError, match="refresh must be >= 1"):
+        TrackingFaceDetector(refresh=0)
+    with pytest.raises(ValueError, match="size_range must bracket 1"):
+        TrackingFaceDetector(size_range=(1.2, 1.5))
+
+    class NoRegions:
+        def detect(self, frame):
+            return []
+
+    with pytest.raises(TypeError, match="NoRegions cannot search near a box"):
+        TrackingFaceDetector(NoRegions())

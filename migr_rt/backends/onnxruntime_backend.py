@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 #: Graphs run once per window, one after another (see the spinning note in OnnxRuntimeBackend).
 ENCODER_GRAPHS = ("visual_frames", "visual_pool", "audio")
+#: Graphs of the rationale's decoding loop.
+DECODER_GRAPHS = ("prefill", "step")
+#: A step graph smaller than this decodes on one thread by default (see ``decode_threads``).
+SMALL_DECODER_BYTES = 64 * 2**20
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -40,7 +44,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(
         self, folder: str | Path, *, providers: list[str] | None = None, threads: int | None = None,
-        manifest: Manifest | None = None, spinning: bool = True,
+        manifest: Manifest | None = None, spinning: bool = True, decode_threads: int | None = None,
     ) -> None:
         ort = _ort()
         self.folder = Path(folder)
@@ -65,12 +69,29 @@ class OnnxRuntimeBackend(Backend):
         quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not spinning:
             options = quiet
+        # A small decoder's step is a few hundred tiny operators: on more than one thread their hand-offs cost
+        # more than they save, and the pool's spinning between steps takes a core from the face detector and
+        # the capture threads (window -> full rationale 136 -> 81 ms on 2 cores). Large decoders keep `threads`.
+        step_bytes = (self.folder / self.manifest.graphs["step"].file).stat().st_size
+        if decode_threads is None and (threads is None or threads > 1) and step_bytes < SMALL_DECODER_BYTES:
+            decode_threads = 1
+        decoding = options
+        if decode_threads:
+            decoding = ort.SessionOptions()
+            decoding.graph_optimization_level, decoding.log_severity_level = options.graph_optimization_level, 3
+            decoding.intra_op_num_threads = decode_threads
+            if not spinning:
+                decoding.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.decode_threads = decode_threads or threads
+        # The fused step looks rotary angles up in a table as long as the model's positions.
+        fused = str(self.manifest.extra.get("step_graph", "")).startswith("fused")
+        self.max_positions = self.config.text_config.max_position_embeddings if fused else None
         self.sessions = {}
         for name, spec in self.manifest.graphs.items():
             path = self.folder / spec.file
+            chosen = quiet if name in ENCODER_GRAPHS else decoding if name in DECODER_GRAPHS else options
             try:
-                session = ort.InferenceSession(str(path), quiet if name in ENCODER_GRAPHS else options,
-                                               providers=wanted)
+                session = ort.InferenceSession(str(path), chosen, providers=wanted)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ArtifactError(f"{path}: onnxruntime cannot load graph {name!r}: {exc}") from exc
             check_io(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
@@ -82,7 +103,8 @@ class OnnxRuntimeBackend(Backend):
                 "its libraries or device are missing")
 
     def describe(self) -> str:
-        return f"onnxruntime {_ort().__version__} ({', '.join(self.providers)}), {self.manifest.precision}"
+        threads = f", decoder on {self.decode_threads} thread(s)" if self.decode_threads else ""
+        return f"onnxruntime {_ort().__version__} ({', '.join(self.providers)}), {self.manifest.precision}{threads}"
 
     def _run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         return self.sessions[name].run(None, feeds)
@@ -114,6 +136,10 @@ class OnnxRuntimeBackend(Backend):
         return torch.from_numpy(logits).float(), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+        if self.max_positions is not None and state.keys.shape[3] >= self.max_positions:
+            raise ValueError(f"the decoder cache holds {state.keys.shape[3]} tokens: this model's positions end at "
+                             f"max_position_embeddings={self.max_positions}; shorten the rationale "
+                             "(max_rationale_tokens)")
         logits, keys, values, key_visible = self._run(
             "step", token=self._np(token.reshape(-1, 1).long()), keys=state.keys, values=state.values,
             key_visible=state.key_visible)

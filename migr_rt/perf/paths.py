@@ -47,6 +47,12 @@ class TimedDetector:
         finally:
             self.ms += (time.perf_counter() - t0) * 1e3
 
+    def reset(self) -> None:
+        """Pass a reset on to a tracking detector (the runtime resets it per window)."""
+        reset = getattr(self.inner, "reset", None)
+        if callable(reset):
+            reset()
+
     def take(self) -> float:
         """Milliseconds detected since the last call."""
         ms, self.ms = self.ms, 0.0

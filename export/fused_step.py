@@ -1,0 +1,206 @@
+"""The decoder step as a hand-built ONNX graph of fused operators, from the checkpoint's weights.
+
+Tracing :class:`migr_rt.model.graphs.StepGraph` gives ~80 operators per
+layer (RMSNorm as pow/mean/sqrt/reciprocal/mul, rotary as slices, concats
+and negations, attention as reshapes, transposes, expands and two matmuls).
+At batch 1 a step of a small decoder is bound by the cost of launching
+operators, not by reading the weights, so this module writes the same step
+with ONNX's own fused operators instead (opset 23 ``RMSNormalization``,
+``RotaryEmbedding``, ``Attention`` with grouped KV heads, a past cache and a
+key mask) plus one packed QKV and one packed gate/up projection per layer:
+16 operators per layer. ``int8`` stores every projection as an 8-bit
+``MatMulNBits`` (per-block scales, int8 compute), one operator each instead
+of the five dynamic quantisation inserts.
+
+Inputs and outputs are exactly the traced step's (``GRAPH_IO["step"]``),
+so the backend and the parity check treat both alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from migr_rt.model import MigrForEmotionReasoning
+
+OPSET = 23
+#: Weights per quantisation block of the int8 projections (one fp32 scale each).
+INT8_BLOCK = 32
+#: Precisions this builder writes (fp16 keeps the traced step: it is a GPU precision).
+PRECISIONS = ("fp32", "int8")
+
+
+class _Graph:
+    """Nodes and initializers being collected, with unique names."""
+
+    def __init__(self, precision: str) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+        self.precision = precision
+        self._count = 0
+
+    def name(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def const(self, stem: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], outputs: int | list[str] = 1, *, domain: str = "",
+           **attrs) -> list[str]:
+        from onnx import helper
+
+        names = outputs if isinstance(outputs, list) else [self.name(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=self.name(op_type), domain=domain, **attrs))
+        return names
+
+    def linear(self, x: str, weight: torch.Tensor, bias: torch.Tensor | None, stem: str) -> str:
+        """``x @ weight.T + bias`` for a torch ``(out, in)`` weight: MatMul(+Add), or one 8-bit MatMulNBits."""
+        w = weight.detach().float().cpu().numpy()
+        b = None if bias is None else bias.detach().float().cpu().numpy()
+        if self.precision == "int8":
+            packed, scales, zero_points = quantize_blocks(w, INT8_BLOCK)
+            n, k = w.shape
+            inputs = [x, self.const(f"{stem}.q", packed), self.const(f"{stem}.scales", scales),
+                      self.const(f"{stem}.zero_points", zero_points)]
+            if b is not None:  # inputs 4 (g_idx) is left out, 5 is the bias
+                inputs += ["", self.const(f"{stem}.bias", b)]
+            # accuracy_level 4: int8 activations x int8 weights (the fast CPU kernel; level 0 is fp32 and 15x slower)
+            return self.op("MatMulNBits", inputs, domain="com.microsoft", K=k, N=n, bits=8, block_size=INT8_BLOCK,
+                           accuracy_level=4)[0]
+        y = self.op("MatMul", [x, self.const(f"{stem}.weight", w.T)])[0]
+        return y if b is None else self.op("Add", [y, self.const(f"{stem}.bias", b)])[0]
+
+
+def quantize_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(N, K)`` fp32 weight -> MatMulNBits 8-bit data: ``(N, blocks, block)`` uint8, scales, zero points.
+
+    Symmetric per block of ``block`` inputs (zero point 128); ``K`` is padded
+    with zeros to whole blocks.
+    """
+    n, k = weight.shape
+    blocks = -(-k // block)
+    padded = np.zeros((n, blocks * block), np.float32)
+    padded[:, :k] = weight
+    grouped = padded.reshape(n, blocks, block)
+    scales = np.abs(grouped).max(axis=-1) / 127.0
+    scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.clip(np.rint(grouped / scales[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scales.reshape(-1), np.full(n * blocks, 128, np.uint8)
+
+
+def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, k: int) -> np.ndarray:
+    """The ``(N, K)`` weight that :func:`quantize_blocks` data stands for (the reference of the int8 graph)."""
+    n, blocks, block = packed.shape
+    w = (packed.astype(np.float32) - 128.0) * scales.reshape(n, blocks, 1)
+    return w.reshape(n, blocks * block)[:, :k]
+
+
+def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
+    """The step graph (an ``onnx.ModelProto``) of ``model``'s decoder at ``precision``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: the fused step is built for {PRECISIONS}")
+    text = model.config.text_config
+    decoder = model.decoder
+    layers = decoder.model.layers
+    heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    rope = getattr(text, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"rope type {rope.get('rope_type')!r} is not supported by the fused step")
+    theta = rope.get("rope_theta", getattr(text, "rope_theta", 10000.0))
+    max_positions = int(text.max_position_embeddings)
+    n_layers = len(layers)
+    g = _Graph(precision)
+
+    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    angles = np.arange(max_positions, dtype=np.float64)[:, None] * inv_freq[None, :]
+    cos = g.const("rope.cos", np.cos(angles).astype(np.float32))
+    sin = g.const("rope.sin", np.sin(angles).astype(np.float32))
+    embed = decoder.model.embed_tokens.weight.detach().float().cpu().numpy()
+
+    # the new token's position is the cache length; its key is always visible
+    past = g.op("Shape", ["keys"], start=3, end=4)[0]
+    position = g.op("Reshape", [past, g.const("shape.1x1", np.array([1, 1], np.int64))])[0]
+    position = g.op("Expand", [position, g.op("Shape", ["token"])[0]])[0]
+    itself = g.op("Equal", ["token", "token"])[0]  # (B, 1) True
+    g.op("Concat", ["key_visible", itself], ["key_visible_out"], axis=1)
+    mask = g.op("Unsqueeze", ["key_visible_out", g.const("axes.1_2", np.array([1, 2], np.int64))])[0]
+    x = g.op("Gather", [g.const("embed_tokens", embed), "token"])[0]  # (B, 1, H)
+    past_keys = g.op("Split", ["keys"], n_layers, axis=0, num_outputs=n_layers)
+    past_values = g.op("Split", ["values"], n_layers, axis=0, num_outputs=n_layers)
+    axis0 = g.const("axes.0", np.array([0], np.int64))
+    present_keys, present_values = [], []
+    q_size, kv_size = heads * head_dim, kv_heads * head_dim
+    eps = float(text.rms_norm_eps)
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln1", layer.input_layernorm.weight.detach().float().numpy())],
+                 epsilon=eps, axis=-1)[0]
+        qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        qkv_b = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
+            else None
+        qkv = g.linear(h, qkv_w, qkv_b, f"l{i}.qkv")
+        q, k, v = g.op("Split", [qkv, g.const("split.qkv", np.array([q_size, kv_size, kv_size], np.int64))], 3,
+                       axis=-1)
+        q = g.op("RotaryEmbedding", [q, cos, sin, position], num_heads=heads)[0]
+        k = g.op("RotaryEmbedding", [k, cos, sin, position], num_heads=kv_heads)[0]
+        pk = g.op("Squeeze", [past_keys[i], axis0])[0]
+        pv = g.op("Squeeze", [past_values[i], axis0])[0]
+        out, new_k, new_v = g.op("Attention", [q, k, v, mask, pk, pv], 3, q_num_heads=heads,
+                                 kv_num_heads=kv_heads, scale=float(head_dim) ** -0.5)
+        present_keys.append(g.op("Unsqueeze", [new_k, axis0])[0])
+        present_values.append(g.op("Unsqueeze", [new_v, axis0])[0])
+        x = g.op("Add", [x, g.linear(out, attn.o_proj.weight, attn.o_proj.bias, f"l{i}.o")])[0]
+        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln2",
+                                                 layer.post_attention_layernorm.weight.detach().float().numpy())],
+                 epsilon=eps, axis=-1)[0]
+        gate_up = g.linear(h, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None, f"l{i}.gate_up")
+        gate, up = g.op("Split", [gate_up], 2, axis=-1, num_outputs=2)
+        silu = g.op("QuickGelu", [gate], domain="com.microsoft", alpha=1.0)[0]  # x * sigmoid(1.0 * x)
+        x = g.op("Add", [x, g.linear(g.op("Mul", [silu, up])[0], mlp.down_proj.weight, mlp.down_proj.bias,
+                                     f"l{i}.down")])[0]
+    g.op("Concat", present_keys, ["keys_out"], axis=0)
+    g.op("Concat", present_values, ["values_out"], axis=0)
+    h = g.op("RMSNormalization", [x, g.const("norm", decoder.model.norm.weight.detach().float().numpy())],
+             epsilon=eps, axis=-1)[0]
+    logits = g.linear(h, decoder.lm_head.weight, getattr(decoder.lm_head, "bias", None), "lm_head")
+    g.op("Squeeze", [logits, g.const("axes.1", np.array([1], np.int64))], ["logits"])
+
+    vocab = int(embed.shape[0])
+    cache = [n_layers, "batch", kv_heads, "past", head_dim]
+    cache_out = [n_layers, "batch", kv_heads, "past + 1", head_dim]
+    graph = helper.make_graph(
+        g.nodes, "migr_rt_fused_step",
+        [helper.make_tensor_value_info("token", TensorProto.INT64, ["batch", 1]),
+         helper.make_tensor_value_info("keys", TensorProto.FLOAT, cache),
+         helper.make_tensor_value_info("values", TensorProto.FLOAT, cache),
+         helper.make_tensor_value_info("key_visible", TensorProto.BOOL, ["batch", "past"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocab]),
+         helper.make_tensor_value_info("keys_out", TensorProto.FLOAT, cache_out),
+         helper.make_tensor_value_info("values_out", TensorProto.FLOAT, cache_out),
+         helper.make_tensor_value_info("key_visible_out", TensorProto.BOOL, ["batch", "past + 1"])],
+        initializer=g.inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("com.microsoft", 1)],
+                              producer_name="migr-rt fused step")
+    proto.ir_version = 10
+    proto.metadata_props.add(key="max_positions", value=str(max_positions))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def save_fused_step(model: MigrForEmotionReasoning, path: Path, precision: str) -> None:
+    import onnx
+
+    onnx.save(build_fused_step(model, precision), str(path))

@@ -1,0 +1,114 @@
+"""The hand-built decoder step (fused operators) against the torch step it replaces, in real onnxruntime sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from migr_rt.export.fused_step import INT8_BLOCK, build_fused_step, dequantize_blocks, quantize_blocks
+from migr_rt.export.onnx_export import example_inputs
+from migr_rt.model import load_checkpoint
+from migr_rt.model.graphs import build_graphs
+from migr_rt.model.layout import prefix_ids
+from migr_rt.predict import default_checkpoint
+
+NAMES = ("token", "keys", "values", "key_visible")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(default_checkpoint())[0].float().eval()
+
+
+def _session(proto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _steps(model, batch: int, steps: int, hide_audio: bool):
+    """Inputs of ``steps`` consecutive steps from a real prefill, and torch's outputs of each."""
+    args = list(example_inputs(model, batch, seed=batch)["step"])
+    if hide_audio:  # a hidden modality: its keys are invisible to every later token
+        ids = torch.tensor(prefix_ids(model.config) + [model.config.special_token_ids["think_start"]])
+        assert ids.numel() == args[3].shape[1]
+        args[3] = args[3] & (ids != model.config.special_token_ids["aud_token"])[None]
+    step = build_graphs(model)["step"]
+    feeds, outs = [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            out = step(*args)
+            feeds.append({n: a.numpy() for n, a in zip(NAMES, args)})
+            outs.append([o.numpy() for o in out])
+            args = [out[0].argmax(-1, keepdim=True), out[1], out[2], out[3]]
+    return feeds, outs
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("hide_audio", [False, True])
+def test_fp32_fused_step_matches_the_torch_step(model, batch, hide_audio):
+    session = _session(build_fused_step(model, "fp32"))
+    feeds, outs = _steps(model, batch, steps=4, hide_audio=hide_audio)
+    for feed, expected in zip(feeds, outs):
+        got = session.run(None, feed)
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape and g.dtype == e.dtype
+            if e.dtype == np.bool_:
+                assert np.array_equal(g, e)
+            else:
+                assert np.abs(g - e).max() < 1e-4
+
+
+def test_int8_fused_step_stays_close_to_fp32(model):
+    session = _session(build_fused_step(model, "int8"))
+    feeds, outs = _steps(model, 3, steps=3, hide_audio=False)
+    agree = []
+    for feed, expected in zip(feeds, outs):
+        logits = session.run(None, feed)[0]
+        ref = expected[0]
+        assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.995
+        agree += list(logits.argmax(-1) == ref.argmax(-1))
+    assert np.mean(agree) >= 0.8
+
+
+def test_fused_step_is_a_few_operators_per_layer(model):
+    layers = model.config.text_config.num_hidden_layers
+    for precision in ("fp32", "int8"):
+        nodes = build_fused_step(model, precision).graph.node
+        assert len(nodes) <= 20 * layers + 20  # the traced step has ~80 per layer
+        ops = {n.op_type for n in nodes}
+        assert {"Attention", "RotaryEmbedding", "RMSNormalization"} <= ops
+        assert ("MatMulNBits" in ops) == (precision == "int8") and ("MatMul" in ops) == (precision == "fp32")
+    with pytest.raises(ValueError, match="fused step is built for"):
+        build_fused_step(model, "fp16")
+
+
+@pytest.mark.parametrize("k", [INT8_BLOCK, 3 * INT8_BLOCK, 50])
+def test_block_quantisation_round_trips_within_half_a_step(k):
+    rng = np.random.default_rng(k)
+    w = rng.normal(size=(7, k)).astype(np.float32)
+    w[3] = 0.0  # an all-zero row must not divide by zero
+    packed, scales, zero_points = quantize_blocks(w, INT8_BLOCK)
+    blocks = -(-k // INT8_BLOCK)
+    assert packed.shape == (7, blocks, INT8_BLOCK) and packed.dtype == np.uint8
+    assert scales.shape == zero_points.shape == (7 * blocks,) and (zero_points == 128).all()
+    back = dequantize_blocks(packed, scales, k)
+    step = np.repeat(scales.reshape(7, blocks), INT8_BLOCK, axis=1)[:, :k]
+    assert np.all(np.abs(back - w) <= step / 2 + 1e-7)
+    assert np.array_equal(back[3], np.zeros(k, np.float32))
+
+
+def test_onnxruntime_backend_refuses_a_cache_past_the_rotary_table(bundled_onnx):
+    from migr_rt.backends.base import DecoderState
+    from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(bundled_onnx)
+    limit = backend.config.text_config.max_position_embeddings
+    assert backend.max_positions == limit
+    text = backend.config.text_config
+    shape = (text.num_hidden_layers, 1, text.num_key_value_heads, limit, text.hidden_size // text.num_attention_heads)
+    state = DecoderState(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.ones((1, limit), bool))
+    with pytest.raises(ValueError, match=f"cache holds {limit} tokens.*max_position_embeddings={limit}"):
+        backend.step(torch.tensor([5]), state)
