@@ -523,6 +523,8 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
                    "backends_requested": list(o.backends), "precisions_requested": list(o.precisions), **o.extra},
         "paths": [HF, *backends],
         "backends": backend_info,
+        "decode_threads": {HF: threads, **{n: getattr(b, "decode_threads", None) or threads
+                                           for n, b in backends.items()}},
         "artifacts": artifacts,
         "unavailable": unavailable,
         "inputs": inputs,

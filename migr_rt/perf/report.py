@@ -92,6 +92,13 @@ def terminal_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _decode_threads(result: dict, cfg: dict) -> str:
+    per_path = result.get("decode_threads")
+    if not per_path:
+        return f"the decoder on {cfg['threads']} thread{'s' if cfg['threads'] != 1 else ''}"
+    return "decoder threads: " + ", ".join(f"{n} {t}" for n, t in per_path.items())
+
+
 # -- markdown ---------------------------------------------------------------------------------------------
 def markdown(result: dict, plots: dict[str, str] | None = None, command: str | None = None) -> str:
     paths = _paths(result)
@@ -196,8 +203,7 @@ def markdown(result: dict, plots: dict[str, str] | None = None, command: str | N
               "in the last-level cache, so after the first token they are read from cache, not DRAM; the cache-resident "
               "bounds are the relevant ones for this model." + _dispatch_note(result)
               + f" The KV cache adds {bb['kv_cache_bytes_at_step'] / 1e3:.0f} kB per step at the timed length (not in "
-              "the bound). The copy runs on one thread; the decoder on "
-              f"{cfg['threads']} thread{'s' if cfg['threads'] != 1 else ''}.", ""]
+              "the bound). The copy runs on one thread; " + _decode_threads(result, cfg) + ".", ""]
     mv = result["mi_variants"]
     series = _ordered(mv["series"], SERIES)
     lines += ["## MI cost vs number of variants (B = 1, p50 ms)", "",
