@@ -8,9 +8,13 @@ operators, not by reading the weights, so this module writes the same step
 with ONNX's own fused operators instead (opset 23 ``RMSNormalization``,
 ``RotaryEmbedding``, ``Attention`` with grouped KV heads, a past cache and a
 key mask) plus one packed QKV and one packed gate/up projection per layer:
-16 operators per layer. ``int8`` stores every projection as an 8-bit
-``MatMulNBits`` (per-block scales, int8 compute), one operator each instead
-of the five dynamic quantisation inserts.
+about 20 operators per layer, ~95 in all for the bundled model. ``int8``
+stores every projection as an 8-bit ``MatMulNBits`` (per-block scales, int8
+compute), one operator each instead of the five dynamic quantisation inserts.
+
+Needs onnx >= 1.18 and onnxruntime >= 1.22 (opset 23). Weights are stored
+inline, so decoders whose step weights approach protobuf's 2 GB limit keep
+the traced step (see :data:`MAX_INLINE_BYTES`).
 
 Inputs and outputs are exactly the traced step's (``GRAPH_IO["step"]``),
 so the backend and the parity check treat both alike.
@@ -24,12 +28,17 @@ import numpy as np
 import torch
 
 from migr_rt.model import MigrForEmotionReasoning
+from migr_rt.model.graphs import KVDecoder
 
 OPSET = 23
 #: Weights per quantisation block of the int8 projections (one fp32 scale each).
 INT8_BLOCK = 32
 #: Precisions this builder writes (fp16 keeps the traced step: it is a GPU precision).
 PRECISIONS = ("fp32", "int8")
+#: Larger step weights (fp32 bytes, tied tables counted twice as stored) keep the traced step.
+MAX_INLINE_BYTES = 1_500_000_000
+#: ONNX IR version of the graph: opset 23 came with IR 11 (onnxruntime >= 1.22 reads it).
+IR_VERSION = 11
 
 
 class _Graph:
@@ -96,7 +105,7 @@ def quantize_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndar
 
 
 def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, k: int) -> np.ndarray:
-    """The ``(N, K)`` weight that :func:`quantize_blocks` data stands for (the reference of the int8 graph)."""
+    """The ``(N, K)`` weight that :func:`quantize_blocks` data stands for (what an int8 projection multiplies by)."""
     n, blocks, block = packed.shape
     w = (packed.astype(np.float32) - 128.0) * scales.reshape(n, blocks, 1)
     return w.reshape(n, blocks * block)[:, :k]
@@ -117,16 +126,18 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
     rope = getattr(text, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"rope type {rope.get('rope_type')!r} is not supported by the fused step")
-    theta = rope.get("rope_theta", getattr(text, "rope_theta", 10000.0))
     max_positions = int(text.max_position_embeddings)
     n_layers = len(layers)
     g = _Graph(precision)
 
-    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-    angles = np.arange(max_positions, dtype=np.float64)[:, None] * inv_freq[None, :]
-    cos = g.const("rope.cos", np.cos(angles).astype(np.float32))
-    sin = g.const("rope.sin", np.sin(angles).astype(np.float32))
+    # the rotary angles computed exactly as KVDecoder._rope does (float32), one row per position
+    with torch.no_grad():
+        inv_freq = KVDecoder(model).inv_freq.float().cpu()
+        angles = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    cos = g.const("rope.cos", angles.cos().numpy())
+    sin = g.const("rope.sin", angles.sin().numpy())
     embed = decoder.model.embed_tokens.weight.detach().float().cpu().numpy()
+    split_qkv = None
 
     # the new token's position is the cache length; its key is always visible
     past = g.op("Shape", ["keys"], start=3, end=4)[0]
@@ -144,14 +155,14 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
     eps = float(text.rms_norm_eps)
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
-        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln1", layer.input_layernorm.weight.detach().float().numpy())],
+        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln1", _array(layer.input_layernorm.weight))],
                  epsilon=eps, axis=-1)[0]
         qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
         qkv_b = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
             else None
         qkv = g.linear(h, qkv_w, qkv_b, f"l{i}.qkv")
-        q, k, v = g.op("Split", [qkv, g.const("split.qkv", np.array([q_size, kv_size, kv_size], np.int64))], 3,
-                       axis=-1)
+        split_qkv = split_qkv or g.const("split.qkv", np.array([q_size, kv_size, kv_size], np.int64))
+        q, k, v = g.op("Split", [qkv, split_qkv], 3, axis=-1)
         q = g.op("RotaryEmbedding", [q, cos, sin, position], num_heads=heads)[0]
         k = g.op("RotaryEmbedding", [k, cos, sin, position], num_heads=kv_heads)[0]
         pk = g.op("Squeeze", [past_keys[i], axis0])[0]
@@ -161,8 +172,7 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
         present_keys.append(g.op("Unsqueeze", [new_k, axis0])[0])
         present_values.append(g.op("Unsqueeze", [new_v, axis0])[0])
         x = g.op("Add", [x, g.linear(out, attn.o_proj.weight, attn.o_proj.bias, f"l{i}.o")])[0]
-        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln2",
-                                                 layer.post_attention_layernorm.weight.detach().float().numpy())],
+        h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln2", _array(layer.post_attention_layernorm.weight))],
                  epsilon=eps, axis=-1)[0]
         gate_up = g.linear(h, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None, f"l{i}.gate_up")
         gate, up = g.op("Split", [gate_up], 2, axis=-1, num_outputs=2)
@@ -171,8 +181,7 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
                                      f"l{i}.down")])[0]
     g.op("Concat", present_keys, ["keys_out"], axis=0)
     g.op("Concat", present_values, ["values_out"], axis=0)
-    h = g.op("RMSNormalization", [x, g.const("norm", decoder.model.norm.weight.detach().float().numpy())],
-             epsilon=eps, axis=-1)[0]
+    h = g.op("RMSNormalization", [x, g.const("norm", _array(decoder.model.norm.weight))], epsilon=eps, axis=-1)[0]
     logits = g.linear(h, decoder.lm_head.weight, getattr(decoder.lm_head, "bias", None), "lm_head")
     g.op("Squeeze", [logits, g.const("axes.1", np.array([1], np.int64))], ["logits"])
 
@@ -194,10 +203,22 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("com.microsoft", 1)],
                               producer_name="migr-rt fused step")
-    proto.ir_version = 10
-    proto.metadata_props.add(key="max_positions", value=str(max_positions))
+    proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto)
     return proto
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def step_weight_bytes(model: MigrForEmotionReasoning) -> int:
+    """fp32 bytes the fused step stores: the decoder's parameters, a tied embedding/LM head twice."""
+    decoder = model.decoder
+    total = sum(p.numel() for p in decoder.parameters()) * 4
+    if decoder.lm_head.weight.data_ptr() == decoder.model.embed_tokens.weight.data_ptr():
+        total += decoder.lm_head.weight.numel() * 4
+    return int(total)
 
 
 def save_fused_step(model: MigrForEmotionReasoning, path: Path, precision: str) -> None:

@@ -36,10 +36,10 @@ import torch
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of
 from migr_rt.atomic import staged_folder, write_text_atomic
-from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
+from migr_rt.export.fused_step import MAX_INLINE_BYTES, save_fused_step, step_weight_bytes
 from migr_rt.export.fused_step import OPSET as FUSED_OPSET
 from migr_rt.export.fused_step import PRECISIONS as FUSED_PRECISIONS
-from migr_rt.export.fused_step import save_fused_step
+from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
 
@@ -232,8 +232,9 @@ def export_onnx(
 ) -> Manifest:
     """Export ``checkpoint`` to an ONNX artifact folder ``out`` (replaced atomically when complete).
 
-    ``fused_step=False`` traces the decoder step like the other graphs (the
-    reference the fused one is measured against).
+    ``fused_step=False`` traces the decoder step like the other graphs (as
+    fp16 always does; for an onnxruntime older than 1.22, which lacks opset
+    23, or a consumer that only needs the traced graphs' inputs and outputs).
     """
     if precision not in TOLERANCE:
         raise ValueError(f"precision {precision!r}: the onnx format supports {sorted(TOLERANCE)}")
@@ -252,7 +253,7 @@ def export_onnx(
         graphs = build_graphs(model)
         examples = example_inputs(model, batch=2)
         specs: dict[str, GraphSpec] = {}
-        fuse = fused_step and precision in FUSED_PRECISIONS
+        fuse = fused_step and precision in FUSED_PRECISIONS and step_weight_bytes(model) < MAX_INLINE_BYTES
         for i, (name, module) in enumerate(graphs.items(), 1):
             final = staging / f"{name}.onnx"
             if name == "step" and fuse:

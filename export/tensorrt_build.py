@@ -332,7 +332,8 @@ def build_tensorrt(
                                                                   dir=out.parent) as tmp:
         work = Path(tmp)
         say("onnx: export and parity check (fp32)")
-        export_onnx(checkpoint, work / "onnx", "fp32", check_parity=True, on_progress=say)
+        # TensorRT parses its own traced graphs; this export gives their I/O specs and torch parity
+        export_onnx(checkpoint, work / "onnx", "fp32", check_parity=True, on_progress=say, fused_step=False)
         onnx_manifest = read_artifact(work / "onnx")
         model = load_checkpoint(checkpoint)[0].float().eval()
         prompt = len(prefix_ids(model.config)) + 1

@@ -425,8 +425,8 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Stop after this many windows.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (onnxruntime).")
 @click.option("--face-tracking/--no-face-tracking", default=True, show_default=True,
-              help="Follow the face between sampled frames (one full detector scan per window) or scan every "
-                   "sampled frame in full.")
+              help="Follow the face between sampled frames (a full detector scan every 8 sampled frames or when "
+                   "the face is lost) or scan every sampled frame in full.")
 def run(camera: int | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
         checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
         max_rationale_tokens: int, as_json: bool, save: Path | None, view: bool, reconnect_timeout: float,

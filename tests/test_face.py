@@ -164,6 +164,38 @@ def test_detect_near_finds_the_face_only_near_the_box(rendered):
     assert det.detect_near(face, FaceBox(w - 20, h - 20, 20, 20)) == []
 
 
+def test_detect_near_on_a_downscaled_frame_finds_the_full_scans_face(rendered):
+    frames, _ = rendered
+    big = np.kron(frames[len(frames) // 2], np.ones((4, 4, 1), dtype=np.uint8))  # 640x640: scanned at 320
+    det = HaarFaceDetector()
+    (box,) = det.detect(big)[:1]
+    near = det.detect_near(big, box)
+    assert near and iou(near[0], box) > 0.7
+
+
+def test_detect_near_refuses_an_empty_box_and_ignores_one_off_the_frame(rendered):
+    frames, _ = rendered
+    face = frames[len(frames) // 2]
+    det = HaarFaceDetector()
+    with pytest.raises(ValueError, match="positive size"):
+        det.detect_near(face, FaceBox(10, 10, 0, 0))
+    assert det.detect_near(face, FaceBox(1000, 1000, 80, 80)) == []
+    assert det.detect_near(face, FaceBox(-500, -500, 60, 60)) == []
+
+
+def test_fresh_trackers_share_the_cascade_not_the_face(rendered):
+    from migr_rt.face import TrackingFaceDetector
+
+    frames, _ = rendered
+    inner = CountingHaar()
+    first = TrackingFaceDetector(inner, refresh=5)
+    assert first.detect(frames[0]) and first.detect(frames[1]) and (inner.full, inner.near) == (1, 1)
+    second = first.fresh()
+    assert second.inner is inner and second.refresh == 5
+    assert second.detect(frames[2]) and (inner.full, inner.near) == (2, 1)  # no face to follow yet: full scan
+    assert first.detect(frames[3]) and (inner.full, inner.near) == (2, 2)  # the first still follows its own
+
+
 def test_tracker_rejects_bad_settings():
     from migr_rt.face import TrackingFaceDetector
 

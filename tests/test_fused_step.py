@@ -100,6 +100,47 @@ def test_block_quantisation_round_trips_within_half_a_step(k):
     assert np.array_equal(back[3], np.zeros(k, np.float32))
 
 
+def test_int8_blocks_are_laid_out_as_matmulnbits_reads_them():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k, n = 80, 24  # k not a multiple of the block: the last block is padded
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    packed, scales, zero_points = quantize_blocks(w, INT8_BLOCK)
+    inits = [numpy_helper.from_array(a, name) for a, name in
+             ((packed, "b"), (scales, "scales"), (zero_points, "zp"), (bias, "bias"))]
+    # accuracy_level 0 multiplies in fp32: the product is exactly x @ dequantised weight
+    node = helper.make_node("MatMulNBits", ["x", "b", "scales", "zp", "", "bias"], ["y"], domain="com.microsoft",
+                            K=k, N=n, bits=8, block_size=INT8_BLOCK, accuracy_level=0)
+    graph = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])], initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    proto.ir_version = 10
+    x = rng.normal(size=(3, k)).astype(np.float32)
+    got = _session(proto).run(None, {"x": x})[0]
+    assert np.abs(got - (x @ dequantize_blocks(packed, scales, k).T + bias)).max() < 1e-4
+
+
+def test_fused_step_matches_torch_at_the_last_position(model, bundled_onnx):
+    # the rotary table's last row, where float rounding of the angles is largest
+    import onnx
+
+    text = model.config.text_config
+    limit = text.max_position_embeddings
+    gen = torch.Generator().manual_seed(3)
+    head_dim = text.hidden_size // text.num_attention_heads
+    shape = (text.num_hidden_layers, 1, text.num_key_value_heads, limit - 1, head_dim)
+    args = (torch.tensor([[7]]), torch.randn(shape, generator=gen), torch.randn(shape, generator=gen),
+            torch.ones(1, limit - 1, dtype=torch.bool))
+    with torch.no_grad():
+        expected = build_graphs(model)["step"](*args)
+    session = _session(onnx.load(str(bundled_onnx / "step.onnx")))
+    got = session.run(None, {n: a.numpy() for n, a in zip(NAMES, args)})
+    for g, e in zip(got[:3], expected[:3]):
+        assert np.abs(g - e.numpy()).max() < 1e-4
+
+
 def test_onnxruntime_backend_refuses_a_cache_past_the_rotary_table(bundled_onnx):
     from migr_rt.backends.base import DecoderState
     from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,13 +15,11 @@ import av
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
-from migr_rt.predict import default_checkpoint
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.sources import InputSpec, SourceSpec, demo_clip
 
@@ -102,8 +99,8 @@ def test_cli_on_an_mp4_matches_analyze_on_the_same_windows(runtime, clip_file):
     events = _events(result.stdout)
     assert not any(e["type"].startswith("rationale") for e in events)
     media = decode_media(clip_file, fps=25, sample_rate=16000)
-    full_scans = Runtime(backend=runtime.backend, config=RuntimeConfig(face_tracking=False))
-    _assert_windows_match_analyze(full_scans, events, media.frames, media.audio)
+    with Runtime(backend=runtime.backend, config=RuntimeConfig(face_tracking=False)) as full_scans:
+        _assert_windows_match_analyze(full_scans, events, media.frames, media.audio)
     windows = [e for e in events if e["type"] == "window"]
     assert len(windows) == 5 and all(e["present"] == {"visual": True, "audio": True} for e in windows)
 
@@ -235,6 +232,12 @@ def test_analyze_is_thread_safe(runtime, clip_file):
         t.join()
     for i, mi in results.items():
         assert mi == pytest.approx(expected[i % 5], abs=1e-6)
+
+
+def test_a_rationale_longer_than_the_models_positions_is_refused_up_front(runtime):
+    limit = runtime.model_config.text_config.max_position_embeddings
+    with pytest.raises(ValueError, match=r"max_rationale_tokens=%d: .*positions end at %d" % (limit, limit)):
+        Runtime(backend=runtime.backend, config=RuntimeConfig(max_rationale_tokens=limit))
 
 
 def test_bad_inputs_are_clear_errors(runtime, tmp_path):

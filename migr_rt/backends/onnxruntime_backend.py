@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 ENCODER_GRAPHS = ("visual_frames", "visual_pool", "audio")
 #: Graphs of the rationale's decoding loop.
 DECODER_GRAPHS = ("prefill", "step")
-#: A step graph smaller than this decodes on one thread by default (see ``decode_threads``).
+#: A decoder with fewer fp32 weight bytes than this decodes on one thread by default (see ``decode_threads``).
 SMALL_DECODER_BYTES = 64 * 2**20
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -37,6 +37,15 @@ def _ort():
     except ImportError as exc:
         raise BackendUnavailable("onnxruntime is not installed: pip install 'migr-rt[onnx]'") from exc
     return onnxruntime
+
+
+def _decoder_bytes(config: MigrConfig) -> int:
+    """fp32 bytes of the decoder's weights, from its shape (the graph files may keep weights elsewhere)."""
+    t = config.text_config
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    attention = t.hidden_size * head_dim * (2 * t.num_attention_heads + 2 * t.num_key_value_heads)
+    mlp = 3 * t.hidden_size * t.intermediate_size
+    return 4 * (t.num_hidden_layers * (attention + mlp) + t.vocab_size * t.hidden_size)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -72,8 +81,7 @@ class OnnxRuntimeBackend(Backend):
         # A small decoder's step is a few hundred tiny operators: on more than one thread their hand-offs cost
         # more than they save, and the pool's spinning between steps takes a core from the face detector and
         # the capture threads (window -> full rationale 136 -> 81 ms on 2 cores). Large decoders keep `threads`.
-        step_bytes = (self.folder / self.manifest.graphs["step"].file).stat().st_size
-        if decode_threads is None and (threads is None or threads > 1) and step_bytes < SMALL_DECODER_BYTES:
+        if decode_threads is None and (threads is None or threads > 1) and _decoder_bytes(self.config) < SMALL_DECODER_BYTES:
             decode_threads = 1
         decoding = options
         if decode_threads:

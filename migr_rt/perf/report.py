@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from migr_rt.atomic import atomic_output, write_text_atomic
 from migr_rt.perf.bench import HF, SHARED
+
+logger = logging.getLogger(__name__)
 
 GB = 1e9
 
@@ -344,13 +347,18 @@ def write_results(result: dict, out: str | Path, stem: str = "bench", command: s
     """``<stem>.json``, ``<stem>.md``, ``<stem>_latency_cdf.png`` and ``<stem>_mi_variants.png`` in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {"latency_cdf": plot_latency_cdf(result, out / f"{stem}_latency_cdf.png"),
-             "mi_variants": plot_mi_variants(result, out / f"{stem}_mi_variants.png")}
-    files = {"json": write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2, sort_keys=True) + "\n"),
-             "markdown": write_text_atomic(out / f"{stem}.md", markdown(result, {k: str(p) for k, p in plots.items()},
-                                                                        command)),
-             **plots}
-    return files
+    # the measurements first: a machine without matplotlib still keeps them
+    files = {"json": write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")}
+    plots = {"latency_cdf": out / f"{stem}_latency_cdf.png", "mi_variants": out / f"{stem}_mi_variants.png"}
+    try:
+        plot_latency_cdf(result, plots["latency_cdf"])
+        plot_mi_variants(result, plots["mi_variants"])
+    except ImportError as exc:
+        logger.warning("no plots (%s): install matplotlib", exc)
+        plots = {}
+    files["markdown"] = write_text_atomic(out / f"{stem}.md", markdown(result, {k: str(p) for k, p in plots.items()},
+                                                                      command))
+    return {**files, **plots}
 
 
 __all__ = ["fmt_ms", "markdown", "plot_latency_cdf", "plot_mi_variants", "terminal_table", "write_results"]

@@ -36,11 +36,16 @@ def machine_info() -> dict:
 
 
 def git_commit() -> str:
+    """The checkout's commit (``+uncommitted`` with code changes); ``MIGR_RT_COMMIT`` where there is no git."""
+    if os.environ.get("MIGR_RT_COMMIT"):
+        return os.environ["MIGR_RT_COMMIT"]
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,  # noqa: E731
                                         check=True, timeout=10).stdout.strip()
         commit = run("rev-parse", "--short", "HEAD")
-        return commit + ("+uncommitted" if run("status", "--porcelain", "--untracked-files=no") else "")
+        # benchmark outputs written by an earlier run are not code changes
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+        return commit + ("+uncommitted" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -30,6 +30,7 @@ class Timed:
         self.call, self.reset = call, reset
 
     def __call__(self) -> float:
+        _sync()  # nothing queued before (a reset, the previous call) is counted in this call
         t0 = time.perf_counter()
         self.call()
         _sync()  # GPU work is asynchronous: a call is done when its kernels are

@@ -58,8 +58,8 @@ class RuntimeConfig:
     reconnect_timeout: float = 10.0
     max_pending_windows: int = 2
     face_margin: float = 0.15
-    #: follow the face between sampled frames (one full scan per window, ~4x less face time); False: a full
-    #: cascade scan of every sampled frame, so a frame's box depends on that frame only
+    #: follow the face between sampled frames (a full scan every 8 sampled frames or when the face is lost,
+    #: ~3x less face time); False: a full cascade scan of every sampled frame, so a box depends on its frame only
     face_tracking: bool = True
 
     def __post_init__(self) -> None:
@@ -116,8 +116,14 @@ class Runtime:
         self.backend = backend if isinstance(backend, Backend) else load_backend(self.path, backend, threads=threads)
         self.model_config = self.backend.config
         self.config = config or RuntimeConfig()
+        longest = len(rationale_prompt(self.model_config, self.model_config.modalities[0])[0])
+        positions = self.model_config.text_config.max_position_embeddings
+        if longest + self.config.max_rationale_tokens > positions:
+            raise ValueError(f"max_rationale_tokens={self.config.max_rationale_tokens}: a rationale prompt has "
+                             f"{longest} tokens and this model's positions end at {positions}; use at most "
+                             f"{positions - longest}")
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
-        # Tracking: one full cascade scan per window, the other sampled frames searched near the last face.
+        # Tracking: a full cascade scan now and then, the other sampled frames searched near the last face.
         if detector is None:
             detector = TrackingFaceDetector() if self.config.face_tracking else HaarFaceDetector()
         self.detector = detector
@@ -165,7 +171,7 @@ class Runtime:
         with self._lock:
             self._check_open()
             start = time.monotonic()
-            self._reset_detector()  # each window on its own: the same window gives the same event
+            detector = self._new_detector()  # each window on its own: the same window gives the same event
             features = None
             if frames is not None and len(frames):
                 frames = np.asarray(frames)
@@ -173,7 +179,7 @@ class Runtime:
                     raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
                 index = [min(k, len(frames) - 1) for k in plan.sample_indices(window_start)]
                 unique = sorted(set(index))
-                cache = dict(zip(unique, self._frame_features([frames[k] for k in unique])))
+                cache = dict(zip(unique, self._frame_features([frames[k] for k in unique], detector)))
                 features = [cache[k] for k in index]
             samples = None
             if audio is not None and len(audio):
@@ -226,7 +232,7 @@ class Runtime:
                          modalities=list(self.model_config.modalities), has_video=has_video, has_audio=has_audio,
                          realtime=spec.realtime)
         with self._lock:
-            self._reset_detector()  # a new stream: the first sampled frame gets a full scan
+            detector = self._new_detector()  # this stream's: the first sampled frame gets a full scan
         for capture in captures:
             capture.start()
         try:
@@ -242,7 +248,7 @@ class Runtime:
                     t = time.monotonic()
                     with self._lock:
                         self._check_open()
-                        for (k, _), feature in zip(frames, self._frame_features([f for _, f in frames])):
+                        for (k, _), feature in zip(frames, self._frame_features([f for _, f in frames], detector)):
                             cache[k] = feature
                     face_ms = (time.monotonic() - t) * 1e3
                 if ticket is None:
@@ -291,12 +297,22 @@ class Runtime:
         yield make_event("end", reason=reason, windows=windows, drops=buffer.counters.as_dict())
 
     # -- shared analysis ---------------------------------------------------------------------------------------------
-    def _reset_detector(self) -> None:
+    def _new_detector(self) -> FaceDetector:
+        """The detector of one stream or one ``analyze`` call.
+
+        A tracking detector gives each its own tracker (``fresh``), so streams
+        and calls never follow each other's faces; one that can only be
+        ``reset`` is reset; any other is used as it is.
+        """
+        fresh = getattr(self.detector, "fresh", None)
+        if callable(fresh):
+            return fresh()
         reset = getattr(self.detector, "reset", None)
         if callable(reset):
             reset()
+        return self.detector
 
-    def _frame_features(self, frames: list[np.ndarray]) -> list[FrameFeature]:
+    def _frame_features(self, frames: list[np.ndarray], detector: FaceDetector) -> list[FrameFeature]:
         """Detect, crop and embed frames in stream order (a tracking detector follows the face across them).
 
         Each sampled frame is processed once and its feature reused by every
@@ -304,7 +320,7 @@ class Runtime:
         """
         if not frames:
             return []
-        crops, boxes = zip(*(face_crop(frame, self.detector, self.model_config.face_size, self.config.face_margin)
+        crops, boxes = zip(*(face_crop(frame, detector, self.model_config.face_size, self.config.face_margin)
                              for frame in frames))
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
         embeddings = self.backend.encode_frames(pixels)
