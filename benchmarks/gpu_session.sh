@@ -33,7 +33,8 @@ $py -c "import av, cv2, transformers, migr_rt.export.fused_step, migr_rt.kernels
 cat "$out/gpu_tests.log"
 rc=0
 timeout "${MIGR_GPU_TESTS_S:-120}" $py -m pytest -q -p no:cacheprovider -m gpu \
-    tests/test_kernels_masked_attention.py tests/test_kernels_fused_mi.py tests/test_kernels_scoring.py 2>&1 \
+    tests/test_kernels_masked_attention.py tests/test_kernels_fused_mi.py tests/test_kernels_scoring.py \
+    tests/test_graph_decode.py 2>&1 \
     | tee -a "$out/gpu_tests.log" | tail -25 || rc=1
 timeout "${MIGR_GPU_KERNELS_S:-240}" $py benchmarks/mi_kernels.py --device cuda --out "$out" 2>&1 | tail -40 || rc=1
 timeout "${MIGR_GPU_BENCH_S:-180}" $py benchmarks/bench_report.py --device cuda --backends torch \

@@ -35,7 +35,6 @@ graph removes the CPU launch overhead that dominates a small decoder at B=1).
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from migr_rt.backends.graph_decode import cuda_graphs_default
 from migr_rt.kernels.fused_mi import fused_mi
 from migr_rt.kernels.masked_attention import LAYOUT_FIELDS, masked_attention_rows, suffix_layout, suffix_rows
 from migr_rt.model.graphs import ScoringGraph
@@ -179,11 +179,6 @@ def fused_scoring(
     logits = hidden @ dec.lm_head.weight[graph.label_ids].T  # (B, 1+M, C)
     log_probs, _, mi, importance, dominant = fused_mi(logits, present)
     return log_probs, mi, importance, dominant
-
-
-def cuda_graphs_default() -> bool:
-    """CUDA-graph capture is on unless ``MIGR_RT_CUDA_GRAPHS=0``."""
-    return os.environ.get("MIGR_RT_CUDA_GRAPHS", "1") != "0"
 
 
 class KernelScoring(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from migr_rt.backends.base import Backend, DecoderState, ModalityTokens, importance_result
+from migr_rt.backends.graph_decode import StaticDecoder, cuda_graphs_default
 from migr_rt.kernels import kernels_wanted
 from migr_rt.mi import ModalityImportance
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
@@ -16,9 +17,12 @@ from migr_rt.model.graphs import build_graphs
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: MigrForEmotionReasoning, *, kernels: bool | None = None) -> None:
+    def __init__(self, model: MigrForEmotionReasoning, *, kernels: bool | None = None,
+                 cuda_graphs: bool | None = None) -> None:
         """``kernels``: score MI on the Triton kernels (+ CUDA graphs); ``None`` = on CUDA when Triton imports,
-        unless ``MIGR_RT_KERNELS=0`` (see :func:`migr_rt.kernels.kernels_wanted`)."""
+        unless ``MIGR_RT_KERNELS=0`` (see :func:`migr_rt.kernels.kernels_wanted`). ``cuda_graphs``: decode
+        rationales from CUDA graphs over a static cache (:mod:`migr_rt.backends.graph_decode`); ``None`` = on
+        CUDA unless ``MIGR_RT_CUDA_GRAPHS=0``."""
         super().__init__(model.config)
         self.model = model.eval()
         self.device = model.device
@@ -29,6 +33,14 @@ class TorchBackend(Backend):
             from migr_rt.kernels.scoring import KernelScoring
 
             self.kernel_scoring = KernelScoring(self.graphs["scoring"])
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda" and cuda_graphs_default()
+        if cuda_graphs and self.device.type != "cuda":
+            raise RuntimeError(f"cuda_graphs=True needs the model on a CUDA device; it is on {self.device}")
+        self.cuda_graphs = bool(cuda_graphs)
+        self.static_decoder = (StaticDecoder(self.graphs["step"].decoder,
+                                             model.config.text_config.max_position_embeddings, cuda_graphs=True)
+                               if self.cuda_graphs else None)
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "cpu", *, kernels: bool | None = None) -> TorchBackend:
@@ -37,7 +49,9 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         kernels = ", MI on triton kernels" if self.kernels else ""
-        return f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}{kernels}"
+        graphs = ", decoding from CUDA graphs" if self.cuda_graphs else ""
+        return (f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}"
+                f"{kernels}{graphs}")
 
     def _run(self, name: str, *args: torch.Tensor):
         graph = self.kernel_scoring if name == "scoring" and self.kernels else self.graphs[name]
@@ -63,6 +77,9 @@ class TorchBackend(Backend):
         return logits.cpu(), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+        if self.static_decoder is not None:
+            logits, state = self.static_decoder.step(token.to(self.device), state)
+            return logits.cpu(), state
         logits, keys, values, key_visible = self._run(
             "step", token.reshape(-1, 1), state.keys, state.values, state.key_visible)
         return logits.cpu(), DecoderState(keys, values, key_visible)

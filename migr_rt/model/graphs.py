@@ -83,11 +83,19 @@ class KVDecoder(nn.Module):
         key_visible: torch.Tensor,
         past_keys: torch.Tensor | None = None,
         past_values: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        slot: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Hidden states ``(B, Q, H)`` after the final norm, and the whole cache ``(layers, B, kv, T, D)``.
 
         ``key_visible`` ``(B, T)`` covers past and new keys; queries see
         visible keys at or before their own position.
+
+        With ``slot`` (a ``(1,)`` long tensor, one new token) ``past_keys``/
+        ``past_values`` are fixed-size buffers ``(layers, B, kv, T_max, D)``:
+        the new key and value are written into that slot in place and the
+        token attends over the whole buffer as ``key_visible`` allows (unused
+        slots invisible). No tensor changes shape from one step to the next,
+        so the step can be captured in a CUDA graph; no cache is returned.
         """
         bsz, q_len, _ = embeds.shape
         k_len = key_visible.shape[1]
@@ -107,11 +115,16 @@ class KVDecoder(nn.Module):
             k = attn.k_proj(h).view(bsz, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(bsz, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            if past_keys is not None:
-                k = torch.cat([past_keys[i], k], dim=2)
-                v = torch.cat([past_values[i], v], dim=2)
-            keys.append(k)
-            values.append(v)
+            if slot is not None:
+                past_keys[i].index_copy_(2, slot, k)
+                past_values[i].index_copy_(2, slot, v)
+                k, v = past_keys[i], past_values[i]
+            else:
+                if past_keys is not None:
+                    k = torch.cat([past_keys[i], k], dim=2)
+                    v = torch.cat([past_values[i], v], dim=2)
+                keys.append(k)
+                values.append(v)
             kk = k.repeat_interleave(group, dim=1)
             vv = v.repeat_interleave(group, dim=1)
             scores = (q @ kk.transpose(-1, -2)).float() * scale
@@ -122,6 +135,8 @@ class KVDecoder(nn.Module):
             h = self._rms(x, layer.post_attention_layernorm.weight)
             mlp = layer.mlp
             x = x + mlp.down_proj(nn.functional.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        if slot is not None:
+            return self._rms(x, self.norm.weight), None, None
         return self._rms(x, self.norm.weight), torch.stack(keys), torch.stack(values)
 
 

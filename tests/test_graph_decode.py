@@ -1,0 +1,115 @@
+"""Decoding over a static cache (the torch backend's CUDA-graph path) against the functional step graph.
+
+On a CPU the static step runs eagerly: the cache layout, slot writes, masks
+and state hand-over are what is compared. Capture and replay need a GPU
+(``gpu`` marker).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from migr_rt.backends.base import DecoderState
+from migr_rt.backends.graph_decode import StaticDecoder
+from migr_rt.backends.torch_backend import TorchBackend
+from migr_rt.export.onnx_export import example_inputs
+from migr_rt.model import load_checkpoint
+from migr_rt.model.graphs import build_graphs
+from migr_rt.model.layout import prefix_ids
+from migr_rt.predict import default_checkpoint
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA-graph capture)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(default_checkpoint())[0].float().eval()
+
+
+def _prefill_state(model, batch: int, hide_audio: bool) -> tuple[torch.Tensor, DecoderState]:
+    token, keys, values, key_visible = example_inputs(model, batch, seed=batch)["step"]
+    if hide_audio:  # a hidden modality stays invisible to every later token
+        ids = torch.tensor(prefix_ids(model.config) + [model.config.special_token_ids["think_start"]])
+        key_visible = key_visible & (ids != model.config.special_token_ids["aud_token"])[None]
+    return token, DecoderState(keys, values, key_visible)
+
+
+def _functional(model, token, state, steps):
+    step = build_graphs(model)["step"]
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            logits, keys, values, visible = step(token, state.keys, state.values, state.key_visible)
+            state = DecoderState(keys, values, visible)
+            out.append((logits, state))
+            token = logits.argmax(-1, keepdim=True)
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("hide_audio", [False, True])
+def test_static_steps_match_the_functional_step(model, batch, hide_audio):
+    token, state = _prefill_state(model, batch, hide_audio)
+    expected = _functional(model, token, state, steps=6)
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    for logits_ref, state_ref in expected:
+        logits, state = static.step(token, state)
+        assert torch.allclose(logits, logits_ref, atol=1e-5)
+        assert state.length == state_ref.length
+        assert torch.equal(state.key_visible, state_ref.key_visible)
+        assert torch.allclose(state.keys, state_ref.keys, atol=1e-6)
+        assert torch.allclose(state.values, state_ref.values, atol=1e-6)
+        token = logits.argmax(-1, keepdim=True)
+
+
+def test_any_earlier_state_can_be_continued_again(model):
+    # the benchmark's pattern: the same state stepped many times; and a new prefill after a rationale
+    token, prefill = _prefill_state(model, 1, hide_audio=False)
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    first, state = static.step(token, prefill)
+    nxt = first.argmax(-1, keepdim=True)
+    second, _ = static.step(nxt, state)
+    for _ in range(3):  # `state` is a view of the buffers the later steps wrote past: still the same answer
+        again, _ = static.step(nxt, state)
+        assert torch.equal(again, second)
+    restart, _ = static.step(token, prefill)  # back to the prefill: copied in again
+    assert torch.equal(restart, first)
+
+
+def test_a_full_static_cache_is_a_clear_error(model):
+    token, state = _prefill_state(model, 1, hide_audio=False)
+    static = StaticDecoder(build_graphs(model)["step"].decoder, state.length, cuda_graphs=False)
+    with pytest.raises(ValueError, match=f"cache holds {state.length} tokens: the static cache has {state.length} slots"):
+        static.step(token, state)
+    with pytest.raises(ValueError, match="at least 2 cache slots"):
+        StaticDecoder(build_graphs(model)["step"].decoder, 1, cuda_graphs=False)
+
+
+def test_cuda_graphs_need_a_cuda_model(model):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the refusal is for CPU-only machines")
+    with pytest.raises(RuntimeError, match="cuda_graphs=True needs the model on a CUDA device"):
+        TorchBackend(model, cuda_graphs=True)
+    assert TorchBackend(model).cuda_graphs is False
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_graph_decoding_gives_the_cpu_tokens():
+    from migr_rt.backends.decode import greedy_decode
+
+    cpu = TorchBackend.from_checkpoint(default_checkpoint())
+    gpu = TorchBackend(load_checkpoint(default_checkpoint(), device="cuda")[0].eval(), cuda_graphs=True)
+    assert gpu.static_decoder is not None
+    gen = torch.Generator().manual_seed(4)
+    cfg = cpu.config
+    pixels = torch.rand(2, cfg.num_frames, 3, cfg.face_size, cfg.face_size, generator=gen)
+    audio = 0.1 * torch.randn(2, int(cfg.sample_rate * cfg.audio_seconds), generator=gen)
+    present = torch.tensor([[True, True], [True, False]])
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["think_start"]]] * 2)
+    for _ in range(2):  # the second rationale replays the graph captured during the first
+        a = greedy_decode(cpu, ids, cpu.encode(pixels, audio), present, max_new_tokens=48)
+        b = greedy_decode(gpu, ids, gpu.encode(pixels, audio), present, max_new_tokens=48)
+        assert torch.equal(a.tokens, b.tokens)
+    assert gpu.static_decoder._slots[2].graph is not None
