@@ -35,6 +35,7 @@ checkpoints. The GRPO KL reference stays a replicated frozen copy.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -176,6 +177,7 @@ def current() -> Distributed:
     # The training loops keep every tensor on the CPU (windows, models, losses), so the process group is gloo
     # on any machine; with NCCL the CPU all-reduces would fail. GPU training is not wired yet.
     state = PartialState(cpu=True)
+    _destroy_group_at_exit()
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if fsdp and os.environ.get("FSDP_VERSION", "2") != "2":
         logger.info("FSDP: sharding with FSDP2 (fully_shard); --fsdp_version %s is not used", os.environ["FSDP_VERSION"])
@@ -183,6 +185,22 @@ def current() -> Distributed:
         rank=state.process_index, world_size=state.num_processes, fsdp=fsdp,
         reshard_after_forward=os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false",
     )
+
+
+@lru_cache(maxsize=1)
+def _destroy_group_at_exit() -> None:
+    """Tear the process group down before the interpreter does.
+
+    Left to interpreter shutdown, a rank that finishes first (the ones that
+    do not write the checkpoint) can abort in the group's thread destructors
+    ("terminate called without an active exception", exit -6).
+    """
+
+    def destroy() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(destroy)
 
 
 def full_tensor(value: torch.Tensor) -> torch.Tensor:
