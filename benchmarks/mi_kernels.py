@@ -83,10 +83,6 @@ def bench_graph(size: str, num_visual: int, num_audio: int, device: str, dtype: 
     return ScoringGraph(model).eval().to(device)
 
 
-def _label_log_probs(graph: ScoringGraph, hidden_last: torch.Tensor) -> torch.Tensor:
-    return (hidden_last @ graph.decoder.lm_head.weight[graph.label_ids].T).float().log_softmax(dim=-1)
-
-
 def plain_forward(graph: ScoringGraph, visual: torch.Tensor, audio: torch.Tensor, present: torch.Tensor):
     """One forward of the B windows with every modality visible: label log-probs only."""
     bsz = visual.shape[0]
@@ -95,7 +91,7 @@ def plain_forward(graph: ScoringGraph, visual: torch.Tensor, audio: torch.Tensor
     positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
     visible = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
     hidden, _, _ = graph.decoder.run(embeds, positions, visible)
-    return _label_log_probs(graph, hidden[:, -1])
+    return graph.label_log_probs(hidden[:, -1])
 
 
 def separate_forwards(graph: ScoringGraph, visual: torch.Tensor, audio: torch.Tensor, present: torch.Tensor):
@@ -109,7 +105,7 @@ def separate_forwards(graph: ScoringGraph, visual: torch.Tensor, audio: torch.Te
     for v in range(graph.variants):
         key_visible = graph.decoder.key_visibility(ids, visibility[:, v])
         hidden, _, _ = graph.decoder.run(embeds, positions, key_visible)
-        log_probs.append(_label_log_probs(graph, hidden[:, -1]))
+        log_probs.append(graph.label_log_probs(hidden[:, -1]))
     log_probs = torch.stack(log_probs, dim=1)
     target = log_probs[:, 0].argmax(dim=-1)
     return (log_probs, *importance_from_log_probs(log_probs, target, present))
@@ -142,14 +138,8 @@ def _sdpa_decoder(dec: KVDecoder, embeds: torch.Tensor, positions: torch.Tensor,
 def sdpa_copies(graph: ScoringGraph, visual: torch.Tensor, audio: torch.Tensor, present: torch.Tensor):
     """(b) one forward of B(1+M) materialised copies, SDPA with a boolean mask, then MI."""
     bsz = visual.shape[0]
-    ids = graph.ids[None].expand(bsz, -1)
-    embeds = graph.embedder(ids, visual, audio)
-    visible = variant_visibility(present).reshape(bsz * graph.variants, -1)
-    rows = ids.repeat_interleave(graph.variants, dim=0)
-    key_visible = graph.decoder.key_visibility(rows, visible)
-    positions = torch.arange(rows.shape[1], device=rows.device)[None].expand_as(rows)
-    hidden = _sdpa_decoder(graph.decoder, embeds.repeat_interleave(graph.variants, dim=0), positions, key_visible)
-    log_probs = _label_log_probs(graph, hidden[:, -1]).reshape(bsz, graph.variants, -1)
+    hidden = _sdpa_decoder(graph.decoder, *graph.variant_rows(visual, audio, present))
+    log_probs = graph.label_log_probs(hidden[:, -1]).reshape(bsz, graph.variants, -1)
     target = log_probs[:, 0].argmax(dim=-1)
     return (log_probs, *importance_from_log_probs(log_probs, target, present))
 

@@ -186,9 +186,7 @@ def _quiet_exporter_logs() -> None:
 
 def parity_report(folder: Path, model: MigrForEmotionReasoning, batch: int = 3, greedy_steps: int = 24) -> dict[str, float]:
     """Max |onnxruntime - torch| per graph on fresh inputs, and greedy decoding agreement (1.0 = same tokens)."""
-    from migr_rt.backends.decode import greedy_decode
     from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from migr_rt.backends.torch_backend import TorchBackend
 
     ort_backend = OnnxRuntimeBackend(folder, providers=["CPUExecutionProvider"])
     graphs = build_graphs(model)
@@ -206,19 +204,27 @@ def parity_report(folder: Path, model: MigrForEmotionReasoning, batch: int = 3, 
         exact = [bool(np.array_equal(g, e)) for g, e in pairs if e.dtype.kind != "f"]
         if exact:
             report[f"{name}_discrete_equal"] = float(all(exact))
-    # Greedy rationale of real-looking windows: the tokens, not only the logits, must agree.
-    cfg = model.config
-    args = example_inputs(model, batch, seed=2)
-    torch_backend = TorchBackend(model)
-    ids = args["prefill"][0]
-    results = []
-    for backend in (torch_backend, ort_backend):
-        tokens = backend.encode(args["visual_frames"][0].reshape(batch, cfg.num_frames, *args["visual_frames"][0].shape[1:]),
-                                args["audio"][0])
-        results.append(greedy_decode(backend, ids, tokens, args["prefill"][3], max_new_tokens=greedy_steps,
-                                     stop_token_ids=()).tokens)
-    report["greedy_tokens_equal"] = float(torch.equal(results[0], results[1]))
+    report["greedy_tokens_equal"] = greedy_tokens_equal(ort_backend, model, batch, greedy_steps)
     return report
+
+
+def greedy_tokens_equal(backend, model: MigrForEmotionReasoning, batch: int, steps: int) -> float:
+    """1.0 when ``backend`` decodes the same greedy rationales as torch on real-looking windows, else 0.0.
+
+    The tokens, not only the logits, must agree (shared by the onnxruntime
+    and TensorRT parity checks).
+    """
+    from migr_rt.backends.decode import greedy_decode
+    from migr_rt.backends.torch_backend import TorchBackend
+
+    cfg, args = model.config, example_inputs(model, batch, seed=2)
+    frames = args["visual_frames"][0]
+    results = []
+    for b in (TorchBackend(model), backend):
+        tokens = b.encode(frames.reshape(batch, cfg.num_frames, *frames.shape[1:]), args["audio"][0])
+        results.append(greedy_decode(b, args["prefill"][0], tokens, args["prefill"][3], max_new_tokens=steps,
+                                     stop_token_ids=()).tokens)
+    return float(torch.equal(results[0], results[1]))
 
 
 def export_onnx(

@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from migr_rt.export.onnx_export import GRAPH_IO, export_graph, topological_sort, example_inputs, export_onnx
+from migr_rt.export.onnx_export import (GRAPH_IO, example_inputs, export_graph, export_onnx, greedy_tokens_equal,
+                                        topological_sort)
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of
 from migr_rt.atomic import staged_folder, write_text_atomic
@@ -274,9 +275,6 @@ def _build_engine(onnx_path: Path, shapes: dict[str, tuple[Shape, Shape, Shape]]
 
 def engine_parity(backend: TensorRTBackend, model: MigrForEmotionReasoning, batch: int = 3) -> dict[str, float]:
     """Max |TensorRT - torch| per graph on fresh inputs, and greedy decoding agreement (1.0 = same tokens)."""
-    from migr_rt.backends.decode import greedy_decode
-    from migr_rt.backends.torch_backend import TorchBackend
-
     graphs = build_graphs(model)
     report = {}
     for name, args in example_inputs(model, batch, seed=1).items():
@@ -289,14 +287,7 @@ def engine_parity(backend: TensorRTBackend, model: MigrForEmotionReasoning, batc
         exact = [torch.equal(g, e) for g, e in zip(got, expected) if not e.is_floating_point()]
         if exact:
             report[f"{name}_discrete_equal"] = float(all(exact))
-    cfg, args = model.config, example_inputs(model, batch, seed=2)
-    frames = args["visual_frames"][0]
-    results = []
-    for b in (TorchBackend(model), backend):
-        tokens = b.encode(frames.reshape(batch, cfg.num_frames, *frames.shape[1:]), args["audio"][0])
-        results.append(greedy_decode(b, args["prefill"][0], tokens, args["prefill"][3], max_new_tokens=PARITY_STEPS,
-                                     stop_token_ids=()).tokens)
-    report["greedy_tokens_equal"] = float(torch.equal(results[0], results[1]))
+    report["greedy_tokens_equal"] = greedy_tokens_equal(backend, model, batch, PARITY_STEPS)
     return report
 
 

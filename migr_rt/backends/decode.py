@@ -21,6 +21,13 @@ class Decoded:
     lengths: torch.Tensor  #: (B,) tokens generated per row, its stop token included
 
 
+def _stops(config, stop_token_ids: Sequence[int] | None) -> torch.Tensor:
+    """The ids that end a row: ``stop_token_ids``, by default the answer's end tag and eos."""
+    if stop_token_ids is None:
+        stop_token_ids = (config.special_token_ids["answer_end"], config.special_token_ids["eos"])
+    return torch.tensor(list(stop_token_ids), dtype=torch.long)
+
+
 def iter_greedy(
     backend: Backend,
     input_ids: torch.Tensor,
@@ -37,9 +44,7 @@ def iter_greedy(
     (that is how a stale rationale is cancelled).
     """
     cfg = backend.config
-    if stop_token_ids is None:
-        stop_token_ids = (cfg.special_token_ids["answer_end"], cfg.special_token_ids["eos"])
-    stops = torch.tensor(list(stop_token_ids), dtype=torch.long)
+    stops = _stops(cfg, stop_token_ids)
     pad = torch.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=torch.long)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
     logits, state = backend.prefill(input_ids, tokens, visible)
@@ -71,8 +76,7 @@ def greedy_decode(
     """
     bsz = input_ids.shape[0]
     cfg = backend.config
-    stops = torch.tensor(list(stop_token_ids if stop_token_ids is not None else
-                              (cfg.special_token_ids["answer_end"], cfg.special_token_ids["eos"])), dtype=torch.long)
+    stops = _stops(cfg, stop_token_ids)
     steps: list[torch.Tensor] = []
     lengths = torch.zeros(bsz, dtype=torch.long)
     done = torch.zeros(bsz, dtype=torch.bool)

@@ -39,6 +39,18 @@ def _ort():
     return onnxruntime
 
 
+def _session_options(ort, threads: int | None, spinning: bool):
+    options = ort.SessionOptions()
+    # The graphs were optimised at export; basic fusions again are cheap and safe for any machine.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _decoder_bytes(config: MigrConfig) -> int:
     """fp32 bytes of the decoder's weights, from its shape (the graph files may keep weights elsewhere)."""
     t = config.text_config
@@ -62,34 +74,17 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(f"{self.folder}: a {self.manifest.format} artifact; the onnxruntime backend reads onnx ones")
         super().__init__(MigrConfig.from_dict(self.manifest.model_config))
         wanted = list(providers) if providers else [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
-        options = ort.SessionOptions()
-        # The graphs were optimised at export; basic fusions again are cheap and safe for any machine.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
         # Idle intra-op threads spin for a while after each run. That pays off for the decoder graphs, called
         # back to back in the decoding loop (step 0.32 vs 0.41 ms here), but the three encoder graphs run one
         # after the other, and each one's spinning pool steals the cores from the next (encode 7.3 vs 3.5 ms).
-        quiet = ort.SessionOptions()
-        quiet.graph_optimization_level, quiet.log_severity_level = options.graph_optimization_level, 3
-        if threads:
-            quiet.intra_op_num_threads = threads
-        quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if not spinning:
-            options = quiet
+        options = _session_options(ort, threads, spinning)
+        quiet = _session_options(ort, threads, spinning=False)
         # A small decoder's step is a few hundred tiny operators: on more than one thread their hand-offs cost
         # more than they save, and the pool's spinning between steps takes a core from the face detector and
         # the capture threads (window -> full rationale 136 -> 81 ms on 2 cores). Large decoders keep `threads`.
         if decode_threads is None and (threads is None or threads > 1) and _decoder_bytes(self.config) < SMALL_DECODER_BYTES:
             decode_threads = 1
-        decoding = options
-        if decode_threads:
-            decoding = ort.SessionOptions()
-            decoding.graph_optimization_level, decoding.log_severity_level = options.graph_optimization_level, 3
-            decoding.intra_op_num_threads = decode_threads
-            if not spinning:
-                decoding.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        decoding = _session_options(ort, decode_threads, spinning) if decode_threads else options
         self.decode_threads = decode_threads or threads
         # The fused step looks rotary angles up in a table as long as the model's positions.
         fused = str(self.manifest.extra.get("step_graph", "")).startswith("fused")

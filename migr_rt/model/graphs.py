@@ -210,9 +210,10 @@ class ScoringGraph(nn.Module):
         self.register_buffer("label_ids", torch.tensor(model.config.label_token_ids, dtype=torch.long), persistent=False)
         self.variants = 1 + model.config.num_modalities
 
-    def forward(
+    def variant_rows(
         self, visual_tokens: torch.Tensor, audio_tokens: torch.Tensor, present: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``B * (1+M)`` decoder rows of the variants: embeddings, positions and key visibility."""
         bsz = visual_tokens.shape[0]
         ids = self.ids[None].expand(bsz, -1)
         embeds = self.embedder(ids, visual_tokens, audio_tokens)
@@ -220,10 +221,19 @@ class ScoringGraph(nn.Module):
         rows = ids.repeat_interleave(self.variants, dim=0)
         key_visible = self.decoder.key_visibility(rows, visible)
         positions = torch.arange(rows.shape[1], device=rows.device)[None].expand_as(rows)
+        return embeds.repeat_interleave(self.variants, dim=0), positions, key_visible
+
+    def label_log_probs(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over the label tokens of the answer slot's hidden states ``(..., H)``."""
+        return (hidden_last @ self.decoder.lm_head.weight[self.label_ids].T).float().log_softmax(dim=-1)
+
+    def forward(
+        self, visual_tokens: torch.Tensor, audio_tokens: torch.Tensor, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        bsz = visual_tokens.shape[0]
         # Only the answer slot (the last position) is read; the decoder still needs every position as keys.
-        hidden, _, _ = self.decoder.run(embeds.repeat_interleave(self.variants, dim=0), positions, key_visible)
-        weight = self.decoder.lm_head.weight[self.label_ids]
-        log_probs = (hidden[:, -1] @ weight.T).float().log_softmax(dim=-1).reshape(bsz, self.variants, -1)
+        hidden, _, _ = self.decoder.run(*self.variant_rows(visual_tokens, audio_tokens, present))
+        log_probs = self.label_log_probs(hidden[:, -1]).reshape(bsz, self.variants, -1)
         target = log_probs[:, 0].argmax(dim=-1)
         mi, importance, dominant = importance_from_log_probs(log_probs, target, present)
         return log_probs, mi, importance, dominant

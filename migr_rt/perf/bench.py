@@ -194,8 +194,7 @@ class _GraphScoring:
             key_visible = g.decoder.key_visibility(ids, visible)
             positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
             hidden, _, _ = g.decoder.run(self.embeds.expand(rows, -1, -1), positions, key_visible)
-            weight = g.decoder.lm_head.weight[g.label_ids]
-            return (hidden[:, -1] @ weight.T).float().log_softmax(dim=-1).cpu()
+            return g.label_log_probs(hidden[:, -1]).cpu()
 
 
 # -- the run ------------------------------------------------------------------------------------------------
