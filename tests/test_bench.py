@@ -41,11 +41,13 @@ def test_every_stage_has_ordered_percentiles_for_every_path(bench_run):
                   "window_to_first_token", "window_to_full_rationale"):
         rows = data["timings"][stage]
         assert rows, stage
-        if stage not in ("decode", "face"):  # shared stages: one entry for every path
+        if stage != "decode":  # decoding is shared: one entry for every path
             assert set(rows) == set(PATHS), stage
         for name, r in rows.items():
             assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"], (stage, name, r)
             assert r["runs"] == (9 if stage == "step" else 3), (stage, name)
+    # the runtime's face stage does not depend on the backend: timed once, the same numbers in every column
+    assert data["timings"]["face"]["torch fp32"] == data["timings"]["face"]["onnxruntime fp32"]
     for name in PATHS:  # end to end: fast event, then first token, then the full rationale
         t = {s: data["timings"][s][name]["p50_ms"] for s in data["stages"] if s.startswith("window_to")}
         assert t["window_to_fast_event"] < t["window_to_first_token"] <= t["window_to_full_rationale"], (name, t)
