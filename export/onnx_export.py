@@ -132,17 +132,75 @@ def _optimise(src: Path, dst: Path) -> None:
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
-def _to_fp16(src: Path, dst: Path) -> None:
+def to_fp16(src: Path, dst: Path, fp32_ops: tuple[str, ...] = ("IsInf", "IsNaN")) -> None:
+    """``src`` converted to fp16 with fp32 inputs/outputs; ``fp32_ops`` stay fp32 behind casts (by default
+    IsInf/IsNaN, which have no half kernels in onnxruntime; the TensorRT export keeps its reductions too)."""
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
-
-    # IsInf/IsNaN have no half kernels in onnxruntime; they stay fp32 behind casts.
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, disable_shape_infer=False,
-                                     op_block_list=[*DEFAULT_OP_BLOCK_LIST, "IsInf", "IsNaN"])
+    model = onnx.load(str(src))
+    _unique_node_names(model.graph)
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *fp32_ops])
+    _dedupe_casts(model.graph)
+    _unique_node_names(model.graph)
     topological_sort(model.graph)  # the converter appends its input casts after their consumers
     onnx.save(model, str(dst))
+
+
+def _unique_node_names(graph) -> None:
+    """Give every node a unique name: the fp16 converter names its casts after their node, and some exporters
+    (torch 2.11's) repeat node names, which would give two casts the same output (an invalid graph)."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def untie_weights(graph, ops: tuple[str, ...] = ("MatMul", "Gemm")) -> int:
+    """Give each ``ops`` consumer of an initializer shared with other nodes its own copy; returns the copies made.
+
+    A tied LM head is one initializer read by the embedding's Gather and the head's Gemm (torch 2.11 exports it
+    so). The quantizer rewrites a Gemm's weight in place (transposed and quantized), which would hand the
+    Gather a (hidden, vocab) table: untied first, each keeps the layout it reads."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            if name in initializers:
+                readers.setdefault(name, []).append(node)
+    copies = 0
+    for name, nodes in readers.items():
+        quantized = [n for n in nodes if n.op_type in ops]
+        if not quantized or len(quantized) == len(nodes):  # not read by ops, or by ops alone: nothing to untie
+            continue
+        for k, node in enumerate(quantized):
+            copy = numpy_helper.from_array(numpy_helper.to_array(initializers[name]), f"{name}.{node.op_type}_{k}")
+            graph.initializer.append(copy)
+            node.input[:] = [copy.name if i == name else i for i in node.input]
+            copies += 1
+    return copies
+
+
+def _dedupe_casts(graph) -> None:
+    """Drop repeated Casts: onnxruntime 1.30's fp16 converter inserts one ``<value>_cast_to_fp32`` per blocked
+    consumer of a value, so a value feeding two blocked nodes gets two Casts with one output name (invalid SSA).
+    The repeats compute the same thing as the first, which every consumer reads by that name."""
+    produced: dict[str, object] = {}
+    kept = []
+    for node in graph.node:
+        first = produced.get(node.output[0]) if node.op_type == "Cast" and len(node.output) == 1 else None
+        if first is not None and first.op_type == "Cast" and list(first.input) == list(node.input) \
+                and first.attribute == node.attribute:
+            continue
+        for name in node.output:
+            produced.setdefault(name, node)
+        kept.append(node)
+    if len(kept) != len(graph.node):
+        graph.ClearField("node")
+        graph.node.extend(kept)
 
 
 def topological_sort(graph) -> None:
@@ -165,7 +223,21 @@ def topological_sort(graph) -> None:
 def _to_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=dst.parent) as tmp:
+        quantize_dynamic(str(untied(src, Path(tmp))), str(dst), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def untied(src: Path, work: Path) -> Path:
+    """``src``, or its copy in ``work`` with :func:`untie_weights` applied where it had weights to untie."""
+    import onnx
+
+    model = onnx.load(str(src))
+    if not untie_weights(model.graph):
+        return src
+    out = work / f"{src.stem}.untied.onnx"
+    onnx.save(model, str(out))
+    return out
 
 
 def export_graph(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, ...], path: Path) -> None:
@@ -274,7 +346,7 @@ def export_onnx(
             export_graph(module, name, examples[name], traced)
             _optimise(traced, optimised)
             if precision == "fp16" and name != "audio":
-                _to_fp16(optimised, final)
+                to_fp16(optimised, final)
             elif precision == "int8":
                 _to_int8(optimised, final)
             else:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from migr_rt.export.onnx_export import (GRAPH_IO, example_inputs, export_graph, export_onnx, greedy_tokens_equal,
-                                        topological_sort)
+                                        to_fp16, untied)
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of
 from migr_rt.atomic import staged_folder, write_text_atomic
@@ -197,16 +197,6 @@ def calibration_feeds(model: MigrForEmotionReasoning, windows, batch: int = 8,
 
 
 # -- ONNX for TensorRT -----------------------------------------------------------------------------------------
-def _to_fp16(src: Path, dst: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
-                                     op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS])
-    topological_sort(model.graph)  # the converter appends its input casts after their consumers
-    onnx.save(model, str(dst))
-
-
 def _to_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -224,7 +214,7 @@ def _to_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
             return next(self.items, None)
 
     # TensorRT takes symmetric int8 Q/DQ (zero point 0) for weights and activations.
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
+    quantize_static(str(untied(src, dst.parent)), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
@@ -239,7 +229,7 @@ def prepare_onnx(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, .
         return traced
     out = work / f"{name}.{precision}.onnx"
     if precision == "fp16":
-        _to_fp16(traced, out)
+        to_fp16(traced, out, FP32_OPS)
     elif not feeds:
         raise ValueError(f"graph {name!r}: int8 needs calibration inputs")
     else:

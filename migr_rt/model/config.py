@@ -10,7 +10,6 @@ from dataclasses import field
 from typing import ClassVar
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES, validate_labels
 
@@ -31,6 +30,19 @@ DEFAULT_TEXT_CONFIG: dict = {
 }
 
 
+def decoder_config(value: dict | PreTrainedConfig | None) -> PreTrainedConfig:
+    """The decoder's config from what a checkpoint or a caller gives: a config, a dict (Qwen2 unless its
+    ``model_type`` says otherwise) or nothing (:data:`DEFAULT_TEXT_CONFIG`)."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    if value is None:
+        value = DEFAULT_TEXT_CONFIG
+    if not isinstance(value, dict):
+        raise TypeError(f"MigrConfig.text_config must be a dict, a PreTrainedConfig or None, got {type(value).__name__}")
+    kwargs = dict(value)
+    return AutoConfig.for_model(kwargs.pop("model_type", "qwen2"), **kwargs)
+
+
 class MigrConfig(PreTrainedConfig):
     """Config of :class:`~migr_rt.model.modeling.MigrForEmotionReasoning`.
 
@@ -40,9 +52,9 @@ class MigrConfig(PreTrainedConfig):
     """
 
     model_type = "migr"
-    sub_configs_defaults: ClassVar[dict] = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2", init_kwargs=DEFAULT_TEXT_CONFIG),
-    }
+    # The decoder config is built here rather than through transformers' sub-config specs, which only
+    # newer 5.x releases have (5.17, on the GPU machines, has the plain ``sub_configs`` mapping).
+    sub_configs: ClassVar[dict] = {"text_config": AutoConfig}
 
     text_config: dict | PreTrainedConfig | None = None
     labels: list[str] = field(default_factory=lambda: list(DFEW_LABELS))
@@ -72,6 +84,7 @@ class MigrConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        self.text_config = decoder_config(self.text_config)
         super().__post_init__(**kwargs)
         # transformers ties the LM head by the outer config: follow the decoder's own setting.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", True))

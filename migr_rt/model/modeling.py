@@ -8,6 +8,7 @@ the B x (1 + M) variants of Modality Importance scoring.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,10 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         self.visual_projector = Projector(config.visual_dim, hidden)
         self.audio_projector = Projector(config.audio_dim, hidden)
         self.decoder = AutoModelForCausalLM.from_config(config.text_config)
+        # transformers renamed the decoder's cache argument and output field from past_key_values to cache
+        # within 5.x; both are in the supported range (5.17 is on the GPU machines).
+        self._cache_name = ("cache" if "cache" in inspect.signature(self.decoder.forward).parameters
+                            else "past_key_values")
         for part in (self.visual_encoder, self.audio_encoder, self.visual_projector, self.audio_projector):
             for sub in part.modules():
                 sub._torch_default_init = True
@@ -251,8 +256,8 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=bias,
             position_ids=position_ids,
-            cache=cache,
             use_cache=use_cache,
+            **{self._cache_name: cache},
         )
         loss = None
         if labels is not None:
@@ -263,7 +268,7 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         return MigrOutput(
             loss=loss,
             logits=out.logits,
-            cache=out.get("cache", None) if use_cache else None,
+            cache=out.get(self._cache_name, None) if use_cache else None,
             key_visible=key_visible if use_cache else None,
         )
 

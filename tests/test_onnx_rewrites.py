@@ -1,0 +1,83 @@
+"""The ONNX rewrites the exporters apply before conversion, on small hand-built graphs run in onnxruntime.
+
+They guard against what some torch/onnxruntime pairs in our supported range produce: a tied embedding/LM-head
+initializer read by both a Gather and a Gemm (torch 2.11), which dynamic quantization corrupts by rewriting the
+Gemm's weight in place; and a value feeding two fp32-blocked nodes, which onnxruntime 1.30's fp16 converter
+casts twice under one name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from migr_rt.export.onnx_export import _to_int8, to_fp16, untie_weights  # noqa: E402
+
+VOCAB, HIDDEN = 37, 16
+
+
+def _tied_graph(path):
+    """ids -> embedding (Gather) -> logits through the same table as a transposed Gemm (a tied LM head)."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32), "lm_head.weight")
+    nodes = [helper.make_node("Gather", ["lm_head.weight", "ids"], ["h"], name="embed"),
+             helper.make_node("Gemm", ["h", "lm_head.weight"], ["logits"], name="head", transB=1)]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, [5])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [5, VOCAB])], [table])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+
+
+def _run(path, feeds):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_untie_gives_the_gemm_its_own_copy_and_keeps_the_outputs(tmp_path):
+    _tied_graph(tmp_path / "tied.onnx")
+    model = onnx.load(str(tmp_path / "tied.onnx"))
+    assert untie_weights(model.graph) == 1
+    gather, gemm = model.graph.node
+    assert gather.input[0] == "lm_head.weight" and gemm.input[1] != "lm_head.weight"
+    assert untie_weights(model.graph) == 0  # nothing left to untie
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "untied.onnx"))
+    ids = {"ids": np.array([0, 3, 7, 36, 3])}
+    np.testing.assert_array_equal(_run(tmp_path / "untied.onnx", ids), _run(tmp_path / "tied.onnx", ids))
+
+
+def test_int8_of_a_tied_head_stays_close_to_fp32(tmp_path):
+    _tied_graph(tmp_path / "tied.onnx")
+    _to_int8(tmp_path / "tied.onnx", tmp_path / "int8.onnx")
+    onnx.checker.check_model(str(tmp_path / "int8.onnx"))
+    ids = {"ids": np.array([1, 2, 30, 36, 0])}
+    ref, got = _run(tmp_path / "tied.onnx", ids), _run(tmp_path / "int8.onnx", ids)
+    assert got.shape == ref.shape
+    # int8 weights: close to fp32 in relative terms, and the same argmax per row as a tied head should give
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_fp16_of_a_value_read_by_two_blocked_nodes_is_valid(tmp_path):
+    """x -> Mul -> y; y feeds two IsNaN nodes (kept fp32) and an Add: one Cast back to fp32, one name."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["y"], name="square"),
+             helper.make_node("IsNaN", ["y"], ["nan_a"], name="nan_a"),
+             helper.make_node("IsNaN", ["y"], ["nan_b"], name="nan_b"),
+             helper.make_node("Or", ["nan_a", "nan_b"], ["any_nan"], name="either"),
+             helper.make_node("Add", ["y", "x"], ["z"], name="add")]
+    graph = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("any_nan", TensorProto.BOOL, [4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(tmp_path / "fp32.onnx"))
+    to_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    model = onnx.load(str(tmp_path / "fp16.onnx"))
+    onnx.checker.check_model(model)
+    outputs = [o for n in model.graph.node for o in n.output]
+    assert len(outputs) == len(set(outputs)) and len({n.name for n in model.graph.node}) == len(model.graph.node)
+    x = np.array([1.0, np.nan, -2.0, 0.5], dtype=np.float32)
+    session = ort.InferenceSession(str(tmp_path / "fp16.onnx"), providers=["CPUExecutionProvider"])
+    any_nan, z = session.run(None, {"x": x})
+    np.testing.assert_array_equal(any_nan, np.isnan(x))
+    np.testing.assert_allclose(z, x * x + x, rtol=1e-3)
