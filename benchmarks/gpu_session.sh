@@ -22,8 +22,11 @@ fi
 cp -r migr_rt "$site/migr_rt" && cp -r export "$site/migr_rt/export" && cp -r kernels "$site/migr_rt/kernels" \
     && cp -r training "$site/migr_rt/training" || exit 1
 export PYTHONPATH="$site"
-$py -c "import av, cv2, transformers, migr_rt.export.fused_step, migr_rt.kernels" \
-    || { echo "gpu_session: a package is missing (PyAV travels as a wheel in .whl/)"; exit 1; }
+# OpenCV 5.x wheels have no Haar cascades: the face front end then reads the one carried in .whl/cascades/.
+if [ -d .whl/cascades ]; then export MIGR_RT_HAAR_CASCADES="$PWD/.whl/cascades"; fi
+$py -c "import av, cv2, transformers, migr_rt.export.fused_step, migr_rt.kernels
+from migr_rt.face import HaarFaceDetector; HaarFaceDetector()" \
+    || { echo "gpu_session: a package is missing (PyAV travels as a wheel in .whl/, the cascade in .whl/cascades/)"; exit 1; }
 # 8 files come back from $OUT: this log, mi_kernels.{json,md,png}, bench_cuda.{json,md} and two plots
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1

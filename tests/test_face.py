@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
@@ -94,6 +96,23 @@ def test_bad_inputs_are_rejected():
         crop_faces(np.zeros((0, 10, 10, 3), dtype=np.uint8), None, 8)
     with pytest.raises(FileNotFoundError, match="cascade not found"):
         HaarFaceDetector("no_such_cascade.xml")
+
+
+def test_cascade_folder_from_the_environment(rendered, tmp_path, monkeypatch):
+    """An OpenCV without cascades (5.x) is served from $MIGR_RT_HAAR_CASCADES: the same detector, same boxes."""
+    import shutil
+
+    import cv2
+
+    shutil.copyfile(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml", tmp_path / "faces.xml")
+    with pytest.raises(FileNotFoundError, match="MIGR_RT_HAAR_CASCADES"):
+        HaarFaceDetector("faces.xml")
+    monkeypatch.setenv("MIGR_RT_HAAR_CASCADES", str(tmp_path))
+    frames, truth = rendered
+    frame = frames[len(frames) // 2]
+    boxes = HaarFaceDetector("faces.xml").detect(frame)
+    assert boxes and boxes == HaarFaceDetector().detect(frame)
+    assert iou(boxes[0], truth) > 0.4
 
 
 # --- tracking ---------------------------------------------------------------------------------------------------

@@ -7,12 +7,33 @@ download. Anything with a ``detect(frame) -> list[FaceBox]`` method plugs in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+
+
+#: A folder holding OpenCV's Haar cascade files, for an OpenCV without them (5.x dropped them from its wheels).
+CASCADES_ENV = "MIGR_RT_HAAR_CASCADES"
+
+
+def _find_cascade(path: Path) -> Path:
+    """``path`` itself, else that name in ``$MIGR_RT_HAAR_CASCADES``, else in OpenCV's own cascade folder."""
+    if path.is_absolute() or path.exists():
+        found = path
+    else:
+        folders = [os.environ.get(CASCADES_ENV), getattr(getattr(cv2, "data", None), "haarcascades", None)]
+        candidates = [Path(f) / path for f in folders if f]
+        found = next((c for c in candidates if c.is_file()), candidates[0] if candidates else path)
+    if not found.is_file():
+        raise FileNotFoundError(
+            f"{found}: Haar cascade not found (opencv-python-headless 4.x ships them, 5.x does not; "
+            f"{CASCADES_ENV} can name a folder that holds {path.name})"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -56,13 +77,7 @@ class HaarFaceDetector:
         min_size_frac: float = 0.15,
         max_side: int = 320,
     ) -> None:
-        path = Path(cascade)
-        if not path.is_absolute() and not path.exists():
-            path = Path(cv2.data.haarcascades) / path
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: Haar cascade not found (opencv-python-headless 4.x ships them; 5.x does not)"
-            )
+        path = _find_cascade(Path(cascade))
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise ValueError(f"{path}: not a valid OpenCV cascade file")
