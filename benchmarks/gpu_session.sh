@@ -9,8 +9,10 @@
 # and no package registry: carry PyAV as a wheel in .whl/ (see README). migr-rt is copied into a
 # scratch folder the way it installs (export/, kernels/ and training/ as migr_rt.*), and Python
 # is started with -P so the checkout's own migr_rt/ does not shadow that copy.
+# MIGR_GPU_DEVICE=cpu rehearses the script's mechanics on a CPU (kernel tests skip, reference paths only).
 set -uo pipefail
 out=${OUT:-benchmarks/results/gpu}
+device=${MIGR_GPU_DEVICE:-cuda}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 site=${MIGR_SITE:-/tmp/migr-site}
@@ -39,7 +41,7 @@ timeout "${MIGR_GPU_TESTS_S:-120}" $py -m pytest -q -p no:cacheprovider -m gpu \
     tests/test_kernels_masked_attention.py tests/test_kernels_fused_mi.py tests/test_kernels_scoring.py \
     tests/test_graph_decode.py 2>&1 \
     | tee -a "$out/gpu_tests.log" | tail -25 || rc=1
-timeout "${MIGR_GPU_KERNELS_S:-240}" $py benchmarks/mi_kernels.py --device cuda --out "$out" 2>&1 | tail -40 || rc=1
-timeout "${MIGR_GPU_BENCH_S:-180}" $py benchmarks/bench_report.py --device cuda --backends torch \
+timeout "${MIGR_GPU_KERNELS_S:-240}" $py benchmarks/mi_kernels.py --device "$device" --out "$out" 2>&1 | tail -40 || rc=1
+timeout "${MIGR_GPU_BENCH_S:-180}" $py benchmarks/bench_report.py --device "$device" --backends torch \
     --runs "${MIGR_GPU_BENCH_RUNS:-20}" --out "$out" 2>&1 | tail -30 || rc=1
 exit $rc

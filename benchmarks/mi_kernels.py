@@ -249,7 +249,7 @@ def bench_scoring(graph: ScoringGraph, size: str, bsz: int, num_visual: int, num
 
 
 def sweep_scoring(shapes: list[tuple[str, int, int, tuple[int, ...]]], device: str, dtype: torch.dtype,
-                  paths: list[str], budget_s: float) -> list[dict]:
+                  paths: list[str], budget_s: float, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """``(size, num_visual, num_audio, batches)``: one model per size/layout, every batch on it."""
     rows = []
     for size, nv, na, batches in shapes:
@@ -257,6 +257,8 @@ def sweep_scoring(shapes: list[tuple[str, int, int, tuple[int, ...]]], device: s
         for bsz in batches:
             rows.append(bench_scoring(graph, size, bsz, nv, na, device, dtype, paths, budget_s))
             print(json.dumps(rows[-1]), flush=True)
+            if on_row:
+                on_row(rows[-1])
         del graph
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -457,22 +459,31 @@ def main(device: str, quick: bool, out: Path, threads: int) -> None:
         torch.set_num_threads(threads)
     load_before = os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
-    budget = 0.3 if quick else 1.0
+    # GPU timings of ms-scale calls settle well inside half a second per row and path; the full sweep then
+    # fits the few minutes a lent GPU session gives it.
+    budget = 0.3 if quick else 0.5
     scoring, attention = [], []
+    stem = "mi_kernels" if device == "cuda" else "mi_kernels_cpu"
+
+    def partial(_row: dict | None = None) -> None:  # kept after every row: a run cut short keeps what it measured
+        write_text_atomic(out / f"{stem}.json", json.dumps(
+            {"device": device, "complete": False, "scoring": scoring, "attention": attention}, indent=2) + "\n")
+
     if device == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         lengths = ((32, 16), (256, 128)) if quick else ((32, 16), (128, 64), (512, 256))
         shapes = [("bundled", 4, 8, (1, 64) if quick else (1, 8, 64))]
         shapes += [("qwen0.5b", nv, na, (1, 8) if quick else (1, 8, 32)) for nv, na in lengths]
-        scoring = sweep_scoring(shapes, device, dtype, list(PATHS), budget)
+        sweep_scoring(shapes, device, dtype, list(PATHS), budget, on_row=lambda r: (scoring.append(r), partial()))
         for b, seq in ((1, 1024), (8, 1024), (8, 4096)) if quick else ((1, 512), (1, 2048), (8, 1024), (8, 4096),
                                                                           (32, 2048)):
             attention.append(bench_attention(b, seq, 14, 2, 64, dtype, budget))
             print(json.dumps(attention[-1]), flush=True)
+            partial()
     else:
         shapes = [("bundled", 4, 8, (1, 8))] + ([] if quick else [("bundled", 64, 32, (1, 8))])
-        scoring = sweep_scoring(shapes, device, torch.float32, ["plain", "separate", "sdpa_copies", "scoring_graph"],
-                                budget)
+        sweep_scoring(shapes, device, torch.float32, ["plain", "separate", "sdpa_copies", "scoring_graph"], budget,
+                      on_row=lambda r: (scoring.append(r), partial()))
     try:
         import triton
 
@@ -481,6 +492,7 @@ def main(device: str, quick: bool, out: Path, threads: int) -> None:
         triton_version = None
     result = {
         "device": device,
+        "complete": True,
         "machine": machine_info(),
         "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
         "triton": triton_version,
@@ -493,7 +505,6 @@ def main(device: str, quick: bool, out: Path, threads: int) -> None:
             "were not timed and the GPU targets are unmeasured here."),
         "parity": cpu_parity() if device != "cuda" else None,
     }
-    stem = "mi_kernels" if device == "cuda" else "mi_kernels_cpu"
     write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out / f"{stem}.md", markdown(result))
     if device == "cuda":

@@ -111,3 +111,21 @@ def test_bench_rejects_unknown_precisions_before_loading_anything(tmp_path):
     assert result.exit_code != 0
     assert "fp8" in result.output
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_a_cuda_result_is_reported_against_the_gpu_targets(bench_run):
+    """The report follows the device the numbers came from: the GPU headline target and GPU-memory wording, and
+    the CPU-only decode-bound target shown as not applicable (the CPU run's own numbers, relabelled)."""
+    import copy
+
+    from migr_rt.perf.report import markdown, terminal_table
+
+    _, _, data = bench_run
+    gpu = copy.deepcopy(data)
+    gpu["config"]["device"] = "cuda"
+    gpu["comparison"]["headline"]["target"] = 5.0
+    gpu["comparison"]["bandwidth_bound"]["met"] = None
+    table, md = terminal_table(gpu), markdown(gpu)
+    assert "target >= 5x on GPU" in table and "GPU memory bound" in table and "n/a (a CPU target)" in table
+    assert "the HF path (GPU)" in md and "GPU memory bandwidth" in md and "n/a (a CPU target)" in md
+    assert "np.copyto" not in md and "target >= 3x on CPU" in terminal_table(data)

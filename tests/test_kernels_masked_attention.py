@@ -327,10 +327,11 @@ def test_gpu_default_blocks_match_reference(dtype):
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_speed_sanity_against_sdpa():
-    """Unmasked causal GQA, B*3 rows: the kernel within 4x of torch SDPA (the benchmark's target is 2x)."""
+    """Unmasked causal GQA: the kernel within 4x of torch SDPA (the benchmark's target is 2x). Long enough rows
+    that the wrapper's host-side setup (layout tensors, ~0.1 ms of Python) does not decide the ratio."""
     import triton.testing
 
-    bsz, heads, kv_heads, seq, dim = 16, 14, 2, 512, 64
+    bsz, heads, kv_heads, seq, dim = 8, 14, 2, 2048, 64
     inputs = make_inputs(bsz, 0, heads, kv_heads, seq, dim, torch.float16, seed=13, seq_lens=[seq] * bsz)
     q, k, v = inputs["q"][:, 0], inputs["k"][:, 0], inputs["v"][:, 0]
     kernel_ms = triton.testing.do_bench(lambda: masked_attention(**inputs))

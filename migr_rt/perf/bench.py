@@ -55,6 +55,7 @@ STAGE_TITLES = {
     "window_to_full_rationale": "end to end: window -> full rationale",
 }
 TARGET_SPEEDUP = 3.0  #: migr-rt vs the HF path, end to end window -> full rationale, batch 1, CPU
+TARGET_SPEEDUP_GPU = 5.0  #: the same on a GPU
 TARGET_BOUND_RATIO = 3.0  #: per-token decode within this factor of the memory-bandwidth bound (CPU)
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -351,7 +352,9 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             stage_fns["encode"][name] = Timed(lambda b=b: b.encode(win.pixel_values, win.audio_values))
             stage_fns["score_mi"][name] = Timed(lambda b=b, t=tokens: b.score_mi(t, present))
             stage_fns["prefill"][name] = Timed(lambda b=b, t=tokens: b.prefill(ids_t, t, present))
-            # Graph steps are functional (they return a new, longer cache): every run sees the same cache.
+            # Graph steps are functional (they return a new, longer cache): every run sees the same cache. On CUDA
+            # the torch backend's static decoder copies that cache into its slot first (a few small copies per run,
+            # which a real rationale, feeding each step's state to the next, does not pay).
             stage_fns["step"][name] = Timed(lambda b=b, s=state, x=nxt: b.step(x, s))
 
         timings: dict[str, dict] = {}
@@ -450,8 +453,13 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
     load_avg_after = os.getloadavg()
 
     # -- memory bandwidth and the per-token bound (last: its 1 GB of buffers would count as peak memory) --------
-    say(f"copy bandwidth ({dram_mb} MB buffers and cache-resident ones)")
-    bw = system.bandwidths(dram_mb * 2**20, repeats=3 if o.quick else 7)
+    on_gpu = str(o.device).startswith("cuda")
+    if on_gpu:  # a GPU decodes from GPU memory: its bound is that memory's bandwidth, not the host's
+        say("GPU memory bandwidth (device-to-device copy, 1 GiB buffers)")
+        bw = {"dram": system.gpu_bandwidth(2**30, o.device), "caches_bytes": {}}
+    else:
+        say(f"copy bandwidth ({dram_mb} MB buffers and cache-resident ones)")
+        bw = system.bandwidths(dram_mb * 2**20, repeats=3 if o.quick else 7)
     weights = {HF: {**torch_decoder_bytes(model), "precision": weight_dtype}}
     for name in backends:
         weights[name] = ({**torch_decoder_bytes(model), "precision": weight_dtype} if name.startswith("torch")
@@ -486,6 +494,7 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             per_stage[stage] = {"hf_p50_ms": rows[HF]["p50_ms"], "migr_rt_p50_ms": rows[best]["p50_ms"],
                                 "speedup": rows[HF]["p50_ms"] / rows[best]["p50_ms"], "shared": False}
     speedup = full[HF]["p50_ms"] / full[best]["p50_ms"]
+    target = TARGET_SPEEDUP_GPU if on_gpu else TARGET_SPEEDUP
     dram = bound["per_path"][best].get("dram")
     comparison = {
         "best_backend": best,
@@ -497,7 +506,7 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
         "headline": {
             "what": "end to end, window -> full rationale, batch 1, p50",
             "hf_p50_ms": full[HF]["p50_ms"], "migr_rt_p50_ms": full[best]["p50_ms"], "speedup": speedup,
-            "target": TARGET_SPEEDUP, "met": speedup >= TARGET_SPEEDUP, "device": o.device,
+            "target": target, "met": speedup >= target, "device": o.device,
         },
         # The model path's ratio without face detection, from the same runs (in a live stream detection runs
         # per frame as frames arrive, off the window's critical path).
@@ -516,7 +525,9 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             "dram_bound_ms": dram["bound_ms"] if dram else None, "ratio_dram": dram["ratio"] if dram else None,
             "llc_bound_ms": bound["per_path"][best].get("LLC", {}).get("bound_ms"),
             "ratio_llc": bound["per_path"][best].get("LLC", {}).get("ratio"),
-            "target": TARGET_BOUND_RATIO, "met": bool(dram and dram["ratio"] <= TARGET_BOUND_RATIO),
+            # a CPU target: on a GPU the ratio is reported, not judged
+            "target": TARGET_BOUND_RATIO,
+            "met": None if on_gpu else bool(dram and dram["ratio"] <= TARGET_BOUND_RATIO),
         },
     }
     backend_info = {n: b.describe() for n, b in backends.items()}

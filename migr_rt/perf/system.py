@@ -168,3 +168,32 @@ def bandwidths(dram_bytes: int = 512 * 2**20, repeats: int = 5) -> dict:
                           "what": f"buffer of 1/4 of the {level} ({caches[level] // 1024} KiB), resident in it"}
     out["caches_bytes"] = caches
     return out
+
+
+def gpu_bandwidth(nbytes: int, device: str = "cuda", repeats: int = 20) -> dict:
+    """Best-of-``repeats`` device-to-device copy bandwidth of GPU memory (torch ``copy_``, CUDA events).
+
+    Counted as :func:`copy_bandwidth` counts (read + write). Buffers far larger than the GPU's L2 make this the
+    memory (HBM) bandwidth a decode step streams its weights at; a small decoder's weights may instead stay in
+    L2, so its steps can run below this bound.
+    """
+    import torch
+
+    n = max(1, nbytes // 4)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    del src, dst
+    torch.cuda.empty_cache()
+    return {"buffer_bytes": int(n * 4), "gb_per_s": 2 * n * 4 / best / 1e9, "repeats": repeats,
+            "what": "GPU memory: device-to-device copy of a buffer far larger than the L2"}
+
