@@ -461,20 +461,24 @@ def main(device: str, quick: bool, out: Path, threads: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # GPU timings of ms-scale calls settle well inside half a second per row and path; the full sweep then
     # fits the few minutes a lent GPU session gives it.
-    budget = 0.3 if quick else 0.5
+    budget = 0.3 if quick else (0.5 if device == "cuda" else 1.0)
     scoring, attention = [], []
     stem = "mi_kernels" if device == "cuda" else "mi_kernels_cpu"
 
-    def partial(_row: dict | None = None) -> None:  # kept after every row: a run cut short keeps what it measured
+    def partial() -> None:  # kept after every row: a run cut short keeps what it measured
         write_text_atomic(out / f"{stem}.json", json.dumps(
             {"device": device, "complete": False, "scoring": scoring, "attention": attention}, indent=2) + "\n")
+
+    def scored(row: dict) -> None:
+        scoring.append(row)
+        partial()
 
     if device == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         lengths = ((32, 16), (256, 128)) if quick else ((32, 16), (128, 64), (512, 256))
         shapes = [("bundled", 4, 8, (1, 64) if quick else (1, 8, 64))]
         shapes += [("qwen0.5b", nv, na, (1, 8) if quick else (1, 8, 32)) for nv, na in lengths]
-        sweep_scoring(shapes, device, dtype, list(PATHS), budget, on_row=lambda r: (scoring.append(r), partial()))
+        sweep_scoring(shapes, device, dtype, list(PATHS), budget, on_row=scored)
         for b, seq in ((1, 1024), (8, 1024), (8, 4096)) if quick else ((1, 512), (1, 2048), (8, 1024), (8, 4096),
                                                                           (32, 2048)):
             attention.append(bench_attention(b, seq, 14, 2, 64, dtype, budget))
@@ -483,7 +487,7 @@ def main(device: str, quick: bool, out: Path, threads: int) -> None:
     else:
         shapes = [("bundled", 4, 8, (1, 8))] + ([] if quick else [("bundled", 64, 32, (1, 8))])
         sweep_scoring(shapes, device, torch.float32, ["plain", "separate", "sdpa_copies", "scoring_graph"], budget,
-                      on_row=lambda r: (scoring.append(r), partial()))
+                      on_row=scored)
     try:
         import triton
 

@@ -139,7 +139,6 @@ def to_fp16(src: Path, dst: Path, fp32_ops: tuple[str, ...] = ("IsInf", "IsNaN")
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
-    _unique_node_names(model.graph)
     model = convert_float_to_float16(model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *fp32_ops])
     _dedupe_casts(model.graph)
     _unique_node_names(model.graph)
@@ -148,8 +147,9 @@ def to_fp16(src: Path, dst: Path, fp32_ops: tuple[str, ...] = ("IsInf", "IsNaN")
 
 
 def _unique_node_names(graph) -> None:
-    """Give every node a unique name: the fp16 converter names its casts after their node, and some exporters
-    (torch 2.11's) repeat node names, which would give two casts the same output (an invalid graph)."""
+    """Give every node a unique name: onnxruntime refuses a graph with two nodes of one name, and what writes
+    our graphs does not promise unique ones (onnxruntime 1.30's fp16 converter names each Cast it inserts after
+    the value it casts, ``<value>_cast_to_fp32_node``, whatever else already has that name)."""
     seen: set[str] = set()
     for i, node in enumerate(graph.node):
         if not node.name or node.name in seen:
@@ -158,7 +158,8 @@ def _unique_node_names(graph) -> None:
 
 
 def untie_weights(graph, ops: tuple[str, ...] = ("MatMul", "Gemm")) -> int:
-    """Give each ``ops`` consumer of an initializer shared with other nodes its own copy; returns the copies made.
+    """Give the ``ops`` readers of an initializer that other nodes read too one copy of their own (shared
+    among them); returns the copies made.
 
     A tied LM head is one initializer read by the embedding's Gather and the head's Gemm (torch 2.11 exports it
     so). The quantizer rewrites a Gemm's weight in place (transposed and quantized), which would hand the
@@ -176,11 +177,13 @@ def untie_weights(graph, ops: tuple[str, ...] = ("MatMul", "Gemm")) -> int:
         quantized = [n for n in nodes if n.op_type in ops]
         if not quantized or len(quantized) == len(nodes):  # not read by ops, or by ops alone: nothing to untie
             continue
-        for k, node in enumerate(quantized):
-            copy = numpy_helper.from_array(numpy_helper.to_array(initializers[name]), f"{name}.{node.op_type}_{k}")
-            graph.initializer.append(copy)
-            node.input[:] = [copy.name if i == name else i for i in node.input]
-            copies += 1
+        taken = {i.name for i in graph.initializer} | {v for n in graph.node for v in (*n.input, *n.output)}
+        copy_name = next(c for c in (f"{name}.{ops[0].lower()}{k or ''}" for k in range(len(taken) + 1))
+                         if c not in taken)
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[name]), copy_name))
+        for node in quantized:
+            node.input[:] = [copy_name if i == name else i for i in node.input]
+        copies += 1
     return copies
 
 

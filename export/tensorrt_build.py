@@ -214,7 +214,8 @@ def _to_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
             return next(self.items, None)
 
     # TensorRT takes symmetric int8 Q/DQ (zero point 0) for weights and activations.
-    quantize_static(str(untied(src, dst.parent)), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
+    quantize_static(str(untied(src, dst.parent)), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=INT8_OPS,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})

@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from migr_rt.export.onnx_export import _to_int8, to_fp16, untie_weights  # noqa: E402
+from migr_rt.export.onnx_export import (  # noqa: E402
+    _dedupe_casts, _to_int8, _unique_node_names, to_fp16, untie_weights)
 
 VOCAB, HIDDEN = 37, 16
 
@@ -70,7 +71,8 @@ def test_fp16_of_a_value_read_by_two_blocked_nodes_is_valid(tmp_path):
     graph = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("any_nan", TensorProto.BOOL, [4]),
                                helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(tmp_path / "fp32.onnx"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.save(model, str(tmp_path / "fp32.onnx"))
     to_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
     model = onnx.load(str(tmp_path / "fp16.onnx"))
     onnx.checker.check_model(model)
@@ -81,3 +83,51 @@ def test_fp16_of_a_value_read_by_two_blocked_nodes_is_valid(tmp_path):
     any_nan, z = session.run(None, {"x": x})
     np.testing.assert_array_equal(any_nan, np.isnan(x))
     np.testing.assert_allclose(z, x * x + x, rtol=1e-3)
+
+
+def test_one_copy_serves_every_quantized_reader():
+    table = numpy_helper.from_array(np.ones((VOCAB, HIDDEN), dtype=np.float32), "w")
+    nodes = [helper.make_node("Gather", ["w", "ids"], ["h"]),
+             helper.make_node("Gemm", ["h", "w"], ["a"], transB=1),
+             helper.make_node("Gemm", ["h", "w"], ["b"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, VOCAB]) for n in "ab"],
+                              [table])
+    assert untie_weights(graph) == 1
+    assert nodes[0].input[0] == "w" and graph.node[1].input[1] == graph.node[2].input[1] != "w"
+    assert len(graph.initializer) == 2
+
+
+def _cast(src, dst, to, name):
+    return helper.make_node("Cast", [src], [dst], name=name, to=to)
+
+
+def test_dedupe_drops_only_identical_casts():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
+             _cast("y", "y32", TensorProto.FLOAT, "c1"),
+             _cast("y", "y32", TensorProto.FLOAT, "c2"),  # the converter's repeat: same input, output and type
+             _cast("y", "y64", TensorProto.DOUBLE, "c3"),  # another cast of y: kept
+             helper.make_node("Neg", ["y32"], ["z"], name="neg")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [3])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [3]),
+                               helper.make_tensor_value_info("y64", TensorProto.DOUBLE, [3])])
+    _dedupe_casts(graph)
+    assert [n.name for n in graph.node] == ["relu", "c1", "c3", "neg"]
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.checker.check_model(model)
+    x = np.array([-1.0, 0.5, 2.0], dtype=np.float16)
+    z, y64 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(z, -np.maximum(x, 0).astype(np.float32))
+    assert y64.dtype == np.float64
+
+
+def test_node_names_made_unique_keep_the_first():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="n"), helper.make_node("Neg", ["a"], ["b"], name="n"),
+             helper.make_node("Abs", ["b"], ["c"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2])])
+    _unique_node_names(graph)
+    names = [n.name for n in graph.node]
+    assert names[0] == "n" and len(set(names)) == 3 and all(names)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

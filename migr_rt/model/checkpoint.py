@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,15 +145,9 @@ def load_checkpoint(
     kwargs = {"dtype": dtype} if dtype is not None else {}
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a few-MB load needs no progress bar on stderr
-    # Under `accelerate launch --use_fsdp`, FSDP_CPU_RAM_EFFICIENT_LOADING makes from_pretrained give every rank
-    # but the first zeros, to be filled by a broadcast when accelerate wraps the model. Our loads are read as
-    # they are (MI labels, evaluation, resumed stages): every rank reads the whole (small) file itself.
-    ram_efficient = os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
     try:
         model = MigrForEmotionReasoning.from_pretrained(folder, **kwargs).to(device).eval()
     finally:
-        if ram_efficient is not None:
-            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = ram_efficient
         if bars:
             hf_logging.enable_progress_bar()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)

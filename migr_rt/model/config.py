@@ -10,6 +10,7 @@ from dataclasses import field
 from typing import ClassVar
 
 from transformers import AutoConfig, PreTrainedConfig
+from transformers import __version__ as transformers_version
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES, validate_labels
 
@@ -38,9 +39,15 @@ def decoder_config(value: dict | PreTrainedConfig | None) -> PreTrainedConfig:
     if value is None:
         value = DEFAULT_TEXT_CONFIG
     if not isinstance(value, dict):
-        raise TypeError(f"MigrConfig.text_config must be a dict, a PreTrainedConfig or None, got {type(value).__name__}")
+        raise TypeError(
+            f"MigrConfig.text_config must be a dict, a PreTrainedConfig or None, got {type(value).__name__}")
     kwargs = dict(value)
-    return AutoConfig.for_model(kwargs.pop("model_type", "qwen2"), **kwargs)
+    model_type = kwargs.pop("model_type", "qwen2")
+    try:
+        return AutoConfig.for_model(model_type, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"MigrConfig.text_config: model_type {model_type!r} is not a decoder this transformers "
+                         f"{transformers_version} knows") from exc
 
 
 class MigrConfig(PreTrainedConfig):

@@ -9,6 +9,8 @@ the B x (1 + M) variants of Modality Importance scoring.
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,11 @@ from transformers.utils import ModelOutput
 
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.encoders import AudioEncoder, LogMel, Projector, VisualEncoder
+
+
+#: accelerate's switch for rank-0-only weight loading under FSDP (see ``from_pretrained``)
+_RAM_EFFICIENT_ENV = "FSDP_CPU_RAM_EFFICIENT_LOADING"
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -329,4 +336,13 @@ class MigrForEmotionReasoning(MigrPreTrainedModel):
         path = verify_checkpoint(pretrained_model_name_or_path)
         kwargs["use_safetensors"] = True
         kwargs["local_files_only"] = True
-        return super().from_pretrained(str(path), *args, **kwargs)
+        # Under `accelerate launch --use_fsdp`, FSDP_CPU_RAM_EFFICIENT_LOADING makes from_pretrained give every
+        # rank but the first zeros, to be filled by a broadcast when accelerate wraps the model. Our loads are
+        # used as they are (MI labels, evaluation, resumed stages): every rank reads the whole (small) file.
+        with _LOAD_LOCK:
+            ram_efficient = os.environ.pop(_RAM_EFFICIENT_ENV, None)
+            try:
+                return super().from_pretrained(str(path), *args, **kwargs)
+            finally:
+                if ram_efficient is not None:
+                    os.environ[_RAM_EFFICIENT_ENV] = ram_efficient

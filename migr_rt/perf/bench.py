@@ -363,7 +363,7 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             say(f"timing {stage} ({runs[stage]} runs x {len(fns)})")
             ms = time_rounds(fns, runs[stage], warmup[stage], rounds, settle)
             timings[stage] = {k: summary(v) for k, v in ms.items()}
-        timings["face"] |= {name: timings["face"][first] for name in backends}
+        timings["face"] |= {name: dict(timings["face"][first]) for name in backends}
 
         # -- end to end -----------------------------------------------------------------------------------------
         runtimes = {name: Runtime(paths[name], runtime_config, backend=b,

@@ -180,20 +180,21 @@ def gpu_bandwidth(nbytes: int, device: str = "cuda", repeats: int = 20) -> dict:
     import torch
 
     n = max(1, nbytes // 4)
-    src = torch.ones(n, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    torch.cuda.synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+    with torch.cuda.device(device):  # the events record on this device's stream, where the copies run
+        src = torch.ones(n, dtype=torch.float32, device=device)
+        dst = torch.empty_like(src)
         dst.copy_(src)
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) / 1e3)
-    del src, dst
-    torch.cuda.empty_cache()
+        torch.cuda.synchronize(device)
+        best = float("inf")
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        del src, dst
+        torch.cuda.empty_cache()
     return {"buffer_bytes": int(n * 4), "gb_per_s": 2 * n * 4 / best / 1e9, "repeats": repeats,
             "what": "GPU memory: device-to-device copy of a buffer far larger than the L2"}
 
