@@ -249,20 +249,18 @@ def bench_scoring(graph: ScoringGraph, size: str, bsz: int, num_visual: int, num
 
 
 def sweep_scoring(shapes: list[tuple[str, int, int, tuple[int, ...]]], device: str, dtype: torch.dtype,
-                  paths: list[str], budget_s: float, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """``(size, num_visual, num_audio, batches)``: one model per size/layout, every batch on it."""
-    rows = []
+                  paths: list[str], budget_s: float, on_row: Callable[[dict], None]) -> None:
+    """``(size, num_visual, num_audio, batches)``: one model per size/layout, every batch on it; each row is
+    handed to ``on_row`` as soon as it is measured."""
     for size, nv, na, batches in shapes:
         graph = bench_graph(size, nv, na, device, dtype)
         for bsz in batches:
-            rows.append(bench_scoring(graph, size, bsz, nv, na, device, dtype, paths, budget_s))
-            print(json.dumps(rows[-1]), flush=True)
-            if on_row:
-                on_row(rows[-1])
+            row = bench_scoring(graph, size, bsz, nv, na, device, dtype, paths, budget_s)
+            print(json.dumps(row), flush=True)
+            on_row(row)
         del graph
         if device == "cuda":
             torch.cuda.empty_cache()
-    return rows
 
 
 def bench_attention(bsz: int, seq: int, heads: int, kv_heads: int, dim: int, dtype: torch.dtype,

@@ -71,8 +71,8 @@ class _Graph:
 
     def linear(self, x: str, weight: torch.Tensor, bias: torch.Tensor | None, stem: str) -> str:
         """``x @ weight.T + bias`` for a torch ``(out, in)`` weight: MatMul(+Add), or one 8-bit MatMulNBits."""
-        w = weight.detach().float().cpu().numpy()
-        b = None if bias is None else bias.detach().float().cpu().numpy()
+        w = _array(weight)
+        b = None if bias is None else _array(bias)
         if self.precision == "int8":
             packed, scales, zero_points = quantize_blocks(w, INT8_BLOCK)
             n, k = w.shape
@@ -136,7 +136,7 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
         angles = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
     cos = g.const("rope.cos", angles.cos().numpy())
     sin = g.const("rope.sin", angles.sin().numpy())
-    embed = decoder.model.embed_tokens.weight.detach().float().cpu().numpy()
+    embed = _array(decoder.model.embed_tokens.weight)
     split_qkv = None
 
     # the new token's position is the cache length; its key is always visible

@@ -172,14 +172,15 @@ def untie_weights(graph, ops: tuple[str, ...] = ("MatMul", "Gemm")) -> int:
         for name in set(node.input):
             if name in initializers:
                 readers.setdefault(name, []).append(node)
+    taken = set(initializers) | {v for n in graph.node for v in (*n.input, *n.output)}
     copies = 0
     for name, nodes in readers.items():
         quantized = [n for n in nodes if n.op_type in ops]
         if not quantized or len(quantized) == len(nodes):  # not read by ops, or by ops alone: nothing to untie
             continue
-        taken = {i.name for i in graph.initializer} | {v for n in graph.node for v in (*n.input, *n.output)}
         copy_name = next(c for c in (f"{name}.{ops[0].lower()}{k or ''}" for k in range(len(taken) + 1))
                          if c not in taken)
+        taken.add(copy_name)
         graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[name]), copy_name))
         for node in quantized:
             node.input[:] = [copy_name if i == name else i for i in node.input]

@@ -197,4 +197,3 @@ def gpu_bandwidth(nbytes: int, device: str = "cuda", repeats: int = 20) -> dict:
         torch.cuda.empty_cache()
     return {"buffer_bytes": int(n * 4), "gb_per_s": 2 * n * 4 / best / 1e9, "repeats": repeats,
             "what": "GPU memory: device-to-device copy of a buffer far larger than the L2"}
-
