@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
-from migr_rt.training.synth.corpus import SynthConfig, generate_corpus  # noqa: E402
+from migr_rt.training.synth.corpus import GENERATOR_VERSION, SynthConfig, generate_corpus  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 
 from migr_rt.atomic import write_text_atomic  # noqa: E402
@@ -69,7 +69,8 @@ def markdown(result: dict) -> str:
         "# Bundled model on the held-out synthetic test corpus",
         "",
         f"Checkpoint `{result['checkpoint']}`, test corpus seed {result['test_seed']} ({r['clips']} clips, "
-        "never seen in training). Produced by `python benchmarks/bundled_model.py`.",
+        f"never seen in training; synthetic generator {result['generator_version']}). "
+        "Produced by `python benchmarks/bundled_model.py`.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -101,13 +102,18 @@ def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, name: str)
     if not (data / "manifest.jsonl").is_file():
         click.echo(f"generating test corpus {data} (seed {test_seed}, {n} clips)", err=True)
         generate_corpus(SynthConfig(n=n, seed=test_seed, workers=2), data)
-    test_seed = json.loads((data / "corpus.json").read_text())["config"]["seed"]  # what the corpus really is
+    info = json.loads((data / "corpus.json").read_text())  # what the corpus really is
+    test_seed, generator = info["config"]["seed"], info["version"]
+    if generator != GENERATOR_VERSION:
+        click.echo(f"warning: {data} was written by generator {generator}, this one is {GENERATOR_VERSION}; "
+                   "delete it to measure on the current clips", err=True)
     checkpoint = checkpoint or default_checkpoint()
     predictor = Predictor(checkpoint)
     metrics = evaluate(predictor, SynthCorpus(data / "manifest.jsonl"))
     repo = Path(__file__).resolve().parent.parent
     shown = checkpoint.resolve().relative_to(repo) if checkpoint.resolve().is_relative_to(repo) else checkpoint
-    result = {"checkpoint": str(shown), "test_seed": test_seed, "metrics": metrics, "machine": machine_info()}
+    result = {"checkpoint": str(shown), "test_seed": test_seed, "generator_version": generator, "metrics": metrics,
+              "machine": machine_info()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_text_atomic(RESULTS / f"{name}.md", markdown(result))

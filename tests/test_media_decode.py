@@ -254,3 +254,27 @@ def test_cut_equals_full_decode_then_cut(tmp_path: Path, suffix: str, options: d
             assert cut.audio is None
         else:
             assert np.array_equal(cut.audio, full.audio[: int(round(seconds * 16000))]), seconds
+
+
+def _x264_setting(path: Path, name: str) -> str:
+    """A setting from the options string x264 writes into the stream (an SEI message)."""
+    options = path.read_bytes().split(b"x264 - core", 1)[1].split(b"\x00", 1)[0].decode("ascii", "replace")
+    return next(word.split("=", 1)[1] for word in options.split() if word.startswith(name + "="))
+
+
+@pytest.mark.parametrize(("codec", "options", "mbtree"), [
+    ("libx264", None, "0"),
+    ("libx264", {"crf": "30"}, "0"),
+    ("libx264", {"x264-params": "bframes=2"}, "0"),  # unrelated x264-params keep the default
+    ("h264", None, "0"),  # PyAV resolves the format name to libx264
+    ("libx264", {"mbtree": "1"}, "1"),  # a caller may still ask for the tree
+])
+def test_libx264_gets_reproducible_defaults_under_the_callers_options(tmp_path: Path, codec, options, mbtree) -> None:
+    """x264's macroblock tree makes its output depend on uninitialised memory (X264_DEFAULTS)."""
+    path = write_media(tmp_path / "clip.mp4", frames_for(0, 0.4), 25.0, tone(0.4), 16000, video_codec=codec,
+                       video_options=options)
+    assert _x264_setting(path, "mbtree") == mbtree
+    if options and "crf" in options:
+        assert float(_x264_setting(path, "crf")) == 30.0
+    if options and "x264-params" in options:
+        assert _x264_setting(path, "bframes") == "2"
