@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -30,6 +29,7 @@ from migr_rt.training.synth.evidence import (
 )
 from migr_rt.training.synth.reader import ManifestError, SynthCorpus, read_manifest
 
+from migr_rt.artifact import sha256_of
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.media import Clip, decode_media
 
@@ -203,11 +203,7 @@ def test_clip_i_does_not_depend_on_n_or_workers(corpus_dir: Path, tmp_path: Path
     assert json.loads(other_seed[0])["visual"] != json.loads(full[0])["visual"]
     for line in full[:6]:  # the MP4 files too, byte for byte, not only the metadata
         rel = json.loads(line)["file"]
-        assert _sha256(tmp_path / "small" / rel) == _sha256(corpus_dir / rel), rel
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        assert sha256_of(tmp_path / "small" / rel) == sha256_of(corpus_dir / rel), rel
 
 
 def test_clips_do_not_depend_on_what_the_heap_held(tmp_path: Path) -> None:
@@ -223,7 +219,7 @@ def test_clips_do_not_depend_on_what_the_heap_held(tmp_path: Path) -> None:
         for round_ in range(3):
             scribble_freed_heap(seed=10 * index + round_)
             _save_clip(config, clip, str(tmp_path / f"again{round_}"))
-            assert _sha256(tmp_path / f"again{round_}" / first) == _sha256(tmp_path / "first" / first), \
+            assert sha256_of(tmp_path / f"again{round_}" / first) == sha256_of(tmp_path / "first" / first), \
                 f"clip {index}: other bytes after other heap garbage (round {round_})"
 
 
