@@ -9,6 +9,14 @@ corpus (a different generator seed: no clip was seen in training), and
 writes ``benchmarks/results/reasoning_experiment.{json,md}`` plus each
 variant's ``eval.json`` / ``drift.png`` under ``--work``.
 
+One run per variant says little about differences of a few clips. Other
+training seeds (same base checkpoint, same corpora) go to their own work
+folder and results file, and the seed-0 report then gains a table across
+seeds::
+
+    python benchmarks/reasoning_experiment.py ... --seed 1 --work runs/exp-seed1 \
+        --only baseline,migr,migr+mi_opening,baseline+mi_opening   # -> reasoning_experiment_seed1.{json,md}
+
 Variants (see ``migr_rt.training.reasoning_recipe``):
 
 * base         the perception checkpoint: its cue description judged against its answer-slot label
@@ -18,12 +26,15 @@ Variants (see ``migr_rt.training.reasoning_recipe``):
 * stage2_only  visual-first SFT + GRPO with the modality-aware rewards
 * migr+mi_opening, baseline+mi_opening  the trained checkpoints, decoded with the opening segment
   picked by the runtime's MI for the predicted label (what ``Predictor.explain`` does by default)
+* bundled, bundled+mi_opening  the checkpoint in ``migr_rt/assets/default`` (evaluated only),
+  with its own opening and with the runtime's
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -40,6 +51,7 @@ from migr_rt.training.sources import open_source  # noqa: E402
 
 from migr_rt.atomic import atomic_output, write_text_atomic  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
+from migr_rt.predict import default_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,6 +64,13 @@ VARIANTS: dict[str, dict] = {
 #: Evaluation-only rows: a trained variant decoded with its opening segment picked by the runtime's MI
 #: (for the predicted label, no ground truth), as ``Predictor.explain`` does by default.
 MI_OPENING = {"migr+mi_opening": "migr", "baseline+mi_opening": "baseline"}
+#: Evaluation-only rows of the checkpoint that ships in the package (opening: its own, then the runtime's MI).
+BUNDLED = {"bundled": "free", "bundled+mi_opening": "mi"}
+#: Every variant, in the order the tables list them.
+ROW_ORDER = ("base", *VARIANTS, *MI_OPENING, *BUNDLED)
+#: Variants and metrics of the table across training seeds.
+SEED_COLUMNS = [("WAR", "war"), ("ICR", "icr"),
+                ("first seg = dominant, one-sided", "first_segment_agreement_one_sided")]
 COLUMNS = [
     ("WAR", "war"), ("UAR", "uar"), ("ICR", "icr"), ("first seg = dominant", "first_segment_agreement"),
     ("first seg = dominant, one-sided", "first_segment_agreement_one_sided"),
@@ -64,24 +83,68 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _ordered(variants: dict) -> list[str]:
+    """Variant names in :data:`ROW_ORDER`, then any others (the JSON keeps them sorted by name)."""
+    return [v for v in ROW_ORDER if v in variants] + [v for v in variants if v not in ROW_ORDER]
+
+
+def seed_runs(name: str) -> list[dict]:
+    """Results of ``name`` (training seed 0) and of every ``name_seed<N>`` run beside it, by seed."""
+    runs = []
+    for path in [RESULTS / f"{name}.json", *sorted(RESULTS.glob(f"{name}_seed*.json"))]:
+        if path.is_file():
+            runs.append(json.loads(path.read_text()))
+    return sorted(runs, key=lambda r: r.get("seed", 0))
+
+
+def seeds_table(runs: list[dict]) -> list[str]:
+    """Mean and range over training seeds of each variant that every run has (empty below two runs)."""
+    if len(runs) < 2:
+        return []
+    variants = [v for v in _ordered(runs[0]["variants"]) if all(v in r["variants"] for r in runs)]
+    seeds = ", ".join(str(r.get("seed", 0)) for r in runs)
+    lines = ["", f"Across training seeds {seeds} (same base checkpoint and corpora; mean, [min, max]):", "",
+             "| variant | " + " | ".join(name for name, _ in SEED_COLUMNS) + " |",
+             "|---|" + "---|" * len(SEED_COLUMNS)]
+    for v in variants:
+        cells = []
+        for _, key in SEED_COLUMNS:
+            xs = [r["variants"][v]["metrics"].get(key) for r in runs]
+            xs = [x for x in xs if x is not None]
+            cells.append(f"{sum(xs) / len(xs):.3f} [{min(xs):.3f}, {max(xs):.3f}]" if xs else "n/a")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    for v in ("migr", "migr+mi_opening"):
+        pairs = [(r["variants"][v]["metrics"], r["variants"]["baseline"]["metrics"]) for r in runs
+                 if v in r["variants"] and "baseline" in r["variants"]]
+        if len(pairs) == len(runs) and all(b["icr"] for _, b in pairs):
+            ratios = ", ".join(f"{m['icr'] / b['icr']:.2f}" for m, b in pairs)
+            mean = sum(m["icr"] for m, _ in pairs) / sum(b["icr"] for _, b in pairs)
+            war = sum(m["war"] - b["war"] for m, b in pairs) / len(pairs)
+            lines.append(f"\n{v} ICR / baseline ICR per seed: {ratios}; of the means: {mean:.2f} "
+                         f"(target <= 0.5 -> {'met' if mean <= 0.5 else 'MISSED'}); WAR {war:+.3f} on average.")
+    return lines
+
+
 def markdown(results: dict) -> str:
+    seed = results.get("seed", 0)
     lines = [
         "# MIGR experiment on the held-out synthetic split",
         "",
         f"Train corpus `{results['train']}`, test corpus `{results['test']}` ({results['test_windows']} clips, "
         "another generator seed). Every variant starts from the same base checkpoint. Produced by "
-        "`python benchmarks/reasoning_experiment.py`; judge: the default cue judge.",
+        "`python benchmarks/reasoning_experiment.py`; judge: the default cue judge; training seed "
+        f"{seed}.",
         "",
         "| variant | " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
-    for name, res in results["variants"].items():
-        m = res["metrics"]
+    for name in _ordered(results["variants"]):
+        m = results["variants"][name]["metrics"]
         lines.append(f"| {name} | " + " | ".join(_fmt(m.get(key)) for _, key in COLUMNS) + " |")
     lines += ["", "By data subset (WAR / ICR / first-segment agreement):", "",
               "| variant | consistent | ambiguous + conflicting | visual_dominant | audio_dominant |", "|---|---|---|---|---|"]
-    for name, res in results["variants"].items():
-        subsets = res["subsets"] or {}
+    for name in _ordered(results["variants"]):
+        subsets = results["variants"][name]["subsets"] or {}
         cells = []
         for key in ("consistent", "ambiguous_conflicting"):
             s = subsets.get(key) or {}
@@ -123,8 +186,11 @@ def markdown(results: dict) -> str:
             f"{'met' if (mi.get('one_sided') or 0) >= 0.85 else 'MISSED'}",
             "",
         ]
+    if seed == 0:
+        lines += seeds_table(seed_runs(results.get("name", "reasoning_experiment")))
+        lines.append("")
     notes = Path(__file__).with_name("reasoning_experiment_notes.md")
-    if notes.is_file():
+    if notes.is_file() and seed == 0:  # the notes discuss the seed-0 run
         lines += [notes.read_text().strip(), ""]
     lines += [f"Drift curves of every variant: [{results.get('name', 'reasoning_experiment')}_drift.png]"
               f"({results.get('name', 'reasoning_experiment')}_drift.png).", ""]
@@ -173,22 +239,27 @@ def plot_drift(work: Path, variants: list[str], path: Path) -> Path | None:
 @click.option("--only", default=None, help="Comma-separated variants to run (default: all).")
 @click.option("--sft-steps", type=click.IntRange(min=1), default=None)
 @click.option("--grpo-steps", type=click.IntRange(min=1), default=None)
-@click.option("--name", default="reasoning_experiment", show_default=True, help="Results file name.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Training seed of every trained variant (the base checkpoint stays as given).")
+@click.option("--name", default=None, help="Results file name [reasoning_experiment, or reasoning_experiment_seed<N>].")
 def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Path, only: str | None,
-         sft_steps: int | None, grpo_steps: int | None, name: str) -> None:
+         sft_steps: int | None, grpo_steps: int | None, seed: int, name: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    chosen = ["base", *VARIANTS, *MI_OPENING] if only is None else [v.strip() for v in only.split(",") if v.strip()]
+    name = name or ("reasoning_experiment" if seed == 0 else f"reasoning_experiment_seed{seed}")
+    chosen = [*ROW_ORDER] if only is None else [v.strip() for v in only.split(",") if v.strip()]
     model, tokenizer = load_checkpoint(base)
     test_windows = load_or_extract(open_source(test_data), model.config, cache_dir, None)
     results = {"name": name, "train": train_data, "test": test_data, "test_windows": len(test_windows), "base": str(base),
-               "variants": {}, "machine": machine_info()}
+               "seed": seed, "variants": {}, "machine": machine_info()}
     previous = RESULTS / f"{name}.json"
     if only is not None and previous.is_file():
         earlier = json.loads(previous.read_text())
-        if (earlier.get("train"), earlier.get("test"), earlier.get("base")) != (train_data, test_data, str(base)):
+        if ((earlier.get("train"), earlier.get("test"), earlier.get("base"), earlier.get("seed", 0))
+                != (train_data, test_data, str(base), seed)):
             raise click.UsageError(
-                f"{previous} holds rows for other data or another base ({earlier.get('train')}, {earlier.get('test')}, "
-                f"{earlier.get('base')}); rerun every variant (no --only) or use another --name"
+                f"{previous} holds rows for other data, another base or another seed ({earlier.get('train')}, "
+                f"{earlier.get('test')}, {earlier.get('base')}, seed {earlier.get('seed', 0)}); rerun every variant "
+                "(no --only) or use another --name"
             )
         results["variants"] = earlier.get("variants", {})
         if earlier.get("mi_agreement"):
@@ -199,11 +270,13 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
         opening = "free"
         if variant == "base":
             ckpt, mode = base, "describe"
+        elif variant in BUNDLED:
+            ckpt, mode, opening = Path(os.path.relpath(default_checkpoint())), "reason", BUNDLED[variant]
         elif variant in MI_OPENING:
             ckpt, mode, opening = work / MI_OPENING[variant], "reason", "mi"
         else:
             cfg = ReasoningRecipeConfig(data=train_data, out=str(work / variant), base=str(base),
-                                        cache_dir=str(cache_dir), **VARIANTS[variant])
+                                        cache_dir=str(cache_dir), seed=seed, **VARIANTS[variant])
             if sft_steps:
                 cfg.sft = replace(cfg.sft, steps=sft_steps)
             if grpo_steps:
