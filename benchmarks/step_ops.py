@@ -21,7 +21,7 @@ operators' timings do not depend on the values), all visible. Timing: the
 host's speed drifts by tens of percent within minutes, more than a
 microsecond operator's whole cost, so an operator (and the wrapper, and the
 floor) is timed in back-to-back pairs with an empty graph's run and the
-median difference kept (:func:`paired_us`); ``--rounds`` rounds over all of
+median difference kept (:func:`median_us`); ``--rounds`` rounds over all of
 them, median of the rounds. The two whole-step figures are medians of
 consecutive calls, per round, median of the rounds.
 Writes ``step_ops_cpu.json`` and ``.md`` to ``--out``.
@@ -141,37 +141,25 @@ def _floor_model(n_ops: int, width: int):
     return model
 
 
-def paired_us(call, reference, pairs: int, settle: int = SETTLE_CALLS) -> float:
-    """Median over ``pairs`` back-to-back pairs of (time of ``call`` - time of ``reference``), microseconds.
+def median_us(call, calls: int, reference=None, settle: int = SETTLE_CALLS) -> float:
+    """Median time of ``calls`` calls, microseconds; with ``reference``, of (``call`` - ``reference``) pairs.
 
-    The host's speed drifts (a shared machine: +-50% within minutes); each
-    difference is taken within a few microseconds, so drift cancels out.
+    The host's speed drifts (a shared machine: +-50% within minutes); a
+    difference taken back to back, within microseconds, cancels the drift.
     """
+    reference = reference or (lambda: None)
     for _ in range(settle):
         call()
         reference()
-    diffs = np.empty(pairs)
+    diffs = np.empty(calls)
     clock = time.perf_counter
-    for i in range(pairs):
+    for i in range(calls):
         t0 = clock()
         call()
         t1 = clock()
         reference()
         diffs[i] = (t1 - t0) - (clock() - t1)
     return float(np.median(diffs)) * 1e6
-
-
-def consecutive_us(call, calls: int, settle: int = SETTLE_CALLS) -> float:
-    """Median time of ``calls`` consecutive calls, microseconds."""
-    for _ in range(settle):
-        call()
-    times = np.empty(calls)
-    clock = time.perf_counter
-    for i in range(calls):
-        t0 = clock()
-        call()
-        times[i] = clock() - t0
-    return float(np.median(times)) * 1e6
 
 
 def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
@@ -208,9 +196,9 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
     alone = {n: [] for n in ("backend.step", "session.run")}
     for _ in range(rounds):
         for n, call in calls.items():
-            extra[n].append(paired_us(call, empty, runs // rounds))
+            extra[n].append(median_us(call, runs // rounds, reference=empty))
         for n in alone:
-            alone[n].append(consecutive_us(calls[n], runs // rounds))
+            alone[n].append(median_us(calls[n], runs // rounds))
     us = {n: float(np.median(v)) for n, v in extra.items()}
 
     per_type: dict[str, dict] = defaultdict(lambda: {"nodes": 0, "us": 0.0})
