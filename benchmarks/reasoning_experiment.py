@@ -116,7 +116,7 @@ def seeds_table(runs: list[dict]) -> list[str]:
     for v in ("migr", "migr+mi_opening"):
         pairs = [(r["variants"][v]["metrics"], r["variants"]["baseline"]["metrics"]) for r in runs
                  if v in r["variants"] and "baseline" in r["variants"]]
-        if len(pairs) == len(runs) and all(b["icr"] for _, b in pairs):
+        if len(pairs) == len(runs) and all(m["icr"] is not None and b["icr"] for m, b in pairs):
             ratios = ", ".join(f"{m['icr'] / b['icr']:.2f}" for m, b in pairs)
             mean = sum(m["icr"] for m, _ in pairs) / sum(b["icr"] for _, b in pairs)
             war = sum(m["war"] - b["war"] for m, b in pairs) / len(pairs)
@@ -195,7 +195,8 @@ def markdown(results: dict) -> str:
     lines += [f"Drift curves of every variant: [{results.get('name', 'reasoning_experiment')}_drift.png]"
               f"({results.get('name', 'reasoning_experiment')}_drift.png).", ""]
     lines += ["Training time per variant (s, this machine, in the invocation that trained it; 0 = evaluated only): "
-              + ", ".join(f"{k} {v['train_seconds']:.0f}" for k, v in results["variants"].items()), "",
+              + ", ".join(f"{k} {results['variants'][k]['train_seconds']:.0f}" for k in _ordered(results["variants"])),
+              "",
               f"Machine: {results['machine']}", ""]
     return "\n".join(lines)
 

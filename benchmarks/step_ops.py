@@ -64,7 +64,10 @@ def _types(model) -> dict[str, np.dtype]:
     types |= {t.name: helper.tensor_dtype_to_np_dtype(t.data_type) for t in model.graph.initializer}
     for node in model.graph.node:
         fixed = FIXED_TYPES.get(node.op_type)
-        dtype = np.dtype(fixed) if fixed else types[next(i for i in node.input if i)]
+        if node.op_type == "Cast":
+            dtype = helper.tensor_dtype_to_np_dtype(next(a.i for a in node.attribute if a.name == "to"))
+        else:
+            dtype = np.dtype(fixed) if fixed else types[next(i for i in node.input if i)]
         types.update({o: dtype for o in node.output})
     return types
 
@@ -141,6 +144,17 @@ def _floor_model(n_ops: int, width: int):
     return model
 
 
+def _identity_model(shape: tuple[int, ...]):
+    """An Identity of a float tensor of ``shape``: what handing such an output back to numpy costs."""
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "copy",
+                              [_value_info("x", np.float32, list(shape))], [_value_info("y", np.float32, list(shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
 def median_us(call, calls: int, reference=None, settle: int = SETTLE_CALLS) -> float:
     """Median time of ``calls`` calls, microseconds; with ``reference``, of (``call`` - ``reference``) pairs.
 
@@ -187,8 +201,10 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
     floor_session = _session(_floor_model(100, text.hidden_size), threads)
     x = np.ones((1, 1, text.hidden_size), np.float32)
     empty = lambda: empty_session.run(None, {"x": x})  # noqa: E731
+    copy_session = _session(_identity_model(feeds["keys"].shape), threads)
     calls = {"backend.step": lambda: backend.step(token, state), "session.run": lambda: session.run(None, feeds),
-             "floor": lambda: floor_session.run(None, {"x": x})}
+             "floor": lambda: floor_session.run(None, {"x": x}),
+             "cache_copy": lambda: copy_session.run(None, {"x": feeds["keys"]})}
     nodes = list(model.graph.node)
     for k, (s, fed) in enumerate(operator_runs(model, values, threads)):
         calls[f"node{k}"] = lambda s=s, fed=fed: s.run(None, fed)
@@ -213,13 +229,15 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
         "nodes": len(nodes), "backend_step_us": float(np.median(alone["backend.step"])),
         "session_run_us": float(np.median(alone["session.run"])),
         "wrapper_us": us["backend.step"] - us["session.run"], "operators_sum_us": total,
-        "dispatch_floor_us_per_op": us["floor"] / 100,
+        "dispatch_floor_us_per_op": us["floor"] / 100, "cache_copy_us": us["cache_copy"],
+        "cache_bytes": int(feeds["keys"].nbytes),
         "per_type": dict(sorted(per_type.items(), key=lambda kv: -kv[1]["us"])),
         "runs": runs, "rounds": rounds,
     }
 
 
 def markdown(result: dict, command: str) -> str:
+    """The report: the whole step against its parts per precision, then the operators by type."""
     m = result["machine"]
     r0 = next(iter(result["paths"].values()))
     lines = [
@@ -230,7 +248,10 @@ def markdown(result: dict, command: str) -> str:
         "Each operator is timed alone in a one-node graph fed the tensors it sees inside the step, as the median "
         "difference to an empty graph's run over back-to-back pairs (the host's speed drifts more than an operator "
         f"costs); {r0['rounds']} rounds of {r0['runs'] // r0['rounds']} pairs, median of the rounds. The cache holds "
-        f"{r0['cache_length']} positions; the decoder runs on {r0['threads']} thread(s), as in the runtime.", "",
+        f"{r0['cache_length']} positions; the decoder runs on {r0['threads']} thread(s), as in the runtime. An "
+        "operator alone also hands its outputs back to numpy, which it does not inside the step (an Identity of "
+        f"the stacked {r0['cache_bytes'] / 1024:.0f} KiB key cache costs {r0['cache_copy_us']:.1f} us more than the "
+        "empty graph): each part is an upper bound.", "",
         "| precision | backend.step (what `migr-rt bench` times) | session.run of the step graph | the Python "
         "wrapper (backend.step - session.run) | sum of its operators alone | operators "
         "| onnxruntime dispatch floor per operator |",
@@ -261,6 +282,9 @@ def markdown(result: dict, command: str) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
 def main(checkpoint: Path | None, precisions: str, cache_length: int, runs: int, rounds: int, out: Path) -> None:
+    if runs < rounds:
+        raise click.BadParameter(f"--runs {runs} is fewer than --rounds {rounds}: each round needs calls to time",
+                                 param_hint="--runs")
     checkpoint = checkpoint or default_checkpoint()
     import onnxruntime
 
