@@ -52,8 +52,6 @@ experiment: $(STAMP)
 	for seed in 1 2; do $(BIN)/python benchmarks/reasoning_experiment.py --train runs/synth-train \
 		--test runs/synth-test --base runs/exp/base --work runs/exp-seed$$seed --seed $$seed \
 		--only baseline,migr,migr+mi_opening,baseline+mi_opening || exit 1; done
-	$(BIN)/python benchmarks/reasoning_experiment.py --train runs/synth-train --test runs/synth-test \
-		--base runs/exp/base --work runs/exp --only bundled  # re-renders the seed-0 report with the seed table
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -17,6 +17,8 @@ seeds::
     python benchmarks/reasoning_experiment.py ... --seed 1 --work runs/exp-seed1 \
         --only baseline,migr,migr+mi_opening,baseline+mi_opening   # -> reasoning_experiment_seed1.{json,md}
 
+(the seed table of ``reasoning_experiment.md`` is rewritten after each such run).
+
 Variants (see ``migr_rt.training.reasoning_recipe``):
 
 * base         the perception checkpoint: its cue description judged against its answer-slot label
@@ -242,11 +244,12 @@ def plot_drift(work: Path, variants: list[str], path: Path) -> Path | None:
 @click.option("--grpo-steps", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Training seed of every trained variant (the base checkpoint stays as given).")
-@click.option("--name", default=None, help="Results file name [reasoning_experiment, or reasoning_experiment_seed<N>].")
+@click.option("--name", default="reasoning_experiment", show_default=True,
+              help="Results file name; a run with --seed N writes <name>_seed<N> and updates <name>.md's seed table.")
 def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Path, only: str | None,
-         sft_steps: int | None, grpo_steps: int | None, seed: int, name: str | None) -> None:
+         sft_steps: int | None, grpo_steps: int | None, seed: int, name: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    name = name or ("reasoning_experiment" if seed == 0 else f"reasoning_experiment_seed{seed}")
+    seed0_name, name = name, (name if seed == 0 else f"{name}_seed{seed}")
     chosen = [*ROW_ORDER] if only is None else [v.strip() for v in only.split(",") if v.strip()]
     model, tokenizer = load_checkpoint(base)
     test_windows = load_or_extract(open_source(test_data), model.config, cache_dir, None)
@@ -310,6 +313,9 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     write_text_atomic(RESULTS / f"{name}.md", markdown(results))
     plot_drift(work, list(results["variants"]), RESULTS / f"{name}_drift.png")
+    seed0 = RESULTS / f"{seed0_name}.json"
+    if seed != 0 and seed0.is_file():  # its table across seeds now has this run too
+        write_text_atomic(RESULTS / f"{seed0_name}.md", markdown(json.loads(seed0.read_text())))
     click.echo(markdown(results))
 
 
