@@ -87,16 +87,15 @@ def _value_info(name: str, dtype: np.dtype, shape=None):
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
 
 
-def _one_node_model(model, node, values: dict[str, np.ndarray], types: dict[str, np.dtype]):
-    """``node`` alone: its initializers inside, its other inputs fed (the captured tensors)."""
+def _one_node_model(model, node, values: dict[str, np.ndarray], inits: dict):
+    """``node`` alone: its initializers (``inits``, by name) inside, its other inputs fed (the captured tensors)."""
     from onnx import helper
 
-    inits = {t.name: t for t in model.graph.initializer}
     used = [i for i in dict.fromkeys(node.input) if i]
     graph = helper.make_graph(
         [node], f"one_{node.name}",
         [_value_info(i, values[i].dtype, list(values[i].shape)) for i in used if i not in inits],
-        [_value_info(o, types[o]) for o in node.output if o],
+        [_value_info(o, values[o].dtype) for o in node.output if o],
         initializer=[inits[i] for i in used if i in inits])
     one = helper.make_model(graph, opset_imports=model.opset_import)
     one.ir_version = model.ir_version
@@ -119,17 +118,16 @@ def capture(model, feeds: dict[str, np.ndarray], threads: int = 1) -> dict[str, 
 
 def operator_runs(model, values: dict[str, np.ndarray], threads: int = 1) -> list[tuple[object, dict]]:
     """Per node of ``model``: a session of that node alone and its feeds (from :func:`capture`'s ``values``)."""
-    types = _types(model)
-    inits = {t.name for t in model.graph.initializer}
+    inits = {t.name: t for t in model.graph.initializer}
     runs = []
     for node in model.graph.node:
         fed = {i: values[i] for i in dict.fromkeys(node.input) if i and i not in inits}
-        runs.append((_session(_one_node_model(model, node, values, types), threads), fed))
+        runs.append((_session(_one_node_model(model, node, values, inits), threads), fed))
     return runs
 
 
 def _floor_model(n_ops: int, width: int):
-    """A chain of ``n_ops`` Relu on a ``width`` vector (``n_ops=0``: one Identity): the per-operator dispatch cost."""
+    """A chain of ``n_ops`` Relu on a ``width`` vector, then an Identity: the per-operator dispatch cost."""
     from onnx import helper
 
     nodes, prev = [], "x"
@@ -197,7 +195,7 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
 
     values = capture(model, feeds, threads)
 
-    empty_session = _session(_floor_model(0, text.hidden_size), threads)
+    empty_session = _session(_identity_model((1, 1, text.hidden_size)), threads)
     floor_session = _session(_floor_model(100, text.hidden_size), threads)
     x = np.ones((1, 1, text.hidden_size), np.float32)
     empty = lambda: empty_session.run(None, {"x": x})  # noqa: E731
