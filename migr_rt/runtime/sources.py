@@ -23,6 +23,8 @@ from pathlib import Path
 
 import av
 
+from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa
+
 DEMO = "demo"
 
 
@@ -41,13 +43,14 @@ class InputSpec:
     live: bool = False  #: a device or network stream: it paces itself and may disappear
     video: bool = True
     audio: bool = True
+    hint: str = ""  #: appended to the message when it cannot be opened
 
     def open(self, timeout: float = 5.0) -> av.container.InputContainer:
         """Open it with PyAV, or raise :class:`SourceError` naming it."""
         try:
             return av.open(self.target, mode="r", format=self.format, options=dict(self.options), timeout=timeout)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise SourceError(f"{self.name}: cannot be opened ({exc})") from exc
+            raise SourceError(f"{self.name}: cannot be opened ({exc}){self.hint}") from exc
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,27 @@ def camera_input(index: int, fps: float = 25.0) -> InputSpec:
 
 
 def mic_input(spec: str) -> InputSpec | None:
+    """An ALSA or PulseAudio capture device, checked against what this PyAV's FFmpeg can open."""
     if spec in ("", "none"):
         return None
     backend, _, device = spec.partition(":")
     if backend not in ("alsa", "pulse") or not device:
         raise SourceError(f"microphone {spec!r}: expected alsa:DEVICE or pulse:DEVICE (e.g. alsa:default), or none")
-    return InputSpec(f"microphone {spec}", device, backend, live=True, video=False)
+    if backend not in av.formats_available:
+        raise SourceError(
+            f"microphone {spec}: this PyAV's FFmpeg has no {backend} input (PyAV wheels have alsa, not pulse); "
+            + ("use alsa:DEVICE (`arecord -L` lists them)" if "alsa" in av.formats_available else
+               "install a PyAV built against a system FFmpeg with ALSA or PulseAudio")
+        )
+    hint = ""
+    if backend == "alsa":
+        try:
+            configure_alsa()
+        except AlsaConfigError as exc:
+            raise SourceError(f"microphone {spec}: {exc}") from exc
+        hint = ("; this machine has no sound devices (/dev/snd is missing)" if not Path("/dev/snd").exists() else
+                "; `arecord -l` lists capture cards, e.g. alsa:plughw:1,0")
+    return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
 def parse_source(
