@@ -77,7 +77,7 @@ COLUMNS = [
     ("WAR", "war"), ("UAR", "uar"), ("ICR", "icr"), ("first seg = dominant", "first_segment_agreement"),
     ("first seg = dominant, one-sided", "first_segment_agreement_one_sided"),
     ("grounding", "grounding_rate"), ("coverage", "coverage"), ("format ok", "format_valid"),
-    ("answer-slot acc", "answer_slot_accuracy"),
+    ("summary faults", "summary_faults"), ("answer-slot acc", "answer_slot_accuracy"),
 ]
 
 
@@ -196,7 +196,8 @@ def markdown(results: dict) -> str:
         lines += [notes.read_text().strip(), ""]
     lines += [f"Drift curves of every variant: [{results.get('name', 'reasoning_experiment')}_drift.png]"
               f"({results.get('name', 'reasoning_experiment')}_drift.png).", ""]
-    lines += ["Training time per variant (s, this machine, in the invocation that trained it; 0 = evaluated only): "
+    lines += ["Training time per variant (s, this machine; an SFT stage kept from an earlier invocation counts "
+              "the seconds it took then; 0 = evaluated only): "
               + ", ".join(f"{k} {results['variants'][k]['train_seconds']:.0f}" for k in _ordered(results["variants"])),
               "",
               f"Machine: {results['machine']}", ""]
@@ -292,7 +293,11 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
                     logging.info("%s [%s] %d/%d loss %.4f %s eta %.0fs", variant, stage, p.step, p.steps, p.loss,
                                  parts, p.eta_s)
 
+            state_file = work / f"{variant}.work" / "state.json"
+            reused = json.loads(state_file.read_text())["finished"] if state_file.is_file() else {}
             metrics = run_reasoning_recipe(cfg, on_progress=progress)
+            # a stage finished by an earlier invocation (e.g. SFT kept while GRPO is rerun) counts its own time
+            t0 -= sum(v.get("seconds", 0.0) for k, v in reused.items() if k == "sft" and isinstance(v, dict))
             results["mi_agreement"] = metrics["finished"]["mi_labels"]["agreement"]
             ckpt, mode = work / variant, "reason"
         train_seconds = time.monotonic() - t0

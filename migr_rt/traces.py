@@ -77,6 +77,41 @@ def summary_text(dominant: str | None, descriptions: Mapping[str, str]) -> str:
     return f"the {dominant} evidence decides: {lead}"
 
 
+_SUMMARY_ONE = re.compile(r"the (\S+) evidence decides(?:: \S.*)?", flags=re.S)
+_SUMMARY_ALL = re.compile(r"the (\S+(?: and \S+)*) evidence together decide", flags=re.S)
+
+
+def summary_problem(parsed: ParsedTrace, modalities: Sequence[str] = tuple(SEGMENT_TAGS)) -> str | None:
+    """What is wrong with the summary's sentence (None when nothing is, or there is no summary).
+
+    :func:`summary_text` writes one of two sentences, and the summary is
+    where a rationale says which modality decided. The cue judge reads cue
+    phrases only, so it cannot see a sentence that is broken: a modality
+    word a small decoder assembled from the word pieces of "audio" and
+    "visual" ("the aual evidence decides", "visudio"), or a stuttered verb
+    ("together decidecide"). Checked here, for the format reward and for
+    evaluation. Naming a modality other than the opening one is not a fault:
+    a rationale may describe the face first and conclude that the voice decides.
+    """
+    summary = (parsed.summary or "").strip()
+    if not summary:
+        return None
+    one = _SUMMARY_ONE.fullmatch(summary)
+    if one:
+        named = one.group(1)
+        return None if named in modalities else f"summary names {named!r}, not a modality"
+    together = _SUMMARY_ALL.fullmatch(summary)
+    if together:
+        named = together.group(1).split(" and ")
+        unknown = [m for m in named if m not in modalities]
+        if unknown:
+            return f"summary names {unknown[0]!r}, not a modality"
+        if len(set(named)) != len(named):
+            return "summary names a modality twice"
+        return None
+    return "summary is neither 'the M evidence decides[: cue]' nor 'the M and M evidence together decide'"
+
+
 def build_trace(
     descriptions: Mapping[str, str],
     order: Sequence[str],

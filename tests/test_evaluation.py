@@ -59,8 +59,9 @@ CASES = [
     (trace("<visual>relaxed facial muscles</visual>", "bored"), "neutral", ["visual"],
      {"kind": "consistent", "dominant": "audio", "one_sided": True,
       "cues": {"visual": ["face_relaxed"], "audio": ["voice_steady"]}}),
-    # r5: wrong (valid) answer, opens with the dominant audio, grounded
-    (trace("<audio>loud voice</audio><visual>upturned mouth corners</visual>", "happy"), "angry", BOTH,
+    # r5: wrong (valid) answer, opens with the dominant audio, grounded; its summary's modality word is garbled
+    (trace("<audio>loud voice</audio><visual>upturned mouth corners</visual>", "happy",
+           "the aual evidence decides: loud voice"), "angry", BOTH,
      {"kind": "conflicting", "dominant": "audio", "one_sided": False,
       "cues": {"visual": ["mouth_corners_up"], "audio": ["voice_loud"]}}),
     # r6: real data (no meta): correct and consistent, describes the face only -> coverage 0.5
@@ -86,6 +87,8 @@ def test_window_records_read_the_explanation_not_the_label(records):
     assert r5.prediction == "happy" and not r5.correct
     assert r6.grounding is None and r6.kind is None and r6.coverage == 0.5
     assert all(r.well_formed for r in (r1, r2, r3, r5, r6))
+    assert r5.summary_problem == "summary names 'aual', not a modality"
+    assert all(r.summary_problem is None for r in (r1, r2, r3, r4, r6))  # r1's is sound, the others have none
 
 
 def test_reasoning_metrics_by_hand(records):
@@ -106,6 +109,7 @@ def test_reasoning_metrics_by_hand(records):
     assert m["grounding_rate"] == pytest.approx((1.0 + 0.5 + 1.0 + 1.0) / 4) and m["grounding_windows"] == 4
     assert m["coverage"] == pytest.approx((1 + 1 + 0 + 1 + 1 + 0.5) / 6)
     assert m["format_valid"] == pytest.approx(5 / 6)
+    assert m["summary_faults"] == pytest.approx(1 / 6)
 
 
 def test_subset_metrics_by_hand(records):
@@ -172,7 +176,7 @@ METRIC_KEYS = {
     "windows", "correct", "war", "uar", "per_class_recall", "support", "invalid_answers", "icr", "icr_inconsistent",
     "icr_no_cue", "first_segment_agreement", "first_segment_windows", "first_segment_agreement_one_sided",
     "first_segment_one_sided_windows", "grounding_rate", "grounding_windows", "coverage", "format_valid",
-    "answer_slot_accuracy",
+    "summary_faults", "answer_slot_accuracy",
 }  # fmt: skip
 
 

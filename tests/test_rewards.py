@@ -25,7 +25,7 @@ from migr_rt.training.rewards import (
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.labels import DFEW_LABELS
-from migr_rt.traces import build_trace, modality_order, parse_trace
+from migr_rt.traces import build_trace, modality_order, parse_trace, summary_problem
 
 CTX = RewardContext(
     label="angry",
@@ -78,7 +78,20 @@ CASES = {
     "label_copied_no_cues": (
         "<think><audio>the answer is angry</audio><visual>angry angry</visual><summary>angry</summary></think>"
         "<answer>angry</answer>",
-        (1, 1, 0, 0, 0, 0, 0),
+        (1, 0.5, 0, 0, 0, 0, 0),  # "angry" is not a summary sentence
+    ),
+    # A summary sentence assembled from the word pieces of "audio" and "visual": only format notices.
+    "summary_modality_garbled": (GOOD.replace("the audio evidence", "the aual evidence"), (1, 0.5, 1, 1, 1, 1, 1)),
+    "summary_verb_stuttered": (
+        GOOD.replace("the audio evidence decides: strongly harsh strained timbre",
+                     "the visual and audio evidence together decidecide"),
+        (1, 0.5, 1, 1, 1, 1, 1),
+    ),
+    # Concluding that the other modality decides is a claim, not a format fault (first_segment scores the order).
+    "summary_names_the_other_modality": (
+        GOOD.replace("the audio evidence decides: strongly harsh strained timbre",
+                     "the visual evidence decides: clearly lowered brows"),
+        (1, 1, 1, 1, 1, 1, 1),
     ),
     "missing_think_close": (
         "<think><audio>loud voice</audio><visual>lowered brows</visual><summary>so</summary><answer>angry</answer>",
@@ -131,7 +144,7 @@ def test_every_term_on_adversarial_generations(case: str) -> None:
 def test_hand_computed_totals() -> None:
     texts = [CASES[c][0] for c in ("label_copied_no_cues", "empty_segments", "invented_cues", "cues_in_wrong_segments")]
     total, _ = score(texts, [CTX] * len(texts), W)
-    assert total.tolist() == pytest.approx([1.25 / SUM_W, 3.125 / SUM_W, 3.75 / SUM_W, 2.75 / SUM_W], abs=1e-6)
+    assert total.tolist() == pytest.approx([1.125 / SUM_W, 3.125 / SUM_W, 3.75 / SUM_W, 2.75 / SUM_W], abs=1e-6)
 
 
 def test_long_output_is_penalised_but_scored() -> None:
@@ -160,6 +173,34 @@ def test_format_has_three_levels() -> None:
     assert format_reward(p("<think><visual></visual></think><answer>sad</answer>", DFEW_LABELS), CTX) == 0.0
     assert format_reward(p("<think></think><answer>sad</answer>", DFEW_LABELS), CTX) == 0.0
     assert format_reward(p("<think><visual>x</visual></think><answer>glee</answer>", DFEW_LABELS), CTX) == 0.0
+    # A well-formed trace whose summary sentence is broken is merely usable.
+    assert format_reward(p(GOOD.replace("audio evidence", "visudio evidence"), DFEW_LABELS), CTX) == 0.5
+
+
+@pytest.mark.parametrize("dominant", [None, "visual", "audio"])
+@pytest.mark.parametrize("first", ["visual", "audio"])
+@pytest.mark.parametrize("shown", [("visual", "audio"), ("visual",), ("audio",)])
+def test_every_summary_the_trace_writer_makes_is_sound(dominant, first, shown) -> None:
+    cues = {"visual": "clearly lowered brows, slightly narrowed eyes", "audio": "clearly loud voice"}
+    descriptions = {m: (cues[m] if m in shown else "") for m in ("visual", "audio")}
+    parsed = parse_trace(build_trace(descriptions, modality_order(first), dominant, "angry"), DFEW_LABELS)
+    assert parsed.summary and summary_problem(parsed) is None, parsed.summary
+
+
+@pytest.mark.parametrize("summary, problem", [
+    ("the aual evidence decides: clearly loud voice", "summary names 'aual', not a modality"),
+    ("the visudio evidence decides", "summary names 'visudio', not a modality"),
+    ("the visual and aual evidence together decide", "summary names 'aual', not a modality"),
+    ("the audio and audio evidence together decide", "summary names a modality twice"),
+    ("the visual and audio evidence together decidecide", "neither"),
+    ("theidence decides: clearly raised brows", "neither"),
+    ("the audio evidence decides:", "neither"),
+    ("angry", "neither"),
+])
+def test_broken_summary_sentences_are_named(summary: str, problem: str) -> None:
+    parsed = parse_trace(GOOD.replace("the audio evidence decides: strongly harsh strained timbre", summary))
+    assert parsed.well_formed  # the tags are fine: only the sentence is broken
+    assert problem in summary_problem(parsed)
 
 
 def test_first_segment_must_be_the_dominant_modality_stating_its_own_cue() -> None:
@@ -275,7 +316,7 @@ def test_baseline_scores_only_accuracy_and_format() -> None:
     texts = [GOOD, CASES["label_copied_no_cues"][0], CASES["missing_think_close"][0], ""]
     total, terms = score(texts, [CTX] * 4, RewardWeights.baseline())
     assert list(terms) == ["accuracy", "format"]
-    assert total.tolist() == pytest.approx([1.0, 1.0, 0.75, 0.0])
+    assert total.tolist() == pytest.approx([1.0, 0.75, 0.75, 0.0])
 
 
 def test_zero_weight_terms_are_skipped() -> None:

@@ -21,7 +21,9 @@ the window's own modality visibility), reads it back with
   windows whose meta lists the shown cues. Cues of a hidden modality are not
   in the input the model saw, so they do not count as shown.
 * **coverage** (:func:`~.judge.coverage`) of the visible modalities that
-  carry evidence, and the **format-valid** share.
+  carry evidence, the **format-valid** share, and the share of **summary
+  faults** (:func:`~migr_rt.traces.summary_problem`: a summary sentence
+  naming no modality, or another than the rationale opened with).
 * the same metrics per subset: ``consistent`` clips, ``ambiguous_conflicting``
   (ambiguous + conflicting) and per ``kind`` (synthetic corpus only).
 * the **drift curve**: for generated step t, the attention mass that the
@@ -57,7 +59,7 @@ from migr_rt.generate import Generated, GenerationConfig, continuation_inputs, g
 from migr_rt.mi import score_modality_importance
 from migr_rt.model.layout import prefix_ids
 from migr_rt.model.modeling import MigrForEmotionReasoning
-from migr_rt.traces import parse_trace
+from migr_rt.traces import parse_trace, summary_problem
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class WindowRecord:
     implied: str | None  #: the judge's implied emotion of the explanation (None: no cue stated)
     first_modality: str | None
     well_formed: bool
+    summary_problem: str | None  #: what is wrong with the summary's sentence (None: sound, or no summary)
     grounding: float | None  #: share of stated cues shown by the input; None: unknown cues or none stated
     coverage: float
     visible: list[str]  #: modalities the model could see
@@ -157,6 +160,7 @@ def window_record(
         implied=judge.implied_emotion(parsed.explanation),
         first_modality=parsed.first_modality,
         well_formed=parsed.well_formed,
+        summary_problem=summary_problem(parsed),
         grounding=ground,
         coverage=coverage(parsed, evidence),
         visible=visible,
@@ -212,6 +216,7 @@ def reasoning_metrics(records: Sequence[WindowRecord], labels: Sequence[str]) ->
         "grounding_windows": len(grounded),
         "coverage": _mean([r.coverage for r in records]),
         "format_valid": _share(sum(r.well_formed for r in records), n),
+        "summary_faults": _share(sum(r.summary_problem is not None for r in records), n),
     }
 
 
