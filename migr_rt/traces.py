@@ -81,8 +81,13 @@ _SUMMARY_ONE = re.compile(r"the (\S+) evidence decides(?:: \S.*)?", flags=re.S)
 _SUMMARY_ALL = re.compile(r"the (\S+(?: and \S+)*) evidence together decide", flags=re.S)
 
 
-def summary_problem(parsed: ParsedTrace, modalities: Sequence[str] = tuple(SEGMENT_TAGS)) -> str | None:
-    """What is wrong with the summary's sentence (None when nothing is, or there is no summary).
+def summary_problem(
+    parsed: ParsedTrace, modalities: Sequence[str] = tuple(SEGMENT_TAGS), *, required: bool = True,
+) -> str | None:
+    """What is wrong with the summary's sentence, or None.
+
+    A missing or empty summary is a problem when ``required`` (a rationale; otherwise a model could
+    escape the check by leaving the summary out) and not for a base model's cue description.
 
     :func:`summary_text` writes one of two sentences, and the summary is
     where a rationale says which modality decided. The cue judge reads cue
@@ -95,7 +100,7 @@ def summary_problem(parsed: ParsedTrace, modalities: Sequence[str] = tuple(SEGME
     """
     summary = (parsed.summary or "").strip()
     if not summary:
-        return None
+        return ("no summary" if parsed.summary is None else "empty summary") if required else None
     one = _SUMMARY_ONE.fullmatch(summary)
     if one:
         named = one.group(1)

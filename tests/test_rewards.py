@@ -113,16 +113,16 @@ CASES = {
     "explanation_argues_sad": (
         "<think><audio>strongly quiet voice, clearly dark muffled timbre</audio><visual>strongly drooping eyelids"
         "</visual></think><answer>angry</answer>",
-        (1, 1, 1, 0, 0, 1, 1),
+        (1, 0.5, 1, 0, 0, 1, 1),  # no summary: format 0.5 (so is every case below without one)
     ),
     "invented_cues": (
         "<think><audio>loud voice, dark muffled timbre</audio><visual>lowered brows, wrinkled nose</visual></think>"
         "<answer>angry</answer>",
-        (1, 1, 1, 1, 0.5, 1, 1),
+        (1, 0.5, 1, 1, 0.5, 1, 1),
     ),
     "cues_in_wrong_segments": (
         "<think><audio>lowered brows</audio><visual>loud voice</visual></think><answer>angry</answer>",
-        (1, 1, 0, 1, 1, 0, 0),
+        (1, 0.5, 0, 1, 1, 0, 0),
     ),
     "very_long_repeated_cues": (LONG, (1, 1, 1, 1, 1, 1, LONG_COHERENCE)),
 }
@@ -144,7 +144,7 @@ def test_every_term_on_adversarial_generations(case: str) -> None:
 def test_hand_computed_totals() -> None:
     texts = [CASES[c][0] for c in ("label_copied_no_cues", "empty_segments", "invented_cues", "cues_in_wrong_segments")]
     total, _ = score(texts, [CTX] * len(texts), W)
-    assert total.tolist() == pytest.approx([1.125 / SUM_W, 3.125 / SUM_W, 3.75 / SUM_W, 2.75 / SUM_W], abs=1e-6)
+    assert total.tolist() == pytest.approx([1.125 / SUM_W, 3.125 / SUM_W, 3.625 / SUM_W, 2.625 / SUM_W], abs=1e-6)
 
 
 def test_long_output_is_penalised_but_scored() -> None:
@@ -166,7 +166,8 @@ def test_accuracy_is_exact_match_of_the_answer() -> None:
 def test_format_has_three_levels() -> None:
     p = parse_trace
     assert format_reward(p(GOOD, DFEW_LABELS), CTX) == 1.0
-    assert format_reward(p("<think><visual>x</visual></think><answer>sad</answer>  ", DFEW_LABELS), CTX) == 1.0
+    # Usable but without the summary a rationale owes (a model must not escape the summary check by dropping it).
+    assert format_reward(p("<think><visual>x</visual></think><answer>sad</answer>  ", DFEW_LABELS), CTX) == 0.5
     # Usable but not well formed: answer is a label and some segment has text.
     assert format_reward(p("<visual>x</visual><answer>sad</answer>", DFEW_LABELS), CTX) == 0.5
     # No non-empty segment, or an answer outside the label set: unusable.
@@ -196,11 +197,18 @@ def test_every_summary_the_trace_writer_makes_is_sound(dominant, first, shown) -
     ("theidence decides: clearly raised brows", "neither"),
     ("the audio evidence decides:", "neither"),
     ("angry", "neither"),
+    ("", "empty summary"),
 ])
 def test_broken_summary_sentences_are_named(summary: str, problem: str) -> None:
     parsed = parse_trace(GOOD.replace("the audio evidence decides: strongly harsh strained timbre", summary))
     assert parsed.well_formed  # the tags are fine: only the sentence is broken
     assert problem in summary_problem(parsed)
+
+
+def test_a_missing_summary_is_a_fault_only_where_one_is_owed() -> None:
+    parsed = parse_trace("<think><audio>clearly loud voice</audio></think><answer>angry</answer>")
+    assert parsed.well_formed and summary_problem(parsed) == "no summary"
+    assert summary_problem(parsed, required=False) is None  # a base model's cue description
 
 
 def test_first_segment_must_be_the_dominant_modality_stating_its_own_cue() -> None:
@@ -320,7 +328,8 @@ def test_baseline_scores_only_accuracy_and_format() -> None:
 
 
 def test_zero_weight_terms_are_skipped() -> None:
-    total, terms = score([CASES["invented_cues"][0]], [CTX], dataclasses.replace(W, grounding=0.0))
+    text = CASES["invented_cues"][0].replace("</think>", "<summary>the audio evidence decides: loud voice</summary></think>")
+    total, terms = score([text], [CTX], dataclasses.replace(W, grounding=0.0))
     assert "grounding" not in terms and total.item() == pytest.approx(1.0)
 
 
@@ -330,8 +339,8 @@ def test_inapplicable_terms_leave_the_normalisation() -> None:
     total, terms = score([text, text], [unknown, CTX], W)
     assert terms["first_segment"].tolist() == [0.0, 0.0]
     assert terms["grounding"].tolist() == [0.0, 1.0]
-    # unknown: (accuracy 1 + format .25 + consistency 1 + coherence 0) / (1 + .25 + 1 + .25)
-    assert total.tolist() == pytest.approx([2.25 / 2.5, 2.75 / SUM_W])
+    # unknown: (accuracy 1 + format .25 x .5 (no summary) + consistency 1 + coherence 0) / (1 + .25 + 1 + .25)
+    assert total.tolist() == pytest.approx([2.125 / 2.5, 2.625 / SUM_W])
 
 
 def test_score_shapes_and_errors() -> None:

@@ -22,8 +22,8 @@ the window's own modality visibility), reads it back with
   in the input the model saw, so they do not count as shown.
 * **coverage** (:func:`~.judge.coverage`) of the visible modalities that
   carry evidence, the **format-valid** share, and the share of **summary
-  faults** (:func:`~migr_rt.traces.summary_problem`: a summary sentence
-  naming no modality, or another than the rationale opened with).
+  faults** (:func:`~migr_rt.traces.summary_problem`: a rationale without a
+  summary, or whose summary sentence is broken, e.g. names no modality).
 * the same metrics per subset: ``consistent`` clips, ``ambiguous_conflicting``
   (ambiguous + conflicting) and per ``kind`` (synthetic corpus only).
 * the **drift curve**: for generated step t, the attention mass that the
@@ -133,11 +133,13 @@ def window_record(
     visible: Sequence[str],
     meta: Mapping | None = None,
     judge: ExplanationJudge | None = None,
+    rationale: bool = True,
 ) -> WindowRecord:
     """Read one generated trace (``text`` starts with ``<think>``) against what is known about its window.
 
     ``visible``: the modalities the model saw. ``meta``: the window's meta
-    (``kind``, ``dominant``, ``one_sided``, ``cues``; empty for real data).
+    (``kind``, ``dominant``, ``one_sided``, ``cues``; empty for real data). ``rationale``: the text is a
+    rationale, which owes a summary (False for a base model's cue description).
     """
     meta = meta or {}
     judge = judge or CueJudge(labels)
@@ -160,7 +162,7 @@ def window_record(
         implied=judge.implied_emotion(parsed.explanation),
         first_modality=parsed.first_modality,
         well_formed=parsed.well_formed,
-        summary_problem=summary_problem(parsed),
+        summary_problem=summary_problem(parsed, required=rationale),
         grounding=ground,
         coverage=coverage(parsed, evidence),
         visible=visible,
@@ -447,7 +449,7 @@ def evaluate_reasoning(
                 records.append(
                     window_record(
                         text, id=windows.ids[i], label=labels[int(windows.labels[i])], labels=labels,
-                        visible=seen, meta=windows.meta[i], judge=judge,
+                        visible=seen, meta=windows.meta[i], judge=judge, rationale=config.mode == "reason",
                     )
                 )
             if config.drift:

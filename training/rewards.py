@@ -115,9 +115,10 @@ def format_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     segment is non-empty, i.e. every other term can read something. Three
     levels keep a gradient for nearly-right outputs without weighing the
     parser's individual problem messages against each other. The summary
-    check (:func:`~migr_rt.traces.summary_problem`) is here because no other
-    term reads the summary's words: without it, GRPO on seed 0 drifted to
-    "the aual evidence decides" in a third of the held-out rationales.
+    check (:func:`~migr_rt.traces.summary_problem`: the summary is there and
+    its sentence is sound) is here because no other term reads the summary's
+    words: without it, GRPO on seed 0 drifted to "the aual evidence decides"
+    in a third of the held-out rationales.
     """
     if not parsed.problems and summary_problem(parsed) is None:
         return 1.0
