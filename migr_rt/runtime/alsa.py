@@ -6,15 +6,24 @@ read its configuration from a folder of the wheel's build machine
 so without help every ALSA device fails to open with an uninformative
 ``Input/output error`` — ``default``, ``hw:0`` and ``plughw:1,0`` alike.
 ``ALSA_CONFIG_DIR`` (read by alsa-lib >= 1.2.5) points it at the system's
-configuration instead, which also pulls in ``/etc/asound.conf`` and
-``~/.asoundrc``. A user who already set ``ALSA_CONFIG_DIR`` or
-``ALSA_CONFIG_PATH`` keeps theirs, and a PyAV linked against the system's
-``libasound`` needs nothing.
+configuration folder instead, which also pulls in ``/etc/asound.conf`` and
+``~/.asoundrc`` (``ALSA_CONFIG_PATH`` alone is not enough: it names the top
+file, and the library still looks for the files that one includes in the build
+machine's folder). A user who set ``ALSA_CONFIG_DIR`` keeps theirs, and a PyAV
+linked against the system's ``libasound`` needs nothing.
 
 ALSA plugins that live in separate shared objects (``pulse``, ``pipewire``,
 ``jack``) stay out of reach of the bundled library: they are built against the
-system's ``libasound``. Hardware devices (``hw:``, ``plughw:``) and the
-built-in plugins (``dsnoop``, ``plug``, ``file``, ``null`` ...) work.
+system's ``libasound``. Left alone, the bundled library would look for them in
+``/tmp/vendor/lib/alsa-lib``, a folder any local user can create, so
+``ALSA_PLUGIN_DIR`` is pointed at the wheel's own library folder, which holds
+none: a ``default`` device routed to PulseAudio or PipeWire then fails to open
+instead of loading code from ``/tmp``. Hardware devices (``hw:``, ``plughw:``)
+and the built-in plugins (``dsnoop``, ``plug``, ``file``, ``null`` ...) work.
+
+The variables are set in this process's environment, once, when a microphone
+spec is parsed (before any capture thread starts): alsa-lib reads them when it
+opens its first device.
 """
 
 from __future__ import annotations
@@ -30,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: Where distributions keep alsa.conf (Debian/Ubuntu/Fedora/Arch; Alpine; a source build).
 SYSTEM_CONFIG_DIRS = ("/usr/share/alsa", "/usr/local/share/alsa", "/etc/alsa")
-USER_VARIABLES = ("ALSA_CONFIG_DIR", "ALSA_CONFIG_PATH")
 
 
 class AlsaConfigError(RuntimeError):
@@ -46,15 +54,23 @@ def bundled_libasound() -> Path | None:
 def alsa_environment(
     environ: Mapping[str, str], bundled: Path | None, config_dirs: Iterable[str | Path] = SYSTEM_CONFIG_DIRS,
 ) -> dict[str, str]:
-    """The variables to add to ``environ`` so the ALSA library PyAV uses finds a configuration (often none).
+    """The variables to add to ``environ`` for PyAV's bundled ALSA library (none for a PyAV using the system's).
 
-    Raises :class:`AlsaConfigError` when PyAV's bundled library would find none.
+    Raises :class:`AlsaConfigError` when the bundled library would find no configuration.
     """
-    if bundled is None or any(environ.get(name) for name in USER_VARIABLES):
+    if bundled is None:
         return {}
+    added = {} if environ.get("ALSA_PLUGIN_DIR") else {"ALSA_PLUGIN_DIR": str(bundled.parent)}
+    chosen = environ.get("ALSA_CONFIG_DIR")
+    if chosen:
+        if not os.path.isabs(chosen):
+            raise AlsaConfigError(f"ALSA_CONFIG_DIR={chosen!r}: alsa-lib ignores a relative folder; give an absolute one")
+        return added
     for folder in map(Path, config_dirs):
         if (folder / "alsa.conf").is_file():
-            return {"ALSA_CONFIG_DIR": str(folder)}
+            return {**added, "ALSA_CONFIG_DIR": str(folder.resolve())}
+    if environ.get("ALSA_CONFIG_PATH"):
+        return added  # the user's own top file, which may need nothing else
     searched = ", ".join(str(Path(d) / "alsa.conf") for d in config_dirs)
     raise AlsaConfigError(
         f"PyAV's bundled ALSA library ({bundled.name}) needs the system's ALSA configuration, and there is none "

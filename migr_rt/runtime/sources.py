@@ -98,7 +98,8 @@ def mic_input(spec: str) -> InputSpec | None:
         raise SourceError(f"microphone {spec!r}: expected alsa:DEVICE or pulse:DEVICE (e.g. alsa:default), or none")
     if backend not in av.formats_available:
         raise SourceError(
-            f"microphone {spec}: this PyAV's FFmpeg has no {backend} input (PyAV wheels have alsa, not pulse); "
+            f"microphone {spec}: this PyAV's FFmpeg has no {backend} input"
+            + (" (PyAV's Linux wheels have alsa, not pulse); " if backend == "pulse" else "; ")
             + ("use alsa:DEVICE (`arecord -L` lists them)" if "alsa" in av.formats_available else
                "install a PyAV built against a system FFmpeg with ALSA or PulseAudio")
         )
@@ -108,8 +109,8 @@ def mic_input(spec: str) -> InputSpec | None:
             configure_alsa()
         except AlsaConfigError as exc:
             raise SourceError(f"microphone {spec}: {exc}") from exc
-        hint = ("; this machine has no sound devices (/dev/snd is missing)" if not Path("/dev/snd").exists() else
-                "; `arecord -l` lists capture cards, e.g. alsa:plughw:1,0")
+        hint = ("; note that this machine has no sound card (/dev/snd is missing)" if not Path("/dev/snd").exists()
+                else "; `arecord -l` lists capture cards, e.g. alsa:plughw:1,0")
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
