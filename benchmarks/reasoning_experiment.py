@@ -296,8 +296,9 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
             state_file = work / f"{variant}.work" / "state.json"
             reused = json.loads(state_file.read_text())["finished"] if state_file.is_file() else {}
             metrics = run_reasoning_recipe(cfg, on_progress=progress)
-            # a stage finished by an earlier invocation (e.g. SFT kept while GRPO is rerun) counts its own time
-            t0 -= sum(v.get("seconds", 0.0) for k, v in reused.items() if k == "sft" and isinstance(v, dict))
+            # an SFT stage kept from an earlier invocation while this one trains GRPO counts the time it took then
+            if "sft" in reused and any(stage not in reused for stage in cfg.stages):
+                t0 -= reused["sft"].get("seconds", 0.0)
             results["mi_agreement"] = metrics["finished"]["mi_labels"]["agreement"]
             ckpt, mode = work / variant, "reason"
         train_seconds = time.monotonic() - t0
