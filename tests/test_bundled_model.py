@@ -12,6 +12,7 @@ from migr_rt.demo import pick_index
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.model import verify_checkpoint
 from migr_rt.predict import Predictor, default_checkpoint
+from migr_rt.traces import summary_problem
 
 SEED = 2
 
@@ -67,3 +68,21 @@ def test_bundled_model_reasons_from_the_modality_that_carries_the_emotion(predic
     assert total >= 5
     assert formed == total, f"only {formed}/{total} rationales well formed"
     assert opened / total >= 0.7, f"opened with the dominant modality on {opened}/{total} one-sided clips"
+
+
+def test_bundled_rationales_end_with_a_sound_summary(predictor):
+    """With the runtime's default (MI-chosen) opening, every summary is one the trace format defines.
+
+    The summary's words are where a GRPO-trained checkpoint drifted ("the aual evidence decides"):
+    no reward read them until the format reward checked the sentence.
+    """
+    config = SynthConfig(n=1, seed=SEED)
+    faults = []
+    for kind in ("audio_dominant", "visual_dominant", "conflicting", "ambiguous"):
+        for emotion in DFEW_LABELS:
+            clip = render_clip(config, pick_index(SEED, emotion, kind))
+            rationale = predictor.explain(clip.frames, clip.audio)
+            problem = summary_problem(rationale.parsed)
+            if problem is not None:
+                faults.append(f"{kind}/{emotion}: {problem}")
+    assert not faults, f"{len(faults)}/28 rationales with a broken summary: {faults}"
