@@ -368,7 +368,9 @@ def test_looped_replay_of_a_file_whose_audio_outlasts_its_video(runtime, tmp_pat
     assert [e["window"] for e in windows] == list(range(40))
     assert windows[-1]["drops"]["windows"] == 0 and windows[-1]["drops"]["frames"] == 0
     assert all(e["present"]["audio"] for e in windows)
-    assert abs(taps["samples"] / 16000 - taps["frames"] / 25) < 0.15, taps
+    # Stopped at any moment of a pass, the audio may lead by that pass's extra 0.2 s plus one AAC frame
+    # (64 ms); left unaligned, 17 passes would have drifted 3.4 s apart.
+    assert abs(taps["samples"] / 16000 - taps["frames"] / 25) < 0.3, taps
 
 
 @pytest.mark.parametrize(
