@@ -101,20 +101,16 @@ def summary_problem(
     summary = (parsed.summary or "").strip()
     if not summary:
         return ("no summary" if parsed.summary is None else "empty summary") if required else None
-    one = _SUMMARY_ONE.fullmatch(summary)
-    if one:
-        named = one.group(1)
-        return None if named in modalities else f"summary names {named!r}, not a modality"
-    together = _SUMMARY_ALL.fullmatch(summary)
-    if together:
-        named = together.group(1).split(" and ")
-        unknown = [m for m in named if m not in modalities]
-        if unknown:
-            return f"summary names {unknown[0]!r}, not a modality"
-        if len(set(named)) != len(named):
-            return "summary names a modality twice"
-        return None
-    return "summary is neither 'the M evidence decides[: cue]' nor 'the M and M evidence together decide'"
+    match = _SUMMARY_ONE.fullmatch(summary) or _SUMMARY_ALL.fullmatch(summary)
+    if match is None:
+        return "summary is neither 'the M evidence decides[: cue]' nor 'the M and M evidence together decide'"
+    named = match.group(1).split(" and ")
+    unknown = [m for m in named if m not in modalities]
+    if unknown:
+        return f"summary names {unknown[0]!r}, not a modality"
+    if len(set(named)) != len(named):
+        return "summary names a modality twice"
+    return None
 
 
 def build_trace(

@@ -328,7 +328,8 @@ def test_baseline_scores_only_accuracy_and_format() -> None:
 
 
 def test_zero_weight_terms_are_skipped() -> None:
-    text = CASES["invented_cues"][0].replace("</think>", "<summary>the audio evidence decides: loud voice</summary></think>")
+    summary = "<summary>the audio evidence decides: loud voice</summary>"
+    text = CASES["invented_cues"][0].replace("</think>", summary + "</think>")
     total, terms = score([text], [CTX], dataclasses.replace(W, grounding=0.0))
     assert "grounding" not in terms and total.item() == pytest.approx(1.0)
 

@@ -107,7 +107,7 @@ class WindowRecord:
     implied: str | None  #: the judge's implied emotion of the explanation (None: no cue stated)
     first_modality: str | None
     well_formed: bool
-    summary_problem: str | None  #: what is wrong with the summary's sentence (None: sound, or no summary)
+    summary_problem: str | None  #: what is wrong with the summary (None: sound, or none owed)
     grounding: float | None  #: share of stated cues shown by the input; None: unknown cues or none stated
     coverage: float
     visible: list[str]  #: modalities the model could see

@@ -64,7 +64,8 @@ def alsa_environment(
     chosen = environ.get("ALSA_CONFIG_DIR")
     if chosen:
         if not os.path.isabs(chosen):
-            raise AlsaConfigError(f"ALSA_CONFIG_DIR={chosen!r}: alsa-lib ignores a relative folder; give an absolute one")
+            raise AlsaConfigError(
+                f"ALSA_CONFIG_DIR={chosen!r}: alsa-lib ignores a relative folder; give an absolute one")
         return added
     for folder in map(Path, config_dirs):
         if (folder / "alsa.conf").is_file():
@@ -79,14 +80,14 @@ def alsa_environment(
     )
 
 
-def configure_alsa(config_dirs: Iterable[str | Path] | None = None) -> dict[str, str]:
+def configure_alsa() -> dict[str, str]:
     """Set what :func:`alsa_environment` says in this process.
 
-    alsa-lib reads the variable once, at the first device it opens, so this runs before any ALSA input
+    alsa-lib reads the variables once, at the first device it opens, so this runs before any ALSA input
     is opened (when the microphone spec is parsed).
     """
-    added = alsa_environment(os.environ, bundled_libasound(), SYSTEM_CONFIG_DIRS if config_dirs is None else config_dirs)
+    added = alsa_environment(os.environ, bundled_libasound(), SYSTEM_CONFIG_DIRS)
     for name, value in added.items():
         os.environ[name] = value
-        logger.info("PyAV's bundled ALSA library reads the system's configuration: %s=%s", name, value)
+        logger.info("PyAV's bundled ALSA library: %s=%s", name, value)
     return added
