@@ -636,9 +636,10 @@ def test_ctrl_c_during_export_leaves_no_staging_folder(tmp_path, models):
 
     parent = tmp_path / "exports"
     out = parent / "art"
+    # SIG_DFL in the child: a test runner started in the background ignores SIGINT, and children inherit that
     proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "export", "--checkpoint", str(models["good"]),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=tmp_path)
+                            cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline_at = time.monotonic() + 60
         while not any(p.name.startswith(".art.staging-") for p in (parent.iterdir() if parent.exists() else [])):

@@ -116,9 +116,11 @@ def test_train_survives_sigint_and_sigkill_and_resumes(corpus, tmp_path):
     watcher.start()
     started = time.monotonic()
     try:
-        # 1. Ctrl-C once the base stage is recorded finished
+        # 1. Ctrl-C once the base stage is recorded finished (SIG_DFL: as from a terminal, even under a
+        #    test runner started in the background, which ignores SIGINT)
         with open(logs[0], "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             _wait_for(lambda: "base" in _state(work).get("finished", {}), proc, 120, "finished base stage")
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) != 0, "an interrupted run must not report success"
