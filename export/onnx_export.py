@@ -387,7 +387,7 @@ def export_onnx(
                 raise ArtifactError(f"{out}: parity check failed for {precision} (limit {limit}): {report}")
             manifest = Manifest(**{**manifest.__dict__, "parity": report})
             write_text_atomic(staging / MANIFEST, manifest.to_json())
-        say(f"publishing {out}")  # last step before publishing: the CLI re-raises here a Ctrl-C tracing swallowed
+    say(f"wrote {out}")
     return manifest
 
 

@@ -365,5 +365,5 @@ def build_tensorrt(
         report = engine_parity(TensorRTBackend(staging), model, batch=min(3, limits.max_batch))
         manifest = Manifest(**{**manifest.__dict__, "parity": report})
         write_text_atomic(staging / MANIFEST, manifest.to_json())
-        say(f"publishing {out}")  # last step before publishing: the CLI re-raises here a Ctrl-C tracing swallowed
+    say(f"wrote {out}")
     return manifest

@@ -3,7 +3,9 @@
 Checkpoints, manifests, caches, media and benchmark results all go through
 here: the content is written to a temporary sibling (same folder, so the
 rename cannot cross file systems; same suffix, so writers that pick a format
-from the extension still work) and renamed into place.
+from the extension still work) and renamed into place. Nothing is renamed
+into place after a Ctrl-C, even one the work before swallowed
+(:mod:`migr_rt.interrupt`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from migr_rt.interrupt import raise_if_interrupted
+
 
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
@@ -25,6 +29,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         yield tmp
+        raise_if_interrupted()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -80,6 +85,7 @@ def staged_folder(out_dir: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
         yield staging
+        raise_if_interrupted()
         publish_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

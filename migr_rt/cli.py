@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from migr_rt import __version__
-from migr_rt.interrupt import interrupt_guard
+from migr_rt.interrupt import interrupt_guard, raise_if_interrupted
 from migr_rt.labels import DFEW_LABELS
 
 
@@ -199,15 +199,15 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     if wrong:
         names = ", ".join("--" + ("base" if n == "base_ckpt" else n.replace("_", "-")) for n in wrong)
         raise click.UsageError(f"{names} do(es) not apply to --recipe {recipe}")
-    check_interrupt = ctx.with_resource(interrupt_guard())
+    ctx.with_resource(interrupt_guard())
 
     def on_extract(done: int, total: int | None) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         if done == 1 or done % 100 == 0 or done == total:
             click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
 
     def show(stage: str, p) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
         val = ""
         if p.val:
@@ -308,15 +308,15 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
         )
     if limit is not None:
         source = limit_source(source, limit)
-    check_interrupt = click.get_current_context().with_resource(interrupt_guard())
+    click.get_current_context().with_resource(interrupt_guard())
 
     def on_extract(done: int, total: int | None) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         if done == 1 or done % 100 == 0 or done == total:
             click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
 
     def on_progress(p) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         eta = p.elapsed_s / p.done * (p.total - p.done)
         click.echo(f"evaluated {p.done}/{p.total} windows elapsed {p.elapsed_s:.0f}s eta {eta:.0f}s", err=True)
 
@@ -385,10 +385,10 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
     checkpoint = checkpoint or default_checkpoint()
     precision = precision or ("fp32" if fmt == "onnx" else "fp16")
 
-    check_interrupt = click.get_current_context().with_resource(interrupt_guard())
+    click.get_current_context().with_resource(interrupt_guard())
 
     def say(message: str) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         click.echo(f"export: {message}", err=True)
 
     if fmt == "onnx":
@@ -493,10 +493,10 @@ def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | N
                         f"--precisions {','.join(options.precisions)}"] + (["--quick"] if quick else [])
                        + ([f"--runs {runs}"] if runs else []))
     options.extra["command"] = command
-    check_interrupt = click.get_current_context().with_resource(interrupt_guard())
+    click.get_current_context().with_resource(interrupt_guard())
 
     def say(message: str) -> None:
-        check_interrupt()
+        raise_if_interrupted()
         click.echo(f"bench: {message}", err=True)
 
     result = run_bench(options, progress=say)

@@ -4,9 +4,10 @@ Python turns SIGINT into ``KeyboardInterrupt`` wherever the main thread is.
 Deep inside ``torch.onnx.export`` that is sometimes a weakref finalizer, where
 Python prints "Exception ignored" and carries on, or C++ that clears the error
 without a word: an export interrupted there ran to completion and published its
-artifact (CI saw it). So the handler here also remembers the interrupt, and
-``check`` raises it again: the CLI calls it at every progress step, and the
-exporters report a step just before they publish.
+artifact (CI saw it). So the guard's handler also remembers the interrupt, and
+``raise_if_interrupted`` raises it again where it cannot be lost: in the CLI's
+progress callbacks, at the guard's end, and in :mod:`migr_rt.atomic` before
+anything is published, so an interrupted command never leaves a result behind.
 """
 
 from __future__ import annotations
@@ -14,44 +15,49 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+
+_pending = threading.Event()
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed inside an :func:`interrupt_guard` (even if swallowed)."""
+    if _pending.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager
-def interrupt_guard() -> Iterator[Callable[[], None]]:
-    """Within the block, Ctrl-C raises at once as usual and once more at the next ``check()`` if it was lost.
+def interrupt_guard() -> Iterator[None]:
+    """Within the block, Ctrl-C raises at once as usual, and :func:`raise_if_interrupted` raises it again.
 
-    Nothing changes where SIGINT is ignored (a background job keeps ignoring
-    it) or another handler is installed, or off the main thread (signal
-    handlers live there).
+    Inert where SIGINT is ignored (a background job keeps ignoring it) or has
+    another handler (``migr-rt run`` finishes its stream on the first Ctrl-C;
+    an enclosing guard already remembers), and off the main thread, where no
+    signal handler can be installed.
     """
-    pending = threading.Event()
-
-    def check() -> None:
-        if pending.is_set():
-            raise KeyboardInterrupt
-
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield check
+        yield
         return
 
     def on_sigint(signum: int, frame: object) -> None:
-        pending.set()
+        _pending.set()
         raise KeyboardInterrupt
 
     previous_hook = sys.unraisablehook
 
-    def on_unraisable(info) -> None:  # noqa: ANN001 (sys.UnraisableHookArgs)
+    def on_unraisable(info: sys.UnraisableHookArgs) -> None:
         if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
-            return  # remembered in `pending`; check() raises it where it cannot be lost
+            return  # remembered in _pending; raised again where it cannot be lost
         previous_hook(info)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     sys.unraisablehook = on_unraisable
     try:
-        yield check
+        yield
+        raise_if_interrupted()  # lost after the last check: the command must not report success
     finally:
+        _pending.clear()
         sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_handler)

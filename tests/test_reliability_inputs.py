@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from data_fixtures import frames_for, tone, write_wav
+from swallowed_ctrl_c import python_where_sigint
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 
 from migr_rt.artifact import ArtifactError, read_artifact, read_manifest, sha256_of
@@ -631,15 +632,13 @@ def test_manifest_reader_errors_name_the_file(corpora):
 def test_ctrl_c_during_export_leaves_no_staging_folder(tmp_path, models):
     """Interrupted while tracing graphs: no artifact, and neither its staging nor its work folder is left."""
     import subprocess
-    import sys
     import time
 
     parent = tmp_path / "exports"
     out = parent / "art"
-    # SIG_DFL in the child: a test runner started in the background ignores SIGINT, and children inherit that
-    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "export", "--checkpoint", str(models["good"]),
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(python_where_sigint("default_int_handler", "migr_rt.cli", "export", "--checkpoint",
+                                                str(models["good"]), "--out", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
         deadline_at = time.monotonic() + 60
         while not any(p.name.startswith(".art.staging-") for p in (parent.iterdir() if parent.exists() else [])):

@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 
 from migr_rt.model import CheckpointError, load_checkpoint, verify_checkpoint
+from swallowed_ctrl_c import python_where_sigint
 
 #: dot-prefixed leftovers a SIGKILL may leave: staging folders and partial files of atomic writes
 TEMPORARY = re.compile(r"^\.[^/]+\.(staging-\w+|partial-\d+-\w+(\.\w+)?|tmp-\d+|old-\d+)$")
@@ -107,20 +107,20 @@ def test_train_survives_sigint_and_sigkill_and_resumes(corpus, tmp_path):
     root = tmp_path / "run"
     root.mkdir()
     out, work, cache = root / "model", root / "model.work", root / "cache"
-    command = [sys.executable, "-m", "migr_rt.cli", "train", "--recipe", "migr", "--smoke", "--data", str(corpus),
-               "--out", str(out), "--cache-dir", str(cache), "--steps", "4", "--sft-steps", "2",
-               "--grpo-steps", "3", "--seed", "3"]  # the smoke preset checkpoints GRPO every 2 steps
+    # Ctrl-C interrupts the runs as under a terminal, even under a test runner started in the background
+    command = python_where_sigint("default_int_handler", "migr_rt.cli", "train", "--recipe", "migr", "--smoke",
+                                  "--data", str(corpus), "--out", str(out), "--cache-dir", str(cache), "--steps", "4",
+                                  "--sft-steps", "2", "--grpo-steps", "3", "--seed", "3")
+    # (the smoke preset checkpoints GRPO every 2 steps)
     logs = [root / f".log{i}" for i in range(3)]  # dot-prefixed: the watcher and the leftover check skip them
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     watcher = CheckpointWatcher(root)
     watcher.start()
     started = time.monotonic()
     try:
-        # 1. Ctrl-C once the base stage is recorded finished (SIG_DFL: as from a terminal, even under a
-        #    test runner started in the background, which ignores SIGINT)
+        # 1. Ctrl-C once the base stage is recorded finished
         with open(logs[0], "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
             _wait_for(lambda: "base" in _state(work).get("finished", {}), proc, 120, "finished base stage")
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) != 0, "an interrupted run must not report success"

@@ -112,12 +112,12 @@ def ensure_artifact(checkpoint: Path, folder: Path, fmt: str, precision: str,
         from migr_rt.export.onnx_export import export_onnx
 
         progress(f"exporting {checkpoint} -> {folder} (onnx {precision}, ~30 s)")
-        export_onnx(checkpoint, folder, precision)
+        export_onnx(checkpoint, folder, precision, on_progress=lambda m: progress(f"export: {m}"))
     else:
         from migr_rt.export.tensorrt_build import build_tensorrt
 
         progress(f"building TensorRT engines {checkpoint} -> {folder} ({precision})")
-        build_tensorrt(checkpoint, folder, precision)
+        build_tensorrt(checkpoint, folder, precision, on_progress=lambda m: progress(f"tensorrt: {m}"))
     return {"path": _shown(folder), "exported": True, "export_s": time.perf_counter() - t0}
 
 
