@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -35,6 +36,22 @@ def _user_errors(func):
             raise click.ClickException(str(exc)) from exc
 
     return wrapper
+
+
+def _show_extract(done: int, total: int | None) -> None:
+    """Preprocessing progress of train and eval; also where an interrupt_guard's swallowed Ctrl-C stops them."""
+    raise_if_interrupted()
+    if done == 1 or done % 100 == 0 or done == total:
+        click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
+
+
+def _show_progress(prefix: str) -> Callable[[str], None]:
+    """A progress callback that prints ``prefix: message`` and stops on a swallowed Ctrl-C (export, bench)."""
+    def say(message: str) -> None:
+        raise_if_interrupted()
+        click.echo(f"{prefix}: {message}", err=True)
+
+    return say
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -201,11 +218,6 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         raise click.UsageError(f"{names} do(es) not apply to --recipe {recipe}")
     ctx.with_resource(interrupt_guard())
 
-    def on_extract(done: int, total: int | None) -> None:
-        raise_if_interrupted()
-        if done == 1 or done % 100 == 0 or done == total:
-            click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
-
     def show(stage: str, p) -> None:
         raise_if_interrupted()
         parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
@@ -227,7 +239,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
             cache_dir=str(cache_dir) if cache_dir else None, card=str(card) if card else None,
             perception=PerceptionConfig(steps=steps or 800, batch_size=batch_size, lr=lr, seed=seed),
         )
-        metrics = run_base_recipe(recipe_cfg, on_extract=on_extract, on_progress=lambda p: show("base", p))
+        metrics = run_base_recipe(recipe_cfg, on_extract=_show_extract, on_progress=lambda p: show("base", p))
         click.echo(f"wrote {out} (validation: {metrics['val']})")
         return
 
@@ -249,7 +261,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         cfg.sft = replace(cfg.sft, steps=sft_steps)
     if grpo_steps is not None:
         cfg.grpo = replace(cfg.grpo, steps=grpo_steps)
-    metrics = run_reasoning_recipe(cfg, on_progress=show, on_extract=on_extract)
+    metrics = run_reasoning_recipe(cfg, on_progress=show, on_extract=_show_extract)
     click.echo(f"wrote {out} (stages finished: {', '.join(metrics['finished'])})")
 
 
@@ -310,11 +322,6 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
         source = limit_source(source, limit)
     click.get_current_context().with_resource(interrupt_guard())
 
-    def on_extract(done: int, total: int | None) -> None:
-        raise_if_interrupted()
-        if done == 1 or done % 100 == 0 or done == total:
-            click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
-
     def on_progress(p) -> None:
         raise_if_interrupted()
         eta = p.elapsed_s / p.done * (p.total - p.done)
@@ -326,7 +333,7 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
         info = checkpoint / "train_config.json"
         recipe = json.loads(info.read_text()).get("recipe") if info.is_file() else None
         mode = "describe" if recipe == "base" else "reason"
-    windows = load_or_extract(source, model.config, cache_dir, on_extract)
+    windows = load_or_extract(source, model.config, cache_dir, _show_extract)
     report = evaluate_reasoning(
         model, tokenizer, windows,
         EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, mode=mode, opening=opening),
@@ -386,10 +393,7 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
     precision = precision or ("fp32" if fmt == "onnx" else "fp16")
 
     click.get_current_context().with_resource(interrupt_guard())
-
-    def say(message: str) -> None:
-        raise_if_interrupted()
-        click.echo(f"export: {message}", err=True)
+    say = _show_progress("export")
 
     if fmt == "onnx":
         if calibration_data:
@@ -494,12 +498,7 @@ def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | N
                        + ([f"--runs {runs}"] if runs else []))
     options.extra["command"] = command
     click.get_current_context().with_resource(interrupt_guard())
-
-    def say(message: str) -> None:
-        raise_if_interrupted()
-        click.echo(f"bench: {message}", err=True)
-
-    result = run_bench(options, progress=say)
+    result = run_bench(options, progress=_show_progress("bench"))
     files = write_results(result, out, "bench", command=command)
     click.echo(terminal_table(result))
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))

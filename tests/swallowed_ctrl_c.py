@@ -65,16 +65,16 @@ def main(mode: str, folder: Path | None) -> None:
     elif mode == "publish":
         from migr_rt.atomic import staged_folder, write_text_atomic
 
-        for name, write in (("folder", lambda: staged_folder(folder / "artifact")),
+        def stage_folder() -> None:
+            with staged_folder(folder / "artifact") as staging:
+                (staging / "manifest.json").write_text("{}")
+
+        for name, write in (("folder", stage_folder),
                             ("file", lambda: write_text_atomic(folder / "result.json", "{}"))):
             try:
                 with interrupt_guard():
                     swallow_ctrl_c()
-                    if name == "folder":
-                        with write() as staging:
-                            (staging / "manifest.json").write_text("{}")
-                    else:
-                        write()
+                    write()
             except KeyboardInterrupt:
                 print(f"{name} refused", flush=True)
     elif mode == "export":
