@@ -106,8 +106,14 @@ def test_explicitly_requested_backend_that_cannot_run_lists_what_can(bundled_onn
         load_backend(_tensorrt_folder(bundled_onnx), "tensorrt")
     with pytest.raises(BackendUnavailable, match="holds checkpoint weights, which the onnxruntime backend cannot read; export one with `migr-rt export"):
         load_backend(default_checkpoint(), "onnxruntime")
-    with pytest.raises(BackendUnavailable, match="holds onnx weights, which the torch backend cannot read; pass the checkpoint"):
+    with pytest.raises(BackendUnavailable, match=r"holds onnx weights, which the torch backend cannot read; pass the checkpoint"
+                                                 r".*\(this folder runs on: onnxruntime\)"):
         load_backend(bundled_onnx, "torch")
+    with pytest.raises(BackendUnavailable, match=r"holds checkpoint weights, which the tensorrt backend cannot read; "
+                                                 r"export one with `migr-rt export --checkpoint DIR --format tensorrt`"):
+        load_backend(default_checkpoint(), "tensorrt")
+    with pytest.raises(BackendUnavailable, match="holds onnx weights, which the tensorrt backend cannot read; .*--format tensorrt"):
+        load_backend(bundled_onnx, "tensorrt")
     with pytest.raises(ValueError, match="choose auto or one of torch, onnxruntime, tensorrt"):
         load_backend(bundled_onnx, "openvino")
 

@@ -251,6 +251,10 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
         parse_source(str(empty))
     with pytest.raises(SourceError, match="exactly one"):
         parse_source("demo", camera=0)
+    with pytest.raises(SourceError, match=r"camera 97: /dev/video97 does not exist"):  # the spec string opens a camera
+        parse_source("camera:97")
+    with pytest.raises(SourceError, match=r"camera:front: a camera source is camera:N"):
+        parse_source("camera:front")
     with pytest.raises(SourceError, match="alsa:DEVICE"):
         parse_source("demo", mic="default")
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):

@@ -66,9 +66,11 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str = "cpu"
         chosen = usable[0]
     else:
         if backend not in readers:
-            hint = ("export one with `migr-rt export --checkpoint DIR --format onnx`" if kind == "checkpoint"
-                    else "pass the checkpoint folder it was exported from")
-            raise BackendUnavailable(f"{path}: holds {kind} weights, which the {backend} backend cannot read; {hint}")
+            wanted = next(k for k, names in READERS.items() if backend in names)
+            hint = ("pass the checkpoint folder it was exported from" if wanted == "checkpoint"
+                    else f"export one with `migr-rt export --checkpoint DIR --format {wanted}`")
+            raise BackendUnavailable(f"{path}: holds {kind} weights, which the {backend} backend cannot read; {hint} "
+                                     f"(this folder runs on: {', '.join(readers)})")
         if reasons[backend] is not None:
             here = [b for b, r in reasons.items() if r is None]
             raise BackendUnavailable(f"backend {backend!r} is not available: {reasons[backend]}; "

@@ -121,6 +121,11 @@ def parse_source(
     """Resolve what the user asked for into inputs, checking devices and files exist (fast, before any thread)."""
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index or a source (FILE, URL, lavfi:GRAPH or demo)")
+    if source is not None and source.startswith("camera:"):
+        index = source.removeprefix("camera:")
+        if not index.isdigit():
+            raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0)")
+        source, camera = None, int(index)
     inputs: list[InputSpec] = []
     live = False
     if camera is not None:
