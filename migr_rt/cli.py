@@ -99,8 +99,10 @@ def demo(checkpoint: Path | None, backend: str, emotion: str | None, kind: str, 
                           kind=None if kind == "any" else kind, backend=backend)
         if as_json:
             rationale = report.rationale.text if report.rationale is not None else None
+            own = report.rationale.model_answer if report.rationale is not None else None
             click.echo(json.dumps({"clip": str(report.clip_path) if keep else None, "truth": report.truth,
-                                   "prediction": asdict(report.prediction), "rationale": rationale}, sort_keys=True))
+                                   "prediction": asdict(report.prediction), "rationale": rationale,
+                                   "rationale_model_answer": own}, sort_keys=True))
             return
         click.echo(_format_demo(report, kept=keep is not None))
 
@@ -130,6 +132,9 @@ def _format_demo(report, kept: bool) -> str:
     if report.rationale is not None:
         parsed = report.rationale.parsed
         lines.append(f"rationale (opens with {parsed.first_modality or 'nothing'}; answer {parsed.answer}):")
+        own = report.rationale.model_answer
+        if own != parsed.answer:
+            lines.append(f"  (the model's own closing answer was {own or 'none'}; the rationale closes with the label)")
         for modality, text in parsed.segments:
             lines.append(f"  {modality + ':':<8} {text}")
         if parsed.summary:
@@ -430,6 +435,9 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
               help="Frame rate video is resampled to.")
 @click.option("--rationale/--no-rationale", default=True, show_default=True, help="Stream a rationale per window.")
 @click.option("--max-rationale-tokens", type=click.IntRange(min=1), default=96, show_default=True)
+@click.option("--rationale-answer", type=click.Choice(["label", "model"]), default="label", show_default=True,
+              help="Close each rationale with the window's label, or keep the model's own closing answer "
+                   "(both are in the JSON event: answer, model_answer).")
 @click.option("--json", "as_json", is_flag=True, help="JSON-lines events on stdout (schema: docs/events.md).")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the annotated video with its audio to this .mp4.")
@@ -443,7 +451,8 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
                    "the face is lost) or scan every sampled frame in full.")
 def run(camera: int | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
         checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
-        max_rationale_tokens: int, as_json: bool, save: Path | None, view: bool, reconnect_timeout: float,
+        max_rationale_tokens: int, rationale_answer: str, as_json: bool, save: Path | None, view: bool,
+        reconnect_timeout: float,
         max_windows: int | None, threads: int | None, face_tracking: bool) -> None:
     """Stream emotion, modality importance and rationale from a camera, a file, a URL or the demo clip.
 
@@ -454,9 +463,9 @@ def run(camera: int | None, mic: str | None, source: str | None, loop: bool, rea
 
     options = RunOptions(camera=camera, mic=mic, source=source, loop=loop, realtime=realtime, checkpoint=checkpoint,
                          backend=backend, window=window, hop=hop, fps=fps, rationale=rationale,
-                         max_rationale_tokens=max_rationale_tokens, as_json=as_json, save=save, view=view,
-                         reconnect_timeout=reconnect_timeout, max_windows=max_windows, threads=threads,
-                         face_tracking=face_tracking)
+                         max_rationale_tokens=max_rationale_tokens, rationale_answer=rationale_answer,
+                         as_json=as_json, save=save, view=view, reconnect_timeout=reconnect_timeout,
+                         max_windows=max_windows, threads=threads, face_tracking=face_tracking)
     sys.exit(run_stream(options))
 
 

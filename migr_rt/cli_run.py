@@ -34,6 +34,7 @@ class RunOptions:
     fps: float = 25.0
     rationale: bool = True
     max_rationale_tokens: int = 96
+    rationale_answer: str = "label"
     as_json: bool = False
     save: Path | None = None
     view: bool = False
@@ -67,6 +68,7 @@ def run_stream(o: RunOptions) -> int:
     try:
         runtime = Runtime(o.checkpoint, RuntimeConfig(window=o.window, hop=o.hop, fps=o.fps, rationale=o.rationale,
                                                       max_rationale_tokens=o.max_rationale_tokens,
+                                                      rationale_answer=o.rationale_answer,
                                                       reconnect_timeout=o.reconnect_timeout,
                                                       face_tracking=o.face_tracking),
                           backend=o.backend, threads=o.threads)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from migr_rt.artifact import is_artifact, read_manifest
-from migr_rt.backends import Backend, greedy_decode, load_backend
+from migr_rt.backends import AnswerAnchor, Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
-from migr_rt.rationale import rationale_prompt, rationale_text
+from migr_rt.rationale import answer_of, check_answer_mode, label_token_id, rationale_prompt, rationale_text
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
 
@@ -51,11 +51,20 @@ class Prediction:
 
 @dataclass
 class Rationale:
-    """A generated explanation: the raw trace and what it says (``parsed.first_modality``, segments, answer)."""
+    """A generated explanation: the raw trace and what it says (``parsed.first_modality``, segments, answer).
+
+    ``label`` is the window's fast label; with the answer anchored (the
+    default) the trace closes with it. ``model_answer`` is what the model
+    itself wrote or would have written after ``<answer>`` (None when it
+    wrote no ``<answer>``): where it differs from ``label``, the model's own
+    continuation would have contradicted the reported label.
+    """
 
     text: str
     parsed: ParsedTrace
     present: dict[str, bool]
+    label: str | None = None
+    model_answer: str | None = None
 
     @property
     def answer(self) -> str | None:
@@ -147,17 +156,22 @@ class Predictor:
         fps: float = 25.0,
         max_new_tokens: int = 128,
         opening: str = "mi",
+        answer: str = "label",
     ) -> Rationale:
         """Generate (greedy) the rationale for one window: ``<think>`` segments, summary, ``<answer>``.
 
         ``opening="mi"`` starts the rationale with the modality that MI (for
         the predicted label, the same pass :meth:`predict` makes) finds
-        dominant; ``"free"`` lets the model choose. Slower than
-        :meth:`predict` (one decoder step per token); a base checkpoint
-        (``self.reasons`` False) was never trained to write one.
+        dominant; ``"free"`` lets the model choose. ``answer="label"`` closes
+        it with the label :meth:`predict` gives, so the answer and its
+        explanation never name two emotions; ``"model"`` keeps the model's
+        own closing (what evaluation measures). Slower than :meth:`predict`
+        (one decoder step per token); a base checkpoint (``self.reasons``
+        False) was never trained to write one.
         """
         if opening not in ("mi", "free"):
             raise ValueError(f"opening must be 'mi' or 'free', got {opening!r}")
+        check_answer_mode(answer)
         cfg = self.config
         win = prepare_window(frames, audio, cfg, self.detector, fps=fps)
         present_map = {m: bool(p) for m, p in zip(cfg.modalities, win.present.tolist())}
@@ -166,11 +180,17 @@ class Predictor:
         pixels = win.pixel_values[None] if win.pixel_values is not None else None
         audio_values = win.audio_values[None] if win.audio_values is not None else None
         tokens = self.backend.encode(pixels, audio_values)
+        res = self.backend.score_mi(tokens, win.present[None])
+        label = cfg.labels[int(res.predicted[0])]
         opening_modality = None
         if opening == "mi":
-            dom = int(self.backend.score_mi(tokens, win.present[None]).dominant[0])
+            dom = int(res.dominant[0])
             opening_modality = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
         ids, lead = rationale_prompt(cfg, opening_modality)
-        out = greedy_decode(self.backend, torch.tensor([ids]), tokens, win.present[None], max_new_tokens=max_new_tokens)
+        anchor = AnswerAnchor(torch.tensor([label_token_id(cfg, label)])) if answer == "label" else None
+        out = greedy_decode(self.backend, torch.tensor([ids]), tokens, win.present[None], max_new_tokens=max_new_tokens,
+                            anchor=anchor)
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
-        return Rationale(text, parse_trace(text, cfg.labels), present_map)
+        parsed = parse_trace(text, cfg.labels)
+        own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
+        return Rationale(text, parsed, present_map, label=label, model_answer=own)

@@ -3,6 +3,10 @@
 MIGR's point is the opening: the rationale starts with the modality MI
 finds dominant (``opening``), forced by appending its start tag to the
 prompt; ``None`` lets the model choose.
+
+The closing is the other forced part: the rationale's ``<answer>`` is the
+window's label (see :class:`~migr_rt.backends.decode.AnswerAnchor`), with
+the model's own choice at that point kept beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,31 @@ def rationale_prompt(config: MigrConfig, opening: str | None) -> tuple[list[int]
         raise ValueError(f"opening modality {opening!r} is not one of {config.modalities}")
     ids.append(config.special_token_ids[f"{opening}_start"])
     return ids, f"<{opening}>"
+
+
+#: How a rationale's ``<answer>`` is chosen: the window's fast label, or whatever the model writes.
+ANSWER_MODES = ("label", "model")
+
+
+def check_answer_mode(answer: str) -> str:
+    if answer not in ANSWER_MODES:
+        raise ValueError(f"rationale answer must be one of {ANSWER_MODES}, got {answer!r}")
+    return answer
+
+
+def label_token_id(config: MigrConfig, label: str) -> int:
+    """The token id of ``label`` (labels are single tokens of the checkpoint's vocabulary)."""
+    return int(config.label_token_ids[list(config.labels).index(label)])
+
+
+def answer_of(tokenizer, config: MigrConfig, token_id: int) -> str | None:
+    """The answer a token id stands for: its label, the token's text when it is none, None for -1 (no answer)."""
+    if token_id < 0:
+        return None
+    ids = [int(t) for t in config.label_token_ids]
+    if token_id in ids:
+        return config.labels[ids.index(token_id)]
+    return tokenizer.decode([token_id]).strip()
 
 
 def rationale_text(tokenizer, config: MigrConfig, generated: Sequence[int], lead: str) -> str:

@@ -61,7 +61,8 @@ def test_bundled_model_reasons_from_the_modality_that_carries_the_emotion(predic
             clip = render_clip(config, pick_index(SEED, emotion, kind))
             if not clip.record["one_sided"]:
                 continue
-            rationale = predictor.explain(clip.frames, clip.audio, opening="free")  # its own choice
+            # its own choice of opening, and its own closing answer
+            rationale = predictor.explain(clip.frames, clip.audio, opening="free", answer="model")
             total += 1
             formed += rationale.parsed.well_formed and rationale.answer in DFEW_LABELS
             opened += rationale.first_modality == modality
@@ -86,3 +87,27 @@ def test_bundled_rationales_end_with_a_sound_summary(predictor):
             if problem is not None:
                 faults.append(f"{kind}/{emotion}: {problem}")
     assert not faults, f"{len(faults)}/28 rationales with a broken summary: {faults}"
+
+
+def test_explanations_close_with_the_label_they_explain(predictor):
+    """Held-out clips where the model's own closing answer drifted from a correct label its explanation supports.
+
+    The explanation (read by the cue judge, which never sees the answer) argues for the label; the model's
+    own closing named another emotion. The rationale a user gets closes with the label.
+    """
+    from migr_rt.training.judge import CueJudge
+
+    judge = CueJudge(predictor.config.labels)
+    config = SynthConfig(n=420, seed=SEED)
+    for index, drifted in ((52, "angry"), (400, "happy")):
+        clip = render_clip(config, index)
+        label = predictor.predict(clip.frames, clip.audio).label
+        rationale = predictor.explain(clip.frames, clip.audio)
+        assert label == clip.record["label"] == rationale.label == rationale.answer
+        assert judge.implied_emotion(rationale.parsed.explanation) == label
+        assert rationale.model_answer == drifted != label
+        own = predictor.explain(clip.frames, clip.audio, answer="model")
+        assert own.answer == own.model_answer == drifted
+        assert own.parsed.segments == rationale.parsed.segments and own.parsed.summary == rationale.parsed.summary
+    with pytest.raises(ValueError, match="rationale answer must be one of"):
+        predictor.explain(clip.frames, clip.audio, answer="truth")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from model_fixtures import random_inputs
 
-from migr_rt.backends import greedy_decode
+from migr_rt.backends import AnswerAnchor, greedy_decode
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import score_modality_importance
@@ -89,3 +89,42 @@ def test_decode_stops_early_when_cancelled(tiny_model):
     out = greedy_decode(backend, prompt(model, 1), backend.encode(pixels, audio), torch.tensor([[True, True]]),
                         max_new_tokens=50, stop_token_ids=(), cancelled=lambda: len(calls) >= 3 or calls.append(1))
     assert out.tokens.shape[1] == 4
+
+
+def test_anchored_decode_answers_with_the_given_label_and_keeps_the_models_choice(tiny_model):
+    """After ``<answer>`` (here the prompt's last token) each row gets its given label; the argmax is kept."""
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 3, seed=8)
+    present = torch.tensor(PRESENCE)
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["answer_start"]]] * 3)
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    free = greedy_decode(backend, ids, tokens, present, max_new_tokens=1, stop_token_ids=())
+    # labels the model did not choose, so an anchor that did nothing would fail
+    labels = torch.tensor([next(t for t in cfg.label_token_ids if t != int(own)) for own in free.tokens[:, 0]])
+    anchor = AnswerAnchor(labels)
+    out = greedy_decode(backend, ids, tokens, present, max_new_tokens=6, stop_token_ids=(), anchor=anchor)
+    assert torch.equal(out.tokens[:, 0], labels)
+    assert torch.equal(anchor.model_ids, free.tokens[:, 0])
+    # what follows is the model continuing from the label it was given
+    seq = torch.cat([ids, labels[:, None]], 1)
+    after = greedy_decode(backend, seq, tokens, present, max_new_tokens=5, stop_token_ids=())
+    assert torch.equal(out.tokens[:, 1:], after.tokens)
+
+
+def test_anchor_leaves_a_rationale_without_an_answer_untouched(tiny_model):
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 2, seed=9)
+    present = torch.tensor(PRESENCE[:2])
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    free = greedy_decode(backend, prompt(model, 2), tokens, present, max_new_tokens=10, stop_token_ids=())
+    assert not (free.tokens == cfg.special_token_ids["answer_start"]).any()  # the random model writes no <answer>
+    anchor = AnswerAnchor(torch.tensor(cfg.label_token_ids[:2]))
+    out = greedy_decode(backend, prompt(model, 2), tokens, present, max_new_tokens=10, stop_token_ids=(), anchor=anchor)
+    assert torch.equal(out.tokens, free.tokens)
+    assert anchor.model_ids.tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="3 labels for 2 rows"):
+        greedy_decode(backend, prompt(model, 2), tokens, present, anchor=AnswerAnchor(torch.tensor([1, 2, 3])))

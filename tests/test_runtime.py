@@ -88,7 +88,29 @@ def test_demo_source_prints_a_valid_event_for_every_window():
         tokens = "".join(e["text"] for e in events if e["type"] == "rationale_token" and e["window"] == r["window"])
         assert r["text"] == "<think>" + f"<{windows[r['window']]['dominant']}>" + tokens
         assert r["first_modality"] == windows[r["window"]]["dominant"]
+        # ... and closes with the window's label, also where the model itself would have closed otherwise
+        assert r["answer"] == windows[r["window"]]["label"]
+        assert r["text"].endswith(f"<answer>{r['answer']}</answer>")
+    assert any(r["model_answer"] != r["answer"] for r in rationales), "expected a window the anchor changed"
     assert events[-1]["drops"]["frames"] == 0 and events[-1]["drops"]["windows"] == 0
+
+
+def test_rationale_closes_with_the_window_label_unless_asked_for_the_models_own(runtime):
+    clip = render_clip(SynthConfig(n=420, seed=2), 52)  # held out; the model's own closing answer is angry
+    event = runtime.analyze(clip.frames, clip.audio, rationale=True)
+    anchored = event["rationale"]
+    assert event["label"] == "happy" == clip.record["label"]
+    assert anchored["answer"] == "happy" and anchored["model_answer"] == "angry"
+    with Runtime(backend=runtime.backend, config=RuntimeConfig(rationale_answer="model")) as rt:
+        own = rt.analyze(clip.frames, clip.audio, rationale=True)["rationale"]
+    assert own["answer"] == own["model_answer"] == "angry"
+    # the same explanation either way: only the closing answer differs
+    assert own["text"].replace("<answer>angry</answer>", "<answer>happy</answer>") == anchored["text"]
+    for r in (anchored, own):
+        jsonschema.validate({**r, "schema": "migr-rt.event", "version": 2, "type": "rationale", "time": 0.0},
+                            EVENT_SCHEMA)
+    with pytest.raises(ValueError, match="rationale answer must be one of"):
+        RuntimeConfig(rationale_answer="judge")
 
 
 def test_cli_on_an_mp4_matches_analyze_on_the_same_windows(runtime, clip_file):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from migr_rt.artifact import is_artifact, read_artifact
 from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens
-from migr_rt.backends.decode import Decoded, greedy_decode, iter_greedy
+from migr_rt.backends.decode import AnswerAnchor, Decoded, greedy_decode, iter_greedy
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 #: Which backends read which folder kind, fastest first.
 READERS = {"checkpoint": ("torch",), "onnx": ("onnxruntime",), "tensorrt": ("tensorrt",)}
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "DecoderState", "ModalityTokens", "Decoded",
+__all__ = ["AnswerAnchor", "BACKENDS", "Backend", "BackendUnavailable", "DecoderState", "ModalityTokens", "Decoded",
            "available_backends", "greedy_decode", "iter_greedy", "load_backend", "folder_kind"]
 
 

@@ -3,12 +3,17 @@
 The same loop as :func:`migr_rt.generate.generate` (which training uses for
 sampling on a torch model), written against the backend interface so the
 runtime decodes identically on torch, onnxruntime and TensorRT.
+
+An :class:`AnswerAnchor` closes a rationale with a label chosen before it
+(the runtime's fast label): the rationale is generated after the answer slot
+has been read, and left to itself its closing ``<answer>`` can name another
+emotion than the label the caller already reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +24,35 @@ from migr_rt.backends.base import Backend, ModalityTokens
 class Decoded:
     tokens: torch.Tensor  #: (B, N) chosen ids, ``pad`` after a row stopped
     lengths: torch.Tensor  #: (B,) tokens generated per row, its stop token included
+
+
+@dataclass
+class AnswerAnchor:
+    """The token after ``<answer>`` is ``label_ids[row]``, not the argmax; the argmax is kept in ``model_ids``.
+
+    Why anchor: on the bundled model's held-out clips the fast label is the
+    more accurate answer and the one the explanation more often argues for
+    (``benchmarks/results/rationale_answer.md``). The model's own choice is
+    kept so a caller can still see when its rationale would have closed
+    differently. A row that never writes ``<answer>`` gets no answer: the
+    anchor does not finish a rationale the model did not finish.
+    """
+
+    label_ids: torch.Tensor  #: (B,) the token id of each row's label
+    #: (B,) the id the model would have chosen after its first ``<answer>``; -1 where it wrote none
+    model_ids: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label_ids = torch.as_tensor(self.label_ids, dtype=torch.long).reshape(-1)
+        self.model_ids = torch.full_like(self.label_ids, -1)
+
+    def choose(self, previous: torch.Tensor, argmax: torch.Tensor, answer_start: int) -> torch.Tensor:
+        """This step's ids: the argmax, except the label in rows whose previous token opened the answer."""
+        opened = previous == answer_start
+        if not bool(opened.any()):
+            return argmax
+        self.model_ids = torch.where(opened & (self.model_ids < 0), argmax, self.model_ids)
+        return torch.where(opened, self.label_ids, argmax)
 
 
 def _stops(config, stop_token_ids: Sequence[int] | None) -> torch.Tensor:
@@ -36,20 +70,29 @@ def iter_greedy(
     *,
     max_new_tokens: int = 128,
     stop_token_ids: Sequence[int] | None = None,
+    anchor: AnswerAnchor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's ``(B,)`` argmax ids as soon as they are chosen (``pad`` for rows that stopped).
 
     Stops after the step where every row has emitted a stop token, or after
     ``max_new_tokens``; closing the generator early skips the remaining steps
-    (that is how a stale rationale is cancelled).
+    (that is how a stale rationale is cancelled). ``anchor`` closes each row
+    with its given label (see :class:`AnswerAnchor`).
     """
     cfg = backend.config
     stops = _stops(cfg, stop_token_ids)
+    answer_start = cfg.special_token_ids["answer_start"]
+    if anchor is not None and anchor.label_ids.shape[0] != input_ids.shape[0]:
+        raise ValueError(f"anchor has {anchor.label_ids.shape[0]} labels for {input_ids.shape[0]} rows")
     pad = torch.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=torch.long)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too
     logits, state = backend.prefill(input_ids, tokens, visible)
     for step in range(max_new_tokens):
-        nxt = torch.where(done, pad, logits.argmax(dim=-1))
+        choice = logits.argmax(dim=-1)
+        if anchor is not None:
+            choice = anchor.choose(previous, choice, answer_start)
+        nxt = previous = torch.where(done, pad, choice)
         yield nxt
         done |= torch.isin(nxt, stops)
         if bool(done.all()) or step + 1 == max_new_tokens:
@@ -67,12 +110,14 @@ def greedy_decode(
     stop_token_ids: Sequence[int] | None = None,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    anchor: AnswerAnchor | None = None,
 ) -> Decoded:
     """Continue ``input_ids`` ``(B, L)`` with the argmax token until every row stops or ``max_new_tokens``.
 
     ``visible`` ``(B, M)`` hides modalities for the whole rationale;
     ``on_token(step, ids)`` sees each step's ``(B,)`` ids as soon as they are
-    chosen (streaming); ``cancelled()`` returning True stops early.
+    chosen (streaming); ``cancelled()`` returning True stops early;
+    ``anchor`` closes each row with its given label.
     """
     bsz = input_ids.shape[0]
     cfg = backend.config
@@ -81,7 +126,7 @@ def greedy_decode(
     lengths = torch.zeros(bsz, dtype=torch.long)
     done = torch.zeros(bsz, dtype=torch.bool)
     decoding = iter_greedy(backend, input_ids, tokens, visible, max_new_tokens=max_new_tokens,
-                           stop_token_ids=stop_token_ids)
+                           stop_token_ids=stop_token_ids, anchor=anchor)
     for step, nxt in enumerate(decoding):
         steps.append(nxt)
         lengths += (~done).long()

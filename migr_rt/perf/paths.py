@@ -10,7 +10,9 @@ their outputs is the model path's.
 runs: MI by 1 + M separate ``model(...)`` forwards (one per visibility
 variant, encoders inside each, as ``forward`` runs them), the label
 distribution read at the answer slot over ``model.label_token_ids``, and the
-rationale by :func:`migr_rt.generate.generate` (``use_cache``, greedy).
+rationale by :func:`migr_rt.generate.generate` (``use_cache``, greedy), its
+answer token then replaced by the label as the runtime closes its rationales
+(:class:`~migr_rt.backends.decode.AnswerAnchor`; the same number of steps).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import scoring_ids
 from migr_rt.perf.timing import Timed
 from migr_rt.preprocess import fit_audio
-from migr_rt.rationale import rationale_prompt, rationale_text
+from migr_rt.rationale import label_token_id, rationale_prompt, rationale_text
 from migr_rt.runtime.capture import WindowPlan
 from migr_rt.runtime.engine import RuntimeConfig, face_crop
 
@@ -203,13 +205,19 @@ class HFPath:
         out = generate(self.model, torch.tensor([ids]), pixels, audio_values, present=present,
                        config=GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
                        on_token=lambda step, tok: first.append(time.perf_counter()) if step == 0 else None)
-        tokens = out.tokens[0, : int(out.lengths[0])].tolist()
+        tokens = _close_with(out.tokens[0, : int(out.lengths[0])].tolist(), cfg.special_token_ids["answer_start"],
+                             label_token_id(cfg, cfg.labels[res["target"]]))
         text = rationale_text(self.tokenizer, cfg, tokens, lead)
         end = time.perf_counter()
         return {"fast_ms": (fast - t0) * 1e3, "first_token_ms": (first[0] - t0) * 1e3, "full_ms": (end - t0) * 1e3,
                 "face_detect_ms": detector.take() if isinstance(detector, TimedDetector) else None,
                 "tokens": len(tokens), "token_ids": tokens, "label": cfg.labels[res["target"]], "dominant": dominant,
                 "text": text}
+
+
+def _close_with(tokens: list[int], answer_start: int, label: int) -> list[int]:
+    """``tokens`` with every token after ``<answer>`` replaced by ``label``."""
+    return [label if i and tokens[i - 1] == answer_start else t for i, t in enumerate(tokens)]
 
 
 def runtime_analyze(runtime, frames: np.ndarray, audio: np.ndarray | None, *, fps: float) -> dict:

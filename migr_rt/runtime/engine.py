@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
+from migr_rt.backends import AnswerAnchor, Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.preprocess import fit_audio
-from migr_rt.rationale import rationale_prompt, rationale_text
+from migr_rt.rationale import answer_of, check_answer_mode, label_token_id, rationale_prompt, rationale_text
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.events import make_event
 from migr_rt.runtime.sources import SourceSpec, parse_source
@@ -52,6 +52,9 @@ class RuntimeConfig:
     fps: float = 25.0
     rationale: bool = True
     max_rationale_tokens: int = 96
+    #: the rationale's ``<answer>``: "label" closes it with the window's label (the answer and its explanation
+    #: never name two emotions); "model" keeps whatever the model writes there
+    rationale_answer: str = "label"
     #: stop writing a rationale when a newer window is waiting (live use); False writes every one in full
     cancel_stale: bool = True
     silence_rms: float = 1e-4
@@ -71,6 +74,7 @@ class RuntimeConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.max_rationale_tokens < 1:
             raise ValueError(f"max_rationale_tokens must be at least 1, got {self.max_rationale_tokens}")
+        check_answer_mode(self.rationale_answer)
 
 
 @dataclass
@@ -397,10 +401,13 @@ class Runtime:
         generated: list[int] = []
         text = lead
         cancelled = False
+        anchor = None
+        if self.config.rationale_answer == "label":
+            anchor = AnswerAnchor(torch.tensor([label_token_id(cfg, window_event["label"])]))
         with self._lock:
             self._check_open()
             steps = iter_greedy(self.backend, torch.tensor([ids]), tokens, visible,
-                                max_new_tokens=self.config.max_rationale_tokens)
+                                max_new_tokens=self.config.max_rationale_tokens, anchor=anchor)
             try:
                 for nxt in steps:
                     generated.append(int(nxt[0]))
@@ -417,9 +424,10 @@ class Runtime:
                 steps.close()
         final = "<think>" + text
         parsed = parse_trace(final, cfg.labels)
+        own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
         yield make_event(
             "rationale", window=w, text=final, segments=dict(parsed.segments), first_modality=parsed.first_modality,
-            answer=parsed.answer, tokens=len(generated), cancelled=cancelled,
+            answer=parsed.answer, model_answer=own, tokens=len(generated), cancelled=cancelled,
             latency_ms={"first_token": None if first_token_ms is None else round(first_token_ms, 3),
                         "full": round((time.monotonic() - started) * 1e3, 3)},
         )
