@@ -70,8 +70,6 @@ def measure(predictor: Predictor, corpus: SynthCorpus, every: int = 1) -> dict:
         if (n + 1) % 50 == 0:
             click.echo(f"  {n + 1}/{len(clips)} clips, {time.monotonic() - started:.0f} s", err=True)
     metrics = {mode: reasoning_metrics(recs, cfg.labels) for mode, recs in records.items()}
-    for mode, recs in records.items():  # answer and explanation name the same emotion, right or wrong
-        metrics[mode]["answer_explanation_agreement"] = sum(r.implied == r.answer for r in recs) / len(recs)
     return {
         "clips": len(clips),
         "every": every,

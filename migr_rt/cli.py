@@ -370,6 +370,13 @@ def _format_eval(report) -> str:
         f"inconsistent ({m['icr_no_cue']} state no cue); one-sided first-segment agreement "
         f"{pct(m['first_segment_agreement_one_sided']).strip()}; coverage {pct(m['coverage']).strip()}"
     )
+    if m.get("label_closed_icr_inconsistent") is not None:
+        lines.append(
+            f"closed with the answer-slot label (as the runtime closes rationales): ICR "
+            f"{pct(m['label_closed_icr']).strip()}, answer = what the explanation argues for "
+            f"{pct(m['label_closed_explanation_agreement']).strip()} (own answers: "
+            f"{pct(m['answer_explanation_agreement']).strip()})"
+        )
     if report.drift:
         first, last = report.drift[0], report.drift[-1]
         lines.append(f"modality attention share: step {first['step']} {first['total']:.3f} -> "

@@ -26,6 +26,7 @@ from model_fixtures import random_inputs
 from migr_rt.cli import main
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.labels import DFEW_LABELS
+from migr_rt.mi import score_modality_importance
 from migr_rt.model import save_checkpoint
 
 LABELS = list(DFEW_LABELS)
@@ -112,6 +113,23 @@ def test_reasoning_metrics_by_hand(records):
     assert m["summary_faults"] == pytest.approx(5 / 6)
 
 
+def test_label_closed_metrics_by_hand(records):
+    """The same explanations read against the answer-slot label the runtime closes them with."""
+    m = reasoning_metrics(records, LABELS)
+    assert m["answer_explanation_agreement"] == pytest.approx(2 / 6)  # r1 angry, r6 happy; r3 implies nothing
+    assert m["label_closed_icr"] is None and m["label_closed_icr_inconsistent"] is None  # no slot label read
+    # r1 slot angry (right, consistent), r2 slot sad (right, argues happy), r3 slot fear (right, no cue),
+    # r6 slot neutral (wrong; its explanation argues happy)
+    text, label, visible, meta = zip(*[CASES[i] for i in (0, 1, 2, 5)])
+    slotted = [window_record(t, id=f"s{i}", label=lab, labels=LABELS, visible=v, meta=mt, slot_label=slot)
+               for i, (t, lab, v, mt, slot) in enumerate(zip(text, label, visible, meta,
+                                                             ["angry", "sad", "fear", "neutral"]))]
+    m = reasoning_metrics(slotted, LABELS)
+    assert m["label_closed_icr"] == pytest.approx(2 / 3) and m["label_closed_icr_inconsistent"] == 2
+    assert m["label_closed_explanation_agreement"] == pytest.approx(1 / 4)
+    assert m["answer_explanation_agreement"] == pytest.approx(2 / 4)  # the written answers: r1, r6
+
+
 def test_subset_metrics_by_hand(records):
     subs = subset_metrics(records, LABELS)
     assert subs["consistent"]["windows"] == 2 and subs["consistent"]["war"] == 0.5  # r1, r4
@@ -176,7 +194,8 @@ METRIC_KEYS = {
     "windows", "correct", "war", "uar", "per_class_recall", "support", "invalid_answers", "icr", "icr_inconsistent",
     "icr_no_cue", "first_segment_agreement", "first_segment_windows", "first_segment_agreement_one_sided",
     "first_segment_one_sided_windows", "grounding_rate", "grounding_windows", "coverage", "format_valid",
-    "summary_faults", "answer_slot_accuracy",
+    "summary_faults", "answer_slot_accuracy", "answer_explanation_agreement", "label_closed_icr",
+    "label_closed_icr_inconsistent", "label_closed_explanation_agreement",
 }  # fmt: skip
 
 
@@ -197,6 +216,12 @@ def test_evaluate_reasoning_end_to_end(tiny_model, corpus, tmp_path):
     assert [p["id"] for p in preds] == windows.ids
     assert all(p["text"].startswith("<think>") for p in preds)
     assert not model.training
+    # the slot label each record is closed with is the model's answer-slot argmax (the MI reference's prediction)
+    pixels, audio, present, _ = windows.batch(torch.arange(len(windows)))
+    slot = score_modality_importance(model, pixels, audio, present=present)
+    assert [p["slot_label"] for p in preds] == [model.config.labels[int(i)] for i in slot.predicted]
+    assert data["metrics"]["answer_slot_accuracy"] == pytest.approx(
+        sum(p["slot_label"] == p["label"] for p in preds) / 5)
 
 
 def test_cli_eval_writes_report_predictions_and_plot(tiny_model, corpus, tmp_path):
@@ -213,6 +238,7 @@ def test_cli_eval_writes_report_predictions_and_plot(tiny_model, corpus, tmp_pat
     assert (out / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "cache").is_dir()
     assert "WAR" in result.stdout and "evaluated 3/3 windows" in result.stderr
+    assert "closed with the answer-slot label" in result.stdout
 
 
 def test_cli_eval_names_bad_inputs(tiny_model, corpus, tmp_path):

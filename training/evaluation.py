@@ -13,6 +13,12 @@ the window's own modality visibility), reads it back with
   differs from the answer. An explanation that states no cue implies nothing
   and counts as inconsistent (``icr_no_cue`` counts those separately), so an
   explanation cannot look consistent by saying nothing.
+* **label-closed ICR and agreement**: the same two readings with the
+  rationale closed by the window's answer-slot label, as the runtime closes
+  it (:class:`~migr_rt.backends.decode.AnswerAnchor`; the explanation is the
+  same, only its closing answer changes): ``label_closed_icr`` among windows
+  whose slot label is right, and ``*_explanation_agreement``, the share of
+  all windows whose explanation argues for the answer it closes with.
 * **first-segment agreement**: the share of windows whose first segment is
   the ground-truth dominant modality (``meta["dominant"]``), over windows
   that know it and where that modality is visible; also on one-sided clips.
@@ -115,6 +121,8 @@ class WindowRecord:
     dominant: str | None = None
     one_sided: bool | None = None
     text: str = ""
+    #: the answer-slot (fast) label, with which the runtime closes the rationale; None when not measured
+    slot_label: str | None = None
 
     @property
     def correct(self) -> bool:
@@ -134,12 +142,14 @@ def window_record(
     meta: Mapping | None = None,
     judge: ExplanationJudge | None = None,
     rationale: bool = True,
+    slot_label: str | None = None,
 ) -> WindowRecord:
     """Read one generated trace (``text`` starts with ``<think>``) against what is known about its window.
 
     ``visible``: the modalities the model saw. ``meta``: the window's meta
     (``kind``, ``dominant``, ``one_sided``, ``cues``; empty for real data). ``rationale``: the text is a
-    rationale, which owes a summary (False for a base model's cue description).
+    rationale, which owes a summary (False for a base model's cue description). ``slot_label``: the
+    window's answer-slot label, read for the label-closed metrics.
     """
     meta = meta or {}
     judge = judge or CueJudge(labels)
@@ -170,6 +180,7 @@ def window_record(
         dominant=meta.get("dominant"),
         one_sided=meta.get("one_sided"),
         text=text,
+        slot_label=slot_label,
     )
 
 
@@ -197,6 +208,9 @@ def reasoning_metrics(records: Sequence[WindowRecord], labels: Sequence[str]) ->
     agree = [r for r in records if r.dominant is not None and r.dominant in r.visible]
     agree_one = [r for r in agree if r.one_sided]
     grounded = [r.grounding for r in records if r.grounding is not None]
+    slotted = [r for r in records if r.slot_label is not None]
+    slot_correct = [r for r in slotted if r.slot_label == r.label]
+    slot_inconsistent = [r for r in slot_correct if r.implied != r.slot_label]
     return {
         "windows": n,
         "correct": len(correct),
@@ -208,6 +222,12 @@ def reasoning_metrics(records: Sequence[WindowRecord], labels: Sequence[str]) ->
         "icr": _share(len(inconsistent), len(correct)),
         "icr_inconsistent": len(inconsistent),
         "icr_no_cue": sum(r.implied is None for r in correct),
+        "answer_explanation_agreement": _share(sum(r.implied is not None and r.implied == r.answer for r in records), n),
+        "label_closed_icr": _share(len(slot_inconsistent), len(slot_correct)),
+        "label_closed_icr_inconsistent": len(slot_inconsistent) if slotted else None,
+        "label_closed_explanation_agreement": _share(
+            sum(r.implied is not None and r.implied == r.slot_label for r in slotted), len(slotted)
+        ),
         "first_segment_agreement": _share(sum(r.first_modality == r.dominant for r in agree), len(agree)),
         "first_segment_windows": len(agree),
         "first_segment_agreement_one_sided": _share(
@@ -444,12 +464,13 @@ def evaluate_reasoning(
                 prompt = reasoning_prompt(model, len(idx))
                 out = generate(model, prompt, pixels, audio, present=present, config=gen_config)
                 texts = _decode(tokenizer, out, eos_text)
-            for i, text in zip(idx.tolist(), texts):
+            for i, text, slot in zip(idx.tolist(), texts, scored.predicted.tolist()):
                 seen = [m for m, p in zip(modalities, windows.present[i].tolist()) if p]
                 records.append(
                     window_record(
                         text, id=windows.ids[i], label=labels[int(windows.labels[i])], labels=labels,
                         visible=seen, meta=windows.meta[i], judge=judge, rationale=config.mode == "reason",
+                        slot_label=labels[int(slot)],
                     )
                 )
             if config.drift:
