@@ -99,10 +99,14 @@ def demo(checkpoint: Path | None, backend: str, emotion: str | None, kind: str, 
                           kind=None if kind == "any" else kind, backend=backend)
         if as_json:
             rationale = report.rationale.text if report.rationale is not None else None
-            own = report.rationale.model_answer if report.rationale is not None else None
+            verdict = {}
+            if report.rationale is not None:
+                r = report.rationale
+                verdict = {"model_answer": r.model_answer, "explanation_emotion": r.explanation_emotion,
+                           "consistent": r.consistent}
             click.echo(json.dumps({"clip": str(report.clip_path) if keep else None, "truth": report.truth,
                                    "prediction": asdict(report.prediction), "rationale": rationale,
-                                   "rationale_model_answer": own}, sort_keys=True))
+                                   "rationale_verdict": verdict or None}, sort_keys=True))
             return
         click.echo(_format_demo(report, kept=keep is not None))
 
@@ -135,6 +139,8 @@ def _format_demo(report, kept: bool) -> str:
         own = report.rationale.model_answer
         if own != parsed.answer:
             lines.append(f"  (the model's own closing answer was {own or 'none'}; the rationale closes with the label)")
+        if report.rationale.consistent is False:
+            lines.append(f"  (its explanation argues for {report.rationale.explanation_emotion}, not {parsed.answer})")
         for modality, text in parsed.segments:
             lines.append(f"  {modality + ':':<8} {text}")
         if parsed.summary:

@@ -17,7 +17,15 @@ import torch
 from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import AnswerAnchor, Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
-from migr_rt.rationale import answer_of, check_answer_mode, label_token_id, rationale_prompt, rationale_text
+from migr_rt.rationale import (
+    answer_of,
+    check_answer_mode,
+    default_judge,
+    explanation_verdict,
+    label_token_id,
+    rationale_prompt,
+    rationale_text,
+)
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
 
@@ -58,6 +66,9 @@ class Rationale:
     itself wrote or would have written after ``<answer>`` (None when it
     wrote no ``<answer>``): where it differs from ``label``, the model's own
     continuation would have contradicted the reported label.
+    ``explanation_emotion`` is what the explanation's cue statements argue
+    for (the predictor's judge; None when it states no cue the judge knows),
+    and ``consistent`` whether that is the answer (None when unknown).
     """
 
     text: str
@@ -65,6 +76,8 @@ class Rationale:
     present: dict[str, bool]
     label: str | None = None
     model_answer: str | None = None
+    explanation_emotion: str | None = None
+    consistent: bool | None = None
 
     @property
     def answer(self) -> str | None:
@@ -90,7 +103,8 @@ class Predictor:
 
     ``checkpoint`` is a checkpoint folder (run by torch) or an artifact folder
     written by ``migr-rt export`` (onnxruntime or TensorRT); ``backend``
-    picks how (see :func:`migr_rt.backends.load_backend`).
+    picks how (see :func:`migr_rt.backends.load_backend`); ``judge`` reads
+    rationales' explanations (see :class:`Rationale`).
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class Predictor:
         device: str = "cpu",
         detector: FaceDetector | None = None,
         threads: int | None = None,
+        judge=None,
     ) -> None:
         from transformers import PreTrainedTokenizerFast
 
@@ -110,6 +125,8 @@ class Predictor:
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.checkpoint), local_files_only=True)
         self.config = self.backend.config
         self.detector = detector if detector is not None else HaarFaceDetector()
+        #: reads each rationale's explanation (``judge``: any ExplanationJudge; default: the cue judge)
+        self.judge = judge if judge is not None else default_judge(self.config)
         recipe = _recipe(self.checkpoint)
         #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
         self.reasons = recipe in ("baseline", "migr")
@@ -193,4 +210,6 @@ class Predictor:
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         parsed = parse_trace(text, cfg.labels)
         own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
-        return Rationale(text, parsed, present_map, label=label, model_answer=own)
+        emotion, consistent = explanation_verdict(self.judge, parsed)
+        return Rationale(text, parsed, present_map, label=label, model_answer=own, explanation_emotion=emotion,
+                         consistent=consistent)

@@ -6,7 +6,10 @@ prompt; ``None`` lets the model choose.
 
 The closing is the other forced part: the rationale's ``<answer>`` is the
 window's label (see :class:`~migr_rt.backends.decode.AnswerAnchor`), with
-the model's own choice at that point kept beside it.
+the model's own choice at that point kept beside it. Closing with the label
+does not make the explanation before it argue for that label: a judge reads
+the explanation's cue statements (:func:`explanation_verdict`) so a caller
+can tell when it does not.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import prefix_ids
+from migr_rt.traces import ParsedTrace
 
 
 def rationale_prompt(config: MigrConfig, opening: str | None) -> tuple[list[int], str]:
@@ -60,3 +64,27 @@ def rationale_text(tokenizer, config: MigrConfig, generated: Sequence[int], lead
     if ids and ids[-1] == eos:
         ids = ids[:-1]
     return "<think>" + lead + tokenizer.decode(ids)
+
+
+def default_judge(config: MigrConfig):
+    """The cue judge evaluation uses (exact for checkpoints that describe cues in the synthetic corpus's words).
+
+    An explanation in other words states no cue it knows, so its verdict is None rather than a guess.
+    """
+    from migr_rt.training.judge import CueJudge  # the cue vocabulary lives with the corpus that defines it
+
+    return CueJudge(config.labels)
+
+
+def explanation_verdict(judge, parsed: ParsedTrace) -> tuple[str | None, bool | None]:
+    """``(emotion the explanation argues for, whether that is the answer)``.
+
+    Both None when the explanation states no cue the judge knows; the second
+    None when there is no answer. ``judge`` is an
+    :class:`~migr_rt.training.judge.ExplanationJudge` (it reads cue
+    statements, never a named label).
+    """
+    emotion = judge.implied_emotion(parsed.explanation)
+    if emotion is None or parsed.answer is None:
+        return emotion, None
+    return emotion, emotion == parsed.answer

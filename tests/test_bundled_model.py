@@ -111,3 +111,35 @@ def test_explanations_close_with_the_label_they_explain(predictor):
         assert own.parsed.segments == rationale.parsed.segments and own.parsed.summary == rationale.parsed.summary
     with pytest.raises(ValueError, match="rationale answer must be one of"):
         predictor.explain(clip.frames, clip.audio, answer="truth")
+
+
+def test_rationales_say_when_their_explanation_argues_for_another_emotion(predictor):
+    """Closing with the label does not make the explanation argue for it; the verdict says when it does not."""
+    from migr_rt.training.judge import CueJudge
+
+    judge = CueJudge(predictor.config.labels)
+    config = SynthConfig(n=420, seed=SEED)
+    verdicts = {}
+    for index in (52, 68, 116):  # held out: 52 argues for its label; 68 and 116 for another emotion
+        clip = render_clip(config, index)
+        rationale = predictor.explain(clip.frames, clip.audio)
+        assert rationale.explanation_emotion == judge.implied_emotion(rationale.parsed.explanation)
+        assert rationale.consistent == (rationale.explanation_emotion == rationale.answer)
+        verdicts[index] = (rationale.answer, rationale.explanation_emotion, rationale.consistent)
+    assert verdicts == {52: ("happy", "happy", True), 68: ("sad", "neutral", False), 116: ("neutral", "sad", False)}
+
+
+def test_a_judge_that_knows_no_cue_gives_no_verdict():
+    """Explanations in words the judge does not know get no verdict rather than a guess."""
+
+    class Silent:
+        def implied_emotion(self, explanation: str) -> None:
+            return None
+
+        def emotion_scores(self, explanation: str) -> dict[str, float]:
+            return {}
+
+    predictor = Predictor(judge=Silent())
+    clip = render_clip(SynthConfig(n=420, seed=SEED), 68)
+    rationale = predictor.explain(clip.frames, clip.audio)
+    assert rationale.answer == "sad" and rationale.explanation_emotion is None and rationale.consistent is None

@@ -68,6 +68,16 @@ def test_demo_json_reports_truth_prediction_and_mi(tiny_checkpoint, tmp_path):
     assert pred["dominant"] in ("visual", "audio")
 
 
+def test_demo_with_the_bundled_model_closes_the_rationale_with_its_label_and_judges_it():
+    result = CliRunner().invoke(main, ["demo", "--emotion", "angry", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    label, verdict = report["prediction"]["label"], report["rationale_verdict"]
+    assert report["rationale"].endswith(f"<answer>{label}</answer>")
+    assert verdict["model_answer"] in report["prediction"]["probs"]
+    assert verdict["consistent"] == (verdict["explanation_emotion"] == label)
+
+
 def test_demo_report_is_readable(tiny_checkpoint):
     result = CliRunner().invoke(main, ["demo", "--checkpoint", str(tiny_checkpoint), "--kind", "conflicting"])
     assert result.exit_code == 0, result.output

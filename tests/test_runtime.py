@@ -91,6 +91,7 @@ def test_demo_source_prints_a_valid_event_for_every_window():
         # ... and closes with the window's label, also where the model itself would have closed otherwise
         assert r["answer"] == windows[r["window"]]["label"]
         assert r["text"].endswith(f"<answer>{r['answer']}</answer>")
+        assert r["consistent"] == (r["explanation_emotion"] == r["answer"] if r["explanation_emotion"] else None)
     assert any(r["model_answer"] != r["answer"] for r in rationales), "expected a window the anchor changed"
     assert events[-1]["drops"]["frames"] == 0 and events[-1]["drops"]["windows"] == 0
 
@@ -106,6 +107,9 @@ def test_rationale_closes_with_the_window_label_unless_asked_for_the_models_own(
     assert own["answer"] == own["model_answer"] == "angry"
     # the same explanation either way: only the closing answer differs
     assert own["text"].replace("<answer>angry</answer>", "<answer>happy</answer>") == anchored["text"]
+    # the explanation argues for happy (the cue judge's verdict): consistent with the label, not with the model's own
+    assert anchored["explanation_emotion"] == own["explanation_emotion"] == "happy"
+    assert anchored["consistent"] is True and own["consistent"] is False
     for r in (anchored, own):
         jsonschema.validate({**r, "schema": "migr-rt.event", "version": 2, "type": "rationale", "time": 0.0},
                             EVENT_SCHEMA)
@@ -203,6 +207,26 @@ def test_capture_keeps_its_rate_when_analysis_is_slow(runtime):
     assert drops["windows"] > 0, "windows were dropped and counted"
     assert drops["windows_seen"] == len(windows) + drops["windows"]  # no window left queued
     assert elapsed < 6 + 3 * 0.7 + 2
+
+
+class SlowStepBackend(TorchBackend):
+    """A real backend whose decoding steps take 40 ms: a rationale outlasts the 0.5 s between windows."""
+
+    def step(self, token, state):
+        time.sleep(0.04)
+        return super().step(token, state)
+
+
+def test_a_rationale_cut_short_by_a_newer_window_gets_no_verdict(runtime, clip_file):
+    rt = Runtime(backend=SlowStepBackend(runtime.backend.model))
+    events = list(rt.stream(parse_source(str(clip_file), realtime=True)))
+    rationales = [e for e in events if e["type"] == "rationale"]
+    cancelled = [r for r in rationales if r["cancelled"]]
+    assert cancelled, "a newer window should have cut a rationale short"
+    for r in cancelled:  # the judge does not read evidence the explanation never finished stating
+        assert r["explanation_emotion"] is None and r["consistent"] is None
+        jsonschema.validate(r, EVENT_SCHEMA)
+    assert any(r["explanation_emotion"] is not None for r in rationales if not r["cancelled"])
 
 
 def test_a_source_that_disappears_ends_the_run_with_source_lost(runtime, tmp_path):

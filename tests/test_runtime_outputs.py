@@ -216,3 +216,24 @@ def test_live_window_without_gui_raises_runtime_error():
         pytest.skip("this OpenCV has a GUI backend: opening a window depends on a display")
     with pytest.raises(RuntimeError, match="cannot open a window"):
         LiveWindow("migr-rt")
+
+
+def test_terminal_view_says_when_an_explanation_argues_for_another_emotion():
+    base = {"type": "rationale", "window": 0, "segments": {}, "first_modality": "audio", "answer": "happy",
+            "model_answer": "happy", "tokens": 20, "cancelled": False,
+            "latency_ms": {"first_token": 1.0, "full": 9.0}}
+    text = "<think><audio>clearly trembling voice</audio></think><answer>happy</answer>"
+    against = {**base, "text": text, "explanation_emotion": "fear", "consistent": False}
+    agrees = {**base, "text": text, "explanation_emotion": "happy", "consistent": True}
+    plain, tty = io.StringIO(), io.StringIO()
+    views = [TerminalView(plain, isatty=False), TerminalView(tty, ["happy"], ["visual", "audio"], isatty=True,
+                                                             width=120)]
+    for view in views:
+        view.update(against)
+    assert plain.getvalue().rstrip().endswith("(the explanation argues for fear)")
+    assert "the explanation argues for fear" in tty.getvalue().rsplit("\r", 1)[-1]
+    for view in views:
+        view.update(agrees)
+        view.close()
+    assert plain.getvalue().splitlines()[-1].endswith("-> happy")
+    assert "argues for" not in tty.getvalue().rsplit("\r", 1)[-1]

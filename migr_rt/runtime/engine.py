@@ -34,7 +34,15 @@ from migr_rt.backends import AnswerAnchor, Backend, ModalityTokens, iter_greedy,
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.preprocess import fit_audio
-from migr_rt.rationale import answer_of, check_answer_mode, label_token_id, rationale_prompt, rationale_text
+from migr_rt.rationale import (
+    answer_of,
+    check_answer_mode,
+    default_judge,
+    explanation_verdict,
+    label_token_id,
+    rationale_prompt,
+    rationale_text,
+)
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.events import make_event
 from migr_rt.runtime.sources import SourceSpec, parse_source
@@ -111,6 +119,7 @@ class Runtime:
         backend: str | Backend = "auto",
         detector: FaceDetector | None = None,
         threads: int | None = None,
+        judge=None,
     ) -> None:
         from transformers import PreTrainedTokenizerFast
 
@@ -131,6 +140,8 @@ class Runtime:
         if detector is None:
             detector = TrackingFaceDetector() if self.config.face_tracking else HaarFaceDetector()
         self.detector = detector
+        #: reads each rationale's explanation (any ExplanationJudge; default: the cue judge evaluation uses)
+        self.judge = judge if judge is not None else default_judge(self.model_config)
         cfg = self.model_config
         self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
                                cfg.sample_rate, cfg.num_frames)
@@ -425,9 +436,12 @@ class Runtime:
         final = "<think>" + text
         parsed = parse_trace(final, cfg.labels)
         own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
+        # a cut-off explanation is not judged: its verdict would be on evidence it never finished stating
+        emotion, consistent = (None, None) if cancelled else explanation_verdict(self.judge, parsed)
         yield make_event(
             "rationale", window=w, text=final, segments=dict(parsed.segments), first_modality=parsed.first_modality,
-            answer=parsed.answer, model_answer=own, tokens=len(generated), cancelled=cancelled,
+            answer=parsed.answer, model_answer=own, explanation_emotion=emotion, consistent=consistent,
+            tokens=len(generated), cancelled=cancelled,
             latency_ms={"first_token": None if first_token_ms is None else round(first_token_ms, 3),
                         "full": round((time.monotonic() - started) * 1e3, 3)},
         )

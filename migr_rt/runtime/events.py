@@ -23,8 +23,11 @@ Unix seconds). Types, in the order a run produces them:
     ``window``, ``text``, ``segments`` (per modality; the summary is only in
     ``text``), ``first_modality``, ``answer`` (the window's ``label`` unless the
     runtime keeps the model's own), ``model_answer`` (what the model wrote or
-    would have written there), ``tokens``, ``cancelled`` (a newer window made
-    it stale), ``latency_ms`` (``first_token`` after the fast event, ``full``).
+    would have written there), ``explanation_emotion`` (what the explanation's
+    cue statements argue for, by the runtime's judge), ``consistent`` (whether
+    that is ``answer``; null when unknown), ``tokens``, ``cancelled`` (a newer
+    window made it stale), ``latency_ms`` (``first_token`` after the fast
+    event, ``full``).
 ``status``
     ``level`` (info/warning/error), ``code`` (``source_lost``,
     ``reconnecting``, ``reconnected``), ``message``.
@@ -43,7 +46,9 @@ import time
 from typing import Any
 
 SCHEMA = "migr-rt.event"
-SCHEMA_VERSION = 2  #: 2: ``rationale.answer`` is the window's label by default; ``model_answer`` added
+#: 2: ``rationale.answer`` is the window's label by default; ``model_answer``, ``explanation_emotion`` and
+#: ``consistent`` added
+SCHEMA_VERSION = 2
 EVENT_TYPES = ("start", "window", "rationale_token", "rationale", "status", "end")
 MISSING_REASONS = ("no_video", "no_face", "no_audio", "silent")
 
@@ -125,11 +130,12 @@ EVENT_SCHEMA: dict[str, Any] = {
             "window": {"type": "integer", "minimum": 0}, "index": {"type": "integer", "minimum": 0},
             "text": {"type": "string"},
         }),
-        _event("rationale", ["window", "text", "segments", "first_modality", "answer", "model_answer", "tokens",
-                             "cancelled", "latency_ms"], {
+        _event("rationale", ["window", "text", "segments", "first_modality", "answer", "model_answer",
+                             "explanation_emotion", "consistent", "tokens", "cancelled", "latency_ms"], {
             "window": {"type": "integer", "minimum": 0}, "text": {"type": "string"},
             "segments": {"type": "object", "additionalProperties": {"type": "string"}},
             "first_modality": _STR_OR_NULL, "answer": _STR_OR_NULL, "model_answer": _STR_OR_NULL,
+            "explanation_emotion": _STR_OR_NULL, "consistent": {"type": ["boolean", "null"]},
             "tokens": {"type": "integer", "minimum": 0}, "cancelled": {"type": "boolean"},
             "latency_ms": {"type": "object", "properties": {"first_token": _NUM_OR_NULL, "full": _NUM}},
         }),

@@ -33,6 +33,13 @@ def plain_rationale(text: str) -> str:
     return re.sub(r"\s*;\s*(;\s*|->|$)", r" \1", re.sub(r"\s+", " ", text)).strip(" ;")
 
 
+def _verdict_note(rationale: dict[str, Any]) -> str:
+    """What to add to a rationale whose explanation argues for another emotion than its answer."""
+    if rationale.get("consistent") is False:
+        return f" (the explanation argues for {rationale.get('explanation_emotion')})"
+    return ""
+
+
 class TerminalView:
     """Render runtime events to ``stream`` (default ``sys.stdout``); ``isatty`` None asks the stream."""
 
@@ -72,7 +79,7 @@ class TerminalView:
                 self.rationale, self.rationale_window = "", event["window"]
             self.rationale += event["text"]
         elif kind == "rationale":
-            self.rationale, self.rationale_window = event["text"], event["window"]
+            self.rationale, self.rationale_window = event["text"] + _verdict_note(event), event["window"]
             self.first_token_ms = event.get("latency_ms", {}).get("first_token")
         elif kind == "status":
             self.status = f"{event['level']}: {event['message']}"
@@ -99,7 +106,8 @@ class TerminalView:
         if kind == "window":
             return f"window {e['window']} {e['t_start']:.2f}-{e['t_end']:.2f}s  {self._summary(e)}"
         if kind == "rationale":
-            return f"rationale {e['window']}: {plain_rationale(e['text'])}" + (" (cancelled)" if e["cancelled"] else "")
+            note = (" (cancelled)" if e["cancelled"] else "") + _verdict_note(e)
+            return f"rationale {e['window']}: {plain_rationale(e['text'])}{note}"
         if kind == "status":
             return f"status {e['level']} {e['code']}: {e['message']}"
         d = e["drops"]
