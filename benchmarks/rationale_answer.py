@@ -106,7 +106,8 @@ def markdown(result: dict) -> str:
         f"Checkpoint `{result['checkpoint']}`, held-out synthetic corpus seed {result['test_seed']} "
         f"({r['clips']} clips; generator {result['generator_version']}). Each clip explained twice with "
         "`Predictor.explain`: `answer=\"label\"` (the runtime's default: the rationale closes with the window's "
-        "fast label) and `answer=\"model\"` (the model's own closing answer, what `migr-rt eval` measures). "
+        "fast label) and `answer=\"model\"` (the model's own closing answer, which `migr-rt eval` scores as WAR "
+        "and ICR). "
         "Produced by `python benchmarks/rationale_answer.py`.",
         "",
         "| | closed with the label | model's own answer |",

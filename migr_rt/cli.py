@@ -137,8 +137,9 @@ def _format_demo(report, kept: bool) -> str:
         parsed = report.rationale.parsed
         lines.append(f"rationale (opens with {parsed.first_modality or 'nothing'}; answer {parsed.answer}):")
         own = report.rationale.model_answer
-        if own != parsed.answer:
-            lines.append(f"  (the model's own closing answer was {own or 'none'}; the rationale closes with the label)")
+        if parsed.answer is not None and own != parsed.answer:
+            lines.append(f"  (the model's own closing answer was {own or 'not a label'}; the rationale closes with "
+                         "the label)")
         if report.rationale.consistent is False:
             lines.append(f"  (its explanation argues for {report.rationale.explanation_emotion}, not {parsed.answer})")
         for modality, text in parsed.segments:

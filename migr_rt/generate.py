@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from migr_rt.backends.decode import AnswerAnchor
 from migr_rt.model.modeling import MigrForEmotionReasoning
 
 
@@ -57,16 +58,22 @@ def generate(
     generator: torch.Generator | None = None,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    anchor: AnswerAnchor | None = None,
 ) -> Generated:
     """Continue ``input_ids`` ``(B, L)`` (same length for every row, e.g. the scoring prefix + ``<think>``).
 
     ``present`` ``(B, M)`` hides modalities per row (absent inputs are hidden
     anyway). ``on_token(step, tokens)`` sees each step's ``(B,)`` tokens as
     they are chosen; ``cancelled()`` returning True stops early (what was
-    generated so far is returned).
+    generated so far is returned). ``anchor`` (greedy only) closes each row
+    with its given label, as the runtime's decoding does.
     """
     config = config or GenerationConfig()
     cfg = model.config
+    if anchor is not None and config.temperature != 0:
+        raise ValueError("an answer anchor needs greedy decoding (temperature 0)")
+    answer_start = anchor.start(cfg, input_ids.shape[0]) if anchor is not None else -1
+    previous = input_ids[:, -1].to(model.device)
     stops = config.stop_token_ids
     if stops is None:
         stops = (cfg.special_token_ids["answer_end"], cfg.special_token_ids["eos"])
@@ -88,7 +95,10 @@ def generate(
     logits = out.logits[:, -1].float()
     for step in range(config.max_new_tokens):
         nxt, lp = _choose(logits, config, generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        if anchor is not None:
+            nxt = anchor.choose(previous, nxt, answer_start)
+            lp = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1)
+        nxt = previous = torch.where(done, torch.full_like(nxt, pad), nxt)
         tokens[:, step] = nxt
         logprobs[:, step] = torch.where(done, torch.zeros_like(lp), lp)
         lengths += (~done).long()

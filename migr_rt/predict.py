@@ -18,13 +18,13 @@ from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import AnswerAnchor, Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
 from migr_rt.rationale import (
-    answer_of,
     check_answer_mode,
-    default_judge,
     explanation_verdict,
+    label_of,
     label_token_id,
     rationale_prompt,
     rationale_text,
+    resolve_judge,
 )
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
@@ -126,7 +126,7 @@ class Predictor:
         self.config = self.backend.config
         self.detector = detector if detector is not None else HaarFaceDetector()
         #: reads each rationale's explanation (``judge``: any ExplanationJudge; default: the cue judge)
-        self.judge = judge if judge is not None else default_judge(self.config)
+        self.judge = resolve_judge(self.config, judge)
         recipe = _recipe(self.checkpoint)
         #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
         self.reasons = recipe in ("baseline", "migr")
@@ -209,7 +209,8 @@ class Predictor:
                             anchor=anchor)
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         parsed = parse_trace(text, cfg.labels)
-        own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
+        own = label_of(cfg, int(anchor.model_ids[0])) if anchor is not None else (
+            parsed.answer if parsed.answer in cfg.labels else None)
         emotion, consistent = explanation_verdict(self.judge, parsed)
         return Rationale(text, parsed, present_map, label=label, model_answer=own, explanation_emotion=emotion,
                          consistent=consistent)

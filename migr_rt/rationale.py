@@ -44,17 +44,16 @@ def check_answer_mode(answer: str) -> str:
 
 def label_token_id(config: MigrConfig, label: str) -> int:
     """The token id of ``label`` (labels are single tokens of the checkpoint's vocabulary)."""
-    return int(config.label_token_ids[list(config.labels).index(label)])
+    labels = list(config.labels)
+    if label not in labels:
+        raise ValueError(f"label {label!r} is not one of this model's labels {labels}")
+    return int(config.label_token_ids[labels.index(label)])
 
 
-def answer_of(tokenizer, config: MigrConfig, token_id: int) -> str | None:
-    """The answer a token id stands for: its label, the token's text when it is none, None for -1 (no answer)."""
-    if token_id < 0:
-        return None
+def label_of(config: MigrConfig, token_id: int) -> str | None:
+    """The label a token id stands for; None for any other token (a tag, eos, a word) and for -1 (none written)."""
     ids = [int(t) for t in config.label_token_ids]
-    if token_id in ids:
-        return config.labels[ids.index(token_id)]
-    return tokenizer.decode([token_id]).strip()
+    return config.labels[ids.index(token_id)] if token_id in ids else None
 
 
 def rationale_text(tokenizer, config: MigrConfig, generated: Sequence[int], lead: str) -> str:
@@ -66,25 +65,32 @@ def rationale_text(tokenizer, config: MigrConfig, generated: Sequence[int], lead
     return "<think>" + lead + tokenizer.decode(ids)
 
 
-def default_judge(config: MigrConfig):
-    """The cue judge evaluation uses (exact for checkpoints that describe cues in the synthetic corpus's words).
+def resolve_judge(config: MigrConfig, judge=None):
+    """``judge`` checked, or by default the cue judge evaluation uses.
 
-    An explanation in other words states no cue it knows, so its verdict is None rather than a guess.
+    The cue judge is exact for checkpoints that describe cues in the
+    synthetic corpus's words; an explanation in other words states no cue it
+    knows, so its verdict is None rather than a guess.
     """
-    from migr_rt.training.judge import CueJudge  # the cue vocabulary lives with the corpus that defines it
+    from migr_rt.training.judge import CueJudge, ExplanationJudge  # the cue words live with the corpus
 
-    return CueJudge(config.labels)
+    if judge is None:
+        return CueJudge(config.labels)
+    if not isinstance(judge, ExplanationJudge):
+        raise TypeError(f"judge must have implied_emotion(text) and emotion_scores(text) (an ExplanationJudge), "
+                        f"got {type(judge).__name__}")
+    return judge
 
 
 def explanation_verdict(judge, parsed: ParsedTrace) -> tuple[str | None, bool | None]:
-    """``(emotion the explanation argues for, whether that is the answer)``.
+    """``(emotion the explanation argues for, whether that is the answer)``; ``(None, None)`` if unknown.
 
-    Both None when the explanation states no cue the judge knows; the second
-    None when there is no answer. ``judge`` is an
-    :class:`~migr_rt.training.judge.ExplanationJudge` (it reads cue
-    statements, never a named label).
+    Unknown: the explanation states no cue the judge knows, or the rationale
+    has not closed its answer (cut short by ``max_new_tokens`` or a newer
+    window): a verdict on evidence it never finished stating would mislead.
+    ``judge`` reads cue statements, never a named label.
     """
+    if parsed.answer is None:
+        return None, None
     emotion = judge.implied_emotion(parsed.explanation)
-    if emotion is None or parsed.answer is None:
-        return emotion, None
-    return emotion, emotion == parsed.answer
+    return emotion, (None if emotion is None else emotion == parsed.answer)

@@ -143,3 +143,12 @@ def test_a_judge_that_knows_no_cue_gives_no_verdict():
     clip = render_clip(SynthConfig(n=420, seed=SEED), 68)
     rationale = predictor.explain(clip.frames, clip.audio)
     assert rationale.answer == "sad" and rationale.explanation_emotion is None and rationale.consistent is None
+    with pytest.raises(TypeError, match="ExplanationJudge"):
+        Predictor(judge=object())
+
+
+def test_a_rationale_cut_before_its_answer_gets_no_answer_and_no_verdict(predictor):
+    clip = render_clip(SynthConfig(n=420, seed=SEED), 52)
+    rationale = predictor.explain(clip.frames, clip.audio, max_new_tokens=20)
+    assert rationale.parsed.segments and rationale.answer is None and rationale.model_answer is None
+    assert rationale.explanation_emotion is None and rationale.consistent is None

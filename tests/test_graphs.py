@@ -128,3 +128,56 @@ def test_anchor_leaves_a_rationale_without_an_answer_untouched(tiny_model):
     assert anchor.model_ids.tolist() == [-1, -1]
     with pytest.raises(ValueError, match="3 labels for 2 rows"):
         greedy_decode(backend, prompt(model, 2), tokens, present, anchor=AnswerAnchor(torch.tensor([1, 2, 3])))
+
+
+def test_generate_closes_with_the_anchor_as_the_backend_decode_does(tiny_model):
+    """The HF reference path (``generate``) and the runtime's loop give the same anchored tokens."""
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 2, seed=10)
+    present = torch.tensor(PRESENCE[:2])
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["answer_start"]]] * 2)
+    labels = torch.tensor(cfg.label_token_ids[2:4])
+    backend = TorchBackend(model)
+    a, b = AnswerAnchor(labels), AnswerAnchor(labels)
+    ref = generate(model, ids, pixels, audio, present=present, config=GenerationConfig(max_new_tokens=6), anchor=a)
+    out = greedy_decode(backend, ids, backend.encode(pixels, audio), present, max_new_tokens=6, anchor=b)
+    assert torch.equal(ref.tokens, out.tokens) and torch.equal(ref.lengths, out.lengths)
+    assert torch.equal(ref.tokens[:, 0], labels) and torch.equal(a.model_ids, b.model_ids)
+    with pytest.raises(ValueError, match="greedy"):
+        generate(model, ids, pixels, audio, config=GenerationConfig(temperature=1.0), anchor=a)
+
+
+def test_anchored_rows_that_stopped_stay_padded(tiny_model):
+    """A row whose label is a stop token ends at it; the other row goes on; the anchor never revives a row."""
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 2, seed=11)
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["answer_start"]]] * 2)
+    backend = TorchBackend(model)
+    labels = torch.tensor(cfg.label_token_ids[:2])
+    out = greedy_decode(backend, ids, backend.encode(pixels, audio), torch.tensor(PRESENCE[:2]), max_new_tokens=5,
+                        stop_token_ids=(int(labels[0]),), anchor=AnswerAnchor(labels))
+    pad = cfg.special_token_ids["pad"]
+    assert out.lengths.tolist()[0] == 1 and (out.tokens[0, 1:] == pad).all()
+    assert int(out.tokens[1, 0]) == int(labels[1]) and int(out.lengths[1]) > 1
+
+
+def test_an_anchor_is_checked_and_starts_afresh(tiny_model):
+    model, _ = tiny_model
+    cfg = model.config
+    pixels, audio = random_inputs(cfg, 1, seed=12)
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    ids = torch.tensor([prefix_ids(cfg) + [cfg.special_token_ids["answer_start"]]])
+    with pytest.raises(ValueError, match="anchor label id 3 is not the token of one of this model's labels"):
+        greedy_decode(backend, ids, tokens, torch.tensor([[True, True]]), anchor=AnswerAnchor(torch.tensor([3])))
+    with pytest.raises(ValueError, match="one token id per row"):
+        AnswerAnchor(torch.tensor([[cfg.label_token_ids[0]]]))
+    anchor = AnswerAnchor(torch.tensor([cfg.label_token_ids[0]]))
+    greedy_decode(backend, ids, tokens, torch.tensor([[True, True]]), max_new_tokens=2, anchor=anchor)
+    assert int(anchor.model_ids[0]) >= 0
+    # the same anchor on a rationale that writes no <answer>: nothing left over from the first run
+    greedy_decode(backend, prompt(model, 1), tokens, torch.tensor([[True, True]]), max_new_tokens=3,
+                  stop_token_ids=(), anchor=anchor)
+    assert anchor.model_ids.tolist() == [-1]

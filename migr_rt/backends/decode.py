@@ -43,16 +43,33 @@ class AnswerAnchor:
     model_ids: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.label_ids = torch.as_tensor(self.label_ids, dtype=torch.long).reshape(-1)
+        self.label_ids = torch.as_tensor(self.label_ids, dtype=torch.long)
+        if self.label_ids.dim() != 1:
+            raise ValueError(f"AnswerAnchor label_ids must be one token id per row, got shape "
+                             f"{tuple(self.label_ids.shape)}")
         self.model_ids = torch.full_like(self.label_ids, -1)
+
+    def start(self, config, rows: int) -> int:
+        """Check the anchor against a model and a batch, forget an earlier run's choices; ``<answer>``'s id."""
+        if self.label_ids.shape[0] != rows:
+            raise ValueError(f"anchor has {self.label_ids.shape[0]} labels for {rows} rows")
+        known = {int(t) for t in config.label_token_ids}
+        bad = [int(t) for t in self.label_ids.tolist() if int(t) not in known]
+        if bad:
+            raise ValueError(f"anchor label id {bad[0]} is not the token of one of this model's labels "
+                             f"({dict(zip(config.labels, map(int, config.label_token_ids)))}); "
+                             "use migr_rt.rationale.label_token_id(config, label)")
+        self.model_ids = torch.full_like(self.label_ids, -1)
+        return int(config.special_token_ids["answer_start"])
 
     def choose(self, previous: torch.Tensor, argmax: torch.Tensor, answer_start: int) -> torch.Tensor:
         """This step's ids: the argmax, except the label in rows whose previous token opened the answer."""
         opened = previous == answer_start
         if not bool(opened.any()):
             return argmax
-        self.model_ids = torch.where(opened & (self.model_ids < 0), argmax, self.model_ids)
-        return torch.where(opened, self.label_ids, argmax)
+        labels, model_ids = self.label_ids.to(argmax.device), self.model_ids.to(argmax.device)
+        self.model_ids = torch.where(opened & (model_ids < 0), argmax, model_ids).cpu()
+        return torch.where(opened, labels, argmax)
 
 
 def _stops(config, stop_token_ids: Sequence[int] | None) -> torch.Tensor:
@@ -72,7 +89,8 @@ def iter_greedy(
     stop_token_ids: Sequence[int] | None = None,
     anchor: AnswerAnchor | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield each step's ``(B,)`` argmax ids as soon as they are chosen (``pad`` for rows that stopped).
+    """Yield each step's ``(B,)`` ids as soon as they are chosen: the argmax (the anchored label right after
+    ``<answer>``), ``pad`` for rows that stopped.
 
     Stops after the step where every row has emitted a stop token, or after
     ``max_new_tokens``; closing the generator early skips the remaining steps
@@ -81,9 +99,7 @@ def iter_greedy(
     """
     cfg = backend.config
     stops = _stops(cfg, stop_token_ids)
-    answer_start = cfg.special_token_ids["answer_start"]
-    if anchor is not None and anchor.label_ids.shape[0] != input_ids.shape[0]:
-        raise ValueError(f"anchor has {anchor.label_ids.shape[0]} labels for {input_ids.shape[0]} rows")
+    answer_start = anchor.start(cfg, input_ids.shape[0]) if anchor is not None else -1
     pad = torch.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=torch.long)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
     previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too

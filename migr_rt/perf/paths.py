@@ -10,9 +10,9 @@ their outputs is the model path's.
 runs: MI by 1 + M separate ``model(...)`` forwards (one per visibility
 variant, encoders inside each, as ``forward`` runs them), the label
 distribution read at the answer slot over ``model.label_token_ids``, and the
-rationale by :func:`migr_rt.generate.generate` (``use_cache``, greedy), its
-answer token then replaced by the label as the runtime closes its rationales
-(:class:`~migr_rt.backends.decode.AnswerAnchor`; the same number of steps).
+rationale by :func:`migr_rt.generate.generate` (``use_cache``, greedy), closed
+with the label as the runtime closes its rationales
+(:class:`~migr_rt.backends.decode.AnswerAnchor`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from migr_rt.backends.decode import AnswerAnchor
 from migr_rt.face import FaceDetector
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import importance_from_log_probs, variant_visibility
@@ -204,20 +205,15 @@ class HFPath:
         pixels, audio_values, present = self._inputs(win)
         out = generate(self.model, torch.tensor([ids]), pixels, audio_values, present=present,
                        config=GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
-                       on_token=lambda step, tok: first.append(time.perf_counter()) if step == 0 else None)
-        tokens = _close_with(out.tokens[0, : int(out.lengths[0])].tolist(), cfg.special_token_ids["answer_start"],
-                             label_token_id(cfg, cfg.labels[res["target"]]))
+                       on_token=lambda step, tok: first.append(time.perf_counter()) if step == 0 else None,
+                       anchor=AnswerAnchor(torch.tensor([label_token_id(cfg, cfg.labels[res["target"]])])))
+        tokens = out.tokens[0, : int(out.lengths[0])].tolist()
         text = rationale_text(self.tokenizer, cfg, tokens, lead)
         end = time.perf_counter()
         return {"fast_ms": (fast - t0) * 1e3, "first_token_ms": (first[0] - t0) * 1e3, "full_ms": (end - t0) * 1e3,
                 "face_detect_ms": detector.take() if isinstance(detector, TimedDetector) else None,
                 "tokens": len(tokens), "token_ids": tokens, "label": cfg.labels[res["target"]], "dominant": dominant,
                 "text": text}
-
-
-def _close_with(tokens: list[int], answer_start: int, label: int) -> list[int]:
-    """``tokens`` with every token after ``<answer>`` replaced by ``label``."""
-    return [label if i and tokens[i - 1] == answer_start else t for i, t in enumerate(tokens)]
 
 
 def runtime_analyze(runtime, frames: np.ndarray, audio: np.ndarray | None, *, fps: float) -> dict:

@@ -35,13 +35,13 @@ from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDe
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import (
-    answer_of,
     check_answer_mode,
-    default_judge,
     explanation_verdict,
+    label_of,
     label_token_id,
     rationale_prompt,
     rationale_text,
+    resolve_judge,
 )
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.events import make_event
@@ -141,7 +141,7 @@ class Runtime:
             detector = TrackingFaceDetector() if self.config.face_tracking else HaarFaceDetector()
         self.detector = detector
         #: reads each rationale's explanation (any ExplanationJudge; default: the cue judge evaluation uses)
-        self.judge = judge if judge is not None else default_judge(self.model_config)
+        self.judge = resolve_judge(self.model_config, judge)
         cfg = self.model_config
         self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
                                cfg.sample_rate, cfg.num_frames)
@@ -435,7 +435,8 @@ class Runtime:
                 steps.close()
         final = "<think>" + text
         parsed = parse_trace(final, cfg.labels)
-        own = answer_of(self.tokenizer, cfg, int(anchor.model_ids[0])) if anchor is not None else parsed.answer
+        own = label_of(cfg, int(anchor.model_ids[0])) if anchor is not None else (
+            parsed.answer if parsed.answer in cfg.labels else None)
         # a cut-off explanation is not judged: its verdict would be on evidence it never finished stating
         emotion, consistent = (None, None) if cancelled else explanation_verdict(self.judge, parsed)
         yield make_event(
