@@ -64,9 +64,9 @@ class AnswerAnchor:
 
     def choose(self, previous: torch.Tensor, argmax: torch.Tensor, answer_start: int) -> torch.Tensor:
         """This step's ids: the argmax, except the label in rows whose previous token opened the answer."""
-        opened = previous == answer_start
-        if not bool(opened.any()):
+        if answer_start not in previous.tolist():  # most steps; cheaper than a tensor test per token
             return argmax
+        opened = previous.to(argmax.device) == answer_start
         labels, model_ids = self.label_ids.to(argmax.device), self.model_ids.to(argmax.device)
         self.model_ids = torch.where(opened & (model_ids < 0), argmax, model_ids).cpu()
         return torch.where(opened, labels, argmax)
