@@ -11,7 +11,6 @@ encoders, one batched B x (1 + M) decoder pass), warm, on this CPU.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import defaultdict
@@ -21,14 +20,11 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
-from migr_rt.training.synth.corpus import GENERATOR_VERSION, SynthConfig, generate_corpus  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 
-from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def evaluate(predictor: Predictor, corpus: SynthCorpus) -> dict:
@@ -99,25 +95,13 @@ def markdown(result: dict) -> str:
 @click.option("--n", type=int, default=420, show_default=True)
 @click.option("--name", default="bundled_model", show_default=True, help="Result file stem in benchmarks/results/.")
 def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, name: str) -> None:
-    if not (data / "manifest.jsonl").is_file():
-        click.echo(f"generating test corpus {data} (seed {test_seed}, {n} clips)", err=True)
-        generate_corpus(SynthConfig(n=n, seed=test_seed, workers=2), data)
-    info = json.loads((data / "corpus.json").read_text())  # what the corpus really is
-    test_seed, generator = info["config"]["seed"], info["version"]
-    if generator != GENERATOR_VERSION:
-        click.echo(f"warning: {data} was written by generator {generator}, this one is {GENERATOR_VERSION}; "
-                   "delete it to measure on the current clips", err=True)
+    info = held_out_corpus(data, test_seed, n)
     checkpoint = checkpoint or default_checkpoint()
     predictor = Predictor(checkpoint)
     metrics = evaluate(predictor, SynthCorpus(data / "manifest.jsonl"))
-    repo = Path(__file__).resolve().parent.parent
-    shown = checkpoint.resolve().relative_to(repo) if checkpoint.resolve().is_relative_to(repo) else checkpoint
-    result = {"checkpoint": str(shown), "test_seed": test_seed, "generator_version": generator, "metrics": metrics,
-              "machine": machine_info()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(RESULTS / f"{name}.md", markdown(result))
-    click.echo(markdown(result))
+    result = {"checkpoint": shown_path(checkpoint), "test_seed": info["config"]["seed"],
+              "generator_version": info["version"], "metrics": metrics, "machine": machine_info()}
+    write_result(name, result, markdown(result))
 
 
 if __name__ == "__main__":

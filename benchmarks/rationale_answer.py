@@ -20,7 +20,6 @@ Writes benchmarks/results/rationale_answer.json and .md.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,17 +27,15 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.evaluation import reasoning_metrics, window_record  # noqa: E402
 from migr_rt.training.judge import CueJudge  # noqa: E402
-from migr_rt.training.synth.corpus import SynthConfig, generate_corpus  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 from migr_rt.training.windows import window_meta  # noqa: E402
 
-from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("label", "model")
 
 
@@ -142,23 +139,15 @@ def _rate(value: float | None) -> str:
               help="Use every k-th clip (a quicker run).")
 @click.option("--name", default="rationale_answer", show_default=True, help="Result file stem in benchmarks/results/.")
 def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, every: int, name: str) -> None:
-    if not (data / "manifest.jsonl").is_file():
-        click.echo(f"generating test corpus {data} (seed {test_seed}, {n} clips)", err=True)
-        generate_corpus(SynthConfig(n=n, seed=test_seed, workers=2), data)
-    info = json.loads((data / "corpus.json").read_text())
+    info = held_out_corpus(data, test_seed, n)
     checkpoint = checkpoint or default_checkpoint()
     predictor = Predictor(checkpoint)
     if not predictor.reasons:
         raise click.UsageError(f"{checkpoint} is a base checkpoint: it was never trained to write rationales")
     measured = measure(predictor, SynthCorpus(data / "manifest.jsonl"), every=every)
-    repo = Path(__file__).resolve().parent.parent
-    shown = checkpoint.resolve().relative_to(repo) if checkpoint.resolve().is_relative_to(repo) else checkpoint
-    result = {"checkpoint": str(shown), "test_seed": info["config"]["seed"], "generator_version": info["version"],
-              "measured": measured, "machine": machine_info()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(RESULTS / f"{name}.md", markdown(result))
-    click.echo(markdown(result))
+    result = {"checkpoint": shown_path(checkpoint), "test_seed": info["config"]["seed"],
+              "generator_version": info["version"], "measured": measured, "machine": machine_info()}
+    write_result(name, result, markdown(result))
 
 
 if __name__ == "__main__":

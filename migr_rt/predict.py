@@ -15,15 +15,14 @@ import numpy as np
 import torch
 
 from migr_rt.artifact import is_artifact, read_manifest
-from migr_rt.backends import AnswerAnchor, Backend, greedy_decode, load_backend
+from migr_rt.backends import Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
 from migr_rt.rationale import (
+    answer_anchor,
     check_answer_mode,
-    explanation_verdict,
-    label_of,
-    label_token_id,
     rationale_prompt,
     rationale_text,
+    read_closing,
     resolve_judge,
 )
 from migr_rt.preprocess import prepare_window
@@ -204,13 +203,11 @@ class Predictor:
             dom = int(res.dominant[0])
             opening_modality = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
         ids, lead = rationale_prompt(cfg, opening_modality)
-        anchor = AnswerAnchor(torch.tensor([label_token_id(cfg, label)])) if answer == "label" else None
+        anchor = answer_anchor(cfg, label, answer)
         out = greedy_decode(self.backend, torch.tensor([ids]), tokens, win.present[None], max_new_tokens=max_new_tokens,
                             anchor=anchor)
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         parsed = parse_trace(text, cfg.labels)
-        own = label_of(cfg, int(anchor.model_ids[0])) if anchor is not None else (
-            parsed.answer if parsed.answer in cfg.labels else None)
-        emotion, consistent = explanation_verdict(self.judge, parsed)
+        own, emotion, consistent = read_closing(cfg, self.judge, parsed, anchor)
         return Rationale(text, parsed, present_map, label=label, model_answer=own, explanation_emotion=emotion,
                          consistent=consistent)

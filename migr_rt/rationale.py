@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
+from migr_rt.backends.decode import AnswerAnchor
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import prefix_ids
 from migr_rt.traces import ParsedTrace
@@ -94,3 +97,27 @@ def explanation_verdict(judge, parsed: ParsedTrace) -> tuple[str | None, bool | 
         return None, None
     emotion = judge.implied_emotion(parsed.explanation)
     return emotion, (None if emotion is None else emotion == parsed.answer)
+
+
+def answer_anchor(config: MigrConfig, label: str, answer: str) -> AnswerAnchor | None:
+    """What closes a one-row rationale: ``label`` for ``answer="label"``, nothing for ``"model"`` (its own)."""
+    check_answer_mode(answer)
+    return AnswerAnchor(torch.tensor([label_token_id(config, label)])) if answer == "label" else None
+
+
+def read_closing(
+    config: MigrConfig, judge, parsed: ParsedTrace, anchor: AnswerAnchor | None, *, cancelled: bool = False,
+) -> tuple[str | None, str | None, bool | None]:
+    """``(model_answer, explanation_emotion, consistent)`` of a decoded one-row rationale.
+
+    ``model_answer``: the label the model chose after ``<answer>`` (the
+    anchor's record, or the text's own answer without one); None when it
+    chose no label. A ``cancelled`` rationale gets no verdict: it was cut off
+    before it finished stating its evidence.
+    """
+    if anchor is not None:
+        own = label_of(config, int(anchor.model_ids[0]))
+    else:
+        own = parsed.answer if parsed.answer in config.labels else None
+    emotion, consistent = (None, None) if cancelled else explanation_verdict(judge, parsed)
+    return own, emotion, consistent

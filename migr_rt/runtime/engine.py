@@ -30,17 +30,16 @@ import cv2
 import numpy as np
 import torch
 
-from migr_rt.backends import AnswerAnchor, Backend, ModalityTokens, iter_greedy, load_backend
+from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import (
+    answer_anchor,
     check_answer_mode,
-    explanation_verdict,
-    label_of,
-    label_token_id,
     rationale_prompt,
     rationale_text,
+    read_closing,
     resolve_judge,
 )
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
@@ -412,9 +411,7 @@ class Runtime:
         generated: list[int] = []
         text = lead
         cancelled = False
-        anchor = None
-        if self.config.rationale_answer == "label":
-            anchor = AnswerAnchor(torch.tensor([label_token_id(cfg, window_event["label"])]))
+        anchor = answer_anchor(cfg, window_event["label"], self.config.rationale_answer)
         with self._lock:
             self._check_open()
             steps = iter_greedy(self.backend, torch.tensor([ids]), tokens, visible,
@@ -435,10 +432,7 @@ class Runtime:
                 steps.close()
         final = "<think>" + text
         parsed = parse_trace(final, cfg.labels)
-        own = label_of(cfg, int(anchor.model_ids[0])) if anchor is not None else (
-            parsed.answer if parsed.answer in cfg.labels else None)
-        # a cut-off explanation is not judged: its verdict would be on evidence it never finished stating
-        emotion, consistent = (None, None) if cancelled else explanation_verdict(self.judge, parsed)
+        own, emotion, consistent = read_closing(cfg, self.judge, parsed, anchor, cancelled=cancelled)
         yield make_event(
             "rationale", window=w, text=final, segments=dict(parsed.segments), first_modality=parsed.first_modality,
             answer=parsed.answer, model_answer=own, explanation_emotion=emotion, consistent=consistent,
