@@ -17,14 +17,8 @@ import torch
 from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
-from migr_rt.rationale import (
-    answer_anchor,
-    check_answer_mode,
-    rationale_prompt,
-    rationale_text,
-    read_closing,
-    resolve_judge,
-)
+from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
+                              resolve_judge)
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
 

@@ -34,14 +34,8 @@ from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.preprocess import fit_audio
-from migr_rt.rationale import (
-    answer_anchor,
-    check_answer_mode,
-    rationale_prompt,
-    rationale_text,
-    read_closing,
-    resolve_judge,
-)
+from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
+                              resolve_judge)
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.events import make_event
 from migr_rt.runtime.sources import SourceSpec, parse_source
