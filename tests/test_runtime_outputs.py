@@ -15,7 +15,7 @@ from migr_rt.media import decode_media
 from migr_rt.runtime import RuntimeConfig
 from migr_rt.runtime.annotate import LiveWindow, VideoSaver
 from migr_rt.runtime.sources import demo_clip
-from migr_rt.runtime.terminal import TerminalView
+from migr_rt.runtime.terminal import TerminalView, rationale_caption
 
 CURSOR_UP = re.compile(r"\x1b\[\d+A")
 
@@ -237,3 +237,15 @@ def test_terminal_view_says_when_an_explanation_argues_for_another_emotion():
         view.close()
     assert plain.getvalue().splitlines()[-1].endswith("-> happy")
     assert "argues for" not in tty.getvalue().rsplit("\r", 1)[-1]
+
+
+def test_the_video_caption_of_a_rationale_is_its_summary_answer_and_verdict():
+    text = ("<think><audio>clearly trembling voice</audio><visual>raised cheeks</visual>"
+            "<summary>the audio evidence decides: clearly trembling voice</summary></think><answer>happy</answer>")
+    event = {"type": "rationale", "text": text, "answer": "happy", "explanation_emotion": "fear", "consistent": False}
+    assert rationale_caption(event) == ("the audio evidence decides: clearly trembling voice -> happy "
+                                        "(the explanation argues for fear)")
+    assert rationale_caption({**event, "explanation_emotion": "happy", "consistent": True}).endswith("-> happy")
+    cut = {"type": "rationale", "text": "<think><audio>clearly trembling", "answer": None,
+           "explanation_emotion": None, "consistent": None}
+    assert rationale_caption(cut) == "audio: clearly trembling"

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from migr_rt.atomic import atomic_output
-from migr_rt.runtime.terminal import MISSING_FLAGS, plain_rationale
+from migr_rt.runtime.terminal import MISSING_FLAGS, plain_rationale, rationale_caption
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +172,7 @@ class VideoSaver:
             raw, w, _ = self._rationale
             self._rationale = ((raw if w == event["window"] else "") + event["text"], event["window"], "")
         elif kind == "rationale":
-            summary = event.get("segments", {}).get("summary") or plain_rationale(event["text"])
-            self._rationale = (event["text"], event["window"], summary)
+            self._rationale = (event["text"], event["window"], rationale_caption(event))
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def __enter__(self) -> VideoSaver:
@@ -336,7 +335,7 @@ class LiveWindow:
         if event.get("type") == "window":
             self._window = event
         elif event.get("type") == "rationale":
-            self._rationale = event.get("segments", {}).get("summary") or plain_rationale(event["text"])
+            self._rationale = rationale_caption(event)
 
     def close(self) -> None:
         with self._cond:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from migr_rt.traces import parse_trace
+
 MISSING_FLAGS = {"no_face": "no face", "silent": "silent", "no_video": "no video", "no_audio": "no audio"}
 
 
@@ -38,6 +40,17 @@ def _verdict_note(rationale: dict[str, Any]) -> str:
     if rationale.get("consistent") is False:
         return f" (the explanation argues for {rationale.get('explanation_emotion')})"
     return ""
+
+
+def rationale_caption(rationale: dict[str, Any]) -> str:
+    """One line for a finished ``rationale`` event on a small display (the video overlay): its summary and
+    answer, and what its explanation argues for when that is another emotion; the whole rationale as plain
+    text when it has no summary (cut short)."""
+    summary = parse_trace(rationale["text"]).summary
+    if not summary:
+        return plain_rationale(rationale["text"]) + _verdict_note(rationale)
+    answer = rationale.get("answer")
+    return summary + (f" -> {answer}" if answer else "") + _verdict_note(rationale)
 
 
 class TerminalView:
