@@ -100,7 +100,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# Which answer closes a rationale: the window's label or the model's own",
         "",
-        f"Checkpoint `{result['checkpoint']}`, held-out synthetic corpus seed {result['test_seed']} "
+        f"Checkpoint `{result['checkpoint']}` on {result.get('backend', 'torch')}, held-out synthetic corpus seed "
+        f"{result['test_seed']} "
         f"({r['clips']} clips; generator {result['generator_version']}). Each clip explained twice with "
         "`Predictor.explain`: `answer=\"label\"` (the runtime's default: the rationale closes with the window's "
         "fast label) and `answer=\"model\"` (the model's own closing answer, which `migr-rt eval` scores as WAR "
@@ -145,8 +146,9 @@ def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, every: int
     if not predictor.reasons:
         raise click.UsageError(f"{checkpoint} is a base checkpoint: it was never trained to write rationales")
     measured = measure(predictor, SynthCorpus(data / "manifest.jsonl"), every=every)
-    result = {"checkpoint": shown_path(checkpoint), "test_seed": info["config"]["seed"],
-              "generator_version": info["version"], "measured": measured, "machine": machine_info()}
+    result = {"checkpoint": shown_path(checkpoint), "backend": predictor.backend.describe(),
+              "test_seed": info["config"]["seed"], "generator_version": info["version"], "measured": measured,
+              "machine": machine_info()}
     write_result(name, result, markdown(result))
 
 
