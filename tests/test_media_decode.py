@@ -13,6 +13,7 @@ import pytest
 from data_fixtures import frames_for, tone
 
 from migr_rt.media import CorruptMediaError, MediaError, decode_media, write_media
+from migr_rt.media.decode import iter_decoded
 
 
 def solid(colour: tuple[int, int, int], height: int, width: int, seconds: float, fps: float = 25.0) -> np.ndarray:
@@ -206,15 +207,6 @@ def long_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_media(tmp / "long.mp4", frames, 25.0, audio, 48000)
 
 
-def _best_of(n: int, fn) -> float:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def test_max_seconds_stops_decoding_early_and_matches_a_full_decode(long_file: Path) -> None:
     full = decode_media(long_file)
     assert len(full.frames) == 500 and abs(len(full.audio) - 320000) < 2048
@@ -223,10 +215,13 @@ def test_max_seconds_stops_decoding_early_and_matches_a_full_decode(long_file: P
     assert np.array_equal(cut.frames, full.frames[:50])
     assert np.array_equal(cut.audio, full.audio[:32000])
 
-    t_full = _best_of(3, lambda: decode_media(long_file))
-    t_cut = _best_of(3, lambda: decode_media(long_file, max_seconds=2.0))
-    # 2 s of 20 s: about a tenth of the work once demuxing stops (decoding on to the end and discarding: ~45 %).
-    assert t_cut < 0.3 * t_full, f"first 2 s took {t_cut:.3f} s, the whole file {t_full:.3f} s"
+    # Demuxing stopped near the cut: the container's next video packet is a little past 2 s of the 20 s
+    # (a timing comparison here failed on a loaded CI host; where the demuxer stands does not depend on load).
+    with av.open(str(long_file)) as container:
+        items = sum(1 for _ in iter_decoded(container, str(long_file), fps=25, sample_rate=16000, max_seconds=2.0))
+        following = next(container.demux(container.streams.video[0]))
+    assert items > 0 and following.pts is not None
+    assert 2.0 <= float(following.pts * following.time_base) < 5.0
 
 
 @pytest.mark.parametrize(
