@@ -71,10 +71,11 @@ BUNDLED = {"bundled": "free", "bundled+mi_opening": "mi"}
 #: Every variant, in the order the tables list them.
 ROW_ORDER = ("base", *VARIANTS, *MI_OPENING, *BUNDLED)
 #: Variants and metrics of the table across training seeds.
-SEED_COLUMNS = [("WAR", "war"), ("ICR", "icr"),
+SEED_COLUMNS = [("WAR", "war"), ("ICR", "icr"), ("ICR closed with the slot label", "label_closed_icr"),
                 ("first seg = dominant, one-sided", "first_segment_agreement_one_sided")]
 COLUMNS = [
-    ("WAR", "war"), ("UAR", "uar"), ("ICR", "icr"), ("first seg = dominant", "first_segment_agreement"),
+    ("WAR", "war"), ("UAR", "uar"), ("ICR", "icr"), ("ICR closed with the slot label", "label_closed_icr"),
+    ("first seg = dominant", "first_segment_agreement"),
     ("first seg = dominant, one-sided", "first_segment_agreement_one_sided"),
     ("grounding", "grounding_rate"), ("coverage", "coverage"), ("format ok", "format_valid"),
     ("summary faults", "summary_faults"), ("answer-slot acc", "answer_slot_accuracy"),
