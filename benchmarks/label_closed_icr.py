@@ -40,8 +40,7 @@ EVALS = {"baseline": "baseline", "baseline+mi_opening": "baseline", "migr": "mig
 WORKS = {0: "runs/exp", 1: "runs/exp-seed1", 2: "runs/exp-seed2"}
 
 
-def slot_labels(checkpoint: Path, windows) -> dict[str, str]:
-    model, _ = load_checkpoint(checkpoint)
+def slot_labels(model, windows) -> dict[str, str]:
     predicted: list[int] = []
     with torch.no_grad():
         for first in range(0, len(windows), 64):
@@ -112,7 +111,7 @@ def main(test_data: str, cache_dir: Path) -> None:
                 labels = model.config.labels
                 if windows is None:
                     windows = load_or_extract(open_source(test_data), model.config, cache_dir, None)
-                slots[variant] = slot_labels(Path(work) / variant, windows)
+                slots[variant] = slot_labels(model, windows)
             rows.append({"seed": seed, "evaluation": evaluation,
                          "metrics": reread(predictions, slots[variant], labels)})
             click.echo(f"seed {seed} {evaluation}: {rows[-1]['metrics']}", err=True)

@@ -63,7 +63,10 @@ class AnswerAnchor:
         return int(config.special_token_ids["answer_start"])
 
     def choose(self, previous: torch.Tensor, argmax: torch.Tensor, answer_start: int) -> torch.Tensor:
-        """This step's ids: the argmax, except the label in rows whose previous token opened the answer."""
+        """This step's ids: the argmax, except the label in rows whose previous token opened the answer.
+
+        Returns ``argmax`` itself (the same object) when no row opened it, so a caller can tell a forced step.
+        """
         if answer_start not in previous.tolist():  # most steps; cheaper than a tensor test per token
             return argmax
         opened = previous.to(argmax.device) == answer_start

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from migr_rt.backends.decode import AnswerAnchor
 from migr_rt.face import FaceDetector
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import importance_from_log_probs, variant_visibility
@@ -31,7 +30,7 @@ from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import scoring_ids
 from migr_rt.perf.timing import Timed
 from migr_rt.preprocess import fit_audio
-from migr_rt.rationale import label_token_id, rationale_prompt, rationale_text
+from migr_rt.rationale import answer_anchor, rationale_prompt, rationale_text
 from migr_rt.runtime.capture import WindowPlan
 from migr_rt.runtime.engine import RuntimeConfig, face_crop
 
@@ -206,7 +205,7 @@ class HFPath:
         out = generate(self.model, torch.tensor([ids]), pixels, audio_values, present=present,
                        config=GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.0),
                        on_token=lambda step, tok: first.append(time.perf_counter()) if step == 0 else None,
-                       anchor=AnswerAnchor(torch.tensor([label_token_id(cfg, cfg.labels[res["target"]])])))
+                       anchor=answer_anchor(cfg, cfg.labels[res["target"]], "label"))
         tokens = out.tokens[0, : int(out.lengths[0])].tolist()
         text = rationale_text(self.tokenizer, cfg, tokens, lead)
         end = time.perf_counter()
