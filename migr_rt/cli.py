@@ -182,7 +182,9 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 @click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True,
               help="base: perception stage. baseline: visual-first SFT + accuracy/format GRPO. "
                    "migr: MI-ordered SFT + modality-aware GRPO.")
-@click.option("--data", required=True, help="Synthetic corpus folder/manifest, or a dataset spec like dfew:/data/DFEW?fold=1.")
+@click.option("--data", required=True,
+              help="Synthetic corpus folder/manifest, or a dataset spec like dfew:/data/DFEW?fold=1 "
+                   "(baseline/migr on a real dataset: add &descriptions=FILE.jsonl, see the README).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder to write.")
 @click.option("--val-data", default=None, help="base: validation data (default: 10% held out from --data).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,

@@ -225,6 +225,19 @@ def test_first_segment_must_be_the_dominant_modality_stating_its_own_cue() -> No
     assert not applicable("first_segment", unknown) and applicable("first_segment", CTX)
 
 
+def test_first_segment_of_free_text_descriptions_asks_for_a_non_empty_dominant_opening() -> None:
+    # a real dataset described in words the cue vocabulary does not know: no cue can be asked for
+    free = RewardContext(label="angry", dominant="audio", vocabulary=False)
+    assert first_segment_reward(parse_trace("<think><audio>a harsh shout</audio><visual>a glare</visual></think>"), free) == 1.0
+    assert first_segment_reward(parse_trace("<think><audio>slightly loud voice</audio></think>"), free) == 1.0
+    assert first_segment_reward(parse_trace("<think><visual>a glare</visual><audio>a shout</audio></think>"), free) == 0.0
+    assert first_segment_reward(parse_trace("<think><audio> </audio><visual>a glare</visual></think>"), free) == 0.0
+    # the other modality's evidence under the dominant tag is still caught
+    assert first_segment_reward(parse_trace("<think><audio>narrowed eyes</audio></think>"), free) == 0.0
+    # where the vocabulary applies, words outside it earn nothing
+    assert first_segment_reward(parse_trace("<think><audio>a harsh shout</audio></think>"), CTX) == 0.0
+
+
 def test_consistency_credits_agreement_only_with_a_correct_answer() -> None:
     sad = "<think><visual>strongly drooping eyelids</visual></think><answer>sad</answer>"
     # A wrong answer explained consistently earns nothing: otherwise bending the answer toward the

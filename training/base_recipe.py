@@ -89,8 +89,11 @@ def run_base_recipe(
     model_config = model_config or MigrConfig(labels=list(source.labels))
     if tuple(model_config.labels) != source.labels:
         raise ValueError(f"model labels {model_config.labels} differ from the data's {list(source.labels)}")
+    # A real dataset's descriptions are what the rationales will say: a tokenizer that never saw
+    # their words would spell them out in a few bytes per token.
     model, tokenizer = build_model(
-        model_config, tokenizer_texts=vocabulary_texts(), decoder_path=recipe.decoder_path, seed=recipe.perception.seed
+        model_config, tokenizer_texts=vocabulary_texts() + list(source.texts), decoder_path=recipe.decoder_path,
+        seed=recipe.perception.seed,
     )
     windows = load_or_extract(source, model.config, cache_dir, on_extract)
     if val_source is not None:

@@ -155,6 +155,29 @@ def coverage(parsed: ParsedTrace, present: Collection[str]) -> float:
     return sum(m in covered for m in wanted) / len(wanted)
 
 
+def described_cues(descriptions: Mapping[str, str | None]) -> dict[str, list[str]] | None:
+    """The cues a clip shows, read from its per-modality descriptions; None when they cannot be read.
+
+    This is how a real dataset's descriptions file (which has no cue records)
+    gets grounding and coverage: when every modality is described in the cue
+    vocabulary, the cues its descriptions state are the cues it shows (``""``
+    shows none). A description in other words, or an unknown one (None), makes
+    the whole clip unknown rather than half-known: a stated cue of an unread
+    modality would otherwise count as invented.
+    """
+    if not descriptions:
+        return None
+    out: dict[str, list[str]] = {}
+    for modality, text in descriptions.items():
+        if text is None:
+            return None
+        names = [cue.name for cue, _ in find_cues(text) if cue.modality == modality]
+        if text.strip() and not names:
+            return None
+        out[modality] = names
+    return out
+
+
 def misplaced_cues(parsed: ParsedTrace) -> int:
     """Cue statements inside a segment of another modality (e.g. "trembling voice" inside ``<visual>``).
 

@@ -40,12 +40,12 @@ from migr_rt.training import distributed
 from migr_rt.training.distributed import full_tensor, shard_like
 from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe, split_holdout
 from migr_rt.training.grpo import GRPOBatch, GRPOConfig, frozen_copy, grpo_step, make_optimizer
+from migr_rt.training.judge import described_cues
 from migr_rt.training.mi_labels import MILabel, compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
 from migr_rt.training.perception import PerceptionConfig, TrainProgress
 from migr_rt.training.rewards import RewardContext, RewardWeights, score
 from migr_rt.training.sft import SFTConfig, reasoning_prompt, train_sft
 from migr_rt.training.sources import open_source
-from migr_rt.training.synth.cues import find_cues
 from migr_rt.training.windows import WindowSet
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
@@ -173,21 +173,22 @@ def reward_contexts(windows: WindowSet, labels: tuple[str, ...], dominant: list[
     """Per window: label, the dominant modality the rewards expect, present modalities and cues shown.
 
     Cues come from the corpus record (``meta["cues"]``) or, failing that, from
-    the cue descriptions; a modality is present when it is visible and shows
-    at least one cue. Real data has neither, so the cue terms are not applicable.
+    the cue descriptions when they are written in the cue vocabulary
+    (:func:`~migr_rt.training.judge.described_cues`); a modality is present
+    when it is visible and shows at least one cue. Real data without such
+    descriptions has neither, so the cue terms are not applicable.
     """
     out = []
     for i in range(len(windows)):
-        cues = dict(windows.meta[i].get("cues") or {})
-        if not cues:
-            for m, text in windows.descriptions[i].items():
-                if text:
-                    cues[m] = [c.name for c, _ in find_cues(text)]
+        described = windows.descriptions[i]
+        cues = dict(windows.meta[i].get("cues") or described_cues(described) or {})
+        # described, but not in the cue vocabulary: the first-segment term relaxes for this window
+        vocabulary = bool(cues) or not any(described.get(m) for m in ("visual", "audio"))
         present_flags = dict(zip(("visual", "audio"), windows.present[i].tolist()))
         present = tuple(m for m in ("visual", "audio") if present_flags.get(m) and cues.get(m))
         out.append(RewardContext(
             label=labels[int(windows.labels[i])], labels=labels, dominant=dominant[i], present=present,
-            actual_cues={m: frozenset(cues[m]) for m in present},
+            actual_cues={m: frozenset(cues[m]) for m in present}, vocabulary=vocabulary,
         ))
     return out
 

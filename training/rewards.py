@@ -63,7 +63,10 @@ class RewardContext:
     input. ``actual_cues``: modality -> names of the cues the input shows
     (empty mapping when unknown, e.g. real datasets). Every default means
     "unknown", so the terms that need it are not applicable rather than
-    judged against a guess.
+    judged against a guess. ``vocabulary``: whether the input's evidence is
+    written in the cue vocabulary; False for a real dataset described in
+    other words, where a cue of the dominant modality cannot be asked of the
+    opening segment (see :func:`first_segment_reward`).
     """
 
     label: str
@@ -71,6 +74,7 @@ class RewardContext:
     dominant: str | None = None
     present: tuple[str, ...] = ()
     actual_cues: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    vocabulary: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -132,14 +136,21 @@ def first_segment_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     0.0 with no segments. Requiring a cue of the dominant modality closes the
     loophole of opening with an empty (or off-topic) dominant segment and then
     leading with the other modality's evidence anyway. Not applicable (0.0)
-    when ``ctx.dominant`` is None.
+    when ``ctx.dominant`` is None. When the input is described in words
+    outside the cue vocabulary (``ctx.vocabulary`` False) no cue can be
+    recognised, so the segment must be non-empty and state no cue of another
+    modality instead; otherwise the term would be 0 for every generation and
+    MIGR's ordering reward would vanish on real data.
     """
     if ctx.dominant is None or not parsed.segments:
         return 0.0
     modality, text = parsed.segments[0]
     if modality != ctx.dominant:
         return 0.0
-    return float(any(cue.modality == modality for cue, _ in find_cues(text)))
+    cues = [cue for cue, _ in find_cues(text)]
+    if any(cue.modality == modality for cue in cues):
+        return 1.0
+    return float(not ctx.vocabulary and not cues and bool(text.strip()))
 
 
 def consistency_reward(parsed: ParsedTrace, ctx: RewardContext, judge: ExplanationJudge | None = None) -> float:

@@ -179,7 +179,11 @@ def train_sft(
     labels = list(model.config.labels)
     answers = [labels[int(i)] for i in windows.labels]
     if all(t is None for t in trace_texts(windows.descriptions, answers, first, summary_modality)):
-        raise ValueError("no window has cue descriptions: trace SFT needs a corpus with per-modality descriptions")
+        raise ValueError(
+            "no window has cue descriptions: trace SFT needs per-modality descriptions (the synthetic corpus has "
+            "them; for a real dataset name a descriptions file in its spec, e.g. "
+            "dfew:/data/DFEW?fold=1&descriptions=/data/dfew_descriptions.jsonl)"
+        )
     dist = distributed.current()
     gen = torch.Generator().manual_seed(config.seed)
     dist.prepare(model)  # FSDP: shard in place before the optimiser sees the parameters (else a no-op)

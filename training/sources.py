@@ -1,9 +1,10 @@
 """Resolve a ``--data`` argument to clips: a synthetic corpus or a real dataset spec.
 
 A source also carries its label set (the model is built with it, so MAFW's
-eleven classes train an eleven-class model) and a fingerprint of its content
-(the window cache is keyed by it, so a regenerated corpus in the same folder
-is never served stale windows).
+eleven classes train an eleven-class model), a fingerprint of its content
+(the window cache is keyed by it, so a regenerated corpus in the same folder,
+or an edited descriptions file, is never served stale windows) and the
+description texts a fresh tokenizer should learn beside the cue vocabulary.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from migr_rt.labels import DFEW_LABELS
+from migr_rt.labels import DFEW_LABELS, MODALITIES
 from migr_rt.media import Clip
 
 
@@ -29,8 +30,11 @@ class ClipSource(Sized, Protocol):
 class DataSource:
     clips: ClipSource
     labels: tuple[str, ...]
-    fingerprint: str  #: SHA-256 over what the source holds (manifest bytes, or indexed entries and file stats)
+    fingerprint: str  #: SHA-256 over what the source holds (manifest bytes, or indexed entries, file stats, descriptions)
     description: str
+    #: a real dataset's per-clip cue descriptions, for tokenizer training (the synthetic corpus writes only
+    #: vocabulary phrases, which the tokenizer learns anyway)
+    texts: tuple[str, ...] = ()
 
 
 def open_source(spec: str | Path) -> DataSource:
@@ -55,9 +59,13 @@ def open_source(spec: str | Path) -> DataSource:
     from migr_rt.training.data import open_dataset
 
     reader = open_dataset(str(spec))
-    entries = []
+    entries, texts = [], []
     for e in reader.entries:
         stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (e.video_path, e.audio_path) if p is not None]
-        entries.append([e.clip_id, e.label, stats])
+        described = [e.meta.get(f"{m}_text") for m in MODALITIES]
+        # undescribed entries hash as before descriptions existed, so their window caches stay valid
+        entries.append([e.clip_id, e.label, stats, described] if any(t is not None for t in described)
+                       else [e.clip_id, e.label, stats])
+        texts.extend(t for t in described if t)
     digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
-    return DataSource(reader, tuple(reader.labels), digest, f"{reader.name} dataset {spec}")
+    return DataSource(reader, tuple(reader.labels), digest, f"{reader.name} dataset {spec}", tuple(texts))

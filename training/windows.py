@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from migr_rt.training.judge import described_cues
 from safetensors.torch import load_file, save_file
 
 from migr_rt.face import FaceDetector
@@ -153,9 +154,16 @@ def extract_windows(
 
 
 def window_meta(meta: dict, modalities: Sequence[str]) -> dict:
-    """What evaluation and rewards need from a clip's record: kind, true dominant modality, cues shown."""
+    """What evaluation and rewards need from a clip's record: kind, true dominant modality, cues shown.
+
+    Cues come from the corpus record, or for a real dataset from its
+    descriptions when they are written in the cue vocabulary
+    (:func:`~migr_rt.training.judge.described_cues`).
+    """
     out = {key: meta[key] for key in ("kind", "dominant", "one_sided") if key in meta}
     cues = {m: [c["name"] for c in meta[m].get("cues", [])] for m in modalities if isinstance(meta.get(m), dict)}
+    if not cues and any(f"{m}_text" in meta for m in modalities):
+        cues = described_cues({m: meta.get(f"{m}_text") for m in modalities}) or {}
     if cues:
         out["cues"] = cues
     return out

@@ -23,6 +23,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from migr_rt.training.data.descriptions import (
+    Description,
+    DescriptionError,
+    DuplicateDescriptionError,
+    iter_description_lines,
+    match_key,
+    parse_description,
+)
 from migr_rt.training.data.errors import DatasetError, DatasetNotFoundError, DuplicateEntryError, MissingMediaError
 from migr_rt.training.data.records import Entry, SkipLog
 
@@ -75,6 +83,11 @@ class DatasetReader:
         stream absent or empty) is an error. When ``False`` the clip is yielded
         with that modality ``None`` and listed in ``clip.meta["missing"]``; the
         model handles an absent modality through its modality mask.
+    ``descriptions``
+        A JSON-lines file of per-clip cue descriptions (see
+        :mod:`.descriptions`), which the baseline and MIGR recipes need to
+        build reasoning traces. Described clips carry ``visual_text`` /
+        ``audio_text`` in their ``meta``; a bad line follows ``on_error``.
     """
 
     name: ClassVar[str] = ""
@@ -90,6 +103,7 @@ class DatasetReader:
         on_error: OnError = "skip",
         require_video: bool = True,
         require_audio: bool = True,
+        descriptions: str | Path | None = None,
     ) -> None:
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
@@ -106,11 +120,16 @@ class DatasetReader:
         self.on_error: OnError = on_error
         self.require_video = bool(require_video)
         self.require_audio = bool(require_audio)
+        if descriptions is not None and not isinstance(descriptions, (str, Path)):
+            raise ValueError(f"descriptions must be a file path or None, got {descriptions!r}")
+        self.descriptions = Path(descriptions).expanduser() if descriptions is not None else None
         self._skips = SkipLog()
         if not self.root.is_dir():
             what = "is not a directory" if self.root.exists() else "does not exist"
             raise DatasetNotFoundError(self.root, f"{self.name} dataset root {what}")
         self._entries: tuple[Entry, ...] = tuple(self._index())
+        if self.descriptions is not None:
+            self._entries = self._describe_entries(self.descriptions, self._entries)
         if self._skips:
             logger.warning("%s: indexed %d clips; %s", self._describe(), len(self._entries), self._skips.summary())
         if not self._entries:
@@ -195,6 +214,52 @@ class DatasetReader:
         if (video, audio) == (entry.video_path, entry.audio_path):
             return entry
         return Entry(entry.clip_id, entry.label, video, audio, dict(entry.meta))
+
+    def _read_descriptions(self, path: Path) -> dict[str, Description]:
+        """Match key -> description; bad and duplicated lines go through the error policy."""
+        groups: dict[str, list[Description]] = {}
+        for line, text in iter_description_lines(path):
+            try:
+                found = parse_description(path, line, text)
+            except DescriptionError as exc:
+                self._reject(exc)
+                continue
+            groups.setdefault(match_key(found.clip_id, self.name), []).append(found)
+        out = {}
+        for key, found_all in groups.items():
+            if len(found_all) == 1:
+                out[key] = found_all[0]
+                continue
+            # Two descriptions of one clip: neither is more trustworthy, so the clip keeps none.
+            lines = ", ".join(str(d.line) for d in found_all)
+            for d in found_all:
+                self._reject(
+                    DuplicateDescriptionError(path, f"{d.clip_id} is described on lines {lines}", line=d.line),
+                    f"{path}:{d.line}",
+                )
+        return out
+
+    def _describe_entries(self, path: Path, entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+        """Copy each described clip's texts into its meta as ``<modality>_text``."""
+        found = self._read_descriptions(path)
+        out, described = [], 0
+        for entry in entries:
+            d = found.get(match_key(entry.clip_id, self.name))
+            if d is None:
+                out.append(entry)
+                continue
+            described += 1
+            meta = {**entry.meta, **{f"{m}_text": text for m, text in d.texts.items()}}
+            out.append(Entry(entry.clip_id, entry.label, entry.video_path, entry.audio_path, meta))
+        if entries and not described:
+            listed = ", ".join(repr(d.clip_id) for d in list(found.values())[:3]) or "no usable line"
+            raise DescriptionError(
+                path,
+                f"describes none of the {len(entries)} indexed {self.name} clips (ids like {entries[0].clip_id!r}; "
+                f"the file has {listed})",
+            )
+        logger.info("%s: %d of %d clips described by %s", self._describe(), described, len(entries), path)
+        return tuple(out)
 
     # ------------------------------------------------------------------ access
 

@@ -1,7 +1,8 @@
 """Open a real dataset from one string, as the CLI and training configs name it.
 
 A spec is ``"<dataset>:<root>"`` with optional query options, e.g.
-``"dfew:/data/DFEW?fold=2&split=test"`` or ``"ravdess:~/RAVDESS?calm_as=neutral&actors=1,2,3"``.
+``"dfew:/data/DFEW?fold=2&split=test"`` or ``"ravdess:~/RAVDESS?calm_as=neutral&actors=1,2,3"``;
+``descriptions=FILE`` attaches per-clip cue descriptions (:mod:`.descriptions`) to any dataset.
 A bare path (no dataset prefix) is identified from its folder layout.
 """
 
@@ -88,6 +89,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "calm_as": _optional(str),
     "actors": _optional(_int_list),
     "vocal_channels": _str_list,
+    "descriptions": _optional(str),
 }
 
 
