@@ -579,7 +579,7 @@ def limit_source(source: DataSource, n: int) -> DataSource:
         return source
     return DataSource(
         _FirstClips(source.clips, n), source.labels, f"{source.fingerprint}:first{n}",
-        f"first {n} clips of {source.description}",
+        f"first {n} clips of {source.description}", source.texts,
     )
 
 
