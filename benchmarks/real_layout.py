@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -62,9 +64,11 @@ def dfew_layout(corpus: Path, root: Path) -> tuple[str, int]:
     clips.mkdir(parents=True, exist_ok=True)
     rows, lines = ["video_name,label"], []
     for n, rec in enumerate(records, start=1):
-        link = clips / f"{n}.mp4"
+        link, target = clips / f"{n}.mp4", (corpus / rec["file"]).resolve()
+        if link.is_symlink() and link.resolve() != target:
+            link.unlink()  # a tree left by another corpus: never pair these labels with its media
         if not link.is_symlink():
-            link.symlink_to((corpus / rec["file"]).resolve())
+            link.symlink_to(target)
         rows.append(f"{n},{code[rec['label']]}")
         lines.append(json.dumps({"clip_id": str(n), "visual": rec["visual_text"], "audio": rec["audio_text"]}))
     split = root / "EmoLabel_DataSplit" / "train(single-labeled)"
@@ -72,7 +76,7 @@ def dfew_layout(corpus: Path, root: Path) -> tuple[str, int]:
     write_text_atomic(split / "set_1.csv", "\n".join(rows) + "\n")
     descriptions = root.parent / "descriptions.jsonl"
     write_text_atomic(descriptions, "\n".join(lines) + "\n")
-    return f"dfew:{root}?fold=1&split=train&descriptions={descriptions}", len(records)
+    return f"dfew:{root}?fold=1&split=train&descriptions={quote(str(descriptions))}", len(records)
 
 
 def evaluate(checkpoint: Path, test: Path, cache: Path) -> dict:
@@ -102,6 +106,8 @@ def main(train_dir: Path, test_dir: Path, work: Path, reference: Path | None, st
     work.mkdir(parents=True, exist_ok=True)
     spec, n_train = dfew_layout(train_dir, work / "DFEW")
     out = work / "migr"
+    for stale in (out, work / "migr.work"):  # a rerun trains afresh (the recipe would resume), timing included
+        shutil.rmtree(stale, ignore_errors=True)
     command = [sys.executable, "-m", "migr_rt.cli", "train", "--recipe", "migr", "--data", spec, "--out", str(out),
                "--work-dir", str(work / "migr.work"), "--cache-dir", str(work / "cache"),
                "--steps", str(steps), "--seed", str(seed)]

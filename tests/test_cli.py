@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import sys
 from pathlib import Path
 
@@ -25,13 +24,14 @@ def test_console_script_lists_the_subcommands():
 def test_run_without_a_camera_fails_fast_and_suggests_the_demo(tmp_path):
     if Path("/dev/video0").exists():
         pytest.skip("this machine has a camera at /dev/video0")
-    start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--camera", "0"], capture_output=True,
-                            text=True, timeout=30)
-    elapsed = time.monotonic() - start
+    # Fast means: the camera is checked before any model is loaded. A checkpoint that does not exist
+    # would be the error if loading came first (a timed assertion flaked on a loaded CI host).
+    missing = tmp_path / "no-such-checkpoint"
+    result = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--camera", "0", "--checkpoint", str(missing)],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "/dev/video0" in result.stderr and "--source demo" in result.stderr
-    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    assert str(missing) not in result.stderr
 
 
 def test_synth_writes_clips_and_manifest(tmp_path):

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
-from data_fixtures import build_dfew, ravdess_name, write_dfew_csv, write_ravdess
+from migr_rt.training.base_recipe import load_or_extract
+from data_fixtures import (
+    build_dfew,
+    make_empty,
+    ravdess_name,
+    write_cremad,
+    write_dfew_csv,
+    write_mafw_txt,
+    write_ravdess,
+)
 from migr_rt.training.data import DFEW_CODE_TO_LABEL, DatasetNotFoundError, open_dataset
 from migr_rt.training.data.descriptions import MAX_DESCRIPTION_CHARS, DescriptionError, parse_description
 from migr_rt.training.judge import described_cues
 from migr_rt.training.mi_labels import read_mi_labels
 from migr_rt.training.reasoning_recipe import reward_contexts
 from migr_rt.training.sources import open_source
-from migr_rt.training.base_recipe import load_or_extract
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
-from migr_rt.training.windows import window_meta
+from migr_rt.training.sft import SFTConfig, trace_texts, train_sft
+from migr_rt.training.windows import WindowSet, window_meta
+from model_fixtures import tiny_config
 
 from migr_rt.cli import main
-from migr_rt.model import load_checkpoint
+from migr_rt.model import build_model, load_checkpoint
+from migr_rt.traces import parse_trace
 
 ANGRY, HAPPY, SAD = 4, 1, 2  # DFEW label codes
 
@@ -120,22 +133,71 @@ def test_a_missing_descriptions_file_is_an_error_in_either_policy(dfew, tmp_path
         open_dataset(f"dfew:{dfew}?descriptions={tmp_path}")
 
 
-def test_bad_and_duplicated_lines_follow_the_error_policy(dfew, tmp_path):
+def test_bad_and_conflicting_lines_follow_the_error_policy_and_repeats_count_once(dfew, tmp_path):
+    one = {"clip_id": "1", "visual": "strongly lowered brows", "audio": "clearly loud voice"}
     path = _write(tmp_path / "desc.jsonl", [
-        {"clip_id": "1", "visual": "strongly lowered brows", "audio": "clearly loud voice"},
+        one,
         "{broken",
         {"clip_id": "2", "visual": "raised cheeks"},
         {"clip_id": "dfew/00002", "visual": "a wide smile"},  # the same clip again, other words
         {"clip_id": "3", "visual": "downturned mouth corners", "audio": "quiet voice"},
+        {**one, "clip_id": "dfew/00001"},  # the same description repeated (per-fold files joined)
+        {"clip_id": "9", "visual": "a"}, {"clip_id": "9", "visual": "b"},  # fold 1 test: not opened, not judged
     ])
     reader = open_dataset(f"dfew:{dfew}?descriptions={path}")  # skip (default): counted, the rest attached
     assert reader.skipped == {"duplicate_description": 2, "malformed_description": 1}
     meta = {e.clip_id: e.meta for e in reader.entries}
     assert "visual_text" not in meta["dfew/00002"]  # two versions: neither is trusted
-    assert meta["dfew/00003"]["audio_text"] == "quiet voice" and meta["dfew/00001"]["visual_text"]
+    assert meta["dfew/00003"]["audio_text"] == "quiet voice"
+    assert meta["dfew/00001"]["visual_text"] == "strongly lowered brows"
     assert len(reader) == 3  # a bad description never drops the clip itself
     with pytest.raises(DescriptionError, match=r"desc.jsonl:2: not valid JSON"):
         open_dataset(f"dfew:{dfew}?on_error=raise&descriptions={path}")
+    _write(path, [one, {"clip_id": "2", "visual": "raised cheeks"}, {"clip_id": "2", "visual": "a wide smile"}])
+    with pytest.raises(DescriptionError, match=r"desc.jsonl:2: 2 has different descriptions on lines 2, 3"):
+        open_dataset(f"dfew:{dfew}?on_error=raise&descriptions={path}")
+
+
+def test_a_file_whose_lines_are_all_rejected_says_so(dfew, tmp_path):
+    path = _write(tmp_path / "desc.jsonl", [{"clip_id": "1", "visual": "a"}, {"clip_id": "1", "visual": "b"}])
+    with pytest.raises(DescriptionError, match=r"describes none of the 3 .*duplicate_description=2"):
+        open_dataset(f"dfew:{dfew}?descriptions={path}")
+
+
+def test_clips_that_differ_only_by_padding_match_their_exact_spelling(tmp_path):
+    root = tmp_path / "MAFW"
+    write_mafw_txt(root, "train", 1, ["00025.mp4 happiness", "25.mp4 sadness", "00026.mp4 anger"])
+    for name in ("00025.mp4", "25.mp4", "00026.mp4"):
+        make_empty(root / "data" / "clips" / name)
+    path = _write(tmp_path / "desc.jsonl", [
+        {"clip_id": "mafw/00025", "visual": "raised cheeks"},
+        {"clip_id": "25", "visual": "drooping eyelids"},
+        {"clip_id": "26", "visual": "lowered brows"},  # unambiguous: padding still optional
+    ])
+    meta = {e.clip_id: e.meta for e in open_dataset(f"mafw:{root}?fold=1&descriptions={path}").entries}
+    assert meta["mafw/00025"]["visual_text"] == "raised cheeks"
+    assert meta["mafw/25"]["visual_text"] == "drooping eyelids"
+    assert meta["mafw/00026"]["visual_text"] == "lowered brows"
+
+
+def test_a_modality_whose_file_is_absent_shows_nothing(tmp_path):
+    root = tmp_path / "CREMA-D"
+    write_cremad(root, "1001_DFA_ANG_XX", video=False, media=False)
+    write_cremad(root, "1001_DFA_HAP_XX", media=False)
+    path = _write(tmp_path / "desc.jsonl", [
+        {"clip_id": "1001_DFA_ANG_XX", "audio": "clearly loud voice"},
+        {"clip_id": "1001_DFA_HAP_XX", "audio": "clearly bright voice"},
+    ])
+    meta = {e.clip_id: e.meta for e in open_dataset(f"cremad:{root}?require_video=false&descriptions={path}").entries}
+    assert meta["cremad/1001_DFA_ANG_XX"]["visual_text"] == ""  # no video file: nothing to describe
+    assert meta["cremad/1001_DFA_HAP_XX"]["visual_text"] is None  # a video it did not describe: unknown
+
+
+def test_partly_described_data_warns_with_an_undescribed_id(dfew, tmp_path, caplog):
+    path = _write(tmp_path / "desc.jsonl", [{"clip_id": "1", "visual": "x", "audio": "y"}])
+    with caplog.at_level("WARNING"):
+        open_dataset(f"dfew:{dfew}?descriptions={path}")
+    assert "2 of 3 clips have no description" in caplog.text and "dfew/00002" in caplog.text
 
 
 def test_a_non_utf8_file_is_refused_with_its_line(dfew, tmp_path):
@@ -153,8 +215,10 @@ def test_the_fingerprint_follows_the_descriptions_and_their_texts_train_the_toke
     _write(path, [{"clip_id": "1", "visual": "furrowed forehead", "audio": "a low growl"}])
     edited = open_source(f"dfew:{dfew}?descriptions={path}")
     assert len({plain.fingerprint, first.fingerprint, edited.fingerprint}) == 3
-    # an undescribed dataset keeps its fingerprint however the option is spelled
-    assert open_source(f"dfew:{dfew}?descriptions=none").fingerprint == plain.fingerprint
+    # an undescribed dataset keeps the fingerprint it had before descriptions existed (its window cache stays valid)
+    entries = [[e.clip_id, e.label, [(str(e.video_path), 0, e.video_path.stat().st_mtime_ns)] * 2]
+               for e in open_dataset(f"dfew:{dfew}").entries]
+    assert plain.fingerprint == hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def test_a_decoded_clip_carries_its_descriptions(tmp_path):
@@ -220,8 +284,6 @@ def test_migr_recipe_trains_on_a_real_dataset_layout_with_a_descriptions_file(sy
     mi = read_mi_labels(out / "mi_labels.jsonl")
     ids = {r.id for r in mi}  # the training split: the rest is held out for validation
     assert ids <= {f"dfew/{n:05d}" for n in range(1, len(records) + 1)} and len(ids) >= len(records) - 2
-    last = metrics["finished"]["grpo"]["last"]
-    assert {"reward/first_segment", "reward/consistency", "reward/grounding", "reward/coverage"} <= set(last)
     model, tokenizer = load_checkpoint(out)
     # the tokenizer was trained with the descriptions: their out-of-vocabulary words are not spelled out byte by byte
     assert len(tokenizer.encode(" furious glare with a clenched jaw", add_special_tokens=False)) <= 8
@@ -235,9 +297,41 @@ def test_migr_recipe_trains_on_a_real_dataset_layout_with_a_descriptions_file(sy
     ctxs = reward_contexts(windows, tuple(model.config.labels), [None] * len(windows))
     assert ctxs[first].actual_cues == {}  # unknown, so grounding is not applicable there
     assert not ctxs[first].vocabulary and all(c.vocabulary for k, c in enumerate(ctxs) if k != first)
+    # GRPO's grounding and coverage terms apply to every other clip (the corpus shows cues in each)
+    assert all(ctxs[k].actual_cues and ctxs[k].present for k in range(len(ctxs)) if k != first)
     for n, rec in enumerate(records[1:], start=2):
         i = by_id[f"dfew/{n:05d}"]
         assert windows.descriptions[i] == {"visual": rec["visual_text"], "audio": rec["audio_text"]}
         assert windows.meta[i]["cues"] == {m: [c["name"] for c in rec[m]["cues"]] for m in ("visual", "audio")}
         for m in ctxs[i].present:
             assert ctxs[i].actual_cues[m] == frozenset(c["name"] for c in rec[m]["cues"])
+
+
+# ------------------------------------------------------------------------------------------- traces
+
+
+def _windows(descriptions: list[dict], present: list[list[bool]]) -> WindowSet:
+    n, cfg = len(descriptions), tiny_config()
+    return WindowSet(
+        torch.zeros(n, cfg.num_frames, cfg.face_size, cfg.face_size, 3, dtype=torch.uint8),
+        torch.zeros(n, cfg.audio_samples, dtype=torch.float16), torch.tensor(present), torch.zeros(n, dtype=torch.long),
+        torch.full((n, 2), -1), torch.zeros(n, dtype=torch.bool), [f"w{i}" for i in range(n)], descriptions,
+    )
+
+
+def test_an_audio_only_clip_described_by_its_audio_trains_an_audio_trace():
+    desc = [{"visual": None, "audio": "clearly loud voice"}]
+    texts = trace_texts(desc, ["angry"], ["audio"], ["audio"], torch.tensor([[False, True]]))
+    assert [m for m, _ in parse_trace(texts[0]).segments] == ["audio"]
+    # a visible face with an unknown description: the trace would teach leaving it out, so none
+    assert trace_texts(desc, ["angry"], ["audio"], ["audio"], torch.tensor([[True, True]])) == [None]
+
+
+def test_trace_sft_says_which_descriptions_are_missing():
+    model, tokenizer = build_model(tiny_config())
+    half = _windows([{"visual": None, "audio": "clearly loud voice"}], [[True, True]])
+    with pytest.raises(ValueError, match="lacks the description of a modality it shows"):
+        train_sft(model, tokenizer, half, ["audio"], ["audio"], SFTConfig(steps=1, batch_size=1))
+    none = _windows([{"visual": None, "audio": None}], [[True, True]])
+    with pytest.raises(ValueError, match="descriptions=/data/dfew_descriptions.jsonl"):
+        train_sft(model, tokenizer, none, ["audio"], ["audio"], SFTConfig(steps=1, batch_size=1))

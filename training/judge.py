@@ -159,11 +159,13 @@ def described_cues(descriptions: Mapping[str, str | None]) -> dict[str, list[str
     """The cues a clip shows, read from its per-modality descriptions; None when they cannot be read.
 
     This is how a real dataset's descriptions file (which has no cue records)
-    gets grounding and coverage: when every modality is described in the cue
-    vocabulary, the cues its descriptions state are the cues it shows (``""``
-    shows none). A description in other words, or an unknown one (None), makes
-    the whole clip unknown rather than half-known: a stated cue of an unread
-    modality would otherwise count as invented.
+    gets grounding and coverage: when every non-empty description states at
+    least one cue of its own modality, the cues they state are the cues the
+    clip shows (``""`` shows none). A description with no such cue, or an
+    unknown one (None), makes the whole clip unknown rather than half-known: a
+    stated cue of an unread modality would otherwise count as invented. Words
+    beside the recognised cues (``"lowered brows and a furious glare"``) are
+    not read, so mixed descriptions are measured on their vocabulary part only.
     """
     if not descriptions:
         return None

@@ -180,10 +180,9 @@ def reward_contexts(windows: WindowSet, labels: tuple[str, ...], dominant: list[
     """
     out = []
     for i in range(len(windows)):
-        described = windows.descriptions[i]
-        cues = dict(windows.meta[i].get("cues") or described_cues(described) or {})
-        # described, but not in the cue vocabulary: the first-segment term relaxes for this window
-        vocabulary = bool(cues) or not any(described.get(m) for m in ("visual", "audio"))
+        cues = dict(windows.meta[i].get("cues") or described_cues(windows.descriptions[i]) or {})
+        # cues unknown (free-text or no descriptions): the first-segment term cannot ask for a cue here
+        vocabulary = bool(cues)
         present_flags = dict(zip(("visual", "audio"), windows.present[i].tolist()))
         present = tuple(m for m in ("visual", "audio") if present_flags.get(m) and cues.get(m))
         out.append(RewardContext(

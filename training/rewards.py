@@ -63,10 +63,10 @@ class RewardContext:
     input. ``actual_cues``: modality -> names of the cues the input shows
     (empty mapping when unknown, e.g. real datasets). Every default means
     "unknown", so the terms that need it are not applicable rather than
-    judged against a guess. ``vocabulary``: whether the input's evidence is
-    written in the cue vocabulary; False for a real dataset described in
-    other words, where a cue of the dominant modality cannot be asked of the
-    opening segment (see :func:`first_segment_reward`).
+    judged against a guess. ``vocabulary``: whether the input's cues are
+    known in the cue vocabulary; False for a real clip described in other
+    words (or not at all), where a cue of the dominant modality cannot be
+    asked of the opening segment (see :func:`first_segment_reward`).
     """
 
     label: str

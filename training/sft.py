@@ -82,12 +82,14 @@ def trace_texts(
     ``answers[i]`` is window i's label; ``first[i]`` the modality whose segment opens its trace and
     ``summary_modality[i]`` the one the summary names (None: a summary that names none, the
     baseline's; a hidden one: the opening modality). A segment is written
-    only for a modality that is visible and has a non-empty description.
+    only for a modality that is visible and has a non-empty description. An
+    unknown description of a *visible* modality makes the trace unknown (it
+    would teach leaving that evidence out); of a hidden one it does not matter.
     """
     modalities = ("visual", "audio")
     out: list[str | None] = []
     for i, desc in enumerate(descriptions):
-        if any(desc.get(m) is None for m in modalities):
+        if any(desc.get(m) is None and (visible is None or bool(visible[i, k])) for k, m in enumerate(modalities)):
             out.append(None)
             continue
         shown = [
@@ -178,7 +180,13 @@ def train_sft(
     """Fine-tune in place on the traces of ``windows``; return metrics (loss, timing, config)."""
     labels = list(model.config.labels)
     answers = [labels[int(i)] for i in windows.labels]
-    if all(t is None for t in trace_texts(windows.descriptions, answers, first, summary_modality)):
+    if all(t is None for t in trace_texts(windows.descriptions, answers, first, summary_modality, windows.present)):
+        if any(t for desc in windows.descriptions for t in desc.values()):
+            raise ValueError(
+                "no window has a trace to train: every described window lacks the description of a modality it "
+                "shows (null or missing in the descriptions file); describe each present modality, \"\" when it "
+                "shows nothing notable"
+            )
         raise ValueError(
             "no window has cue descriptions: trace SFT needs per-modality descriptions (the synthetic corpus has "
             "them; for a real dataset name a descriptions file in its spec, e.g. "

@@ -15,14 +15,22 @@ One JSON object per line::
 * ``clip_id``: the reader's clip id (``dfew/00016``, ``mafw/00023``,
   ``ravdess/01-01-05-01-01-01-12``, ``cremad/1001_DFA_ANG_XX``) or the same id
   without the ``<dataset>/`` prefix; a clip number may be padded or not
-  (``00016`` and ``16`` both name ``dfew/00016``).
+  (``00016`` and ``16`` both name ``dfew/00016``, see :class:`ClipKeys`).
 * ``visual`` / ``audio``: the description of that modality's evidence;
   ``""`` means nothing notable is shown, ``null`` or an absent key means unknown
   (a window with an unknown description trains the answer only).
 
 One file may cover every fold and split: lines naming clips outside the
-opened fold are ignored. A file that names none of the indexed clips is an
-error, since it almost always means the ids are spelled differently.
+opened fold are ignored (a line that cannot be read at all is still reported,
+since it cannot be told apart). Identical lines for one clip count once; two
+different descriptions of one clip are both dropped, since neither is more
+trustworthy. A file that names none of the indexed clips is an error, since
+it almost always means the ids are spelled differently; clips it leaves out
+are logged as a warning and train their answer only.
+
+Paths in a dataset spec are URL query values: write ``+``, ``&``, ``#`` or
+``%`` in a path as ``%2B``, ``%26``, ``%23``, ``%25`` (or pass
+``descriptions=`` as a keyword to :func:`~migr_rt.training.data.open_dataset`).
 
 Descriptions become ``visual_text`` / ``audio_text`` in each clip's ``meta``,
 the same keys the synthetic corpus uses, so everything downstream (window
@@ -131,12 +139,35 @@ def iter_description_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
-def match_key(clip_id: str, dataset: str) -> str:
-    """The id a description line is matched by: ``dfew/00016``, ``00016`` and ``16`` all name ``dfew/00016``.
-
-    DFEW's and MAFW's annotation files write clip numbers unpadded and their
-    files padded, so a number matches however it is padded.
-    """
+def _strip_prefix(clip_id: str, dataset: str) -> str:
     prefix = f"{dataset}/"
-    key = clip_id[len(prefix):] if clip_id.startswith(prefix) else clip_id
+    return clip_id[len(prefix):] if clip_id.startswith(prefix) else clip_id
+
+
+def _unpadded(key: str) -> str:
     return str(int(key)) if key.isdecimal() and key.isascii() and len(key) <= 18 else key
+
+
+class ClipKeys:
+    """How description lines find their clips: ``dfew/00016``, ``00016`` and ``16`` all name ``dfew/00016``.
+
+    Annotation files often write clip numbers unpadded while file names are
+    padded, so a number matches however it is padded: unless two indexed clips
+    differ only by padding (``mafw/00025`` and ``mafw/25``), in which case
+    those two match their exact spelling only, never each other's line.
+    """
+
+    def __init__(self, clip_ids: list[str], dataset: str) -> None:
+        self.dataset = dataset
+        counts: dict[str, int] = {}
+        for clip_id in clip_ids:
+            key = _unpadded(_strip_prefix(clip_id, dataset))
+            counts[key] = counts.get(key, 0) + 1
+        self._ambiguous = {key for key, n in counts.items() if n > 1}
+        self.keys = [self.key(clip_id) for clip_id in clip_ids]  #: the key of each indexed clip, in order
+
+    def key(self, clip_id: str) -> str:
+        """The match key of an indexed clip id or of a description line's ``clip_id``."""
+        raw = _strip_prefix(clip_id, self.dataset)
+        unpadded = _unpadded(raw)
+        return raw if unpadded in self._ambiguous else unpadded

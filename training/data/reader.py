@@ -18,17 +18,18 @@ A reader is built in two phases so that a broken dataset fails fast and cheap:
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from migr_rt.training.data.descriptions import (
+    ClipKeys,
     Description,
     DescriptionError,
     DuplicateDescriptionError,
     iter_description_lines,
-    match_key,
     parse_description,
 )
 from migr_rt.training.data.errors import DatasetError, DatasetNotFoundError, DuplicateEntryError, MissingMediaError
@@ -120,7 +121,7 @@ class DatasetReader:
         self.on_error: OnError = on_error
         self.require_video = bool(require_video)
         self.require_audio = bool(require_audio)
-        if descriptions is not None and not isinstance(descriptions, (str, Path)):
+        if descriptions is not None and not isinstance(descriptions, (str, os.PathLike)):
             raise ValueError(f"descriptions must be a file path or None, got {descriptions!r}")
         self.descriptions = Path(descriptions).expanduser() if descriptions is not None else None
         self._skips = SkipLog()
@@ -215,50 +216,66 @@ class DatasetReader:
             return entry
         return Entry(entry.clip_id, entry.label, video, audio, dict(entry.meta))
 
-    def _read_descriptions(self, path: Path) -> dict[str, Description]:
-        """Match key -> description; bad and duplicated lines go through the error policy."""
+    def _describe_entries(self, path: Path, entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+        """Copy each described clip's texts into its meta as ``<modality>_text`` (see :mod:`.descriptions`)."""
+        keys = ClipKeys([e.clip_id for e in entries], self.name)
+        wanted = set(keys.keys)
         groups: dict[str, list[Description]] = {}
+        elsewhere: list[str] = []  # ids of lines for clips not indexed here (other folds), for the error message
         for line, text in iter_description_lines(path):
             try:
                 found = parse_description(path, line, text)
             except DescriptionError as exc:
                 self._reject(exc)
                 continue
-            groups.setdefault(match_key(found.clip_id, self.name), []).append(found)
-        out = {}
-        for key, found_all in groups.items():
-            if len(found_all) == 1:
-                out[key] = found_all[0]
+            key = keys.key(found.clip_id)
+            if key in wanted:
+                groups.setdefault(key, []).append(found)
+            elif len(elsewhere) < 3:
+                elsewhere.append(found.clip_id)
+        chosen: dict[str, Description] = {}
+        for key, copies in groups.items():
+            if all(d.texts == copies[0].texts for d in copies):
+                chosen[key] = copies[0]  # the same line repeated (e.g. per-fold files joined)
                 continue
-            # Two descriptions of one clip: neither is more trustworthy, so the clip keeps none.
-            lines = ", ".join(str(d.line) for d in found_all)
-            for d in found_all:
+            lines = ", ".join(str(d.line) for d in copies)
+            for d in copies:
                 self._reject(
-                    DuplicateDescriptionError(path, f"{d.clip_id} is described on lines {lines}", line=d.line),
+                    DuplicateDescriptionError(
+                        path, f"{d.clip_id} has different descriptions on lines {lines}; it keeps none", line=d.line
+                    ),
                     f"{path}:{d.line}",
                 )
-        return out
-
-    def _describe_entries(self, path: Path, entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
-        """Copy each described clip's texts into its meta as ``<modality>_text``."""
-        found = self._read_descriptions(path)
-        out, described = [], 0
-        for entry in entries:
-            d = found.get(match_key(entry.clip_id, self.name))
+        out: list[Entry] = []
+        undescribed: list[str] = []
+        for entry, key in zip(entries, keys.keys):
+            d = chosen.get(key)
             if d is None:
                 out.append(entry)
+                undescribed.append(entry.clip_id)
                 continue
-            described += 1
-            meta = {**entry.meta, **{f"{m}_text": text for m, text in d.texts.items()}}
+            texts = dict(d.texts)
+            # A modality whose file the reader already knows is absent shows nothing, whatever the line says.
+            for modality, absent in (("visual", entry.video_path is None), ("audio", entry.audio_path is None)):
+                if absent and texts.get(modality) is None:
+                    texts[modality] = ""
+            meta = {**entry.meta, **{f"{m}_text": text for m, text in texts.items()}}
             out.append(Entry(entry.clip_id, entry.label, entry.video_path, entry.audio_path, meta))
-        if entries and not described:
-            listed = ", ".join(repr(d.clip_id) for d in list(found.values())[:3]) or "no usable line"
+        if entries and not chosen:
+            listed = ", ".join(repr(c) for c in elsewhere) or "no line naming a clip"
+            problems = f"; {self._skips.summary()}" if self._skips else ""
             raise DescriptionError(
                 path,
                 f"describes none of the {len(entries)} indexed {self.name} clips (ids like {entries[0].clip_id!r}; "
-                f"the file has {listed})",
+                f"the file has {listed}){problems}",
             )
-        logger.info("%s: %d of %d clips described by %s", self._describe(), described, len(entries), path)
+        if undescribed:
+            logger.warning(
+                "%s: %d of %d clips have no description in %s (e.g. %s); they train their answer only",
+                self._describe(), len(undescribed), len(entries), path, undescribed[0],
+            )
+        else:
+            logger.info("%s: all %d clips described by %s", self._describe(), len(entries), path)
         return tuple(out)
 
     # ------------------------------------------------------------------ access
@@ -270,7 +287,11 @@ class DatasetReader:
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Reason -> number of distinct clips (or annotation rows) skipped so far, indexing and decoding."""
+        """Reason -> number of distinct clips (or annotation rows, or descriptions-file lines) skipped so far.
+
+        Counts cover indexing and decoding. A skipped description line never drops its clip: the clip
+        trains its answer only.
+        """
         return self._skips.counts
 
     @property
