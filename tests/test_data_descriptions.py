@@ -306,6 +306,13 @@ def test_migr_recipe_trains_on_a_real_dataset_layout_with_a_descriptions_file(sy
         for m in ctxs[i].present:
             assert ctxs[i].actual_cues[m] == frozenset(c["name"] for c in rec[m]["cues"])
 
+    # migr-rt eval reads the same spec (it scores grounding from the windows' meta cues checked above)
+    ev = CliRunner().invoke(main, ["eval", "--checkpoint", str(out), "--data", spec, "--out", str(tmp_path / "ev"),
+                                   "--cache-dir", str(tmp_path / "cache"), "--max-new-tokens", "48"])
+    assert ev.exit_code == 0, ev.output
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())["metrics"]
+    assert report["windows"] == len(records) and report["format_valid"] is not None
+
 
 # ------------------------------------------------------------------------------------------- traces
 
