@@ -179,6 +179,60 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 
 
 @main.command()
+@click.argument("spec")
+@click.option("--decode", is_flag=True, help="Also decode every clip (finds corrupt files; minutes for a large set).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_user_errors
+def data(spec: str, decode: bool, as_json: bool) -> None:
+    """Check what a --data argument holds before training on it: clips, labels, skips, descriptions.
+
+    SPEC is what train and eval take: a synthetic corpus folder, or a dataset spec such as
+    "dfew:/data/DFEW?fold=1&descriptions=/data/dfew_descriptions.jsonl". Exit status 1 when it
+    holds no usable clip.
+    """
+    import json
+
+    from migr_rt.training.data_report import data_report
+    from migr_rt.training.sources import open_source
+
+    def show(done: int, total: int) -> None:
+        raise_if_interrupted()
+        if done == 1 or done % 100 == 0 or done == total:
+            click.echo(f"decoding {done}/{total}", err=True)
+
+    click.get_current_context().with_resource(interrupt_guard())
+    report = data_report(open_source(spec), decode=decode, progress=show)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        click.echo(_format_data(report))
+    usable = report.decoded if report.decoded is not None else report.clips
+    if usable == 0:
+        raise click.ClickException(f"{spec}: no usable clip")
+
+
+def _format_data(report) -> str:
+    lines = [f"{report.description}: {report.clips} clips"]
+    width = max(len(lab) for lab in report.labels)
+    lines += [f"  {lab:<{width}}  {n}" for lab, n in report.label_counts.items()]
+    lines.append(
+        f"descriptions: {report.described} of {report.clips} clips described "
+        f"({report.vocabulary_described} in the cue vocabulary), {report.partly_described} partly"
+    )
+    if report.described == 0:
+        lines.append("  without descriptions only --recipe base trains; add &descriptions=FILE for baseline/migr")
+    if report.decoded is not None:
+        lines.append(f"decoded: {report.decoded} of {report.clips} clips")
+    if report.skipped:
+        lines.append(f"skipped: {sum(report.skipped.values())}")
+        for kind, n in report.skipped.items():
+            first = report.skip_messages.get(kind, [""])[0]
+            lines.append(f"  {kind}: {n} (e.g. {first})")
+    lines.append(f"fingerprint: {report.fingerprint[:16]}")
+    return "\n".join(lines)
+
+
+@main.command()
 @click.option("--recipe", type=click.Choice(["base", "baseline", "migr"]), required=True,
               help="base: perception stage. baseline: visual-first SFT + accuracy/format GRPO. "
                    "migr: MI-ordered SFT + modality-aware GRPO.")

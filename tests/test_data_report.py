@@ -1,0 +1,66 @@
+"""`migr-rt data`: what a --data argument holds, checked from the index (and optionally by decoding)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from data_fixtures import build_dfew, dfew_video, truncate
+from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
+
+from migr_rt.cli import main
+
+ANGRY, HAPPY, SAD = 4, 1, 2
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["data", *args])
+
+
+def test_a_dataset_report_counts_labels_descriptions_and_skips_and_decoding_finds_corrupt_files(tmp_path):
+    root = build_dfew(tmp_path / "DFEW", {("train", 1): [(1, ANGRY), (2, HAPPY), (3, SAD), (4, SAD)]})
+    truncate(dfew_video(root, 3))
+    desc = tmp_path / "desc.jsonl"
+    desc.write_text("\n".join(json.dumps(d) for d in [
+        {"clip_id": "1", "visual": "strongly lowered brows", "audio": "clearly loud voice"},  # cue vocabulary
+        {"clip_id": "2", "visual": "a broad grin", "audio": "laughter"},  # free text
+        {"clip_id": "3", "audio": "quiet voice"},  # the face unknown
+    ]) + "\n{broken\n")
+    spec = f"dfew:{root}?fold=1&descriptions={desc}"
+    result = _run(spec, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["clips"] == 4 and report["decoded"] is None
+    assert report["label_counts"] == {"angry": 1, "disgust": 0, "fear": 0, "happy": 1, "neutral": 0, "sad": 2,
+                                      "surprise": 0}
+    assert (report["described"], report["vocabulary_described"], report["partly_described"]) == (2, 1, 1)
+    assert report["skipped"] == {"malformed_description": 1}
+
+    decoded = _run(spec, "--decode")
+    assert decoded.exit_code == 0, decoded.output
+    assert "decoded: 3 of 4 clips" in decoded.output and "corrupt_media: 1" in decoded.output
+    assert "dfew/00003" in decoded.output or "3.mp4" in decoded.output
+
+
+def test_a_dataset_without_descriptions_says_what_it_can_train(tmp_path):
+    root = build_dfew(tmp_path / "DFEW", {("train", 1): [(1, ANGRY)]}, media=False)
+    result = _run(f"dfew:{root}")
+    assert result.exit_code == 0, result.output
+    assert "0 of 1 clips described" in result.output and "only --recipe base trains" in result.output
+
+
+def test_no_usable_clip_is_exit_status_1(tmp_path):
+    root = build_dfew(tmp_path / "DFEW", {("train", 1): [(1, ANGRY)]}, media=False)  # a zero-byte file
+    result = _run(f"dfew:{root}", "--decode")
+    assert result.exit_code == 1 and "no usable clip" in result.output
+    missing = _run(f"dfew:{tmp_path / 'nope'}")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_a_synthetic_corpus_report_reads_its_manifest(tmp_path):
+    generate_corpus(SynthConfig(n=3, seed=5, workers=1), tmp_path / "c")
+    result = _run(str(tmp_path / "c"), "--json", "--decode")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.splitlines()[-1])
+    assert report["clips"] == 3 and report["decoded"] == 3 and report["described"] == 3
+    assert sum(report["label_counts"].values()) == 3
