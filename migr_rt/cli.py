@@ -182,8 +182,11 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 @click.argument("spec")
 @click.option("--decode", is_flag=True, help="Also decode every clip (finds corrupt files; minutes for a large set).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a descriptions file with a null line per clip, ids spelled as the reader does "
+                   "(never overwrites).")
 @_user_errors
-def data(spec: str, decode: bool, as_json: bool) -> None:
+def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
     """Check what a --data argument holds before training on it: clips, labels, skips, descriptions.
 
     SPEC is what train and eval take: a synthetic corpus folder, or a dataset spec such as
@@ -192,7 +195,8 @@ def data(spec: str, decode: bool, as_json: bool) -> None:
     """
     import json
 
-    from migr_rt.training.data_report import data_report
+    from migr_rt.training.data.descriptions import write_template
+    from migr_rt.training.data_report import data_report, indexed_clips
     from migr_rt.training.sources import open_source
 
     def show(done: int, total: int) -> None:
@@ -201,11 +205,15 @@ def data(spec: str, decode: bool, as_json: bool) -> None:
             click.echo(f"decoding {done}/{total}", err=True)
 
     click.get_current_context().with_resource(interrupt_guard())
-    report = data_report(open_source(spec), decode=decode, progress=show)
+    source = open_source(spec)
+    report = data_report(source, decode=decode, progress=show)
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True))
     else:
         click.echo(_format_data(report))
+    if template is not None:
+        write_template([clip_id for clip_id, _, _ in indexed_clips(source)], template)
+        click.echo(f"wrote {template} ({report.clips} lines to fill in)", err=True)
     usable = report.decoded if report.decoded is not None else report.clips
     if usable == 0:
         raise click.ClickException(f"{spec}: no usable clip")

@@ -64,3 +64,22 @@ def test_a_synthetic_corpus_report_reads_its_manifest(tmp_path):
     report = json.loads(result.output.splitlines()[-1])
     assert report["clips"] == 3 and report["decoded"] == 3 and report["described"] == 3
     assert sum(report["label_counts"].values()) == 3
+
+
+def test_a_template_spells_every_id_as_the_reader_does_and_never_overwrites(tmp_path):
+    from migr_rt.training.data import open_dataset
+
+    root = build_dfew(tmp_path / "DFEW", {("train", 1): [(7, ANGRY), (12, HAPPY)]}, media=False)
+    template = tmp_path / "desc.jsonl"
+    result = _run(f"dfew:{root}", "--template", str(template))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in template.read_text().splitlines()]
+    assert lines == [{"clip_id": "dfew/00007", "visual": None, "audio": None},
+                     {"clip_id": "dfew/00012", "visual": None, "audio": None}]
+    lines[1]["visual"] = "raised cheeks"  # the user fills one in: it reaches its clip
+    template.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    meta = {e.clip_id: e.meta for e in open_dataset(f"dfew:{root}?descriptions={template}").entries}
+    assert meta["dfew/00012"]["visual_text"] == "raised cheeks" and meta["dfew/00007"]["visual_text"] is None
+    before = template.read_bytes()
+    again = _run(f"dfew:{root}", "--template", str(template))
+    assert again.exit_code == 1 and "already exists" in again.output and template.read_bytes() == before

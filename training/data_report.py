@@ -46,15 +46,15 @@ class DataReport:
         return asdict(self)
 
 
-def _labels_and_texts(source: DataSource) -> Iterator[tuple[str, dict[str, str | None]]]:
-    """Each clip's label and descriptions, from the index alone (nothing decoded)."""
+def indexed_clips(source: DataSource) -> Iterator[tuple[str, str, dict[str, str | None]]]:
+    """Each clip's id, label and descriptions, from the index alone (nothing decoded)."""
     clips = source.clips
     if isinstance(clips, DatasetReader):
         for entry in clips.entries:
-            yield entry.label, {m: entry.meta.get(f"{m}_text") for m in MODALITIES}
+            yield entry.clip_id, entry.label, {m: entry.meta.get(f"{m}_text") for m in MODALITIES}
     elif isinstance(clips, SynthCorpus):
         for record in clips.records:
-            yield record["label"], {m: record.get(f"{m}_text") for m in MODALITIES}
+            yield record["id"], record["label"], {m: record.get(f"{m}_text") for m in MODALITIES}
     else:
         raise TypeError(f"cannot report on a {type(clips).__name__} source without decoding it")
 
@@ -89,7 +89,7 @@ def data_report(
     """Summarise ``source`` (see the module docstring); ``progress(done, total)`` is called while decoding."""
     counts: Counter[str] = Counter()
     described = partly = vocabulary = 0
-    for label, texts in _labels_and_texts(source):
+    for _, label, texts in indexed_clips(source):
         counts[label] += 1
         known = [t is not None for t in texts.values()]
         if all(known):

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from migr_rt.training.data.errors import AnnotationError, DatasetNotFoundError
 
+from migr_rt.atomic import write_text_atomic
 from migr_rt.labels import MODALITIES
 from migr_rt.model.tokenizer import STRUCTURAL_TOKENS
 
@@ -171,3 +172,17 @@ class ClipKeys:
         raw = _strip_prefix(clip_id, self.dataset)
         unpadded = _unpadded(raw)
         return raw if unpadded in self._ambiguous else unpadded
+
+
+def write_template(clip_ids: list[str], path: str | Path) -> Path:
+    """A descriptions file with one ``null`` line per clip, for a user (or a captioning job) to fill in.
+
+    It spells every id exactly as the reader does, so the file matches by
+    construction. An existing file is never overwritten: it may hold hours of
+    annotation.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        raise FileExistsError(f"{path}: already exists; the template never overwrites a descriptions file")
+    lines = [json.dumps({"clip_id": clip_id, **{m: None for m in MODALITIES}}) for clip_id in clip_ids]
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
