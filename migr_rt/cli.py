@@ -7,12 +7,16 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from migr_rt import __version__
 from migr_rt.interrupt import interrupt_guard, raise_if_interrupted
 from migr_rt.labels import DFEW_LABELS
+
+if TYPE_CHECKING:
+    from migr_rt.training.data_report import DataReport
 
 
 def _user_errors(func):
@@ -195,9 +199,14 @@ def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
     """
     import json
 
+    from migr_rt.training.data import DatasetReader
     from migr_rt.training.data.descriptions import write_template
     from migr_rt.training.data_report import data_report, indexed_clips
     from migr_rt.training.sources import open_source
+
+    if template is not None and template.exists():  # before minutes of decoding, not after
+        raise click.BadParameter(f"{template} already exists; the template never overwrites a file",
+                                 param_hint="--template")
 
     def show(done: int, total: int) -> None:
         raise_if_interrupted()
@@ -206,36 +215,43 @@ def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
 
     click.get_current_context().with_resource(interrupt_guard())
     source = open_source(spec)
+    if template is not None and not isinstance(source.clips, DatasetReader):
+        raise click.BadParameter("needs a dataset spec; a synthetic corpus describes its clips itself",
+                                 param_hint="--template")
     report = data_report(source, decode=decode, progress=show)
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True))
     else:
-        click.echo(_format_data(report))
-    if template is not None:
-        write_template([clip_id for clip_id, _, _ in indexed_clips(source)], template)
-        click.echo(f"wrote {template} ({report.clips} lines to fill in)", err=True)
+        click.echo(_format_data(report, spec))
     usable = report.decoded if report.decoded is not None else report.clips
     if usable == 0:
         raise click.ClickException(f"{spec}: no usable clip")
+    if template is not None:
+        write_template([(clip_id, texts) for clip_id, _, texts in indexed_clips(source)], template)
+        missing = report.clips - report.described
+        click.echo(f"wrote {template} ({report.clips} lines, {missing} still to describe)", err=True)
 
 
-def _format_data(report) -> str:
+def _format_data(report: DataReport, spec: str) -> str:
     lines = [f"{report.description}: {report.clips} clips"]
-    width = max(len(lab) for lab in report.labels)
+    width = max((len(lab) for lab in report.label_counts), default=0)
     lines += [f"  {lab:<{width}}  {n}" for lab, n in report.label_counts.items()]
     lines.append(
         f"descriptions: {report.described} of {report.clips} clips described "
         f"({report.vocabulary_described} in the cue vocabulary), {report.partly_described} partly"
     )
-    if report.described == 0:
-        lines.append("  without descriptions only --recipe base trains; add &descriptions=FILE for baseline/migr")
+    if report.described == 0 and report.partly_described == 0:
+        joiner = "&" if "?" in spec else "?"
+        lines.append(f"  without descriptions only --recipe base trains; add {joiner}descriptions=FILE for "
+                     "baseline/migr (--template FILE writes one to fill in)")
     if report.decoded is not None:
         lines.append(f"decoded: {report.decoded} of {report.clips} clips")
-    if report.skipped:
-        lines.append(f"skipped: {sum(report.skipped.values())}")
-        for kind, n in report.skipped.items():
-            first = report.skip_messages.get(kind, [""])[0]
-            lines.append(f"  {kind}: {n} (e.g. {first})")
+    for title, counts, messages in (("clips skipped", report.skipped, report.skip_messages),
+                                    ("description lines skipped (their clips stay)",
+                                     report.description_lines_skipped, report.description_messages)):
+        if counts:
+            lines.append(f"{title}: {sum(counts.values())}")
+            lines += [f"  {kind}: {n} (e.g. {messages.get(kind, [''])[0]})" for kind, n in counts.items()]
     lines.append(f"fingerprint: {report.fingerprint[:16]}")
     return "\n".join(lines)
 

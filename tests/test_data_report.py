@@ -29,17 +29,22 @@ def test_a_dataset_report_counts_labels_descriptions_and_skips_and_decoding_find
     spec = f"dfew:{root}?fold=1&descriptions={desc}"
     result = _run(spec, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # stdout holds the one JSON object; logs and progress go to stderr
     assert report["clips"] == 4 and report["decoded"] is None
     assert report["label_counts"] == {"angry": 1, "disgust": 0, "fear": 0, "happy": 1, "neutral": 0, "sad": 2,
                                       "surprise": 0}
     assert (report["described"], report["vocabulary_described"], report["partly_described"]) == (2, 1, 1)
-    assert report["skipped"] == {"malformed_description": 1}
+    assert report["skipped"] == {} and report["description_lines_skipped"] == {"malformed_description": 1}
 
     decoded = _run(spec, "--decode")
     assert decoded.exit_code == 0, decoded.output
-    assert "decoded: 3 of 4 clips" in decoded.output and "corrupt_media: 1" in decoded.output
-    assert "dfew/00003" in decoded.output or "3.mp4" in decoded.output
+    assert "decoded: 3 of 4 clips" in decoded.stdout and "clips skipped: 1" in decoded.stdout
+    assert "corrupt_media: 1" in decoded.stdout and "3.mp4" in decoded.stdout
+    assert "decoding 4/4" in decoded.stderr  # progress counts every clip, failed ones included
+    # the raise policy does not stop the check at the first bad file: finding them all is the point
+    strict = _run(f"dfew:{root}?fold=1&on_error=raise", "--decode", "--json")
+    assert strict.exit_code == 0, strict.output
+    assert json.loads(strict.stdout)["skipped"] == {"corrupt_media": 1} and json.loads(strict.stdout)["decoded"] == 3
 
 
 def test_a_dataset_without_descriptions_says_what_it_can_train(tmp_path):
@@ -61,9 +66,11 @@ def test_a_synthetic_corpus_report_reads_its_manifest(tmp_path):
     generate_corpus(SynthConfig(n=3, seed=5, workers=1), tmp_path / "c")
     result = _run(str(tmp_path / "c"), "--json", "--decode")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output.splitlines()[-1])
+    report = json.loads(result.stdout)
     assert report["clips"] == 3 and report["decoded"] == 3 and report["described"] == 3
     assert sum(report["label_counts"].values()) == 3
+    refused = _run(str(tmp_path / "c"), "--template", str(tmp_path / "t.jsonl"))
+    assert refused.exit_code == 2 and "needs a dataset spec" in refused.output and not (tmp_path / "t.jsonl").exists()
 
 
 def test_a_template_spells_every_id_as_the_reader_does_and_never_overwrites(tmp_path):
@@ -81,5 +88,10 @@ def test_a_template_spells_every_id_as_the_reader_does_and_never_overwrites(tmp_
     meta = {e.clip_id: e.meta for e in open_dataset(f"dfew:{root}?descriptions={template}").entries}
     assert meta["dfew/00012"]["visual_text"] == "raised cheeks" and meta["dfew/00007"]["visual_text"] is None
     before = template.read_bytes()
-    again = _run(f"dfew:{root}", "--template", str(template))
-    assert again.exit_code == 1 and "already exists" in again.output and template.read_bytes() == before
+    again = _run(f"dfew:{root}", "--decode", "--template", str(template))
+    assert again.exit_code == 2 and "already exists" in again.output and template.read_bytes() == before
+    assert "decoding" not in again.stderr  # refused before any work
+    # a template made from a spec that has descriptions keeps what they know
+    kept = tmp_path / "kept.jsonl"
+    assert _run(f"dfew:{root}?descriptions={template}", "--template", str(kept)).exit_code == 0
+    assert [json.loads(line)["visual"] for line in kept.read_text().splitlines()] == [None, "raised cheeks"]

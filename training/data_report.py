@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from migr_rt.training.data.reader import DatasetReader
+from migr_rt.training.data.descriptions import DescriptionError, DuplicateDescriptionError
+from migr_rt.training.data.reader import DatasetReader, media_error_kind
 from migr_rt.training.data.records import SkipLog
 from migr_rt.training.judge import described_cues
 from migr_rt.training.sources import DataSource
@@ -21,6 +22,10 @@ from migr_rt.training.synth.reader import SynthCorpus
 
 from migr_rt.labels import MODALITIES
 from migr_rt.media import MediaError
+
+
+#: skip reasons that name a descriptions-file line, not a clip
+DESCRIPTION_PROBLEMS = (DescriptionError.kind, DuplicateDescriptionError.kind)
 
 
 @dataclass
@@ -37,8 +42,12 @@ class DataReport:
     partly_described: int
     #: described clips whose descriptions the cue judge can read (grounding, coverage, consistency apply)
     vocabulary_described: int
+    #: clips (or annotation rows) left out, by reason, and an example message of each
     skipped: dict[str, int] = field(default_factory=dict)
     skip_messages: dict[str, list[str]] = field(default_factory=dict)
+    #: descriptions-file lines left out, by reason: the clip stays, without that description
+    description_lines_skipped: dict[str, int] = field(default_factory=dict)
+    description_messages: dict[str, list[str]] = field(default_factory=dict)
     decoded: int | None = None
     fingerprint: str = ""
 
@@ -60,26 +69,25 @@ def indexed_clips(source: DataSource) -> Iterator[tuple[str, str, dict[str, str 
 
 
 def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int], None] | None) -> int:
-    """Decode every clip; return how many decoded. Failures land in ``skips`` (the reader's own, for datasets)."""
+    """Decode every clip and return how many decoded; every failure is recorded in ``skips``.
+
+    Clips are loaded one by one (``load`` always raises), so ``on_error="raise"`` does not stop the
+    check at the first bad file: finding all of them is the point.
+    """
     clips = source.clips
     total = len(clips)
-    done = ok = 0
-    if isinstance(clips, DatasetReader):  # the reader counts its own failures under its error policy
-        for _ in clips.iter_clips():
-            ok += 1
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        return ok
+    ok = 0
     for i in range(total):
+        clip_id = clips.entries[i].clip_id if isinstance(clips, DatasetReader) else clips.records[i]["id"]
         try:
-            clips[i]
+            clips.load(i) if isinstance(clips, DatasetReader) else clips[i]
             ok += 1
         except MediaError as exc:
-            skips.add("corrupt_media", str(i), str(exc))
-        done += 1
+            skips.add(media_error_kind(exc), clip_id, str(exc))
+        except OSError as exc:  # a synthetic clip that cannot be read at all (permissions, I/O)
+            skips.add("corrupt_media", clip_id, f"{exc.__class__.__name__}: {exc}")
         if progress is not None:
-            progress(done, total)
+            progress(i + 1, total)
     return ok
 
 
@@ -99,16 +107,24 @@ def data_report(
             partly += 1
     skips = source.clips.skip_log if isinstance(source.clips, DatasetReader) else SkipLog()
     decoded = _decode_all(source, skips, progress) if decode else None
+    # a label outside the source's label set (a manifest that disagrees with its corpus.json) still counts
+    label_counts = {lab: counts.get(lab, 0) for lab in source.labels}
+    label_counts.update({lab: n for lab, n in counts.items() if lab not in label_counts})
+    clip_kinds = {k: n for k, n in skips.counts.items() if k not in DESCRIPTION_PROBLEMS}
+    line_kinds = {k: n for k, n in skips.counts.items() if k in DESCRIPTION_PROBLEMS}
+    messages = skips.messages
     return DataReport(
         description=source.description,
         clips=len(source.clips),
         labels=tuple(source.labels),
-        label_counts={lab: counts.get(lab, 0) for lab in source.labels},
+        label_counts=label_counts,
         described=described,
         partly_described=partly,
         vocabulary_described=vocabulary,
-        skipped=skips.counts,
-        skip_messages=skips.messages,
+        skipped=clip_kinds,
+        skip_messages={k: messages[k] for k in clip_kinds},
+        description_lines_skipped=line_kinds,
+        description_messages={k: messages[k] for k in line_kinds},
         decoded=decoded,
         fingerprint=source.fingerprint,
     )

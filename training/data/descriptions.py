@@ -40,6 +40,7 @@ cache, trace SFT, reward contexts, evaluation) treats both alike.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ from pathlib import Path
 
 from migr_rt.training.data.errors import AnnotationError, DatasetNotFoundError
 
-from migr_rt.atomic import write_text_atomic
 from migr_rt.labels import MODALITIES
 from migr_rt.model.tokenizer import STRUCTURAL_TOKENS
 
@@ -174,15 +174,23 @@ class ClipKeys:
         return raw if unpadded in self._ambiguous else unpadded
 
 
-def write_template(clip_ids: list[str], path: str | Path) -> Path:
-    """A descriptions file with one ``null`` line per clip, for a user (or a captioning job) to fill in.
+def write_template(clips: list[tuple[str, dict[str, str | None]]], path: str | Path) -> Path:
+    """A descriptions file with a line per ``(clip id, known texts)``, ``null`` where unknown, to fill in.
 
     It spells every id exactly as the reader does, so the file matches by
-    construction. An existing file is never overwritten: it may hold hours of
-    annotation.
+    construction, and keeps what is already known. An existing file is never
+    overwritten: it may hold hours of annotation (the final link fails if one
+    appeared meanwhile, instead of replacing it).
     """
     path = Path(path).expanduser()
     if path.exists():
         raise FileExistsError(f"{path}: already exists; the template never overwrites a descriptions file")
-    lines = [json.dumps({"clip_id": clip_id, **{m: None for m in MODALITIES}}) for clip_id in clip_ids]
-    return write_text_atomic(path, "".join(line + "\n" for line in lines))
+    lines = [json.dumps({"clip_id": clip_id, **{m: texts.get(m) for m in MODALITIES}}) for clip_id, texts in clips]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.link(tmp, path)  # fails with FileExistsError rather than replacing a file created meanwhile
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -331,7 +331,7 @@ class DatasetReader:
             except MediaError as exc:
                 if self.on_error == "raise":
                     raise
-                if self._skips.add(_media_error_kind(exc), entry.clip_id, str(exc)):
+                if self._skips.add(media_error_kind(exc), entry.clip_id, str(exc)):
                     new_skips += 1
                     logger.warning("%s: skipping %s: %s", self.name, entry.clip_id, exc)
                 continue
@@ -420,7 +420,7 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _media_error_kind(exc: MediaError) -> str:
+def media_error_kind(exc: MediaError) -> str:
     """Skip reason of a decoding failure, named like the indexing reasons."""
     if isinstance(exc, MediaNotFoundError):
         return "missing_file"
