@@ -25,16 +25,15 @@ import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.base_recipe import load_or_extract  # noqa: E402
 from migr_rt.training.evaluation import WindowRecord, reasoning_metrics  # noqa: E402
 from migr_rt.training.sources import open_source  # noqa: E402
 
-from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.mi import score_modality_importance  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: evaluation folder -> the checkpoint it decoded
 EVALS = {"baseline": "baseline", "baseline+mi_opening": "baseline", "migr": "migr", "migr+mi_opening": "migr"}
 WORKS = {0: "runs/exp", 1: "runs/exp-seed1", 2: "runs/exp-seed2"}
@@ -125,10 +124,7 @@ def main(test_data: str, cache_dir: Path) -> None:
         ratios[name] = {"closed": closed, "baseline_closed": b_closed, "closed_ratio": closed / b_closed,
                         "own": own, "baseline_own": b_own, "own_ratio": own / b_own}
     result = {"test": test_data, "rows": rows, "ratios": ratios, "machine": machine_info()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS / "label_closed_icr.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(RESULTS / "label_closed_icr.md", markdown(result))
-    click.echo(markdown(result))
+    write_result("label_closed_icr", result, markdown(result))
 
 
 if __name__ == "__main__":

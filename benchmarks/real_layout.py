@@ -40,8 +40,6 @@ from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
 from migr_rt.predict import default_checkpoint  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 #: The metrics the table shows, in order: (key in reasoning_metrics, heading).
 SHOWN = (
     ("war", "WAR"),

@@ -75,12 +75,12 @@ def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int
     check at the first bad file: finding all of them is the point.
     """
     clips = source.clips
+    load = clips.load if isinstance(clips, DatasetReader) else clips.__getitem__
     total = len(clips)
     ok = 0
-    for i in range(total):
-        clip_id = clips.entries[i].clip_id if isinstance(clips, DatasetReader) else clips.records[i]["id"]
+    for i, (clip_id, _, _) in enumerate(indexed_clips(source)):
         try:
-            clips.load(i) if isinstance(clips, DatasetReader) else clips[i]
+            load(i)
             ok += 1
         except MediaError as exc:
             skips.add(media_error_kind(exc), clip_id, str(exc))

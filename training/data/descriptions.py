@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class DescriptionError(AnnotationError):
 
 
 class DuplicateDescriptionError(DescriptionError):
-    """Two lines describe the same clip."""
+    """Two lines give the same clip different descriptions (identical repeats are not an error)."""
 
     kind = "duplicate_description"
 
@@ -160,10 +161,7 @@ class ClipKeys:
 
     def __init__(self, clip_ids: list[str], dataset: str) -> None:
         self.dataset = dataset
-        counts: dict[str, int] = {}
-        for clip_id in clip_ids:
-            key = _unpadded(_strip_prefix(clip_id, dataset))
-            counts[key] = counts.get(key, 0) + 1
+        counts = Counter(_unpadded(_strip_prefix(clip_id, dataset)) for clip_id in clip_ids)
         self._ambiguous = {key for key, n in counts.items() if n > 1}
         self.keys = [self.key(clip_id) for clip_id in clip_ids]  #: the key of each indexed clip, in order
 
