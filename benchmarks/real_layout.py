@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ from machine import machine_info  # noqa: E402
 from migr_rt.training.base_recipe import load_or_extract  # noqa: E402
 from migr_rt.training.data import DFEW_CODE_TO_LABEL  # noqa: E402
 from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning  # noqa: E402
+from migr_rt.training.lexicon import CueLexicon, stored_lexicon  # noqa: E402
 from migr_rt.training.sources import open_source  # noqa: E402
 from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
@@ -54,8 +56,11 @@ SHOWN = (
 )
 
 
-def dfew_layout(corpus: Path, root: Path) -> tuple[str, int]:
-    """Write ``corpus`` as DFEW fold 1 train (symlinks + CSV) and a descriptions file; return the spec and clip count."""
+def dfew_layout(corpus: Path, root: Path, rewrite: Callable[[str], str] = str) -> tuple[str, int]:
+    """Write ``corpus`` as DFEW fold 1 train (symlinks + CSV) and a descriptions file; return the spec and clip count.
+
+    ``rewrite`` turns each manifest text into the description written (``own_words.py`` puts it in other words).
+    """
     records = read_manifest(corpus / "manifest.jsonl")
     code = {label: c for c, label in DFEW_CODE_TO_LABEL.items()}
     clips = root / "Clip" / "original"
@@ -68,7 +73,8 @@ def dfew_layout(corpus: Path, root: Path) -> tuple[str, int]:
         if not link.is_symlink():
             link.symlink_to(target)
         rows.append(f"{n},{code[rec['label']]}")
-        lines.append(json.dumps({"clip_id": str(n), "visual": rec["visual_text"], "audio": rec["audio_text"]}))
+        lines.append(json.dumps({"clip_id": str(n), "visual": rewrite(rec["visual_text"]),
+                                 "audio": rewrite(rec["audio_text"])}))
     split = root / "EmoLabel_DataSplit" / "train(single-labeled)"
     split.mkdir(parents=True, exist_ok=True)
     write_text_atomic(split / "set_1.csv", "\n".join(rows) + "\n")
@@ -77,10 +83,12 @@ def dfew_layout(corpus: Path, root: Path) -> tuple[str, int]:
     return f"dfew:{root}?fold=1&split=train&descriptions={quote(str(descriptions))}", len(records)
 
 
-def evaluate(checkpoint: Path, test: Path, cache: Path) -> dict:
+def evaluate(checkpoint: Path, test: Path | str, cache: Path, lexicon: CueLexicon | None = None) -> dict:
+    """Metrics of ``checkpoint`` on ``test`` (a corpus or a dataset spec), judged with ``lexicon`` (default: its own)."""
     model, tokenizer = load_checkpoint(checkpoint)
     windows = load_or_extract(open_source(test), model.config, cache, None)
-    report = evaluate_reasoning(model, tokenizer, windows, EvalConfig(drift=False))
+    report = evaluate_reasoning(model, tokenizer, windows, EvalConfig(drift=False),
+                                lexicon=lexicon or stored_lexicon(checkpoint))
     return report.metrics
 
 

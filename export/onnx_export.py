@@ -42,6 +42,7 @@ from migr_rt.export.fused_step import PRECISIONS as FUSED_PRECISIONS
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
+from migr_rt.training.lexicon import stored_lexicon
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +374,8 @@ def export_onnx(
             tokenizer_files=list(TOKENIZER_FILES),
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
                    "step_graph": (f"fused (opset {FUSED_OPSET} + com.microsoft)" if fuse else "traced"),
-                   "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint)},
+                   "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
+                   "lexicon": stored_lexicon(checkpoint).to_dict()},  # the runtime judges with the same words
             format_version=FORMAT_VERSION,
         )
         write_text_atomic(staging / MANIFEST, manifest.to_json())

@@ -357,6 +357,9 @@ def build_tensorrt(
                 "fp32_graphs": list(FP32_GRAPHS) if precision != "fp32" else [],
                 "calibration": calibration,
                 "onnx_parity": onnx_manifest.parity,
+                # what the checkpoint was trained as and the words its rationales are judged in
+                "recipe": onnx_manifest.extra.get("recipe"),
+                "lexicon": onnx_manifest.extra.get("lexicon"),
             },
             format_version=FORMAT_VERSION,
         )

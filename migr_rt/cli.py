@@ -189,8 +189,10 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a descriptions file with a null line per clip, ids spelled as the reader does "
                    "(never overwrites).")
+@click.option("--lexicon", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Read the descriptions with this cue lexicon (docs/lexicon.md) instead of the built-in vocabulary.")
 @_user_errors
-def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
+def data(spec: str, decode: bool, as_json: bool, template: Path | None, lexicon: Path | None) -> None:
     """Check what a --data argument holds before training on it: clips, labels, skips, descriptions.
 
     SPEC is what train and eval take: a synthetic corpus folder, or a dataset spec such as
@@ -202,7 +204,9 @@ def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
     from migr_rt.training.data import DatasetReader
     from migr_rt.training.data.descriptions import write_template
     from migr_rt.training.data_report import data_report, indexed_clips
+    from migr_rt.training.lexicon import load_lexicon
     from migr_rt.training.sources import open_source
+    from migr_rt.training.synth.cues import LEXICON
 
     if template is not None and template.exists():  # before minutes of decoding, not after
         raise click.BadParameter(f"{template} already exists; the template never overwrites a file",
@@ -214,11 +218,14 @@ def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
             click.echo(f"decoding {done}/{total}", err=True)
 
     click.get_current_context().with_resource(interrupt_guard())
+    cue_lexicon = load_lexicon(lexicon) if lexicon is not None else LEXICON
     source = open_source(spec)
     if template is not None and not isinstance(source.clips, DatasetReader):
         raise click.BadParameter("needs a dataset spec; a synthetic corpus describes its clips itself",
                                  param_hint="--template")
-    report = data_report(source, decode=decode, progress=show)
+    for warning in cue_lexicon.check_labels(source.labels):
+        click.echo(f"warning: {warning}", err=True)
+    report = data_report(source, decode=decode, progress=show, lexicon=cue_lexicon)
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True))
     else:
@@ -232,14 +239,23 @@ def data(spec: str, decode: bool, as_json: bool, template: Path | None) -> None:
         click.echo(f"wrote {template} ({report.clips} lines, {missing} still to describe)", err=True)
 
 
+def _clip_text(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def _format_data(report: DataReport, spec: str) -> str:
     lines = [f"{report.description}: {report.clips} clips"]
     width = max((len(lab) for lab in report.label_counts), default=0)
     lines += [f"  {lab:<{width}}  {n}" for lab, n in report.label_counts.items()]
     lines.append(
         f"descriptions: {report.described} of {report.clips} clips described "
-        f"({report.vocabulary_described} in the cue vocabulary), {report.partly_described} partly"
+        f"({report.vocabulary_described} readable by {report.lexicon}), {report.partly_described} partly"
     )
+    if report.unreadable_example is not None:
+        example = report.unreadable_example
+        shown = ", ".join(f"{m} {_clip_text(example[m])}" for m in example if m != "clip_id")
+        lines.append(f"  not readable, e.g. {example['clip_id']}: {shown} (every non-empty description needs "
+                     "a cue phrase of its modality; write a lexicon for your words: docs/lexicon.md)")
     if report.described == 0 and report.partly_described == 0:
         joiner = "&" if "?" in spec else "?"
         lines.append(f"  without descriptions only --recipe base trains; add {joiner}descriptions=FILE for "
@@ -289,11 +305,14 @@ def _format_data(report: DataReport, spec: str) -> str:
               help="baseline/migr: stage outputs and resume state (default: <out>.work beside the checkpoint).")
 @click.option("--card", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A model card to store in the checkpoint as MODEL_CARD.md.")
+@click.option("--lexicon", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="baseline/migr: the cue lexicon (docs/lexicon.md) the rewards read and the checkpoint keeps "
+                   "(default: the built-in cue vocabulary).")
 @_user_errors
 def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | None, batch_size: int, lr: float,
           seed: int, decoder: Path | None, base_ckpt: Path | None, stages: str, sft_order: str | None,
           rewards: str | None, sft_steps: int | None, grpo_steps: int | None, smoke: bool,
-          cache_dir: Path | None, work_dir: Path | None, card: Path | None) -> None:
+          cache_dir: Path | None, work_dir: Path | None, card: Path | None, lexicon: Path | None) -> None:
     """Train MIGR weights: the base perception model, the R1-Omni-style baseline, or MIGR (two stages).
 
     baseline/migr resume from their last finished stage or GRPO checkpoint
@@ -303,7 +322,8 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     ctx = click.get_current_context()
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     only_base = {"val_data", "batch_size", "lr", "decoder"}
-    only_reasoning = {"base_ckpt", "stages", "sft_order", "rewards", "sft_steps", "grpo_steps", "smoke", "work_dir"}
+    only_reasoning = {"base_ckpt", "stages", "sft_order", "rewards", "sft_steps", "grpo_steps", "smoke", "work_dir",
+                      "lexicon"}
     wrong = sorted(given & (only_reasoning if recipe == "base" else only_base))
     if wrong:
         names = ", ".join("--" + ("base" if n == "base_ckpt" else n.replace("_", "-")) for n in wrong)
@@ -343,7 +363,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         base=str(base_ckpt) if base_ckpt else None, cache_dir=str(cache_dir) if cache_dir else None,
         work_dir=str(work_dir) if work_dir else None,
         card=str(card) if card else None, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-        sft_order=sft_order, rewards=rewards, seed=seed,
+        sft_order=sft_order, rewards=rewards, seed=seed, lexicon=str(lexicon) if lexicon else None,
     )
     if steps is not None:
         options["base_steps"] = steps
@@ -374,9 +394,12 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
                    "judged against its answer-slot label; auto: describe for base checkpoints.")
 @click.option("--opening", type=click.Choice(["free", "mi"]), default="free", show_default=True,
               help="free: the model picks the opening segment; mi: the runtime's MI (predicted label) picks it.")
+@click.option("--lexicon", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Judge with this cue lexicon (docs/lexicon.md) instead of the one the checkpoint was trained with.")
 @_user_errors
 def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None, limit: int | None,
-          max_new_tokens: int, batch_size: int, device: str | None, mode: str, opening: str) -> None:
+          max_new_tokens: int, batch_size: int, device: str | None, mode: str, opening: str,
+          lexicon: Path | None) -> None:
     """Evaluate a checkpoint's rationales: WAR, UAR, ICR, first-segment agreement, grounding, drift."""
     import torch
 
@@ -384,6 +407,7 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
     from migr_rt.training.base_recipe import load_or_extract
     from migr_rt.training.data import DatasetError
     from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, limit_source, write_report
+    from migr_rt.training.lexicon import load_lexicon, stored_lexicon
     from migr_rt.training.sources import open_source
     from migr_rt.training.synth.reader import ManifestError
 
@@ -401,6 +425,9 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
         model, tokenizer = load_checkpoint(checkpoint, device=device)
     except CheckpointError as exc:
         raise click.ClickException(f"--checkpoint: {exc}") from exc
+    cue_lexicon = load_lexicon(lexicon) if lexicon is not None else stored_lexicon(checkpoint)
+    for warning in cue_lexicon.check_labels(model.config.labels):
+        click.echo(f"warning: {warning}", err=True)
     try:
         source = open_source(data)
     except (DatasetError, ManifestError, FileNotFoundError) as exc:
@@ -429,7 +456,7 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
     report = evaluate_reasoning(
         model, tokenizer, windows,
         EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, mode=mode, opening=opening),
-        on_progress=on_progress,
+        on_progress=on_progress, lexicon=cue_lexicon,
     )
     paths = write_report(report, out)
     click.echo(_format_eval(report))

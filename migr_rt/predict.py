@@ -119,7 +119,7 @@ class Predictor:
         self.config = self.backend.config
         self.detector = detector if detector is not None else HaarFaceDetector()
         #: reads each rationale's explanation (``judge``: any ExplanationJudge; default: the cue judge)
-        self.judge = resolve_judge(self.config, judge)
+        self.judge = resolve_judge(self.config, judge, self.checkpoint)
         recipe = _recipe(self.checkpoint)
         #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
         self.reasons = recipe in ("baseline", "migr")

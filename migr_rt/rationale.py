@@ -15,6 +15,7 @@ can tell when it does not.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -68,17 +69,20 @@ def rationale_text(tokenizer, config: MigrConfig, generated: Sequence[int], lead
     return "<think>" + lead + tokenizer.decode(ids)
 
 
-def resolve_judge(config: MigrConfig, judge=None):
-    """``judge`` checked, or by default the cue judge evaluation uses.
+def resolve_judge(config: MigrConfig, judge=None, folder: str | Path | None = None):
+    """``judge`` checked, or by default the cue judge over the lexicon the model was trained with.
 
-    The cue judge is exact for checkpoints that describe cues in the
-    synthetic corpus's words; an explanation in other words states no cue it
-    knows, so its verdict is None rather than a guess.
+    ``folder`` is the checkpoint or artifact the model came from: its stored
+    lexicon (``lexicon.json``, or the manifest's ``extra["lexicon"]``) is the
+    one its rewards read, so verdicts here read the same words. Folders
+    without one used the built-in cue vocabulary. An explanation in words the
+    lexicon does not know states no cue, so its verdict is None, not a guess.
     """
-    from migr_rt.training.judge import CueJudge, ExplanationJudge  # the cue words live with the corpus
+    from migr_rt.training.judge import CueJudge, ExplanationJudge
+    from migr_rt.training.lexicon import stored_lexicon
 
     if judge is None:
-        return CueJudge(config.labels)
+        return CueJudge(config.labels, stored_lexicon(folder) if folder is not None else None)
     if not isinstance(judge, ExplanationJudge):
         raise TypeError(f"judge must have implied_emotion(text) and emotion_scores(text) (an ExplanationJudge), "
                         f"got {type(judge).__name__}")

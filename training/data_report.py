@@ -17,7 +17,9 @@ from migr_rt.training.data.descriptions import DescriptionError, DuplicateDescri
 from migr_rt.training.data.reader import DatasetReader, media_error_kind
 from migr_rt.training.data.records import SkipLog
 from migr_rt.training.judge import described_cues
+from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.sources import DataSource
+from migr_rt.training.synth.cues import LEXICON
 from migr_rt.training.synth.reader import SynthCorpus
 
 from migr_rt.labels import MODALITIES
@@ -40,7 +42,7 @@ class DataReport:
     described: int
     #: clips with some descriptions but an unknown one (they train a trace only where that modality is hidden)
     partly_described: int
-    #: described clips whose descriptions the cue judge can read (grounding, coverage, consistency apply)
+    #: described clips whose descriptions ``lexicon`` can read (grounding, coverage, consistency apply)
     vocabulary_described: int
     #: clips (or annotation rows) left out, by reason, and an example message of each
     skipped: dict[str, int] = field(default_factory=dict)
@@ -50,6 +52,10 @@ class DataReport:
     description_messages: dict[str, list[str]] = field(default_factory=dict)
     decoded: int | None = None
     fingerprint: str = ""
+    #: the lexicon the descriptions were read with (its repr: name, cue count, digest)
+    lexicon: str = ""
+    #: one described clip the lexicon cannot read, as ``{"clip_id", "visual", "audio"}`` (None: all readable)
+    unreadable_example: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +72,30 @@ def indexed_clips(source: DataSource) -> Iterator[tuple[str, str, dict[str, str 
             yield record["id"], record["label"], {m: record.get(f"{m}_text") for m in MODALITIES}
     else:
         raise TypeError(f"cannot report on a {type(clips).__name__} source without decoding it")
+
+
+@dataclass(frozen=True)
+class LexiconCoverage:
+    """How many described clips a lexicon reads the cues of, and one it cannot read (to show the user)."""
+
+    described: int
+    readable: int
+    unreadable_example: dict | None
+
+
+def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage:
+    """Read every fully described clip's descriptions with ``lexicon`` (index only, nothing decoded)."""
+    described = readable = 0
+    example = None
+    for clip_id, _, texts in indexed_clips(source):
+        if not all(t is not None for t in texts.values()):
+            continue
+        described += 1
+        if described_cues(texts, lexicon) is not None:
+            readable += 1
+        elif example is None:
+            example = {"clip_id": clip_id, **texts}
+    return LexiconCoverage(described, readable, example)
 
 
 def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int], None] | None) -> int:
@@ -92,19 +122,25 @@ def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int
 
 
 def data_report(
-    source: DataSource, *, decode: bool = False, progress: Callable[[int, int], None] | None = None
+    source: DataSource,
+    *,
+    decode: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    lexicon: CueLexicon | None = None,
 ) -> DataReport:
-    """Summarise ``source`` (see the module docstring); ``progress(done, total)`` is called while decoding."""
+    """Summarise ``source`` (see the module docstring); ``progress(done, total)`` is called while decoding.
+
+    ``lexicon``: the cue words descriptions are read with (default: the built-in vocabulary).
+    """
+    lexicon = lexicon or LEXICON
     counts: Counter[str] = Counter()
-    described = partly = vocabulary = 0
+    partly = 0
     for _, label, texts in indexed_clips(source):
         counts[label] += 1
         known = [t is not None for t in texts.values()]
-        if all(known):
-            described += 1
-            vocabulary += described_cues(texts) is not None
-        elif any(known):
+        if any(known) and not all(known):
             partly += 1
+    read = lexicon_coverage(source, lexicon)
     skips = source.clips.skip_log if isinstance(source.clips, DatasetReader) else SkipLog()
     decoded = _decode_all(source, skips, progress) if decode else None
     # a label outside the source's label set (a manifest that disagrees with its corpus.json) still counts
@@ -118,13 +154,15 @@ def data_report(
         clips=len(source.clips),
         labels=tuple(source.labels),
         label_counts=label_counts,
-        described=described,
+        described=read.described,
         partly_described=partly,
-        vocabulary_described=vocabulary,
+        vocabulary_described=read.readable,
         skipped=clip_kinds,
         skip_messages={k: messages[k] for k in clip_kinds},
         description_lines_skipped=line_kinds,
         description_messages={k: messages[k] for k in line_kinds},
         decoded=decoded,
         fingerprint=source.fingerprint,
+        lexicon=repr(lexicon),
+        unreadable_example=read.unreadable_example,
     )

@@ -24,7 +24,7 @@ the window's own modality visibility), reads it back with
   that know it and where that modality is visible; also on one-sided clips.
 * **grounding rate**: the mean share of stated cues that the input shows
   (:func:`~.judge.grounding`), over outputs that state at least one cue, on
-  windows whose meta lists the shown cues. Cues of a hidden modality are not
+  windows whose shown cues are known (:meth:`~.windows.WindowSet.shown_cues`). Cues of a hidden modality are not
   in the input the model saw, so they do not count as shown.
 * **coverage** (:func:`~.judge.coverage`) of the visible modalities that
   carry evidence, the **format-valid** share, and the share of **summary
@@ -57,6 +57,8 @@ from pathlib import Path
 
 import torch
 from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, grounding
+from migr_rt.training.lexicon import CueLexicon
+from migr_rt.training.synth.cues import LEXICON
 from migr_rt.training.sources import DataSource
 from migr_rt.training.windows import WindowSet
 
@@ -143,23 +145,26 @@ def window_record(
     judge: ExplanationJudge | None = None,
     rationale: bool = True,
     slot_label: str | None = None,
+    lexicon: CueLexicon | None = None,
 ) -> WindowRecord:
     """Read one generated trace (``text`` starts with ``<think>``) against what is known about its window.
 
     ``visible``: the modalities the model saw. ``meta``: the window's meta
     (``kind``, ``dominant``, ``one_sided``, ``cues``; empty for real data). ``rationale``: the text is a
     rationale, which owes a summary (False for a base model's cue description). ``slot_label``: the
-    window's answer-slot label, read for the label-closed metrics.
+    window's answer-slot label, read for the label-closed metrics. ``lexicon``: the cue words grounding,
+    coverage and the default judge read (default: the judge's own lexicon, else the built-in vocabulary).
     """
     meta = meta or {}
-    judge = judge or CueJudge(labels)
+    lexicon = lexicon or getattr(judge, "lexicon", None) or LEXICON
+    judge = judge or CueJudge(labels, lexicon)
     parsed = parse_trace(text, labels)
     visible = [m for m in visible]
     cues = meta.get("cues")
     ground = None
     if cues is not None:
         shown = {m: list(names) for m, names in cues.items() if m in visible}
-        ground = grounding(parsed, shown)
+        ground = grounding(parsed, shown, lexicon)
         # coverage is owed for the visible modalities that show evidence
         evidence = [m for m in visible if shown.get(m)]
     else:
@@ -174,7 +179,7 @@ def window_record(
         well_formed=parsed.well_formed,
         summary_problem=summary_problem(parsed, required=rationale),
         grounding=ground,
-        coverage=coverage(parsed, evidence),
+        coverage=coverage(parsed, evidence, lexicon),
         visible=visible,
         kind=meta.get("kind"),
         dominant=meta.get("dominant"),
@@ -424,14 +429,22 @@ def evaluate_reasoning(
     config: EvalConfig | None = None,
     judge: ExplanationJudge | None = None,
     on_progress: Callable[[EvalProgress], None] | None = None,
+    lexicon: CueLexicon | None = None,
 ) -> EvalReport:
-    """Generate (greedy) and score a rationale for every window; see the module docstring for the metrics."""
+    """Generate (greedy) and score a rationale for every window; see the module docstring for the metrics.
+
+    ``lexicon``: the cue words the judge, grounding and coverage read, and
+    with which a real dataset's descriptions are read for the cues a window
+    shows (default: the judge's own, else the built-in vocabulary; ``migr-rt
+    eval`` passes the checkpoint's).
+    """
     config = config or EvalConfig()
     if len(windows) == 0:
         raise ValueError("no windows to evaluate")
     labels = list(model.config.labels)
     modalities = list(model.config.modalities)
-    judge = judge or CueJudge(labels)
+    lexicon = lexicon or getattr(judge, "lexicon", None) or LEXICON
+    judge = judge or CueJudge(labels, lexicon)
     gen_config = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=0.0)
     eos_text = tokenizer.convert_ids_to_tokens(model.config.special_token_ids["eos"]) or ""
     was_training = model.training
@@ -469,8 +482,8 @@ def evaluate_reasoning(
                 records.append(
                     window_record(
                         text, id=windows.ids[i], label=labels[int(windows.labels[i])], labels=labels,
-                        visible=seen, meta=windows.meta[i], judge=judge, rationale=config.mode == "reason",
-                        slot_label=labels[int(slot)],
+                        visible=seen, meta={**windows.meta[i], "cues": windows.shown_cues(i, lexicon)},
+                        judge=judge, rationale=config.mode == "reason", slot_label=labels[int(slot)], lexicon=lexicon,
                     )
                 )
             if config.drift:

@@ -16,8 +16,12 @@ three checks sit beside the judge:
 * :func:`coverage` - the share of present modalities the explanation describes;
 * :func:`misplaced_cues` - cue statements filed under the other modality's segment.
 
-Known limits (acceptable because the corpus and the model only ever write
-vocabulary phrases): negation is not understood ("no lowered brows" states
+Every reader takes a ``lexicon`` (:class:`~migr_rt.training.lexicon.CueLexicon`):
+the built-in cue vocabulary by default, or the one a model was trained with
+(a real dataset described in its own words).
+
+Known limits (acceptable while descriptions and the model state cues in the
+lexicon's phrases): negation is not understood ("no lowered brows" states
 lowered brows), and intensity words are scored but not checked by grounding.
 """
 
@@ -27,7 +31,8 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from migr_rt.training.synth.cues import Cue, find_cues, implied_emotion_scores
+from migr_rt.training.lexicon import Cue, CueLexicon, implied_emotion_scores
+from migr_rt.training.synth.cues import LEXICON
 
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.traces import ParsedTrace
@@ -50,7 +55,7 @@ class ExplanationJudge(Protocol):
 
 
 class CueJudge:
-    """The default judge: exact on the synthetic corpus because it knows the cue vocabulary.
+    """The default judge: exact wherever explanations state cues in its lexicon's phrases.
 
     ``emotion_scores`` sums ``support x intensity`` over every cue statement
     (a cue stated twice counts twice: repetition is penalised by the
@@ -61,13 +66,14 @@ class CueJudge:
     cue stated) give None.
     """
 
-    def __init__(self, labels: Sequence[str] = DFEW_LABELS) -> None:
+    def __init__(self, labels: Sequence[str] = DFEW_LABELS, lexicon: CueLexicon | None = None) -> None:
         self.labels: tuple[str, ...] = tuple(labels)
         if not self.labels:
             raise ValueError("CueJudge needs at least one label")
+        self.lexicon: CueLexicon = lexicon or LEXICON
 
     def emotion_scores(self, explanation: str) -> dict[str, float]:
-        return implied_emotion_scores(find_cues(explanation), self.labels)
+        return implied_emotion_scores(self.lexicon.find(explanation), self.labels)
 
     def implied_emotion(self, explanation: str) -> str | None:
         scores = self.emotion_scores(explanation)
@@ -77,7 +83,7 @@ class CueJudge:
         return next(lab for lab in self.labels if scores[lab] >= best - TIE_TOLERANCE)
 
     def __repr__(self) -> str:
-        return f"CueJudge(labels={self.labels!r})"
+        return f"CueJudge(labels={self.labels!r}, lexicon={self.lexicon!r})"
 
 
 def explanation_parts(parsed: ParsedTrace) -> Iterator[tuple[str | None, str]]:
@@ -91,9 +97,10 @@ def explanation_parts(parsed: ParsedTrace) -> Iterator[tuple[str | None, str]]:
         yield None, parsed.summary
 
 
-def stated_cues(parsed: ParsedTrace) -> list[tuple[str | None, Cue]]:
+def stated_cues(parsed: ParsedTrace, lexicon: CueLexicon | None = None) -> list[tuple[str | None, Cue]]:
     """Every cue statement in the explanation as ``(part modality or None for the summary, cue)``, in order."""
-    return [(modality, cue) for modality, text in explanation_parts(parsed) for cue, _ in find_cues(text)]
+    lexicon = lexicon or LEXICON
+    return [(modality, cue) for modality, text in explanation_parts(parsed) for cue, _ in lexicon.find(text)]
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,9 @@ class GroundingReport:
         return 1.0 - len(self.ungrounded) / len(self.stated)
 
 
-def grounding_report(parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]]) -> GroundingReport:
+def grounding_report(
+    parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]], lexicon: CueLexicon | None = None
+) -> GroundingReport:
     """Check every stated cue (segments and summary) against the cues present in the input.
 
     ``actual_cues`` maps modality -> names of the cues the clip shows. A
@@ -125,18 +134,20 @@ def grounding_report(parsed: ParsedTrace, actual_cues: Mapping[str, Collection[s
     misfiling separately.
     """
     stated: dict[str, Cue] = {}
-    for _, cue in stated_cues(parsed):
+    for _, cue in stated_cues(parsed, lexicon):
         stated.setdefault(cue.name, cue)
     ungrounded = tuple(c for c in stated.values() if c.name not in actual_cues.get(c.modality, ()))
     return GroundingReport(stated=tuple(stated.values()), ungrounded=ungrounded)
 
 
-def grounding(parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]]) -> float | None:
+def grounding(
+    parsed: ParsedTrace, actual_cues: Mapping[str, Collection[str]], lexicon: CueLexicon | None = None
+) -> float | None:
     """Share of distinct stated cues present in the input (see :func:`grounding_report`); None if none stated."""
-    return grounding_report(parsed, actual_cues).rate
+    return grounding_report(parsed, actual_cues, lexicon).rate
 
 
-def coverage(parsed: ParsedTrace, present: Collection[str]) -> float:
+def coverage(parsed: ParsedTrace, present: Collection[str], lexicon: CueLexicon | None = None) -> float:
     """Share of ``present`` modalities described by a segment of their own that states one of their cues.
 
     A segment counts for modality m only if it is tagged m and states at
@@ -147,15 +158,18 @@ def coverage(parsed: ParsedTrace, present: Collection[str]) -> float:
     wanted = list(dict.fromkeys(present))
     if not wanted:
         return 1.0
+    lexicon = lexicon or LEXICON
     covered = {
         modality
         for modality, text in parsed.segments
-        if text and any(cue.modality == modality for cue, _ in find_cues(text))
+        if text and any(cue.modality == modality for cue, _ in lexicon.find(text))
     }
     return sum(m in covered for m in wanted) / len(wanted)
 
 
-def described_cues(descriptions: Mapping[str, str | None]) -> dict[str, list[str]] | None:
+def described_cues(
+    descriptions: Mapping[str, str | None], lexicon: CueLexicon | None = None
+) -> dict[str, list[str]] | None:
     """The cues a clip shows, read from its per-modality descriptions; None when they cannot be read.
 
     This is how a real dataset's descriptions file (which has no cue records)
@@ -165,25 +179,26 @@ def described_cues(descriptions: Mapping[str, str | None]) -> dict[str, list[str
     unknown one (None), makes the whole clip unknown rather than half-known: a
     stated cue of an unread modality would otherwise count as invented. Words
     beside the recognised cues (``"lowered brows and a furious glare"``) are
-    not read, so mixed descriptions are measured on their vocabulary part only.
+    not read, so mixed descriptions are measured on their lexicon part only.
     """
     if not descriptions:
         return None
+    lexicon = lexicon or LEXICON
     out: dict[str, list[str]] = {}
     for modality, text in descriptions.items():
         if text is None:
             return None
-        names = [cue.name for cue, _ in find_cues(text) if cue.modality == modality]
+        names = [cue.name for cue, _ in lexicon.find(text) if cue.modality == modality]
         if text.strip() and not names:
             return None
         out[modality] = names
     return out
 
 
-def misplaced_cues(parsed: ParsedTrace) -> int:
+def misplaced_cues(parsed: ParsedTrace, lexicon: CueLexicon | None = None) -> int:
     """Cue statements inside a segment of another modality (e.g. "trembling voice" inside ``<visual>``).
 
     Counted per occurrence; the summary is exempt because it may weigh both
     modalities.
     """
-    return sum(1 for modality, cue in stated_cues(parsed) if modality is not None and cue.modality != modality)
+    return sum(1 for modality, cue in stated_cues(parsed, lexicon) if modality is not None and cue.modality != modality)

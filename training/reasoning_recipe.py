@@ -40,12 +40,13 @@ from migr_rt.training import distributed
 from migr_rt.training.distributed import full_tensor, shard_like
 from migr_rt.training.base_recipe import BaseRecipeConfig, load_or_extract, run_base_recipe, split_holdout
 from migr_rt.training.grpo import GRPOBatch, GRPOConfig, frozen_copy, grpo_step, make_optimizer
-from migr_rt.training.judge import described_cues
+from migr_rt.training.lexicon import LEXICON_FILE, CueLexicon, load_lexicon
 from migr_rt.training.mi_labels import MILabel, compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
 from migr_rt.training.perception import PerceptionConfig, TrainProgress
 from migr_rt.training.rewards import RewardContext, RewardWeights, score
 from migr_rt.training.sft import SFTConfig, reasoning_prompt, train_sft
 from migr_rt.training.sources import open_source
+from migr_rt.training.synth.cues import LEXICON
 from migr_rt.training.windows import WindowSet
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
@@ -84,6 +85,9 @@ class ReasoningRecipeConfig:
                                                                 answer_weight=0.5))
     checkpoint_every: int = 25  #: GRPO steps between resumable checkpoints
     seed: int = 0
+    #: a cue lexicon JSON file (docs/lexicon.md) the rewards read generations with and the checkpoint
+    #: stores; None: the built-in cue vocabulary
+    lexicon: str | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -108,11 +112,22 @@ class ReasoningRecipeConfig:
             return self.reward_weights
         return RewardWeights.baseline() if self.rewards == "baseline" else RewardWeights()
 
+    def cue_lexicon(self) -> CueLexicon:
+        """The lexicon this run reads generations with (loaded and checked; :class:`LexiconError` if bad)."""
+        return load_lexicon(self.lexicon) if self.lexicon else LEXICON
+
     def fingerprint(self) -> str:
-        """What must match for a work folder to be resumed (paths of outputs and cards excluded)."""
+        """What must match for a work folder to be resumed (paths of outputs and cards excluded).
+
+        The lexicon counts by content, not path: an edited file must not resume a run rewarded with the old one.
+        """
         d = asdict(self)
         for key in ("out", "card", "cache_dir", "work_dir"):
             d.pop(key)
+        if self.lexicon:
+            d["lexicon"] = self.cue_lexicon().digest
+        else:
+            d.pop("lexicon")  # runs started before lexicons keep their fingerprint
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -169,25 +184,28 @@ def _label_names(model, windows: WindowSet) -> list[str]:
     return [model.config.labels[int(i)] for i in windows.labels]
 
 
-def reward_contexts(windows: WindowSet, labels: tuple[str, ...], dominant: list[str | None]) -> list[RewardContext]:
+def reward_contexts(
+    windows: WindowSet, labels: tuple[str, ...], dominant: list[str | None], lexicon: CueLexicon | None = None
+) -> list[RewardContext]:
     """Per window: label, the dominant modality the rewards expect, present modalities and cues shown.
 
-    Cues come from the corpus record (``meta["cues"]``) or, failing that, from
-    the cue descriptions when they are written in the cue vocabulary
-    (:func:`~migr_rt.training.judge.described_cues`); a modality is present
-    when it is visible and shows at least one cue. Real data without such
-    descriptions has neither, so the cue terms are not applicable.
+    Cues come from the corpus record or from descriptions that ``lexicon``
+    can read (:meth:`~migr_rt.training.windows.WindowSet.shown_cues`); a
+    modality is present when it is visible and shows at least one cue. Real
+    data without such descriptions has neither, so the cue terms are not
+    applicable.
     """
+    lexicon = lexicon or LEXICON
     out = []
     for i in range(len(windows)):
-        cues = dict(windows.meta[i].get("cues") or described_cues(windows.descriptions[i]) or {})
-        # cues unknown (free-text or no descriptions): the first-segment term cannot ask for a cue here
+        cues = windows.shown_cues(i, lexicon) or {}
+        # cues unknown (other words, or no descriptions): the first-segment term cannot ask for a cue here
         vocabulary = bool(cues)
         present_flags = dict(zip(("visual", "audio"), windows.present[i].tolist()))
         present = tuple(m for m in ("visual", "audio") if present_flags.get(m) and cues.get(m))
         out.append(RewardContext(
             label=labels[int(windows.labels[i])], labels=labels, dominant=dominant[i], present=present,
-            actual_cues={m: frozenset(cues[m]) for m in present}, vocabulary=vocabulary,
+            actual_cues={m: frozenset(cues[m]) for m in present}, vocabulary=vocabulary, lexicon=lexicon,
         ))
     return out
 
@@ -255,6 +273,8 @@ def run_reasoning_recipe(
     state.setdefault("finished", {})
     start = time.monotonic()
     cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
+    source = open_source(recipe.data)
+    lexicon = _checked_lexicon(recipe, source)  # before any stage: a lexicon that reads nothing wastes the run
 
     # -- stage 0: the base model (given, or trained here) ------------------------------------
     base_path = Path(recipe.base) if recipe.base else work.root / "base"
@@ -274,7 +294,6 @@ def run_reasoning_recipe(
     except CheckpointError as exc:
         raise ValueError(f"base checkpoint {base_path}: {exc}") from exc
 
-    source = open_source(recipe.data)
     if tuple(model.config.labels) != source.labels:
         raise ValueError(f"base checkpoint labels {list(model.config.labels)} differ from the data's {list(source.labels)}")
     windows = load_or_extract(source, model.config, cache_dir, on_extract)
@@ -312,7 +331,7 @@ def run_reasoning_recipe(
 
     # -- stage 2: GRPO --------------------------------------------------------------------------
     if "grpo" in recipe.stages and "grpo" not in state["finished"]:
-        model, history = _run_grpo(recipe, model, tokenizer, train, mi_dominant, work, on_progress)
+        model, history = _run_grpo(recipe, model, tokenizer, train, mi_dominant, work, on_progress, lexicon)
         state["finished"]["grpo"] = {"steps": len(history), "last": history[-1] if history else None,
                                      "reward_mean_first10": _mean(history[:10], "reward_mean"),
                                      "reward_mean_last10": _mean(history[-10:], "reward_mean")}
@@ -343,11 +362,41 @@ def run_reasoning_recipe(
                                         indent=2, sort_keys=True, default=str) + "\n",
         "metrics.json": json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n",
         "mi_labels.jsonl": mi_path.read_text(),
+        LEXICON_FILE: lexicon.to_json(),  # what the rewards read; the runtime's judge reads the same words
     }
     if recipe.card:
         extra["MODEL_CARD.md"] = Path(recipe.card).read_text()
     _save(model, tokenizer, out, extra)
     return metrics
+
+
+def _checked_lexicon(recipe: ReasoningRecipeConfig, source) -> CueLexicon:
+    """The run's lexicon, checked against the data's labels and descriptions before any training.
+
+    A lexicon that was asked for but reads the cues of none of the described
+    clips would leave grounding, coverage and consistency without a single
+    applicable window: an error now rather than an hour of training later.
+    """
+    from migr_rt.training.data_report import lexicon_coverage
+
+    lexicon = recipe.cue_lexicon()
+    for warning in lexicon.check_labels(source.labels):
+        logger.warning(warning)
+    read = lexicon_coverage(source, lexicon)
+    logger.info("lexicon %s reads the cues of %d of %d described clips", lexicon.name, read.readable, read.described)
+    if not recipe.lexicon and read.readable < read.described:
+        logger.warning(
+            "the built-in cue vocabulary reads the cues of %d of %d described clips; the consistency, grounding "
+            "and coverage rewards apply to those only (write a lexicon for the descriptions' words and pass "
+            "--lexicon FILE, docs/lexicon.md)", read.readable, read.described)
+    if recipe.lexicon and read.described and not read.readable:
+        example = read.unreadable_example
+        raise ValueError(
+            f"lexicon {recipe.lexicon}: reads the cues of none of the {read.described} described clips of "
+            f"{recipe.data} (e.g. {example['clip_id']}: {dict((m, t) for m, t in example.items() if m != 'clip_id')}); "
+            "every non-empty description needs a phrase of its modality (check with migr-rt data SPEC --lexicon FILE)"
+        )
+    return lexicon
 
 
 def _mean(history: list[dict], key: str) -> float | None:
@@ -363,12 +412,14 @@ def _run_grpo(
     mi_dominant: list[str | None],
     work: _Work,
     on_progress: ProgressFn | None,
+    lexicon: CueLexicon,
 ) -> tuple[object, list[dict]]:
     """GRPO from ``model`` (resuming from the step checkpoint if there is one); the trained model and history."""
     cfg = replace(recipe.grpo, seed=recipe.seed)
     weights = recipe.weights()
     labels = tuple(model.config.labels)
-    contexts = reward_contexts(train, labels, mi_dominant if recipe.rewards == "migr" else [None] * len(train))
+    contexts = reward_contexts(train, labels, mi_dominant if recipe.rewards == "migr" else [None] * len(train),
+                               lexicon)
     prompt = torch.tensor(reasoning_prompt(model.config))
 
     def batch_at(step: int) -> GRPOBatch:

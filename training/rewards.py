@@ -44,7 +44,8 @@ from typing import Any
 
 import torch
 from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, explanation_parts, grounding
-from migr_rt.training.synth.cues import find_cues
+from migr_rt.training.lexicon import CueLexicon
+from migr_rt.training.synth.cues import LEXICON
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES
 from migr_rt.traces import ParsedTrace, parse_trace, summary_problem
@@ -64,9 +65,11 @@ class RewardContext:
     (empty mapping when unknown, e.g. real datasets). Every default means
     "unknown", so the terms that need it are not applicable rather than
     judged against a guess. ``vocabulary``: whether the input's cues are
-    known in the cue vocabulary; False for a real clip described in other
+    known in ``lexicon``'s words; False for a real clip described in other
     words (or not at all), where a cue of the dominant modality cannot be
     asked of the opening segment (see :func:`first_segment_reward`).
+    ``lexicon``: the cue words every term reads the generation with (the
+    built-in vocabulary, or the lexicon the model is trained with).
     """
 
     label: str
@@ -75,6 +78,7 @@ class RewardContext:
     present: tuple[str, ...] = ()
     actual_cues: Mapping[str, frozenset[str]] = field(default_factory=dict)
     vocabulary: bool = True
+    lexicon: CueLexicon = LEXICON
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -137,7 +141,7 @@ def first_segment_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     loophole of opening with an empty (or off-topic) dominant segment and then
     leading with the other modality's evidence anyway. Not applicable (0.0)
     when ``ctx.dominant`` is None. When the input is described in words
-    outside the cue vocabulary (``ctx.vocabulary`` False) no cue can be
+    outside the lexicon (``ctx.vocabulary`` False) no cue can be
     recognised, so the segment must be non-empty and state no cue of another
     modality instead; otherwise the term would be 0 for every generation and
     MIGR's ordering reward would vanish on real data.
@@ -147,7 +151,7 @@ def first_segment_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     modality, text = parsed.segments[0]
     if modality != ctx.dominant:
         return 0.0
-    cues = [cue for cue, _ in find_cues(text)]
+    cues = [cue for cue, _ in ctx.lexicon.find(text)]
     if any(cue.modality == modality for cue in cues):
         return 1.0
     return float(not ctx.vocabulary and not cues and bool(text.strip()))
@@ -164,11 +168,11 @@ def consistency_reward(parsed: ParsedTrace, ctx: RewardContext, judge: Explanati
     took that trade (generated-answer accuracy fell 2 points, ICR did not
     drop). 0.0 when the answer is missing or wrong, or the explanation states
     no cue (implied None), so naming the label without evidence earns
-    nothing. ``judge`` defaults to :class:`CueJudge` over ``ctx.labels``.
+    nothing. ``judge`` defaults to :class:`CueJudge` over ``ctx.labels`` and ``ctx.lexicon``.
     """
     if parsed.answer is None or parsed.answer != ctx.label:
         return 0.0
-    implied = (judge or _cue_judge(ctx.labels)).implied_emotion(parsed.explanation)
+    implied = (judge or _cue_judge(ctx.labels, ctx.lexicon)).implied_emotion(parsed.explanation)
     return float(implied is not None and implied == parsed.answer)
 
 
@@ -180,7 +184,7 @@ def grounding_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     """
     if not ctx.actual_cues:
         return 0.0
-    rate = grounding(parsed, ctx.actual_cues)
+    rate = grounding(parsed, ctx.actual_cues, ctx.lexicon)
     return 0.0 if rate is None else rate
 
 
@@ -191,7 +195,7 @@ def coverage_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     """
     if not ctx.present:
         return 0.0
-    return coverage(parsed, ctx.present)
+    return coverage(parsed, ctx.present, ctx.lexicon)
 
 
 def coherence_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
@@ -221,7 +225,7 @@ def coherence_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
         norm = _normalise(text)
         echo = bool(norm) and norm in seen_texts
         seen_texts.add(norm)
-        for cue, _ in find_cues(text):
+        for cue, _ in ctx.lexicon.find(text):
             stated += 1
             misplaced = modality is not None and cue.modality != modality
             repeat = cue.name in seen_cues
@@ -240,8 +244,8 @@ def _normalise(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _cue_judge(labels: tuple[str, ...]) -> CueJudge:
-    return CueJudge(labels)
+def _cue_judge(labels: tuple[str, ...], lexicon: CueLexicon) -> CueJudge:
+    return CueJudge(labels, lexicon)
 
 
 TermFn = Callable[[ParsedTrace, RewardContext], float]
@@ -332,7 +336,7 @@ def score(
     (N,), keyed by name in :data:`TERMS` order (only terms with weight > 0;
     a row where a term is not applicable holds 0 for it, see
     :func:`applicable`). ``judge`` defaults to :class:`CueJudge` over each
-    context's labels. float32 on the CPU.
+    context's labels and lexicon. float32 on the CPU.
     """
     if len(texts) != len(contexts):
         raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")

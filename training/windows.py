@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 from migr_rt.training.judge import described_cues
+from migr_rt.training.lexicon import CueLexicon
+from migr_rt.training.synth.cues import LEXICON
 from safetensors.torch import load_file, save_file
 
 from migr_rt.face import FaceDetector
@@ -58,6 +60,22 @@ class WindowSet:
         """Model-ready ``(pixel_values, audio_values, present, labels)`` for the rows in ``index``."""
         pixels = self.crops[index].permute(0, 1, 4, 2, 3).float().div_(255.0)
         return pixels, self.audio[index].float(), self.present[index], self.labels[index]
+
+    def shown_cues(self, i: int, lexicon: CueLexicon | None = None) -> dict[str, list[str]] | None:
+        """The cues window ``i`` shows, by modality; None when they are unknown.
+
+        A synthetic corpus record names its cues in the built-in vocabulary,
+        so those count only when ``lexicon`` is the built-in one. Otherwise,
+        and for real datasets, they are read from the window's descriptions
+        (:func:`~migr_rt.training.judge.described_cues`) with ``lexicon``.
+        Reading at use time, not at extraction, keeps the window cache
+        independent of the lexicon.
+        """
+        lexicon = lexicon or LEXICON
+        recorded = self.meta[i].get("cues")
+        if recorded is not None and lexicon == LEXICON:
+            return {m: list(names) for m, names in recorded.items()}
+        return described_cues(self.descriptions[i], lexicon)
 
     def subset(self, index: Sequence[int]) -> WindowSet:
         idx = torch.as_tensor(list(index), dtype=torch.long)
@@ -156,14 +174,12 @@ def extract_windows(
 def window_meta(meta: dict, modalities: Sequence[str]) -> dict:
     """What evaluation and rewards need from a clip's record: kind, true dominant modality, cues shown.
 
-    Cues come from the corpus record, or for a real dataset from its
-    descriptions when they are written in the cue vocabulary
-    (:func:`~migr_rt.training.judge.described_cues`).
+    Cues are the synthetic corpus record's; a real dataset's are read from
+    its descriptions when used (:meth:`WindowSet.shown_cues`), with whichever
+    lexicon the model has.
     """
     out = {key: meta[key] for key in ("kind", "dominant", "one_sided") if key in meta}
     cues = {m: [c["name"] for c in meta[m].get("cues", [])] for m in modalities if isinstance(meta.get(m), dict)}
-    if not cues and any(f"{m}_text" in meta for m in modalities):
-        cues = described_cues({m: meta.get(f"{m}_text") for m in modalities}) or {}
     if cues:
         out["cues"] = cues
     return out

@@ -134,7 +134,7 @@ class Runtime:
             detector = TrackingFaceDetector() if self.config.face_tracking else HaarFaceDetector()
         self.detector = detector
         #: reads each rationale's explanation (any ExplanationJudge; default: the cue judge evaluation uses)
-        self.judge = resolve_judge(self.model_config, judge)
+        self.judge = resolve_judge(self.model_config, judge, self.path)
         cfg = self.model_config
         self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
                                cfg.sample_rate, cfg.num_frames)

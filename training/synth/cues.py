@@ -3,7 +3,9 @@
 Everything that reads or writes explanations shares this module: the corpus
 generator describes each rendered clip with these phrases, the explanation
 judge infers an implied emotion from them, the grounding check compares stated
-cues with the clip's cues, and the tokenizer is trained on them.
+cues with the clip's cues, and the tokenizer is trained on them. As
+:data:`LEXICON` it is the built-in :class:`~migr_rt.training.lexicon.CueLexicon`,
+the one a judge reads when a model brings no lexicon of its own.
 
 Contract (enforced by the tests, relied on by the judge):
 
@@ -19,43 +21,12 @@ Contract (enforced by the tests, relied on by the judge):
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import MappingProxyType
 
-from migr_rt.labels import DFEW_LABELS, MODALITIES
+from migr_rt.training.lexicon import Cue, CueLexicon, implied_emotion_scores
 
-
-@dataclass(frozen=True)
-class Cue:
-    """One observable cue: a stable id, its modality, its canonical phrase and the emotions it supports.
-
-    ``support`` maps emotion -> weight >= 0 (absent emotions have weight 0).
-    """
-
-    name: str
-    modality: str
-    phrase: str
-    support: Mapping[str, float]
-
-    def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
-            raise ValueError(f"cue {self.name!r}: modality must be one of {MODALITIES}, got {self.modality!r}")
-        if any(w < 0 for w in self.support.values()):
-            raise ValueError(f"cue {self.name!r}: support weights must be >= 0")
-        object.__setattr__(self, "support", MappingProxyType(dict(self.support)))
-
-    def __hash__(self) -> int:  # the read-only support mapping is unhashable; the name is the identity
-        return hash((self.name, self.modality, self.phrase))
-
-    def __reduce__(self) -> tuple:  # mappingproxy does not pickle; rebuild from a plain dict
-        return (Cue, (self.name, self.modality, self.phrase, dict(self.support)))
-
-    @property
-    def top_emotion(self) -> str:
-        """The emotion this cue supports most."""
-        return max(self.support, key=lambda e: self.support[e])
+from migr_rt.labels import MODALITIES
 
 
 def _cue(name: str, modality: str, phrase: str, **support: float) -> Cue:
@@ -120,19 +91,13 @@ EMOTION_WORDS: tuple[str, ...] = (
     "neutral", "sad", "surpris", "astonish",
 )  # fmt: skip
 
-_PHRASE_RE = re.compile(
-    r"(?:\b(?P<word>" + "|".join(INTENSITY_WORDS) + r")\s+)?"
-    r"\b(?P<phrase>" + "|".join(re.escape(c.phrase) for c in sorted(CUES, key=lambda c: -len(c.phrase))) + r")\b",
-    re.IGNORECASE,
-)
-_CUE_BY_PHRASE = {c.phrase: c for c in CUES}
+#: The vocabulary as a lexicon: what the judge, grounding, coverage and rewards read by default.
+LEXICON = CueLexicon(CUES, INTENSITY_WORDS, EMOTION_WORDS, name="builtin")
 
 
 def cues_for(modality: str) -> tuple[Cue, ...]:
     """The cues of one modality, in vocabulary order."""
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-    return tuple(c for c in CUES if c.modality == modality)
+    return LEXICON.cues_for(modality)
 
 
 def intensity_word(magnitude: float) -> str:
@@ -141,30 +106,8 @@ def intensity_word(magnitude: float) -> str:
 
 
 def find_cues(text: str) -> list[tuple[Cue, float]]:
-    """Every cue phrase occurring in ``text`` (case-insensitive), in order, with its intensity weight.
-
-    The weight comes from an intensity word immediately before the phrase and
-    is 1.0 when there is none. Each occurrence is reported, so a phrase stated
-    twice appears twice; callers that score claims decide whether to dedupe.
-    """
-    out: list[tuple[Cue, float]] = []
-    for m in _PHRASE_RE.finditer(text):
-        cue = _CUE_BY_PHRASE[m.group("phrase").lower()]
-        word = m.group("word")
-        out.append((cue, INTENSITY_WORDS[word.lower()] if word else 1.0))
-    return out
-
-
-def implied_emotion_scores(
-    cues_with_intensity: Iterable[tuple[Cue, float]], labels: Iterable[str] = DFEW_LABELS
-) -> dict[str, float]:
-    """Sum of ``support x intensity`` per emotion; every label appears, unsupported ones with 0.0."""
-    scores = {lab: 0.0 for lab in labels}
-    for cue, weight in cues_with_intensity:
-        for emotion, support in cue.support.items():
-            if emotion in scores:
-                scores[emotion] += support * weight
-    return scores
+    """Every vocabulary phrase in ``text`` with its intensity weight (:meth:`CueLexicon.find` of :data:`LEXICON`)."""
+    return LEXICON.find(text)
 
 
 #: Sentence frames used to give the tokenizer phrases in context; ``{}`` takes a cue list.
@@ -189,3 +132,7 @@ def vocabulary_texts() -> list[str]:
             for template in _TEMPLATES[modality]:
                 texts.append(template.format(listed))
     return texts
+
+
+__all__ = ["CUES", "CUES_BY_NAME", "Cue", "EMOTION_WORDS", "INTENSITY_WORDS", "LEXICON", "cues_for", "find_cues",
+           "implied_emotion_scores", "intensity_word", "vocabulary_texts"]

@@ -1,0 +1,384 @@
+"""Cue lexicons: which words of an explanation state evidence, and which emotions that evidence argues for.
+
+ICR, grounding, coverage and the GRPO rewards that train them all read an
+explanation through a lexicon. It lists cues: each belongs to one modality,
+is stated by one or more phrases ("lowered brows", "brows pulled down"), and
+supports emotions with weights. Intensity words ("slightly") scale the phrase
+they immediately precede. The built-in lexicon is the synthetic corpus's cue
+vocabulary (:data:`migr_rt.training.synth.cues.LEXICON`). A real dataset whose
+descriptions use other words brings its own as JSON (``docs/lexicon.md``).
+The checkpoint trained with it stores it as ``lexicon.json``, so the runtime's
+verdicts read the same words the rewards did.
+
+Contract, checked when a lexicon is built, so a judge can rely on it:
+
+* No phrase contains an emotion word or a label. An explanation can then
+  argue for an emotion only through cues, never by naming it, and naming
+  labels never moves a verdict.
+* Phrases are unique across the lexicon after lower-casing and collapsing
+  spaces, so every match names one cue. Where one phrase lies inside
+  another, the longer one is read: at each position the longest phrase wins.
+* Intensity words are not words of any phrase, so a weight never eats part of
+  a phrase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from migr_rt.labels import DFEW_LABELS, MODALITIES
+
+#: ``format`` of a lexicon JSON file; ``version`` is bumped when its meaning changes.
+LEXICON_FORMAT = "migr-rt-lexicon"
+LEXICON_VERSION = 1
+#: The file name a checkpoint stores its lexicon under.
+LEXICON_FILE = "lexicon.json"
+#: Keys a lexicon file and each of its cues may hold.
+_FILE_KEYS = {"format", "version", "name", "intensity_words", "emotion_words", "cues"}
+_CUE_KEYS = {"name", "modality", "phrases", "support"}
+
+
+class LexiconError(ValueError):
+    """A lexicon that breaks the contract or cannot be read; the message names the file, the entry and the problem."""
+
+
+def normalise_phrase(text: str) -> str:
+    """Lower case with runs of whitespace as one space: the form phrases are compared and looked up in."""
+    return " ".join(text.lower().split())
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One observable cue: a stable name, its modality, its canonical phrase (plus aliases) and what it supports.
+
+    ``support`` maps emotion -> weight >= 0 (absent emotions have weight 0).
+    ``aliases`` are other phrases that state the same cue; the canonical
+    ``phrase`` is the one the corpus generator writes.
+    """
+
+    name: str
+    modality: str
+    phrase: str
+    support: Mapping[str, float]
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"cue {self.name!r}: modality must be one of {MODALITIES}, got {self.modality!r}")
+        if any(w < 0 for w in self.support.values()):
+            raise ValueError(f"cue {self.name!r}: support weights must be >= 0")
+        object.__setattr__(self, "support", MappingProxyType(dict(self.support)))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+
+    def __hash__(self) -> int:  # the read-only support mapping is unhashable; the name is the identity
+        return hash((self.name, self.modality, self.phrase))
+
+    def __reduce__(self) -> tuple:  # mappingproxy does not pickle; rebuild from a plain dict
+        return (Cue, (self.name, self.modality, self.phrase, dict(self.support), self.aliases))
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """The canonical phrase, then the aliases."""
+        return (self.phrase, *self.aliases)
+
+    @property
+    def top_emotion(self) -> str:
+        """The emotion this cue supports most."""
+        return max(self.support, key=lambda e: self.support[e])
+
+
+def implied_emotion_scores(
+    cues_with_intensity: Iterable[tuple[Cue, float]], labels: Iterable[str] = DFEW_LABELS
+) -> dict[str, float]:
+    """Sum of ``support x intensity`` per emotion; every label appears, unsupported ones with 0.0."""
+    scores = {lab: 0.0 for lab in labels}
+    for cue, weight in cues_with_intensity:
+        for emotion, support in cue.support.items():
+            if emotion in scores:
+                scores[emotion] += support * weight
+    return scores
+
+
+def _words_pattern(text: str) -> str:
+    """A regex for ``text``'s words in order, any run of whitespace between them."""
+    return r"\s+".join(re.escape(w) for w in text.split())
+
+
+@dataclass(frozen=True, eq=False)
+class CueLexicon:
+    """A validated cue lexicon (see the module docstring for the contract); equal when the content is equal.
+
+    ``name`` is a display name for reports ("builtin", a file's stem) and is
+    not part of the content: two lexicons with the same cues and words are
+    equal and share a :attr:`digest` whatever they are called.
+    """
+
+    cues: tuple[Cue, ...]
+    intensity_words: Mapping[str, float] = field(default_factory=dict)
+    emotion_words: tuple[str, ...] = ()
+    name: str = "custom"
+    _by_phrase: Mapping[str, Cue] = field(init=False, repr=False)
+    _pattern: re.Pattern | None = field(init=False, repr=False)
+    _digest: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cues", tuple(self.cues))
+        words = {normalise_phrase(w): float(v) for w, v in dict(self.intensity_words).items()}
+        object.__setattr__(self, "intensity_words", MappingProxyType(words))
+        object.__setattr__(self, "emotion_words", tuple(normalise_phrase(w) for w in self.emotion_words))
+        by_phrase = self._validate()
+        object.__setattr__(self, "_by_phrase", MappingProxyType(by_phrase))
+        phrases = sorted(by_phrase, key=lambda p: (-len(p), p))
+        pattern = None
+        if phrases:
+            intensity = "|".join(_words_pattern(w) for w in sorted(words, key=lambda w: (-len(w), w)))
+            prefix = rf"(?:\b(?P<word>{intensity})\s+)?" if intensity else ""
+            pattern = re.compile(prefix + r"\b(?P<phrase>" + "|".join(map(_words_pattern, phrases)) + r")\b",
+                                 re.IGNORECASE)
+        object.__setattr__(self, "_pattern", pattern)
+        digest = hashlib.sha256(json.dumps(self._content(), sort_keys=True).encode()).hexdigest()
+        object.__setattr__(self, "_digest", digest)
+
+    def _validate(self) -> dict[str, Cue]:
+        """Check the contract; the map from normalised phrase to cue."""
+        if not self.cues:
+            raise LexiconError("a lexicon needs at least one cue")
+        for word, weight in self.intensity_words.items():
+            if not word or not re.fullmatch(r"\w+(?: \w+)*", word):
+                raise LexiconError(f"intensity word {word!r} must be one or more words of letters or digits")
+            if not math.isfinite(weight) or weight <= 0:
+                raise LexiconError(f"intensity word {word!r}: weight must be a finite number > 0, got {weight!r}")
+        names: set[str] = set()
+        by_phrase: dict[str, Cue] = {}
+        for cue in self.cues:
+            if not isinstance(cue, Cue):
+                raise LexiconError(f"lexicon entries must be Cue objects, got {type(cue).__name__}")
+            where = f"cue {cue.name!r}"
+            if not isinstance(cue.name, str) or not cue.name.strip():
+                raise LexiconError(f"{where}: a cue needs a non-empty name")
+            if cue.name in names:
+                raise LexiconError(f"{where}: the name is used by two cues")
+            names.add(cue.name)
+            if not any(w > 0 for w in cue.support.values()):
+                raise LexiconError(f"{where}: support must give at least one emotion a weight > 0")
+            for emotion, weight in cue.support.items():
+                if not math.isfinite(weight):
+                    raise LexiconError(f"{where}: support for {emotion!r} must be finite, got {weight!r}")
+            for phrase in cue.phrases:
+                key = normalise_phrase(phrase) if isinstance(phrase, str) else ""
+                if not re.fullmatch(r"\w.*\w|\w", key):
+                    raise LexiconError(f"{where}: phrase {phrase!r} must start and end with a letter or digit")
+                other = by_phrase.get(key)
+                if other is not None:
+                    raise LexiconError(f"{where}: phrase {phrase!r} also states cue {other.name!r}; "
+                                       "a phrase must name one cue")
+                self._check_phrase_words(where, phrase, key, self.emotion_words)
+                by_phrase[key] = cue
+        return by_phrase
+
+    def _check_phrase_words(self, where: str, phrase: str, key: str, emotion_words: Iterable[str]) -> None:
+        for word in emotion_words:
+            if word and word in key:
+                raise LexiconError(f"{where}: phrase {phrase!r} contains the emotion word {word!r}; "
+                                   "a cue must argue for an emotion without naming it")
+        for word in self.intensity_words:
+            if re.search(rf"\b{_words_pattern(word)}\b", key):
+                raise LexiconError(f"{where}: phrase {phrase!r} contains the intensity word {word!r}")
+
+    # -- reading text ------------------------------------------------------------------------------------------------
+    def find(self, text: str) -> list[tuple[Cue, float]]:
+        """Every phrase occurring in ``text`` (case-insensitive), in order, as ``(cue, intensity weight)``.
+
+        The weight comes from an intensity word immediately before the phrase
+        and is 1.0 when there is none. Each occurrence is reported, so a phrase
+        stated twice appears twice; callers that score claims decide whether
+        to dedupe.
+        """
+        return [(cue, weight) for _, _, cue, weight in self.spans(text)]
+
+    def spans(self, text: str) -> list[tuple[int, int, Cue, float]]:
+        """:meth:`find` with where each statement lies: ``(start, end, cue, weight)``, the intensity word included."""
+        if self._pattern is None:
+            return []
+        out = []
+        for m in self._pattern.finditer(text):
+            cue = self._by_phrase[normalise_phrase(m.group("phrase"))]
+            word = m.groupdict().get("word")
+            out.append((m.start(), m.end(), cue, self.intensity_words[normalise_phrase(word)] if word else 1.0))
+        return out
+
+    def cues_for(self, modality: str) -> tuple[Cue, ...]:
+        """The cues of one modality, in lexicon order."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        return tuple(c for c in self.cues if c.modality == modality)
+
+    # -- fitting a label set ------------------------------------------------------------------------------------------
+    def check_labels(self, labels: Sequence[str]) -> list[str]:
+        """Check the lexicon against a model's labels: raise on what would mislead, return what merely limits.
+
+        Raises :class:`LexiconError` when a phrase contains a label, which
+        would let an explanation argue by naming the answer. Returns warnings
+        for support given to emotions that are not labels (never counted: a
+        typo, or a lexicon written for a larger label set) and for labels no
+        cue argues for most (an explanation can never be judged consistent
+        with those, so their ICR and consistency reward say nothing).
+        """
+        for cue in self.cues:
+            for phrase in cue.phrases:
+                self._check_phrase_words(f"cue {cue.name!r}", phrase, normalise_phrase(phrase),
+                                         [normalise_phrase(lab) for lab in labels])
+        warnings = []
+        unknown = sorted({e for cue in self.cues for e in cue.support} - set(labels))
+        if unknown:
+            warnings.append(f"lexicon {self.name!r}: cues support {unknown}, which are not labels of this model; "
+                            "that support is never counted")
+        tops = {cue.top_emotion for cue in self.cues}
+        warnings += [f"lexicon {self.name!r}: no cue argues most for {lab!r}, so an explanation can never be judged "
+                     f"consistent with it" for lab in labels if lab not in tops]
+        return warnings
+
+    # -- identity and storage -----------------------------------------------------------------------------------------
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the content (cues, intensity and emotion words), as caches and run records key it."""
+        return self._digest
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CueLexicon) and other._digest == self._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __repr__(self) -> str:
+        return f"CueLexicon(name={self.name!r}, cues={len(self.cues)}, digest={self._digest[:12]})"
+
+    def _content(self) -> dict[str, Any]:
+        return {
+            "intensity_words": dict(self.intensity_words),
+            "emotion_words": list(self.emotion_words),
+            "cues": [{"name": c.name, "modality": c.modality, "phrases": list(c.phrases), "support": dict(c.support)}
+                     for c in self.cues],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The lexicon as a JSON object in the file format (:func:`lexicon_from_dict` reads it back)."""
+        return {"format": LEXICON_FORMAT, "version": LEXICON_VERSION, "name": self.name, **self._content()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def texts(self) -> list[str]:
+        """Every phrase and intensity word (for tokenizer training)."""
+        return [p for cue in self.cues for p in cue.phrases] + list(self.intensity_words)
+
+
+def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = None) -> CueLexicon:
+    """Build a lexicon from its JSON object; :class:`LexiconError` names ``where`` and the entry at fault.
+
+    ``intensity_words`` and ``emotion_words`` left out of the object are
+    taken from ``defaults`` (the built-in lexicon's when None).
+    """
+    if defaults is None:
+        from migr_rt.training.synth.cues import LEXICON as defaults
+    if not isinstance(obj, dict):
+        raise LexiconError(f"{where}: a lexicon is a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - _FILE_KEYS)
+    if unknown:
+        raise LexiconError(f"{where}: unknown keys {unknown}; a lexicon has {sorted(_FILE_KEYS)}")
+    if obj.get("format") != LEXICON_FORMAT:
+        raise LexiconError(f"{where}: \"format\" must be {LEXICON_FORMAT!r}, got {obj.get('format')!r}")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > LEXICON_VERSION or version < 1:
+        raise LexiconError(f"{where}: \"version\" must be an integer from 1 to {LEXICON_VERSION}, got {version!r}")
+    name = obj.get("name", "custom")
+    if not isinstance(name, str) or not name.strip():
+        raise LexiconError(f"{where}: \"name\" must be a non-empty string, got {name!r}")
+    words = obj.get("intensity_words", dict(defaults.intensity_words))
+    if not isinstance(words, dict) or not all(_is_number(v) for v in words.values()):
+        raise LexiconError(f"{where}: \"intensity_words\" must map words to numbers, got {words!r}")
+    emotion_words = obj.get("emotion_words", list(defaults.emotion_words))
+    if not isinstance(emotion_words, list) or not all(isinstance(w, str) for w in emotion_words):
+        raise LexiconError(f"{where}: \"emotion_words\" must be a list of strings, got {emotion_words!r}")
+    raw_cues = obj.get("cues")
+    if not isinstance(raw_cues, list) or not raw_cues:
+        raise LexiconError(f"{where}: \"cues\" must be a non-empty list of cues")
+    cues = [_cue_from_dict(item, f"{where}: cues[{i}]") for i, item in enumerate(raw_cues)]
+    try:
+        return CueLexicon(tuple(cues), words, tuple(emotion_words), name=name.strip())
+    except (LexiconError, ValueError) as exc:
+        raise LexiconError(f"{where}: {exc}") from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cue_from_dict(item: Any, where: str) -> Cue:
+    if not isinstance(item, dict):
+        raise LexiconError(f"{where}: a cue is a JSON object, got {type(item).__name__}")
+    unknown = sorted(set(item) - _CUE_KEYS)
+    missing = sorted(_CUE_KEYS - set(item))
+    if unknown or missing:
+        raise LexiconError(f"{where}: a cue has exactly {sorted(_CUE_KEYS)}; "
+                           + "; ".join(p for p in (f"unknown {unknown}" if unknown else "",
+                                                     f"missing {missing}" if missing else "") if p))
+    name, modality, phrases, support = item["name"], item["modality"], item["phrases"], item["support"]
+    where = f"{where} ({name!r})"
+    if not isinstance(name, str) or not name.strip():
+        raise LexiconError(f"{where}: \"name\" must be a non-empty string")
+    if modality not in MODALITIES:
+        raise LexiconError(f"{where}: \"modality\" must be one of {list(MODALITIES)}, got {modality!r}")
+    if not isinstance(phrases, list) or not phrases or not all(isinstance(p, str) for p in phrases):
+        raise LexiconError(f"{where}: \"phrases\" must be a non-empty list of strings")
+    if not isinstance(support, dict) or not all(_is_number(v) and v >= 0 for v in support.values()):
+        raise LexiconError(f"{where}: \"support\" must map emotions to numbers >= 0, got {support!r}")
+    return Cue(name, modality, phrases[0], {k: float(v) for k, v in support.items()}, tuple(phrases[1:]))
+
+
+def load_lexicon(path: str | Path) -> CueLexicon:
+    """Read and validate a lexicon JSON file (``docs/lexicon.md``); its ``name`` defaults to the file's stem."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LexiconError(f"{path}: no such lexicon file") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise LexiconError(f"{path}: not a readable JSON lexicon ({exc})") from exc
+    if isinstance(obj, dict) and "name" not in obj:
+        obj = {**obj, "name": path.stem}
+    return lexicon_from_dict(obj, str(path))
+
+
+def stored_lexicon(folder: str | Path) -> CueLexicon:
+    """The lexicon a checkpoint or artifact folder was trained with; the built-in one when it stores none.
+
+    A checkpoint keeps it in ``lexicon.json`` (covered by its checksums); an
+    exported artifact in its manifest's ``extra["lexicon"]``. Folders written
+    before lexicons existed used the built-in vocabulary, so that is the
+    right default rather than a guess.
+    """
+    from migr_rt.training.synth.cues import LEXICON
+
+    folder = Path(folder)
+    if (folder / LEXICON_FILE).is_file():
+        return load_lexicon(folder / LEXICON_FILE)
+    from migr_rt.artifact import is_artifact, read_manifest
+
+    if is_artifact(folder):
+        stored = read_manifest(folder).extra.get("lexicon")
+        if stored is not None:
+            return lexicon_from_dict(stored, f"{folder / 'manifest.json'}: extra.lexicon")
+    return LEXICON
+
+
+__all__ = ["Cue", "CueLexicon", "LexiconError", "LEXICON_FILE", "implied_emotion_scores", "lexicon_from_dict",
+           "load_lexicon", "normalise_phrase", "stored_lexicon"]
