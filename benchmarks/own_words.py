@@ -42,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from held_out import REPO, held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from real_layout import dfew_layout, evaluate  # noqa: E402
+from migr_rt.training.data_report import lexicon_coverage  # noqa: E402
 from migr_rt.training.judge import CueJudge, described_cues  # noqa: E402
-from migr_rt.training.lexicon import CueLexicon, load_lexicon, normalise_phrase  # noqa: E402
+from migr_rt.training.lexicon import CueLexicon, load_lexicon, translate  # noqa: E402
 from migr_rt.training.synth.cues import LEXICON  # noqa: E402
+from migr_rt.training.sources import open_source  # noqa: E402
 from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
 EXAMPLE = REPO / "docs" / "lexicon_example.json"
@@ -64,25 +66,11 @@ SHOWN = (
 
 
 def translator(source: CueLexicon, target: CueLexicon) -> Callable[[str], str]:
-    """Rewrite text stated in ``source``'s words into ``target``'s: same cues (by name), nearest intensity word."""
-    phrase = {cue.name: cue.phrase for cue in target.cues}
-    missing = sorted({c.name for c in source.cues} - set(phrase))
+    """Rewrite text stated in ``source``'s words into ``target``'s, refusing a target that misses a cue."""
+    missing = sorted({c.name for c in source.cues} - {c.name for c in target.cues})
     if missing:
         raise click.ClickException(f"the target lexicon has no cue named {missing}; it must paraphrase every cue")
-
-    def word_for(weight: float) -> str:
-        return min(target.intensity_words, key=lambda w: abs(target.intensity_words[w] - weight))
-
-    def rewrite(text: str) -> str:
-        out, last = [], 0
-        for start, end, cue, weight in source.spans(text):
-            bare = normalise_phrase(text[start:end]) == normalise_phrase(cue.phrase)  # no intensity word
-            stated = phrase[cue.name] if bare else f"{word_for(weight)} {phrase[cue.name]}"
-            out += [text[last:start], stated]
-            last = end
-        return "".join(out + [text[last:]])
-
-    return rewrite
+    return lambda text: translate(text, source, target)
 
 
 def check_rewrite(records: list[dict], rewrite: Callable[[str], str], lexicon: CueLexicon) -> dict:
@@ -141,8 +129,14 @@ def main(train_dir: Path, test_dir: Path, work: Path, lexicon_path: Path, steps:
     check = check_rewrite(read_manifest(train_dir / "manifest.jsonl") + read_manifest(test_dir / "manifest.jsonl"),
                           rewrite, lexicon)
     work.mkdir(parents=True, exist_ok=True)
-    train_spec, n_train = dfew_layout(train_dir, work / "DFEW", rewrite)
-    test_spec, n_test = dfew_layout(test_dir, work / "DFEW-test", rewrite)
+    # one folder each: a tree's descriptions file lies beside it
+    train_spec, n_train = dfew_layout(train_dir, work / "train" / "DFEW", rewrite)
+    test_spec, n_test = dfew_layout(test_dir, work / "test" / "DFEW", rewrite)
+    for spec, n in ((train_spec, n_train), (test_spec, n_test)):
+        read = lexicon_coverage(open_source(spec), lexicon)
+        if read.described != n or read.readable != n:
+            raise click.ClickException(f"{spec}: {read.readable} of {read.described} described clips readable, "
+                                       f"{n} clips laid out; every clip must be described and readable")
     seconds = {"with lexicon": train(train_spec, work / "with-lexicon", work, steps, seed, lexicon_path)}
     if without:
         seconds["without lexicon"] = train(train_spec, work / "without-lexicon", work, steps, seed, None)

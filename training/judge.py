@@ -3,10 +3,10 @@
 ICR (the share of correct predictions whose explanation implies a different
 emotion) is only meaningful if the judge measures the *explanation*, not the
 label copied into it. So the implied emotion comes from cue statements alone:
-each phrase of the cue vocabulary (:mod:`.synth.cues`) supports emotions with
-known weights and an intensity word in front of it scales them. A sentence
-that just names an emotion ("the answer is clearly angry") states no cue and
-implies nothing; the vocabulary contract guarantees no phrase contains a label
+each phrase of a cue lexicon (:mod:`.lexicon`) supports emotions with known
+weights and an intensity word in front of it scales them. A sentence that
+just names an emotion ("the answer is clearly angry") states no cue and
+implies nothing; the lexicon contract guarantees no phrase contains a label
 word, so naming labels can never move the judgement.
 
 Consistency alone can be bought by leaving evidence out or by inventing it, so

@@ -281,6 +281,31 @@ class CueLexicon:
         return [p for cue in self.cues for p in cue.phrases] + list(self.intensity_words)
 
 
+def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
+    """``text`` with every cue statement in ``source``'s words restated in ``target``'s.
+
+    Each cue becomes ``target``'s canonical phrase for the cue of the same
+    name, and an intensity word becomes ``target``'s word of the nearest
+    weight; everything else is kept. This is how a corpus described in the
+    built-in vocabulary is put into other words to measure a lexicon
+    (``benchmarks/own_words.py``, the tests).
+    """
+    phrase = {cue.name: cue.phrase for cue in target.cues}
+    missing = sorted({cue.name for _, _, cue, _ in source.spans(text)} - set(phrase))
+    if missing:
+        raise LexiconError(f"lexicon {target.name!r} has no cue named {missing}")
+    out, last = [], 0
+    for start, end, cue, weight in source.spans(text):
+        stated = phrase[cue.name]
+        if normalise_phrase(text[start:end]) not in {normalise_phrase(p) for p in cue.phrases}:  # an intensity word
+            if not target.intensity_words:
+                raise LexiconError(f"lexicon {target.name!r} has no intensity words to restate {text[start:end]!r}")
+            stated = min(target.intensity_words, key=lambda w: abs(target.intensity_words[w] - weight)) + " " + stated
+        out += [text[last:start], stated]
+        last = end
+    return "".join(out + [text[last:]])
+
+
 def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = None) -> CueLexicon:
     """Build a lexicon from its JSON object; :class:`LexiconError` names ``where`` and the entry at fault.
 
@@ -361,24 +386,24 @@ def load_lexicon(path: str | Path) -> CueLexicon:
 def stored_lexicon(folder: str | Path) -> CueLexicon:
     """The lexicon a checkpoint or artifact folder was trained with; the built-in one when it stores none.
 
-    A checkpoint keeps it in ``lexicon.json`` (covered by its checksums); an
-    exported artifact in its manifest's ``extra["lexicon"]``. Folders written
+    A checkpoint keeps it in ``lexicon.json`` (covered by its checksums,
+    which loading the checkpoint verifies); an exported artifact in its
+    manifest's ``extra["lexicon"]``. Folders written
     before lexicons existed used the built-in vocabulary, so that is the
     right default rather than a guess.
     """
     from migr_rt.training.synth.cues import LEXICON
 
+    from migr_rt.artifact import MANIFEST, is_artifact, read_manifest
+
     folder = Path(folder)
+    if is_artifact(folder):  # the manifest is the artifact's record; a stray lexicon.json beside it is not read
+        stored = read_manifest(folder).extra.get("lexicon")
+        return LEXICON if stored is None else lexicon_from_dict(stored, f"{folder / MANIFEST}: extra.lexicon")
     if (folder / LEXICON_FILE).is_file():
         return load_lexicon(folder / LEXICON_FILE)
-    from migr_rt.artifact import is_artifact, read_manifest
-
-    if is_artifact(folder):
-        stored = read_manifest(folder).extra.get("lexicon")
-        if stored is not None:
-            return lexicon_from_dict(stored, f"{folder / 'manifest.json'}: extra.lexicon")
     return LEXICON
 
 
 __all__ = ["Cue", "CueLexicon", "LexiconError", "LEXICON_FILE", "implied_emotion_scores", "lexicon_from_dict",
-           "load_lexicon", "normalise_phrase", "stored_lexicon"]
+           "load_lexicon", "normalise_phrase", "stored_lexicon", "translate"]

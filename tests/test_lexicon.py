@@ -1,0 +1,338 @@
+"""Cue lexicons: the contract, reading text, lexicon files, and one lexicon carried from training to every verdict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from data_fixtures import write_dfew_csv
+from migr_rt.training.data import DFEW_CODE_TO_LABEL
+from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, misplaced_cues
+from migr_rt.training.lexicon import (
+    LEXICON_FILE,
+    Cue,
+    CueLexicon,
+    LexiconError,
+    lexicon_from_dict,
+    load_lexicon,
+    stored_lexicon,
+    translate,
+)
+from migr_rt.training.reasoning_recipe import reward_contexts
+from migr_rt.training.rewards import RewardContext, RewardWeights, score
+from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
+from migr_rt.training.synth.cues import CUES, INTENSITY_WORDS, LEXICON
+from migr_rt.training.windows import WindowSet
+from model_fixtures import tiny_config
+
+from migr_rt.cli import main
+from migr_rt.labels import DFEW_LABELS
+from migr_rt.traces import parse_trace
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "lexicon_example.json"
+
+
+def _lexicon(**changes) -> dict:
+    """A small valid lexicon file object; ``changes`` replace top-level keys."""
+    obj = {
+        "format": "migr-rt-lexicon", "version": 1, "name": "small",
+        "intensity_words": {"a bit": 0.4, "very": 1.0},
+        "cues": [
+            {"name": "scowl", "modality": "visual", "phrases": ["scowl", "brows drawn low"], "support": {"angry": 1.0}},
+            {"name": "forced_smile", "modality": "visual", "phrases": ["forced smile"], "support": {"disgust": 0.6}},
+            {"name": "smile", "modality": "visual", "phrases": ["smile"], "support": {"happy": 1.0}},
+            {"name": "shout", "modality": "audio", "phrases": ["shouting"], "support": {"angry": 0.9, "surprise": 0.3}},
+        ],
+    }
+    obj.update(changes)
+    return obj
+
+
+def _cue_change(index: int, **changes) -> dict:
+    obj = _lexicon()
+    obj["cues"][index] = {**obj["cues"][index], **changes}
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ contract
+
+
+@pytest.mark.parametrize("obj,message", [
+    (_cue_change(0, phrases=["angry glare"]), r"my.json: cue 'scowl': phrase 'angry glare' contains the emotion word 'angr"),
+    (_cue_change(2, phrases=["Brows  Drawn low"]), r"my.json: cue 'smile': phrase 'Brows  Drawn low' also states cue 'scowl'"),
+    (_cue_change(1, name="scowl"), r"my.json: cue 'scowl': the name is used by two cues"),
+    (_cue_change(3, modality="smell"), r"cues\[3\].*modality"),
+    (_cue_change(3, support={"angry": -1.0}), r"cues\[3\].*support"),
+    (_cue_change(3, support={"angry": 0.0}), r"my.json: cue 'shout': support must give at least one emotion"),
+    (_cue_change(2, phrases=["(smile)"]), r"my.json: cue 'smile': phrase '\(smile\)' must start and end with a letter"),
+    (_cue_change(2, phrases=["very wide smile"]), r"intensity word 'very'"),
+    (_cue_change(2, phrases=[]), r"phrases"),
+    (_cue_change(2, colour="red"), r"cues\[2\].*unknown \['colour'\]"),
+    (_lexicon(intensity_words={"very": 0}), r"weight must be a finite number > 0"),
+    (_lexicon(intensity_words={"very!": 1.0}), r"intensity word 'very!'"),
+    (_lexicon(cues=[]), r"\"cues\" must be a non-empty list"),
+    (_lexicon(format="lexicon"), r"\"format\" must be 'migr-rt-lexicon'"),
+    (_lexicon(version=2), r"\"version\" must be an integer from 1 to 1"),
+    (_lexicon(extra=1), r"unknown keys \['extra'\]"),
+    ({**_cue_change(0, phrases=["fierce glare"]), "emotion_words": ["glare"]}, r"emotion word 'glare'"),
+])
+def test_a_lexicon_that_breaks_the_contract_is_refused_naming_the_entry(obj, message) -> None:
+    with pytest.raises(LexiconError, match=message):
+        lexicon_from_dict(obj, "my.json")
+
+
+def test_load_lexicon_names_the_file_when_it_cannot_be_read(tmp_path) -> None:
+    with pytest.raises(LexiconError, match="no such lexicon file"):
+        load_lexicon(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LexiconError, match=f"{bad}: not a readable JSON lexicon"):
+        load_lexicon(bad)
+    bad.write_text("[]")
+    with pytest.raises(LexiconError, match=f"{bad}: a lexicon is a JSON object"):
+        load_lexicon(bad)
+    good = tmp_path / "mine.json"
+    obj = _lexicon()
+    del obj["name"]
+    good.write_text(json.dumps(obj))
+    assert load_lexicon(good).name == "mine"  # the file's stem when it names none
+
+
+def test_check_labels_refuses_a_phrase_naming_a_label_and_warns_what_it_cannot_judge() -> None:
+    small = lexicon_from_dict(_lexicon(), "x")
+    warnings = small.check_labels(DFEW_LABELS)
+    assert not any("not labels" in w for w in warnings)
+    assert {w.split("'")[3] for w in warnings if "argues most" in w} == {"fear", "neutral", "sad", "surprise"}
+    # a lexicon written for more labels than the model has: its extra support is reported, never counted
+    assert any("['surprise']" in w and "not labels" in w for w in small.check_labels(("angry", "disgust", "happy")))
+    calm = lexicon_from_dict(_cue_change(2, phrases=["calm smile"]), "x")  # fine for DFEW, not for RAVDESS
+    calm.check_labels(DFEW_LABELS)
+    with pytest.raises(LexiconError, match="'calm smile' contains the emotion word 'calm'"):
+        calm.check_labels(DFEW_LABELS + ("calm",))
+    assert LEXICON.check_labels(DFEW_LABELS) == []
+
+
+# ------------------------------------------------------------------------------------------------ reading text
+
+
+def test_find_reads_every_phrase_alias_case_spacing_and_intensity_word() -> None:
+    small = lexicon_from_dict(_lexicon(), "x")
+    found = [(c.name, w) for c, w in small.find("A bit  BROWS drawn\nlow, very shouting; a smile, a forced smile.")]
+    assert found == [("scowl", 0.4), ("shout", 1.0), ("smile", 1.0), ("forced_smile", 1.0)]
+    assert small.find("smiles and unsmile") == []  # whole words only
+    assert [c.name for c, _ in small.find("a forced smile")] == ["forced_smile"]  # the longer phrase wins
+    text = "very scowl then smile"
+    assert [(text[a:b], c.name) for a, b, c, _ in small.spans(text)] == [("very scowl", "scowl"), ("smile", "smile")]
+
+
+def test_content_decides_equality_not_the_name_and_json_round_trips() -> None:
+    a = lexicon_from_dict(_lexicon(), "x")
+    b = lexicon_from_dict(_lexicon(name="renamed"), "y")
+    assert a == b and a.digest == b.digest and hash(a) == hash(b)
+    assert a != lexicon_from_dict(_cue_change(3, support={"angry": 0.8}), "z")
+    back = lexicon_from_dict(json.loads(LEXICON.to_json()), "builtin.json")
+    assert back == LEXICON and back.name == "builtin"
+    assert [c.name for c in back.cues] == [c.name for c in CUES]
+
+
+def test_the_example_lexicon_reads_a_paraphrase_as_the_builtin_vocabulary_reads_the_original() -> None:
+    example = load_lexicon(EXAMPLE)
+    assert example.check_labels(DFEW_LABELS) == []
+    for cue in CUES:
+        for word in (None, *INTENSITY_WORDS):
+            original = cue.phrase if word is None else f"{word} {cue.phrase}"
+            said = translate(f"the face shows {original}.", LEXICON, example)
+            assert LEXICON.find(said) == [], said  # none of the built-in words are left
+            assert CueJudge(lexicon=example).emotion_scores(said) == CueJudge().emotion_scores(original), said
+            assert [c.name for c, _ in example.find(said)] == [cue.name]
+
+
+# ------------------------------------------------------------------------------------------------ judging with it
+
+PARAPHRASED = ("<think><visual>intensely brows pulled down, markedly squinting eyes</visual>"
+               "<audio>markedly booming voice</audio><summary>the visual evidence decides: brows pulled down"
+               "</summary></think><answer>angry</answer>")
+ORIGINAL = ("<think><visual>strongly lowered brows, clearly narrowed eyes</visual>"
+            "<audio>clearly loud voice</audio><summary>the visual evidence decides: lowered brows"
+            "</summary></think><answer>angry</answer>")
+
+
+def test_judge_grounding_coverage_and_misfiling_read_the_lexicon_they_are_given() -> None:
+    example = load_lexicon(EXAMPLE)
+    assert translate(ORIGINAL, LEXICON, example) == PARAPHRASED
+    parsed = parse_trace(PARAPHRASED, DFEW_LABELS)
+    shown = {"visual": ["brows_lowered", "eyes_narrowed"], "audio": ["voice_loud"]}
+    assert CueJudge(DFEW_LABELS).implied_emotion(parsed.explanation) is None  # other words: no cue it knows
+    assert CueJudge(DFEW_LABELS, example).implied_emotion(parsed.explanation) == "angry"
+    assert grounding(parsed, shown) is None and grounding(parsed, shown, example) == 1.0
+    assert grounding(parsed, {"visual": ["brows_lowered"], "audio": []}, example) == pytest.approx(1 / 3)
+    assert coverage(parsed, ["visual", "audio"]) == 0.0 and coverage(parsed, ["visual", "audio"], example) == 1.0
+    misfiled = parse_trace(PARAPHRASED.replace("squinting eyes", "booming voice"), DFEW_LABELS)
+    assert misplaced_cues(misfiled) == 0 and misplaced_cues(misfiled, example) == 1
+    assert described_cues({"visual": "mildly smile", "audio": ""}) is None
+    assert described_cues({"visual": "mildly smile", "audio": ""}, example) == {"visual": ["mouth_corners_up"],
+                                                                                "audio": []}
+
+
+def test_every_reward_scores_a_paraphrase_with_its_lexicon_as_the_original_with_the_builtin_one() -> None:
+    example = load_lexicon(EXAMPLE)
+    originals = [
+        ORIGINAL,
+        ORIGINAL.replace("clearly narrowed eyes", "clearly loud voice"),  # misfiled and repeated
+        ORIGINAL.replace("<answer>angry", "<answer>happy").replace("<visual>", "<audio>x</audio><visual>"),
+        "<think><visual>slightly upturned mouth corners</visual></think><answer>happy</answer>",
+    ]
+    said = [translate(t, LEXICON, example) for t in originals]
+    assert said[0] == PARAPHRASED
+    cues = {"visual": frozenset({"brows_lowered", "eyes_narrowed"}), "audio": frozenset({"voice_loud"})}
+
+    def contexts(lexicon: CueLexicon) -> list[RewardContext]:
+        return [RewardContext("angry", DFEW_LABELS, "visual", ("visual", "audio"), cues, lexicon=lexicon)] * len(originals)
+
+    base_total, base_terms = score(originals, contexts(LEXICON), RewardWeights())
+    total, terms = score(said, contexts(example), RewardWeights())
+    assert torch.equal(total, base_total)
+    for name in base_terms:
+        assert torch.equal(terms[name], base_terms[name]), name
+    assert base_terms["grounding"][0] == 1.0 and base_terms["consistency"][0] == 1.0
+    # read with the built-in words instead, the paraphrase earns no cue term at all
+    _, blind = score(said, contexts(LEXICON), RewardWeights())
+    for name in ("consistency", "grounding", "coverage", "coherence", "first_segment"):
+        assert float(blind[name].sum()) == 0.0, name
+
+
+def test_shown_cues_take_the_corpus_record_only_with_the_builtin_lexicon() -> None:
+    cfg = tiny_config()
+    said = {"visual": "mildly smile", "audio": "intensely booming voice"}
+    windows = WindowSet(
+        torch.zeros(1, cfg.num_frames, cfg.face_size, cfg.face_size, 3, dtype=torch.uint8),
+        torch.zeros(1, cfg.audio_samples, dtype=torch.float16), torch.ones(1, 2, dtype=torch.bool),
+        torch.zeros(1, dtype=torch.long), torch.full((1, 2), -1), torch.zeros(1, dtype=torch.bool), ["w0"], [said],
+        [{"cues": {"visual": ["brows_lowered"], "audio": []}}],
+    )
+    example = load_lexicon(EXAMPLE)
+    assert windows.shown_cues(0) == {"visual": ["brows_lowered"], "audio": []}  # the record, in built-in names
+    assert windows.shown_cues(0, example) == {"visual": ["mouth_corners_up"], "audio": ["voice_loud"]}
+    ctx = reward_contexts(windows, DFEW_LABELS, ["visual"], example)[0]
+    assert ctx.lexicon == example and ctx.vocabulary
+    assert ctx.actual_cues == {"visual": frozenset({"mouth_corners_up"}), "audio": frozenset({"voice_loud"})}
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def own_words(tmp_path_factory):
+    """A synthetic corpus laid out as DFEW twice: described in the example lexicon's words, and in the built-in ones."""
+    tmp = tmp_path_factory.mktemp("ownwords")
+    corpus = tmp / "corpus"
+    generate_corpus(SynthConfig(n=16, seed=43, workers=1), corpus)
+    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    code = {label: c for c, label in DFEW_CODE_TO_LABEL.items()}
+    root = tmp / "DFEW"
+    (root / "Clip" / "original").mkdir(parents=True)
+    for n, rec in enumerate(records, start=1):
+        shutil.copy(corpus / rec["file"], root / "Clip" / "original" / f"{n}.mp4")
+    write_dfew_csv(root, "train", 1, [(n, code[rec["label"]]) for n, rec in enumerate(records, start=1)])
+    example = load_lexicon(EXAMPLE)
+    specs = {}
+    for name, words in (("paraphrased", example), ("builtin", LEXICON)):
+        path = tmp / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"clip_id": str(n), **{m: translate(rec[f"{m}_text"], LEXICON, words)
+                                                                     for m in ("visual", "audio")}}) + "\n"
+                                for n, rec in enumerate(records, start=1)))
+        specs[name] = f"dfew:{root}?fold=1&split=train&descriptions={path}"
+    return specs, len(records)
+
+
+def test_data_reports_how_many_descriptions_a_lexicon_reads(own_words) -> None:
+    specs, n = own_words
+    with_it = CliRunner().invoke(main, ["data", specs["paraphrased"], "--lexicon", str(EXAMPLE), "--json"])
+    assert with_it.exit_code == 0, with_it.output
+    report = json.loads(with_it.output)
+    assert report["vocabulary_described"] == report["described"] == n and report["unreadable_example"] is None
+    assert "paraphrase" in report["lexicon"]
+    without = CliRunner().invoke(main, ["data", specs["paraphrased"]])
+    assert without.exit_code == 0, without.output
+    assert f"({0} readable by CueLexicon(name='builtin'" in without.output
+    assert "not readable, e.g. dfew/00001" in without.output and "docs/lexicon.md" in without.output
+
+
+def test_training_refuses_a_lexicon_that_reads_none_of_the_descriptions(own_words, tmp_path) -> None:
+    specs, n = own_words
+    result = CliRunner().invoke(main, ["train", "--recipe", "migr", "--smoke", "--data", specs["builtin"],
+                                       "--out", str(tmp_path / "m"), "--lexicon", str(EXAMPLE)])
+    assert result.exit_code == 1
+    assert f"reads the cues of none of the {n} described clips" in result.output
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.work").exists()  # refused before any work
+    base = CliRunner().invoke(main, ["train", "--recipe", "base", "--data", specs["builtin"],
+                                     "--out", str(tmp_path / "b"), "--lexicon", str(EXAMPLE)])
+    assert base.exit_code == 2 and "--lexicon do(es) not apply to --recipe base" in base.output
+
+
+def test_a_lexicon_trains_with_migr_and_judges_eval_the_runtime_and_exports(own_words, tmp_path) -> None:
+    from migr_rt.export.onnx_export import export_onnx
+
+    from migr_rt.model import load_checkpoint
+    from migr_rt.predict import Predictor
+    from migr_rt.training.base_recipe import load_or_extract
+    from migr_rt.training.sources import open_source
+
+    specs, _ = own_words
+    example = load_lexicon(EXAMPLE)
+    out, cache = tmp_path / "migr", tmp_path / "cache"
+    args = ["train", "--recipe", "migr", "--smoke", "--data", specs["paraphrased"], "--out", str(out),
+            "--cache-dir", str(cache)]
+    result = CliRunner().invoke(main, args + ["--lexicon", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert stored_lexicon(out) == example and (out / LEXICON_FILE).is_file()
+
+    # GRPO's cue terms applied on every clip: the lexicon reads each paraphrased description
+    model, _ = load_checkpoint(out)
+    windows = load_or_extract(open_source(specs["paraphrased"]), model.config, cache, None)
+    ctxs = reward_contexts(windows, tuple(model.config.labels), [None] * len(windows), stored_lexicon(out))
+    assert all(c.vocabulary and c.actual_cues for c in ctxs)
+
+    # an edited lexicon file is a different run: resuming the work folder with it is refused
+    edited = tmp_path / "edited.json"
+    obj = json.loads(EXAMPLE.read_text())
+    obj["cues"][0]["support"]["angry"] = 0.5
+    edited.write_text(json.dumps(obj))
+    again = CliRunner().invoke(main, args + ["--lexicon", str(edited)])
+    assert again.exit_code == 1 and "different config" in again.output
+
+    # eval judges with the checkpoint's lexicon unless told otherwise
+    for extra, name, lexicon in (([], "own", example), (["--lexicon", str(edited)], "edited", load_lexicon(edited))):
+        ev = CliRunner().invoke(main, ["eval", "--checkpoint", str(out), "--data", specs["paraphrased"],
+                                       "--out", str(tmp_path / f"ev-{name}"), "--cache-dir", str(cache),
+                                       "--max-new-tokens", "24"] + extra)
+        assert ev.exit_code == 0, ev.output
+        assert f"digest={lexicon.digest[:12]}" in json.loads((tmp_path / f"ev-{name}" / "eval.json").read_text())["judge"]
+
+    # the runtime's verdicts read the same words, from the checkpoint and from its ONNX export
+    assert Predictor(out, backend="torch").judge.lexicon == example
+    manifest = export_onnx(out, tmp_path / "onnx", precision="fp32", check_parity=False)
+    assert lexicon_from_dict(manifest.extra["lexicon"], "manifest") == example
+    assert Predictor(tmp_path / "onnx", backend="onnxruntime").judge.lexicon == example
+
+
+def test_checkpoints_without_a_lexicon_are_judged_with_the_builtin_vocabulary(bundled_onnx) -> None:
+    from migr_rt.artifact import read_manifest
+    from migr_rt.predict import Predictor, default_checkpoint
+
+    assert not (default_checkpoint() / LEXICON_FILE).exists()  # trained before lexicons existed
+    assert stored_lexicon(default_checkpoint()) == LEXICON
+    assert lexicon_from_dict(read_manifest(bundled_onnx).extra["lexicon"], "manifest") == LEXICON
+    assert Predictor(bundled_onnx, backend="onnxruntime").judge.lexicon == LEXICON
+
+
+def test_a_copied_cue_keeps_its_aliases() -> None:
+    cue = Cue("smile", "visual", "smile", {"happy": 1.0}, ("grin",))
+    assert cue.phrases == ("smile", "grin")
+    import copy
+
+    assert copy.deepcopy(cue).aliases == ("grin",)
