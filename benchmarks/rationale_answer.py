@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from held_out import held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.evaluation import reasoning_metrics, window_record  # noqa: E402
-from migr_rt.training.judge import CueJudge  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 from migr_rt.training.windows import window_meta  # noqa: E402
 
@@ -41,7 +40,7 @@ MODES = ("label", "model")
 
 def measure(predictor: Predictor, corpus: SynthCorpus, every: int = 1) -> dict:
     cfg = predictor.config
-    judge = CueJudge(cfg.labels)
+    judge = predictor.judge  # the cue judge over the checkpoint's lexicon
     records = {mode: [] for mode in MODES}
     same_explanation = differ = 0
     flag = {"flagged": 0, "flagged_inconsistent": 0, "inconsistent": 0}

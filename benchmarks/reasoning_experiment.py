@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 from migr_rt.training.base_recipe import load_or_extract  # noqa: E402
 from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, write_report  # noqa: E402
+from migr_rt.training.lexicon import stored_lexicon  # noqa: E402
 from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, run_reasoning_recipe  # noqa: E402
 from migr_rt.training.sources import open_source  # noqa: E402
 
@@ -304,7 +305,8 @@ def main(train_data: str, test_data: str, base: Path, work: Path, cache_dir: Pat
             ckpt, mode = work / variant, "reason"
         train_seconds = time.monotonic() - t0
         model, tokenizer = load_checkpoint(ckpt)
-        report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode=mode, opening=opening))
+        report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode=mode, opening=opening),
+                                    lexicon=stored_lexicon(ckpt))
         write_report(report, work / f"{variant}.eval")
         results["variants"][variant] = {"checkpoint": str(ckpt), "mode": mode, "opening": opening,
                                         "metrics": report.metrics,

@@ -329,6 +329,7 @@ def export_onnx(
     say = on_progress or (lambda _msg: None)
     checkpoint, out = Path(checkpoint), Path(out)
     model, tokenizer = load_checkpoint(checkpoint)
+    lexicon = stored_lexicon(checkpoint)  # read now, checked against the checksums the load just verified
     model = model.float().eval()
     with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix=f".{out.name}.work-",
                                                                   dir=out.parent) as tmp:
@@ -375,7 +376,7 @@ def export_onnx(
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
                    "step_graph": (f"fused (opset {FUSED_OPSET} + com.microsoft)" if fuse else "traced"),
                    "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
-                   "lexicon": stored_lexicon(checkpoint).to_dict()},  # the runtime judges with the same words
+                   "lexicon": lexicon.to_dict()},  # the runtime judges with the same words
             format_version=FORMAT_VERSION,
         )
         write_text_atomic(staging / MANIFEST, manifest.to_json())

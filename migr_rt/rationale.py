@@ -14,6 +14,7 @@ can tell when it does not.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from migr_rt.backends.decode import AnswerAnchor
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import prefix_ids
 from migr_rt.traces import ParsedTrace
+
+logger = logging.getLogger(__name__)
 
 
 def rationale_prompt(config: MigrConfig, opening: str | None) -> tuple[list[int], str]:
@@ -82,7 +85,10 @@ def resolve_judge(config: MigrConfig, judge=None, folder: str | Path | None = No
     from migr_rt.training.lexicon import stored_lexicon
 
     if judge is None:
-        return CueJudge(config.labels, stored_lexicon(folder) if folder is not None else None)
+        judge = CueJudge(config.labels, stored_lexicon(folder) if folder is not None else None)
+        for warning in judge.lexicon.check_labels(config.labels):  # raises if a phrase names a label
+            logger.warning(warning)
+        return judge
     if not isinstance(judge, ExplanationJudge):
         raise TypeError(f"judge must have implied_emotion(text) and emotion_scores(text) (an ExplanationJudge), "
                         f"got {type(judge).__name__}")

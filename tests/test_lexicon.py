@@ -69,8 +69,11 @@ def _cue_change(index: int, **changes) -> dict:
     (_cue_change(3, support={"angry": -1.0}), r"cues\[3\].*support"),
     (_cue_change(3, support={"angry": 0.0}), r"my.json: cue 'shout': support must give at least one emotion"),
     (_cue_change(2, phrases=["(smile)"]), r"my.json: cue 'smile': phrase '\(smile\)' must start and end with a letter"),
+    (_cue_change(2, phrases=["sadly drooping"]), r"phrase 'sadly drooping' contains the emotion word 'sad'"),
+    (_cue_change(2, phrases=["bit lip"]), r"starts with 'bit', the end of the intensity word 'a bit'"),
+    (_lexicon(intensity_words={"Very": 0.9, "very": 1.0}), r"intensity word 'very' is listed twice"),
     (_cue_change(2, phrases=["very wide smile"]), r"intensity word 'very'"),
-    (_cue_change(2, phrases=[]), r"phrases"),
+    (_cue_change(2, phrases=[]), r"\"phrases\" must be a non-empty list of strings"),
     (_cue_change(2, colour="red"), r"cues\[2\].*unknown \['colour'\]"),
     (_lexicon(intensity_words={"very": 0}), r"weight must be a finite number > 0"),
     (_lexicon(intensity_words={"very!": 1.0}), r"intensity word 'very!'"),
@@ -85,6 +88,13 @@ def test_a_lexicon_that_breaks_the_contract_is_refused_naming_the_entry(obj, mes
         lexicon_from_dict(obj, "my.json")
 
 
+def test_emotion_words_are_refused_at_word_starts_only_and_a_file_can_add_more() -> None:
+    fine = lexicon_from_dict(_cue_change(2, phrases=["dangerous stare"]), "x")  # "anger" inside a word is no label
+    assert [c.name for c, _ in fine.find("a dangerous stare")] == ["smile"]
+    with pytest.raises(LexiconError, match="'scared eyes' contains the emotion word 'scared'"):
+        lexicon_from_dict({**_cue_change(2, phrases=["scared eyes"]), "emotion_words": ["furious"]}, "x")
+
+
 def test_load_lexicon_names_the_file_when_it_cannot_be_read(tmp_path) -> None:
     with pytest.raises(LexiconError, match="no such lexicon file"):
         load_lexicon(tmp_path / "absent.json")
@@ -94,6 +104,10 @@ def test_load_lexicon_names_the_file_when_it_cannot_be_read(tmp_path) -> None:
         load_lexicon(bad)
     bad.write_text("[]")
     with pytest.raises(LexiconError, match=f"{bad}: a lexicon is a JSON object"):
+        load_lexicon(bad)
+    bad.write_text('{"format": "migr-rt-lexicon", "version": 1, "cues": [{"name": "a", "modality": "visual", '
+                   '"phrases": ["scowl"], "support": {"angry": 1, "angry": 0.1}}]}')
+    with pytest.raises(LexiconError, match=r"bad.json: keys \['angry'\] appear twice"):
         load_lexicon(bad)
     good = tmp_path / "mine.json"
     obj = _lexicon()
@@ -129,11 +143,30 @@ def test_find_reads_every_phrase_alias_case_spacing_and_intensity_word() -> None
     assert [(text[a:b], c.name) for a, b, c, _ in small.spans(text)] == [("very scowl", "scowl"), ("smile", "smile")]
 
 
+def test_case_insensitive_spellings_that_lower_differently_are_read_not_crashed_on() -> None:
+    # Python's case-insensitive matching takes "ſ" for "s" and a dotless "ı" for "i"; lower() does not
+    for text in ("raiſed brows", "raısed brows", "ſlightly lowered brows", "RAISED BROWS"):
+        assert len(LEXICON.find(text)) == 1, text
+    assert LEXICON.find("ſlightly lowered brows")[0][1] == INTENSITY_WORDS["slightly"]
+    assert CueJudge().implied_emotion("raiſed brows") == "surprise"
+
+
+def test_lexicons_and_judges_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    example = load_lexicon(EXAMPLE)
+    assert pickle.loads(pickle.dumps(example)) == example
+    judge = copy.deepcopy(CueJudge(DFEW_LABELS, example))
+    assert judge.lexicon == example and judge.implied_emotion("intensely brows pulled down") == "angry"
+
+
 def test_content_decides_equality_not_the_name_and_json_round_trips() -> None:
     a = lexicon_from_dict(_lexicon(), "x")
     b = lexicon_from_dict(_lexicon(name="renamed"), "y")
     assert a == b and a.digest == b.digest and hash(a) == hash(b)
     assert a != lexicon_from_dict(_cue_change(3, support={"angry": 0.8}), "z")
+    assert a == lexicon_from_dict(_cue_change(0, phrases=["Scowl", "brows  drawn LOW"]), "w")  # read the same way
     back = lexicon_from_dict(json.loads(LEXICON.to_json()), "builtin.json")
     assert back == LEXICON and back.name == "builtin"
     assert [c.name for c in back.cues] == [c.name for c in CUES]
@@ -290,6 +323,7 @@ def test_a_lexicon_trains_with_migr_and_judges_eval_the_runtime_and_exports(own_
     result = CliRunner().invoke(main, args + ["--lexicon", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert stored_lexicon(out) == example and (out / LEXICON_FILE).is_file()
+    assert json.loads((out / "metrics.json").read_text())["lexicon"]["digest"] == example.digest
 
     # GRPO's cue terms applied on every clip: the lexicon reads each paraphrased description
     model, _ = load_checkpoint(out)
@@ -320,19 +354,58 @@ def test_a_lexicon_trains_with_migr_and_judges_eval_the_runtime_and_exports(own_
     assert Predictor(tmp_path / "onnx", backend="onnxruntime").judge.lexicon == example
 
 
-def test_checkpoints_without_a_lexicon_are_judged_with_the_builtin_vocabulary(bundled_onnx) -> None:
-    from migr_rt.artifact import read_manifest
+def test_folders_without_a_lexicon_are_judged_with_the_builtin_vocabulary(bundled_onnx, tmp_path) -> None:
+    from migr_rt.artifact import MANIFEST, read_manifest
     from migr_rt.predict import Predictor, default_checkpoint
 
     assert not (default_checkpoint() / LEXICON_FILE).exists()  # trained before lexicons existed
     assert stored_lexicon(default_checkpoint()) == LEXICON
     assert lexicon_from_dict(read_manifest(bundled_onnx).extra["lexicon"], "manifest") == LEXICON
     assert Predictor(bundled_onnx, backend="onnxruntime").judge.lexicon == LEXICON
+    # an artifact exported before lexicons existed has none in its manifest; a file beside it is not its record
+    old = tmp_path / "old-artifact"
+    shutil.copytree(bundled_onnx, old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    del manifest["extra"]["lexicon"]
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    shutil.copy(EXAMPLE, old / LEXICON_FILE)
+    assert stored_lexicon(old) == LEXICON
+
+
+def test_a_checkpoint_lexicon_that_its_checksums_do_not_vouch_for_is_refused(tiny_model, tmp_path) -> None:
+    from migr_rt.model import CheckpointError, save_checkpoint
+
+    model, tok = tiny_model
+    example = load_lexicon(EXAMPLE)
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", extra_files={LEXICON_FILE: example.to_json()})
+    assert stored_lexicon(ckpt) == example
+    edited = json.loads((ckpt / LEXICON_FILE).read_text())
+    edited["cues"][0]["support"] = {"happy": 1.0}
+    (ckpt / LEXICON_FILE).write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match="SHA-256 differs"):
+        stored_lexicon(ckpt)
+    plain = save_checkpoint(model, tok, tmp_path / "plain")
+    shutil.copy(EXAMPLE, plain / LEXICON_FILE)  # added after saving: no checksum records it
+    with pytest.raises(CheckpointError, match="not recorded in"):
+        stored_lexicon(plain)
+
+
+def test_evaluation_refuses_a_judge_and_a_lexicon_that_read_different_words() -> None:
+    from migr_rt.training.evaluation import window_record
+
+    example = load_lexicon(EXAMPLE)
+    with pytest.raises(ValueError, match="different words"):
+        window_record(PARAPHRASED, id="w", label="angry", labels=DFEW_LABELS, visible=["visual"],
+                      judge=CueJudge(DFEW_LABELS), lexicon=example)
+    record = window_record(PARAPHRASED, id="w", label="angry", labels=DFEW_LABELS, visible=["visual", "audio"],
+                           meta={"cues": {"visual": ["brows_lowered", "eyes_narrowed"], "audio": ["voice_loud"]}},
+                           judge=CueJudge(DFEW_LABELS, example))
+    assert record.implied == "angry" and record.grounding == 1.0 and record.coverage == 1.0
 
 
 def test_a_copied_cue_keeps_its_aliases() -> None:
-    cue = Cue("smile", "visual", "smile", {"happy": 1.0}, ("grin",))
-    assert cue.phrases == ("smile", "grin")
     import copy
 
+    cue = Cue("smile", "visual", "smile", {"happy": 1.0}, ("grin",))
+    assert cue.phrases == ("smile", "grin")
     assert copy.deepcopy(cue).aliases == ("grin",)

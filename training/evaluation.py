@@ -104,6 +104,18 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------- records
 
 
+def _judge_and_lexicon(
+    judge: ExplanationJudge | None, lexicon: CueLexicon | None, labels: Sequence[str]
+) -> tuple[CueLexicon, ExplanationJudge]:
+    """The lexicon grounding and coverage read and the judge, agreeing: a cue judge over another lexicon is refused."""
+    own = getattr(judge, "lexicon", None)
+    if lexicon is not None and own is not None and own != lexicon:
+        raise ValueError(f"the judge reads {own!r} but lexicon={lexicon!r}: verdicts and grounding would read "
+                         "different words; pass one of them")
+    lexicon = lexicon or own or LEXICON
+    return lexicon, judge or CueJudge(labels, lexicon)
+
+
 @dataclass
 class WindowRecord:
     """One window's output as evaluation reads it (a line of ``predictions.jsonl``)."""
@@ -156,8 +168,7 @@ def window_record(
     coverage and the default judge read (default: the judge's own lexicon, else the built-in vocabulary).
     """
     meta = meta or {}
-    lexicon = lexicon or getattr(judge, "lexicon", None) or LEXICON
-    judge = judge or CueJudge(labels, lexicon)
+    lexicon, judge = _judge_and_lexicon(judge, lexicon, labels)
     parsed = parse_trace(text, labels)
     visible = [m for m in visible]
     cues = meta.get("cues")
@@ -443,8 +454,7 @@ def evaluate_reasoning(
         raise ValueError("no windows to evaluate")
     labels = list(model.config.labels)
     modalities = list(model.config.modalities)
-    lexicon = lexicon or getattr(judge, "lexicon", None) or LEXICON
-    judge = judge or CueJudge(labels, lexicon)
+    lexicon, judge = _judge_and_lexicon(judge, lexicon, labels)
     gen_config = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=0.0)
     eos_text = tokenizer.convert_ids_to_tokens(model.config.special_token_ids["eos"]) or ""
     was_training = model.training

@@ -125,27 +125,38 @@ class CueLexicon:
     intensity_words: Mapping[str, float] = field(default_factory=dict)
     emotion_words: tuple[str, ...] = ()
     name: str = "custom"
-    _by_phrase: Mapping[str, Cue] = field(init=False, repr=False)
+    _phrase_cues: tuple[Cue, ...] = field(init=False, repr=False)
+    _words: tuple[str, ...] = field(init=False, repr=False)
     _pattern: re.Pattern | None = field(init=False, repr=False)
     _digest: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cues", tuple(self.cues))
-        words = {normalise_phrase(w): float(v) for w, v in dict(self.intensity_words).items()}
+        words: dict[str, float] = {}
+        for word, weight in dict(self.intensity_words).items():
+            key = normalise_phrase(word) if isinstance(word, str) else ""
+            if key in words:
+                raise LexiconError(f"intensity word {word!r} is listed twice (case and spacing do not count)")
+            words[key] = float(weight)
         object.__setattr__(self, "intensity_words", MappingProxyType(words))
-        object.__setattr__(self, "emotion_words", tuple(normalise_phrase(w) for w in self.emotion_words))
+        object.__setattr__(self, "emotion_words", tuple(dict.fromkeys(normalise_phrase(w) for w in self.emotion_words)))
         by_phrase = self._validate()
-        object.__setattr__(self, "_by_phrase", MappingProxyType(by_phrase))
-        phrases = sorted(by_phrase, key=lambda p: (-len(p), p))
-        pattern = None
-        if phrases:
-            intensity = "|".join(_words_pattern(w) for w in sorted(words, key=lambda w: (-len(w), w)))
-            prefix = rf"(?:\b(?P<word>{intensity})\s+)?" if intensity else ""
-            pattern = re.compile(prefix + r"\b(?P<phrase>" + "|".join(map(_words_pattern, phrases)) + r")\b",
-                                 re.IGNORECASE)
-        object.__setattr__(self, "_pattern", pattern)
-        digest = hashlib.sha256(json.dumps(self._content(), sort_keys=True).encode()).hexdigest()
+        # Longest first, so at each position the longest phrase wins. Each phrase and intensity word is a group of
+        # its own: a match names its cue and weight by group, never by re-reading the matched text, which
+        # case-insensitive matching may spell differently ("raiſed brows", a Turkish dotless i).
+        ordered = sorted(by_phrase.items(), key=lambda kv: (-len(kv[0]), kv[0]))
+        object.__setattr__(self, "_phrase_cues", tuple(cue for _, cue in ordered))
+        object.__setattr__(self, "_words", tuple(sorted(words, key=lambda w: (-len(w), w))))
+        prefix = ""
+        if self._words:
+            prefix = r"(?:\b(?:" + "|".join(f"(?P<w{i}>{_words_pattern(w)})" for i, w in enumerate(self._words)) + r")\s+)?"
+        phrases = "|".join(f"(?P<p{i}>{_words_pattern(p)})" for i, (p, _) in enumerate(ordered))
+        object.__setattr__(self, "_pattern", re.compile(prefix + r"\b(?:" + phrases + r")\b", re.IGNORECASE))
+        digest = hashlib.sha256(json.dumps(self._content(normalised=True), sort_keys=True).encode()).hexdigest()
         object.__setattr__(self, "_digest", digest)
+
+    def __reduce__(self) -> tuple:  # the read-only mappings do not pickle; rebuild from plain values
+        return (CueLexicon, (self.cues, dict(self.intensity_words), self.emotion_words, self.name))
 
     def _validate(self) -> dict[str, Cue]:
         """Check the contract; the map from normalised phrase to cue."""
@@ -175,7 +186,8 @@ class CueLexicon:
             for phrase in cue.phrases:
                 key = normalise_phrase(phrase) if isinstance(phrase, str) else ""
                 if not re.fullmatch(r"\w.*\w|\w", key):
-                    raise LexiconError(f"{where}: phrase {phrase!r} must start and end with a letter or digit")
+                    raise LexiconError(f"{where}: phrase {phrase!r} must start and end with a letter, digit or "
+                                       "underscore")
                 other = by_phrase.get(key)
                 if other is not None:
                     raise LexiconError(f"{where}: phrase {phrase!r} also states cue {other.name!r}; "
@@ -185,13 +197,20 @@ class CueLexicon:
         return by_phrase
 
     def _check_phrase_words(self, where: str, phrase: str, key: str, emotion_words: Iterable[str]) -> None:
+        """Refuse a phrase with a word that starts with an emotion word, or that an intensity word could eat."""
         for word in emotion_words:
-            if word and word in key:
+            if word and re.search(rf"\b{_words_pattern(word)}", key):
                 raise LexiconError(f"{where}: phrase {phrase!r} contains the emotion word {word!r}; "
                                    "a cue must argue for an emotion without naming it")
         for word in self.intensity_words:
             if re.search(rf"\b{_words_pattern(word)}\b", key):
                 raise LexiconError(f"{where}: phrase {phrase!r} contains the intensity word {word!r}")
+            parts = word.split()
+            for k in range(1, len(parts)):  # "a bit" before "bit lip" would read as "a bit" + "lip"
+                tail = " ".join(parts[k:])
+                if key == tail or key.startswith(tail + " "):
+                    raise LexiconError(f"{where}: phrase {phrase!r} starts with {tail!r}, the end of the intensity "
+                                       f"word {word!r}, so the two could not be told apart")
 
     # -- reading text ------------------------------------------------------------------------------------------------
     def find(self, text: str) -> list[tuple[Cue, float]]:
@@ -206,13 +225,12 @@ class CueLexicon:
 
     def spans(self, text: str) -> list[tuple[int, int, Cue, float]]:
         """:meth:`find` with where each statement lies: ``(start, end, cue, weight)``, the intensity word included."""
-        if self._pattern is None:
-            return []
         out = []
         for m in self._pattern.finditer(text):
-            cue = self._by_phrase[normalise_phrase(m.group("phrase"))]
-            word = m.groupdict().get("word")
-            out.append((m.start(), m.end(), cue, self.intensity_words[normalise_phrase(word)] if word else 1.0))
+            cue = self._phrase_cues[int(m.lastgroup[1:])]  # the phrase group closes last
+            weight = next((self.intensity_words[w] for i, w in enumerate(self._words) if m.group(f"w{i}") is not None),
+                          1.0)
+            out.append((m.start(), m.end(), cue, weight))
         return out
 
     def cues_for(self, modality: str) -> tuple[Cue, ...]:
@@ -261,12 +279,14 @@ class CueLexicon:
     def __repr__(self) -> str:
         return f"CueLexicon(name={self.name!r}, cues={len(self.cues)}, digest={self._digest[:12]})"
 
-    def _content(self) -> dict[str, Any]:
+    def _content(self, normalised: bool = False) -> dict[str, Any]:
+        """The content as JSON values; ``normalised`` spells phrases as they are matched (for the digest)."""
+        spell = normalise_phrase if normalised else str
         return {
             "intensity_words": dict(self.intensity_words),
             "emotion_words": list(self.emotion_words),
-            "cues": [{"name": c.name, "modality": c.modality, "phrases": list(c.phrases), "support": dict(c.support)}
-                     for c in self.cues],
+            "cues": [{"name": c.name, "modality": c.modality, "phrases": [spell(p) for p in c.phrases],
+                      "support": dict(c.support)} for c in self.cues],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,10 +295,6 @@ class CueLexicon:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def texts(self) -> list[str]:
-        """Every phrase and intensity word (for tokenizer training)."""
-        return [p for cue in self.cues for p in cue.phrases] + list(self.intensity_words)
 
 
 def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
@@ -309,8 +325,9 @@ def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
 def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = None) -> CueLexicon:
     """Build a lexicon from its JSON object; :class:`LexiconError` names ``where`` and the entry at fault.
 
-    ``intensity_words`` and ``emotion_words`` left out of the object are
-    taken from ``defaults`` (the built-in lexicon's when None).
+    ``intensity_words`` left out of the object are ``defaults``' (the
+    built-in lexicon's when None); ``emotion_words`` are added to
+    ``defaults``' (a file can forbid more words, never fewer).
     """
     if defaults is None:
         from migr_rt.training.synth.cues import LEXICON as defaults
@@ -330,9 +347,10 @@ def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = Non
     words = obj.get("intensity_words", dict(defaults.intensity_words))
     if not isinstance(words, dict) or not all(_is_number(v) for v in words.values()):
         raise LexiconError(f"{where}: \"intensity_words\" must map words to numbers, got {words!r}")
-    emotion_words = obj.get("emotion_words", list(defaults.emotion_words))
+    emotion_words = obj.get("emotion_words", [])
     if not isinstance(emotion_words, list) or not all(isinstance(w, str) for w in emotion_words):
         raise LexiconError(f"{where}: \"emotion_words\" must be a list of strings, got {emotion_words!r}")
+    emotion_words = list(defaults.emotion_words) + emotion_words
     raw_cues = obj.get("cues")
     if not isinstance(raw_cues, list) or not raw_cues:
         raise LexiconError(f"{where}: \"cues\" must be a non-empty list of cues")
@@ -366,17 +384,35 @@ def _cue_from_dict(item: Any, where: str) -> Cue:
         raise LexiconError(f"{where}: \"phrases\" must be a non-empty list of strings")
     if not isinstance(support, dict) or not all(_is_number(v) and v >= 0 for v in support.values()):
         raise LexiconError(f"{where}: \"support\" must map emotions to numbers >= 0, got {support!r}")
-    return Cue(name, modality, phrases[0], {k: float(v) for k, v in support.items()}, tuple(phrases[1:]))
+    return Cue(name.strip(), modality, phrases[0], {k: float(v) for k, v in support.items()}, tuple(phrases[1:]))
 
 
 def load_lexicon(path: str | Path) -> CueLexicon:
     """Read and validate a lexicon JSON file (``docs/lexicon.md``); its ``name`` defaults to the file's stem."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise LexiconError(f"{path}: no such lexicon file") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except OSError as exc:
+        raise LexiconError(f"{path}: not a readable JSON lexicon ({exc})") from exc
+    return _parse_lexicon(data, path)
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:  # json keeps the last silently: {"angry": 1, "angry": 0.1} would mean 0.1
+        raise LexiconError(f"keys {repeated} appear twice in one object")
+    return dict(pairs)
+
+
+def _parse_lexicon(data: bytes, path: Path) -> CueLexicon:
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+    except LexiconError as exc:
+        raise LexiconError(f"{path}: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise LexiconError(f"{path}: not a readable JSON lexicon ({exc})") from exc
     if isinstance(obj, dict) and "name" not in obj:
         obj = {**obj, "name": path.stem}
@@ -386,9 +422,10 @@ def load_lexicon(path: str | Path) -> CueLexicon:
 def stored_lexicon(folder: str | Path) -> CueLexicon:
     """The lexicon a checkpoint or artifact folder was trained with; the built-in one when it stores none.
 
-    A checkpoint keeps it in ``lexicon.json`` (covered by its checksums,
-    which loading the checkpoint verifies); an exported artifact in its
-    manifest's ``extra["lexicon"]``. Folders written
+    A checkpoint keeps it in ``lexicon.json``; the bytes read must be the
+    ones its ``checksums.json`` records (:class:`CheckpointError`
+    otherwise), so an edited file cannot change verdicts. An exported
+    artifact keeps it in its manifest's ``extra["lexicon"]``. Folders written
     before lexicons existed used the built-in vocabulary, so that is the
     right default rather than a guess.
     """
@@ -400,9 +437,25 @@ def stored_lexicon(folder: str | Path) -> CueLexicon:
     if is_artifact(folder):  # the manifest is the artifact's record; a stray lexicon.json beside it is not read
         stored = read_manifest(folder).extra.get("lexicon")
         return LEXICON if stored is None else lexicon_from_dict(stored, f"{folder / MANIFEST}: extra.lexicon")
-    if (folder / LEXICON_FILE).is_file():
-        return load_lexicon(folder / LEXICON_FILE)
+    path = folder / LEXICON_FILE
+    if path.is_file():
+        data = path.read_bytes()
+        _check_recorded(folder, path, data)
+        return _parse_lexicon(data, path)
     return LEXICON
+
+
+def _check_recorded(folder: Path, path: Path, data: bytes) -> None:
+    """Refuse ``data`` unless the checkpoint's checksum record lists ``path`` with exactly its SHA-256."""
+    from migr_rt.model.checkpoint import CHECKSUM_FILE, CheckpointError
+
+    try:
+        recorded = json.loads((folder / CHECKSUM_FILE).read_text())["sha256"][path.name]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not recorded in {folder / CHECKSUM_FILE}; refusing to judge with it") from exc
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise CheckpointError(f"{path}: SHA-256 differs from {folder / CHECKSUM_FILE}; the lexicon was modified "
+                              "after saving")
 
 
 __all__ = ["Cue", "CueLexicon", "LexiconError", "LEXICON_FILE", "implied_emotion_scores", "lexicon_from_dict",

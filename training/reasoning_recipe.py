@@ -116,16 +116,17 @@ class ReasoningRecipeConfig:
         """The lexicon this run reads generations with (loaded and checked; :class:`LexiconError` if bad)."""
         return load_lexicon(self.lexicon) if self.lexicon else LEXICON
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, lexicon: CueLexicon | None = None) -> str:
         """What must match for a work folder to be resumed (paths of outputs and cards excluded).
 
         The lexicon counts by content, not path: an edited file must not resume a run rewarded with the old one.
+        ``lexicon`` is the one the run loaded (read once, so the run and its fingerprint cannot disagree).
         """
         d = asdict(self)
         for key in ("out", "card", "cache_dir", "work_dir"):
             d.pop(key)
         if self.lexicon:
-            d["lexicon"] = self.cue_lexicon().digest
+            d["lexicon"] = (lexicon or self.cue_lexicon()).digest
         else:
             d.pop("lexicon")  # runs started before lexicons keep their fingerprint
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -262,7 +263,8 @@ def run_reasoning_recipe(
     # The work folder is created by its first write (atomic writes make their folder): a run that fails before
     # finishing anything (bad --data) leaves no empty folder behind.
     state = work.load()
-    fingerprint = recipe.fingerprint()
+    lexicon = recipe.cue_lexicon()
+    fingerprint = recipe.fingerprint(lexicon)
     if state and (state.get("format") != WORK_FORMAT or state.get("fingerprint") != fingerprint):
         raise ValueError(
             f"{work.root} holds a run with a different config (or layout); delete it or choose another --out "
@@ -274,7 +276,7 @@ def run_reasoning_recipe(
     start = time.monotonic()
     cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
     source = open_source(recipe.data)
-    lexicon = _checked_lexicon(recipe, source)  # before any stage: a lexicon that reads nothing wastes the run
+    _check_lexicon(recipe, lexicon, source)  # before any stage: a lexicon that reads nothing wastes the run
 
     # -- stage 0: the base model (given, or trained here) ------------------------------------
     base_path = Path(recipe.base) if recipe.base else work.root / "base"
@@ -351,6 +353,7 @@ def run_reasoning_recipe(
         "sft_order": recipe.sft_order,
         "rewards": recipe.rewards,
         "reward_weights": dict(recipe.weights().items()),
+        "lexicon": {"name": lexicon.name, "digest": lexicon.digest, "cues": len(lexicon.cues)},
         "finished": state["finished"],
         "train_windows": len(train),
         "seconds_this_run": time.monotonic() - start,
@@ -370,8 +373,8 @@ def run_reasoning_recipe(
     return metrics
 
 
-def _checked_lexicon(recipe: ReasoningRecipeConfig, source) -> CueLexicon:
-    """The run's lexicon, checked against the data's labels and descriptions before any training.
+def _check_lexicon(recipe: ReasoningRecipeConfig, lexicon: CueLexicon, source) -> None:
+    """Check the run's lexicon against the data's labels and descriptions before any training.
 
     A lexicon that was asked for but reads the cues of none of the described
     clips would leave grounding, coverage and consistency without a single
@@ -379,7 +382,6 @@ def _checked_lexicon(recipe: ReasoningRecipeConfig, source) -> CueLexicon:
     """
     from migr_rt.training.data_report import lexicon_coverage
 
-    lexicon = recipe.cue_lexicon()
     for warning in lexicon.check_labels(source.labels):
         logger.warning(warning)
     read = lexicon_coverage(source, lexicon)
@@ -396,7 +398,6 @@ def _checked_lexicon(recipe: ReasoningRecipeConfig, source) -> CueLexicon:
             f"{recipe.data} (e.g. {example['clip_id']}: {dict((m, t) for m, t in example.items() if m != 'clip_id')}); "
             "every non-empty description needs a phrase of its modality (check with migr-rt data SPEC --lexicon FILE)"
         )
-    return lexicon
 
 
 def _mean(history: list[dict], key: str) -> float | None:
