@@ -8,6 +8,8 @@ mocks and the whole data test set stays fast.
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -233,3 +235,23 @@ def write_cremad(
         else:
             make_empty(wav)
     return flv, wav
+
+
+def synth_dfew_tree(tmp: Path, n: int, seed: int) -> tuple[Path, list[dict]]:
+    """A synthetic corpus of ``n`` clips copied into a DFEW fold-1 train tree: ``(root, manifest records)``.
+
+    Clip ``k`` (1-based) is the corpus's ``k``-th record, so a test can write descriptions from the records.
+    """
+    from migr_rt.training.data import DFEW_CODE_TO_LABEL
+    from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
+
+    corpus = tmp / "corpus"
+    generate_corpus(SynthConfig(n=n, seed=seed, workers=1), corpus)
+    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    code = {label: c for c, label in DFEW_CODE_TO_LABEL.items()}
+    root = tmp / "DFEW"
+    (root / "Clip" / "original").mkdir(parents=True)
+    for k, rec in enumerate(records, start=1):
+        shutil.copy(corpus / rec["file"], root / "Clip" / "original" / f"{k}.mp4")
+    write_dfew_csv(root, "train", 1, [(k, code[rec["label"]]) for k, rec in enumerate(records, start=1)])
+    return root, records

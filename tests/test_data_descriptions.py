@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,17 @@ from data_fixtures import (
     build_dfew,
     make_empty,
     ravdess_name,
+    synth_dfew_tree,
     write_cremad,
-    write_dfew_csv,
     write_mafw_txt,
     write_ravdess,
 )
-from migr_rt.training.data import DFEW_CODE_TO_LABEL, DatasetNotFoundError, open_dataset
+from migr_rt.training.data import DatasetNotFoundError, open_dataset
 from migr_rt.training.data.descriptions import MAX_DESCRIPTION_CHARS, DescriptionError, parse_description
 from migr_rt.training.judge import described_cues
 from migr_rt.training.mi_labels import read_mi_labels
 from migr_rt.training.reasoning_recipe import reward_contexts
 from migr_rt.training.sources import open_source
-from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 from migr_rt.training.sft import SFTConfig, trace_texts, train_sft
 from migr_rt.training.windows import WindowSet, window_meta
 from model_fixtures import tiny_config
@@ -252,18 +250,9 @@ def test_described_cues_read_the_vocabulary_and_refuse_to_half_know():
 def synth_as_dfew(tmp_path_factory):
     """A synthetic corpus laid out as DFEW, its cue records reduced to a descriptions file (like real data)."""
     tmp = tmp_path_factory.mktemp("dfewdesc")
-    corpus = tmp / "corpus"
-    generate_corpus(SynthConfig(n=16, seed=41, workers=1), corpus)
-    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    code = {label: c for c, label in DFEW_CODE_TO_LABEL.items()}
-    root = tmp / "DFEW"
-    (root / "Clip" / "original").mkdir(parents=True)
-    rows, described = [], []
-    for n, rec in enumerate(records, start=1):
-        shutil.copy(corpus / rec["file"], root / "Clip" / "original" / f"{n}.mp4")
-        rows.append((n, code[rec["label"]]))
-        described.append({"clip_id": str(n), "visual": rec["visual_text"], "audio": rec["audio_text"]})
-    write_dfew_csv(root, "train", 1, rows)
+    root, records = synth_dfew_tree(tmp, n=16, seed=41)
+    described = [{"clip_id": str(n), "visual": rec["visual_text"], "audio": rec["audio_text"]}
+                 for n, rec in enumerate(records, start=1)]
     # one clip described in words outside the cue vocabulary: it trains, but its cues are unknown
     described[0]["visual"] = "a furious glare with a clenched jaw"
     path = _write(tmp / "descriptions.jsonl", described)

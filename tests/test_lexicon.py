@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from data_fixtures import write_dfew_csv
-from migr_rt.training.data import DFEW_CODE_TO_LABEL
+from data_fixtures import synth_dfew_tree
 from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, misplaced_cues
 from migr_rt.training.lexicon import (
     LEXICON_FILE,
@@ -24,7 +23,6 @@ from migr_rt.training.lexicon import (
 )
 from migr_rt.training.reasoning_recipe import reward_contexts
 from migr_rt.training.rewards import RewardContext, RewardWeights, score
-from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 from migr_rt.training.synth.cues import CUES, INTENSITY_WORDS, LEXICON
 from migr_rt.training.windows import WindowSet
 from model_fixtures import tiny_config
@@ -262,15 +260,7 @@ def test_shown_cues_take_the_corpus_record_only_with_the_builtin_lexicon() -> No
 def own_words(tmp_path_factory):
     """A synthetic corpus laid out as DFEW twice: described in the example lexicon's words, and in the built-in ones."""
     tmp = tmp_path_factory.mktemp("ownwords")
-    corpus = tmp / "corpus"
-    generate_corpus(SynthConfig(n=16, seed=43, workers=1), corpus)
-    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    code = {label: c for c, label in DFEW_CODE_TO_LABEL.items()}
-    root = tmp / "DFEW"
-    (root / "Clip" / "original").mkdir(parents=True)
-    for n, rec in enumerate(records, start=1):
-        shutil.copy(corpus / rec["file"], root / "Clip" / "original" / f"{n}.mp4")
-    write_dfew_csv(root, "train", 1, [(n, code[rec["label"]]) for n, rec in enumerate(records, start=1)])
+    root, records = synth_dfew_tree(tmp, n=16, seed=43)
     example = load_lexicon(EXAMPLE)
     specs = {}
     for name, words in (("paraphrased", example), ("builtin", LEXICON)):
