@@ -12,14 +12,15 @@ verdicts read the same words the rewards did.
 
 Contract, checked when a lexicon is built, so a judge can rely on it:
 
-* No phrase contains an emotion word or a label. An explanation can then
-  argue for an emotion only through cues, never by naming it, and naming
-  labels never moves a verdict.
+* No word of a phrase starts with an emotion word or a label ("sadly" is
+  refused, "crusade" is not). An explanation can then argue for an emotion
+  only through cues, never by naming it, and naming labels never moves a
+  verdict.
 * Phrases are unique across the lexicon after lower-casing and collapsing
   spaces, so every match names one cue. Where one phrase lies inside
   another, the longer one is read: at each position the longest phrase wins.
-* Intensity words are not words of any phrase, so a weight never eats part of
-  a phrase.
+* Intensity words are not words of any phrase, and no phrase begins with the
+  end of a multi-word intensity word, so a weight never eats part of a phrase.
 """
 
 from __future__ import annotations
