@@ -113,6 +113,14 @@ def _words_pattern(text: str) -> str:
     return r"\s+".join(re.escape(w) for w in text.split())
 
 
+def _refuse_emotion_words(where: str, phrase: str, key: str, emotion_words: Iterable[str]) -> None:
+    """Refuse a phrase (normalised: ``key``) with a word that starts with one of ``emotion_words``."""
+    for word in emotion_words:
+        if word and re.search(rf"\b{_words_pattern(word)}", key):
+            raise LexiconError(f"{where}: phrase {phrase!r} contains the emotion word {word!r}; "
+                               "a cue must argue for an emotion without naming it")
+
+
 @dataclass(frozen=True, eq=False)
 class CueLexicon:
     """A validated cue lexicon (see the module docstring for the contract); equal when the content is equal.
@@ -128,7 +136,7 @@ class CueLexicon:
     name: str = "custom"
     _phrase_cues: tuple[Cue, ...] = field(init=False, repr=False)
     _words: tuple[str, ...] = field(init=False, repr=False)
-    _pattern: re.Pattern | None = field(init=False, repr=False)
+    _pattern: re.Pattern = field(init=False, repr=False)
     _digest: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -193,16 +201,13 @@ class CueLexicon:
                 if other is not None:
                     raise LexiconError(f"{where}: phrase {phrase!r} also states cue {other.name!r}; "
                                        "a phrase must name one cue")
-                self._check_phrase_words(where, phrase, key, self.emotion_words)
+                _refuse_emotion_words(where, phrase, key, self.emotion_words)
+                self._refuse_intensity_overlap(where, phrase, key)
                 by_phrase[key] = cue
         return by_phrase
 
-    def _check_phrase_words(self, where: str, phrase: str, key: str, emotion_words: Iterable[str]) -> None:
-        """Refuse a phrase with a word that starts with an emotion word, or that an intensity word could eat."""
-        for word in emotion_words:
-            if word and re.search(rf"\b{_words_pattern(word)}", key):
-                raise LexiconError(f"{where}: phrase {phrase!r} contains the emotion word {word!r}; "
-                                   "a cue must argue for an emotion without naming it")
+    def _refuse_intensity_overlap(self, where: str, phrase: str, key: str) -> None:
+        """Refuse a phrase that an intensity word could eat part of."""
         for word in self.intensity_words:
             if re.search(rf"\b{_words_pattern(word)}\b", key):
                 raise LexiconError(f"{where}: phrase {phrase!r} contains the intensity word {word!r}")
@@ -253,8 +258,8 @@ class CueLexicon:
         """
         for cue in self.cues:
             for phrase in cue.phrases:
-                self._check_phrase_words(f"cue {cue.name!r}", phrase, normalise_phrase(phrase),
-                                         [normalise_phrase(lab) for lab in labels])
+                _refuse_emotion_words(f"cue {cue.name!r}", phrase, normalise_phrase(phrase),
+                                      [normalise_phrase(lab) for lab in labels])
         warnings = []
         unknown = sorted({e for cue in self.cues for e in cue.support} - set(labels))
         if unknown:
@@ -308,13 +313,14 @@ def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
     (``benchmarks/own_words.py``, the tests).
     """
     phrase = {cue.name: cue.phrase for cue in target.cues}
-    missing = sorted({cue.name for _, _, cue, _ in source.spans(text)} - set(phrase))
+    spans = source.spans(text)
+    missing = sorted({cue.name for _, _, cue, _ in spans} - set(phrase))
     if missing:
         raise LexiconError(f"lexicon {target.name!r} has no cue named {missing}")
     out, last = [], 0
-    for start, end, cue, weight in source.spans(text):
+    for start, end, cue, weight in spans:
         stated = phrase[cue.name]
-        if normalise_phrase(text[start:end]) not in {normalise_phrase(p) for p in cue.phrases}:  # an intensity word
+        if normalise_phrase(text[start:end]) not in map(normalise_phrase, cue.phrases):  # an intensity word
             if not target.intensity_words:
                 raise LexiconError(f"lexicon {target.name!r} has no intensity words to restate {text[start:end]!r}")
             stated = min(target.intensity_words, key=lambda w: abs(target.intensity_words[w] - weight)) + " " + stated
@@ -448,12 +454,11 @@ def stored_lexicon(folder: str | Path) -> CueLexicon:
 
 def _check_recorded(folder: Path, path: Path, data: bytes) -> None:
     """Refuse ``data`` unless the checkpoint's checksum record lists ``path`` with exactly its SHA-256."""
-    from migr_rt.model.checkpoint import CHECKSUM_FILE, CheckpointError
+    from migr_rt.model.checkpoint import CHECKSUM_FILE, CheckpointError, read_checksums
 
-    try:
-        recorded = json.loads((folder / CHECKSUM_FILE).read_text())["sha256"][path.name]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: not recorded in {folder / CHECKSUM_FILE}; refusing to judge with it") from exc
+    recorded = read_checksums(folder).get(path.name)
+    if recorded is None:
+        raise CheckpointError(f"{path}: not recorded in {folder / CHECKSUM_FILE}; refusing to judge with it")
     if hashlib.sha256(data).hexdigest() != recorded:
         raise CheckpointError(f"{path}: SHA-256 differs from {folder / CHECKSUM_FILE}; the lexicon was modified "
                               "after saving")

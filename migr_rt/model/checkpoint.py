@@ -55,6 +55,21 @@ def write_checksums(folder: Path) -> Path:
     return write_text_atomic(folder / CHECKSUM_FILE, record)
 
 
+def read_checksums(folder: Path) -> dict[str, str]:
+    """``checksums.json`` of a checkpoint folder: relative path -> SHA-256 (:class:`CheckpointError` if unusable)."""
+    record_path = folder / CHECKSUM_FILE
+    if not record_path.is_file():
+        raise CheckpointError(f"{record_path}: missing; {folder} is not a migr-rt checkpoint or cannot be verified")
+    try:
+        record = json.loads(record_path.read_text())
+        files = record["sha256"]
+        if record.get("format") != CHECKSUM_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"unsupported format {record.get('format')!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{record_path}: unreadable checksum record ({exc})") from exc
+    return files
+
+
 def verify_checkpoint(folder: str | Path) -> Path:
     """Check a checkpoint folder before anything in it is deserialised; return it.
 
@@ -71,15 +86,7 @@ def verify_checkpoint(folder: str | Path) -> Path:
             "pass a folder written by save_checkpoint or `migr-rt train`)"
         )
     record_path = folder / CHECKSUM_FILE
-    if not record_path.is_file():
-        raise CheckpointError(f"{record_path}: missing; {folder} is not a migr-rt checkpoint or cannot be verified")
-    try:
-        record = json.loads(record_path.read_text())
-        files = record["sha256"]
-        if record.get("format") != CHECKSUM_FORMAT or not isinstance(files, dict):
-            raise ValueError(f"unsupported format {record.get('format')!r}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{record_path}: unreadable checksum record ({exc})") from exc
+    files = read_checksums(folder)
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {CHECKSUM_FILE}
     pickled = sorted(p for p in present if Path(p).suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
