@@ -256,6 +256,9 @@ def _format_data(report: DataReport, spec: str) -> str:
         shown = ", ".join(f"{m} {_clip_text(example[m])}" for m in example if m != "clip_id")
         lines.append(f"  not readable, e.g. {example['clip_id']}: {shown} (every non-empty description needs "
                      "a cue phrase of its modality; write a lexicon for your words: docs/lexicon.md)")
+    if report.negated_statements:
+        lines.append(f"  {report.negated_statements} cue statements are negated (\"no lowered brows\") and read as "
+                     "not shown")
     if report.described == 0 and report.partly_described == 0:
         joiner = "&" if "?" in spec else "?"
         lines.append(f"  without descriptions only --recipe base trains; add {joiner}descriptions=FILE for "

@@ -13,6 +13,8 @@ from data_fixtures import synth_dfew_tree
 from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, misplaced_cues
 from migr_rt.training.lexicon import (
     LEXICON_FILE,
+    NEGATION_WORDS,
+    SCOPE_BREAKS,
     Cue,
     CueLexicon,
     LexiconError,
@@ -77,7 +79,14 @@ def _cue_change(index: int, **changes) -> dict:
     (_lexicon(intensity_words={"very!": 1.0}), r"intensity word 'very!'"),
     (_lexicon(cues=[]), r"\"cues\" must be a non-empty list"),
     (_lexicon(format="lexicon"), r"\"format\" must be 'migr-rt-lexicon'"),
-    (_lexicon(version=2), r"\"version\" must be an integer from 1 to 1"),
+    (_lexicon(version=3), r"\"version\" must be an integer from 1 to 2"),
+    (_lexicon(negation_words=["no", "No"]), r"negation word 'No' is listed twice"),
+    (_lexicon(negation_words=["no!"]), r"negation word 'no!' must be one or more words"),
+    (_lexicon(negation_words="no"), r"\"negation_words\" must be a list of strings"),
+    (_lexicon(scope_breaks=["but", "n't"]), r"scope break \"n't\" must be one or more words"),
+    (_lexicon(negation_words=["no", "very"]), r"intensity word 'very' is also a negation word or scope break"),
+    (_lexicon(scope_breaks=["a bit"]), r"intensity word 'a bit' is also a negation word or scope break"),
+    (_lexicon(negation_words=["no", "but"], scope_breaks=["but"]), r"\['but'\] cannot be negation words and scope"),
     (_lexicon(extra=1), r"unknown keys \['extra'\]"),
     ({**_cue_change(0, phrases=["fierce glare"]), "emotion_words": ["glare"]}, r"emotion word 'glare'"),
 ])
@@ -182,6 +191,93 @@ def test_the_example_lexicon_reads_a_paraphrase_as_the_builtin_vocabulary_reads_
             assert [c.name for c, _ in example.find(said)] == [cue.name]
 
 
+# ------------------------------------------------------------------------------------------------ negation
+
+
+@pytest.mark.parametrize("text,stated", [
+    ("no lowered brows", []),
+    ("Without a trembling voice", []),
+    ("there isn't a trembling voice; there isn\u2019t a loud voice", []),
+    ("not slightly raised brows", []),  # the intensity word belongs to the negated phrase
+    ("neither raised brows nor widened eyes", []),
+    ("no lowered brows or narrowed eyes", []),  # a phrase in between counts as one word of the scope
+    ("no sign of any raised brows", []),  # four words between: inside the window
+    ("no sign at all of any kind of raised brows", ["brows_raised"]),  # seven: outside it
+    ("no lowered brows, narrowed eyes", ["eyes_narrowed"]),  # punctuation ends the scope
+    ("no lowered brows and narrowed eyes", ["eyes_narrowed"]),
+    ("no lowered brows but clearly narrowed eyes", ["eyes_narrowed"]),
+    ("no lowered brows\nnarrowed eyes", ["eyes_narrowed"]),
+    ("not only raised brows but widened eyes", ["brows_raised", "eyes_wide"]),  # not a negation
+    ("nothing but raised brows", ["brows_raised"]),
+    ("knotted lowered brows, a notable trembling voice", ["brows_lowered", "voice_trembling"]),  # whole words only
+    ("no even and steady voice or trembling voice", []),  # "and" inside a phrase is no break
+])
+def test_a_negated_cue_is_not_stated(text, stated) -> None:
+    assert [c.name for c, _ in LEXICON.find(text)] == stated
+    every = LEXICON.statements(text)
+    assert [st.negated for st in every] == [st.cue.name not in stated for st in every]
+    assert [(a, b) for a, b, _, _ in LEXICON.spans(text)] == [(st.start, st.end) for st in every if not st.negated]
+
+
+def test_words_inside_a_phrase_are_neither_negations_nor_breaks() -> None:
+    own = lexicon_from_dict(_cue_change(2, phrases=["smile", "no eye contact"]), "x")
+    assert [(st.cue.name, st.negated) for st in own.statements("no eye contact")] == [("smile", False)]
+    assert [(st.cue.name, st.negated) for st in own.statements("without no eye contact")] == [("smile", True)]
+    assert [(st.cue.name, st.negated) for st in own.statements("no eye contact or scowl")] == [("smile", False),
+                                                                                              ("scowl", False)]
+
+
+def test_a_file_sets_its_own_negation_words_and_older_files_get_the_defaults() -> None:
+    v1 = lexicon_from_dict(_lexicon(), "x")
+    assert v1.negation_words == NEGATION_WORDS and v1.scope_breaks == SCOPE_BREAKS
+    assert v1.find("no scowl") == [] and v1.find("kein scowl") != []
+    german = lexicon_from_dict(_lexicon(version=2, negation_words=["kein", "ohne"], scope_breaks=["aber"]), "x")
+    assert german.find("kein scowl") == [] and german.find("ohne scowl") == []
+    assert [c.name for c, _ in german.find("no scowl")] == ["scowl"]
+    assert [c.name for c, _ in german.find("kein scowl aber smile")] == ["smile"]
+    off = lexicon_from_dict(_lexicon(version=2, negation_words=[]), "x")
+    assert [c.name for c, _ in off.find("no scowl, isn't smile")] == ["scowl", "smile"]
+    assert len({v1.digest, german.digest, off.digest}) == 3  # what reads text differently is another lexicon
+    for lexicon in (v1, german, off):
+        assert lexicon_from_dict(json.loads(lexicon.to_json()), "y") == lexicon
+        import pickle
+        assert pickle.loads(pickle.dumps(lexicon)).find("kein scowl aber smile") == lexicon.find("kein scowl aber smile")
+
+
+def test_negation_reaches_the_judge_grounding_coverage_and_descriptions() -> None:
+    text = ("<think><visual>no lowered brows, clearly upturned mouth corners</visual>"
+            "<audio>without a loud voice</audio><summary>no narrowed eyes</summary></think><answer>happy</answer>")
+    parsed = parse_trace(text, DFEW_LABELS)
+    assert CueJudge().implied_emotion(parsed.explanation) == "happy"  # read with negation ignored: angry
+    shown = {"visual": ["mouth_corners_up"], "audio": []}
+    assert grounding(parsed, shown) == 1.0  # the negated cues are claimed by nobody, so none is invented
+    assert coverage(parsed, ["visual", "audio"]) == 0.5  # the audio segment states no audio cue
+    assert misplaced_cues(parse_trace(text.replace("a loud voice", "raised cheeks"), DFEW_LABELS)) == 0
+    assert described_cues({"visual": "raised cheeks, no lowered brows", "audio": ""}) == {
+        "visual": ["cheeks_raised"], "audio": []}
+    assert described_cues({"visual": "no lowered brows", "audio": ""}) is None  # says what is absent, not what shows
+
+
+def test_a_negated_cue_changes_no_reward() -> None:
+    plain = "<think><visual>clearly upturned mouth corners</visual><audio>bright timbre</audio></think><answer>happy</answer>"
+    negated = plain.replace("corners</visual>", "corners, no lowered brows</visual>").replace(
+        "<audio>", "<audio>without a loud voice, ")
+    cues = {"visual": frozenset({"mouth_corners_up"}), "audio": frozenset({"timbre_bright"})}
+    ctx = [RewardContext("happy", DFEW_LABELS, "visual", ("visual", "audio"), cues, lexicon=LEXICON)] * 2
+    total, terms = score([plain, negated], ctx, RewardWeights())
+    for name in ("consistency", "grounding", "coverage", "first_segment"):
+        assert float(terms[name][0]) == float(terms[name][1]), name
+    assert float(terms["grounding"][1]) == 1.0 and float(terms["consistency"][1]) == 1.0
+
+
+def test_translate_restates_negated_cues_and_keeps_the_negation() -> None:
+    example = load_lexicon(EXAMPLE)
+    said = translate("no lowered brows, clearly loud voice", LEXICON, example)
+    assert said.startswith("no brows pulled down, markedly ")
+    assert [(st.cue.name, st.negated) for st in example.statements(said)] == [("brows_lowered", True),
+                                                                              ("voice_loud", False)]
+
+
 # ------------------------------------------------------------------------------------------------ judging with it
 
 PARAPHRASED = ("<think><visual>intensely brows pulled down, markedly squinting eyes</visual>"
@@ -283,6 +379,23 @@ def test_data_reports_how_many_descriptions_a_lexicon_reads(own_words) -> None:
     assert without.exit_code == 0, without.output
     assert f"({0} readable by CueLexicon(name='builtin'" in without.output
     assert "not readable, e.g. dfew/00001" in without.output and "docs/lexicon.md" in without.output
+
+
+def test_data_counts_negated_cue_statements_and_does_not_read_them_as_shown(own_words, tmp_path) -> None:
+    specs, n = own_words
+    spec, _, path = specs["builtin"].rpartition("&descriptions=")
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    negated = tmp_path / "negated.jsonl"
+    negated.write_text("".join(json.dumps({**r, "visual": r["visual"] + "; no dropped jaw"}) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["data", f"{spec}&descriptions={negated}", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["negated_statements"] == n and report["vocabulary_described"] == n
+    shown = CliRunner().invoke(main, ["data", f"{spec}&descriptions={negated}"])
+    assert f"{n} cue statements are negated" in shown.output
+    for r in rows:
+        assert described_cues({"visual": r["visual"] + "; no dropped jaw", "audio": r["audio"]}) == \
+            described_cues({"visual": r["visual"], "audio": r["audio"]})
 
 
 def test_training_refuses_a_lexicon_that_reads_none_of_the_descriptions(own_words, tmp_path) -> None:

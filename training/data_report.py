@@ -56,6 +56,8 @@ class DataReport:
     lexicon: str = ""
     #: one described clip the lexicon cannot read, as ``{"clip_id", "visual", "audio"}`` (None: all readable)
     unreadable_example: dict | None = None
+    #: cue statements in the described clips' descriptions that are negated ("no lowered brows": not shown)
+    negated_statements: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,21 +83,24 @@ class LexiconCoverage:
     described: int
     readable: int
     unreadable_example: dict | None
+    #: negated cue statements in those descriptions (read as not shown)
+    negated: int = 0
 
 
 def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage:
     """Read every fully described clip's descriptions with ``lexicon`` (index only, nothing decoded)."""
-    described = readable = 0
+    described = readable = negated = 0
     example = None
     for clip_id, _, texts in indexed_clips(source):
         if not all(t is not None for t in texts.values()):
             continue
         described += 1
+        negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
         if described_cues(texts, lexicon) is not None:
             readable += 1
         elif example is None:
             example = {"clip_id": clip_id, **texts}
-    return LexiconCoverage(described, readable, example)
+    return LexiconCoverage(described, readable, example, negated)
 
 
 def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int], None] | None) -> int:
@@ -165,4 +170,5 @@ def data_report(
         fingerprint=source.fingerprint,
         lexicon=repr(lexicon),
         unreadable_example=read.unreadable_example,
+        negated_statements=read.negated,
     )

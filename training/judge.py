@@ -20,9 +20,14 @@ Every reader takes a ``lexicon`` (:class:`~migr_rt.training.lexicon.CueLexicon`)
 the built-in cue vocabulary by default, or the one a model was trained with
 (a real dataset described in its own words).
 
+A negated statement ("no lowered brows", "without a trembling voice") states
+nothing to any of these readers (:class:`~migr_rt.training.lexicon.CueLexicon`
+says what counts as negated).
+
 Known limits (acceptable while descriptions and the model state cues in the
-lexicon's phrases): negation is not understood ("no lowered brows" states
-lowered brows), and intensity words are scored but not checked by grounding.
+lexicon's phrases): negation is read only from words before a phrase
+("lowered brows: absent" states lowered brows), and intensity words are scored but
+not checked by grounding.
 """
 
 from __future__ import annotations
@@ -177,8 +182,10 @@ def described_cues(
     least one cue of its own modality, the cues they state are the cues the
     clip shows (``""`` shows none). A description with no such cue, or an
     unknown one (None), makes the whole clip unknown rather than half-known: a
-    stated cue of an unread modality would otherwise count as invented. Words
-    beside the recognised cues (``"lowered brows and a furious glare"``) are
+    stated cue of an unread modality would otherwise count as invented. A
+    negated cue ("no lowered brows") is not shown, and a description that only
+    negates cues is unknown, not empty: it says what is absent, not what
+    shows. Words beside the recognised cues (``"lowered brows and a furious glare"``) are
     not read, so mixed descriptions are measured on their lexicon part only.
     """
     if not descriptions:

@@ -21,6 +21,16 @@ Contract, checked when a lexicon is built, so a judge can rely on it:
   another, the longer one is read: at each position the longest phrase wins.
 * Intensity words are not words of any phrase, and no phrase begins with the
   end of a multi-word intensity word, so a weight never eats part of a phrase.
+* Negation words, scope breaks and intensity words are three disjoint lists.
+
+A negated statement ("no lowered brows", "without a trembling voice", "the
+voice isn't trembling" does not match; "there isn't a trembling voice" does)
+states nothing: it neither argues for an emotion, nor claims a cue the input
+must show, nor describes a modality. A phrase is negated when a negation word
+stands before it in the same clause, at most :data:`NEGATION_WINDOW` words
+away; punctuation and scope-break words ("but", "and") end the clause. Words
+inside a matched phrase never act as negations or breaks, so a cue may be
+stated as "no eye contact" and "even and steady voice" stays one phrase.
 """
 
 from __future__ import annotations
@@ -33,18 +43,38 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES
 
 #: ``format`` of a lexicon JSON file; ``version`` is bumped when its meaning changes.
 LEXICON_FORMAT = "migr-rt-lexicon"
-LEXICON_VERSION = 1
+LEXICON_VERSION = 2  # 2: negation_words and scope_breaks (a version-1 file gets the defaults)
 #: The file name a checkpoint stores its lexicon under.
 LEXICON_FILE = "lexicon.json"
 #: Keys a lexicon file and each of its cues may hold.
-_FILE_KEYS = {"format", "version", "name", "intensity_words", "emotion_words", "cues"}
+_FILE_KEYS = {"format", "version", "name", "intensity_words", "emotion_words", "negation_words", "scope_breaks",
+              "cues"}
 _CUE_KEYS = {"name", "modality", "phrases", "support"}
+
+
+#: Words that negate a cue phrase after them in the same clause. ``n't`` stands for every word that ends in
+#: n't ("isn't", "doesn't", "can't").
+NEGATION_WORDS: tuple[str, ...] = (
+    "no", "not", "n't", "never", "without", "nor", "neither", "none", "nothing", "cannot", "lacks", "lacking",
+    "lack of", "absence of", "free of",
+)  # fmt: skip
+#: Words that end a negation's scope, beside punctuation and line breaks ("no frown but raised brows").
+SCOPE_BREAKS: tuple[str, ...] = ("and", "but", "however", "although", "though", "yet", "while", "whereas", "except")
+#: At most this many words between a negation and the phrase it negates; a phrase in between counts as one
+#: word, so "no lowered brows or narrowed eyes" negates both.
+NEGATION_WINDOW = 5
+#: A negation followed by one of these words is no negation ("not only raised brows", "not just a frown").
+_NOT_NEGATING_NEXT = ("only", "just", "merely", "simply")
+#: Characters that end a negation's scope.
+_BREAK_CHARS = r"[.,;:!?()\[\]\n\u2013\u2014]"
+#: How ``n't`` is matched: any word ending in n't, with a straight or curly apostrophe.
+_CONTRACTION = r"\w+n['\u2019]t"
 
 
 class LexiconError(ValueError):
@@ -96,6 +126,16 @@ class Cue:
         return max(self.support, key=lambda e: self.support[e])
 
 
+class Statement(NamedTuple):
+    """One phrase occurrence in a text: where it lies (intensity word included), its cue, weight and polarity."""
+
+    start: int
+    end: int
+    cue: Cue
+    weight: float
+    negated: bool
+
+
 def implied_emotion_scores(
     cues_with_intensity: Iterable[tuple[Cue, float]], labels: Iterable[str] = DFEW_LABELS
 ) -> dict[str, float]:
@@ -121,6 +161,20 @@ def _refuse_emotion_words(where: str, phrase: str, key: str, emotion_words: Iter
                                "a cue must argue for an emotion without naming it")
 
 
+def _word_list(kind: str, words: Iterable[str], contraction: bool = False) -> tuple[str, ...]:
+    """Normalised negation words or scope breaks; :class:`LexiconError` for a malformed or repeated entry."""
+    out: list[str] = []
+    for word in words:
+        key = normalise_phrase(word).replace("\u2019", "'") if isinstance(word, str) else ""
+        if not (re.fullmatch(r"\w+(?: \w+)*", key) or (contraction and key == "n't")):
+            raise LexiconError(f"{kind} {word!r} must be one or more words of letters or digits"
+                               + (" (or \"n't\")" if contraction else ""))
+        if key in out:
+            raise LexiconError(f"{kind} {word!r} is listed twice (case and spacing do not count)")
+        out.append(key)
+    return tuple(out)
+
+
 @dataclass(frozen=True, eq=False)
 class CueLexicon:
     """A validated cue lexicon (see the module docstring for the contract); equal when the content is equal.
@@ -134,9 +188,13 @@ class CueLexicon:
     intensity_words: Mapping[str, float] = field(default_factory=dict)
     emotion_words: tuple[str, ...] = ()
     name: str = "custom"
+    negation_words: tuple[str, ...] = NEGATION_WORDS
+    scope_breaks: tuple[str, ...] = SCOPE_BREAKS
     _phrase_cues: tuple[Cue, ...] = field(init=False, repr=False)
     _words: tuple[str, ...] = field(init=False, repr=False)
     _pattern: re.Pattern = field(init=False, repr=False)
+    _negation: re.Pattern | None = field(init=False, repr=False)
+    _break: re.Pattern = field(init=False, repr=False)
     _digest: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +207,8 @@ class CueLexicon:
             words[key] = float(weight)
         object.__setattr__(self, "intensity_words", MappingProxyType(words))
         object.__setattr__(self, "emotion_words", tuple(dict.fromkeys(normalise_phrase(w) for w in self.emotion_words)))
+        object.__setattr__(self, "negation_words", _word_list("negation word", self.negation_words, contraction=True))
+        object.__setattr__(self, "scope_breaks", _word_list("scope break", self.scope_breaks))
         by_phrase = self._validate()
         # Longest first, so at each position the longest phrase wins. Each phrase and intensity word is a group of
         # its own: a match names its cue and weight by group, never by re-reading the matched text, which
@@ -161,11 +221,17 @@ class CueLexicon:
             prefix = r"(?:\b(?:" + "|".join(f"(?P<w{i}>{_words_pattern(w)})" for i, w in enumerate(self._words)) + r")\s+)?"
         phrases = "|".join(f"(?P<p{i}>{_words_pattern(p)})" for i, (p, _) in enumerate(ordered))
         object.__setattr__(self, "_pattern", re.compile(prefix + r"\b(?:" + phrases + r")\b", re.IGNORECASE))
+        negations = [_CONTRACTION if w == "n't" else _words_pattern(w) for w in self.negation_words]
+        object.__setattr__(self, "_negation", re.compile(r"\b(?:" + "|".join(negations) + r")\b", re.IGNORECASE)
+                           if negations else None)
+        breaks = "".join(f"|\\b(?:{_words_pattern(w)})\\b" for w in self.scope_breaks)
+        object.__setattr__(self, "_break", re.compile(_BREAK_CHARS + breaks, re.IGNORECASE))
         digest = hashlib.sha256(json.dumps(self._content(normalised=True), sort_keys=True).encode()).hexdigest()
         object.__setattr__(self, "_digest", digest)
 
     def __reduce__(self) -> tuple:  # the read-only mappings do not pickle; rebuild from plain values
-        return (CueLexicon, (self.cues, dict(self.intensity_words), self.emotion_words, self.name))
+        return (CueLexicon, (self.cues, dict(self.intensity_words), self.emotion_words, self.name,
+                             self.negation_words, self.scope_breaks))
 
     def _validate(self) -> dict[str, Cue]:
         """Check the contract; the map from normalised phrase to cue."""
@@ -176,6 +242,11 @@ class CueLexicon:
                 raise LexiconError(f"intensity word {word!r} must be one or more words of letters or digits")
             if not math.isfinite(weight) or weight <= 0:
                 raise LexiconError(f"intensity word {word!r}: weight must be a finite number > 0, got {weight!r}")
+            if word in self.negation_words or word in self.scope_breaks:
+                raise LexiconError(f"intensity word {word!r} is also a negation word or scope break")
+        both = sorted(set(self.negation_words) & set(self.scope_breaks))
+        if both:
+            raise LexiconError(f"{both} cannot be negation words and scope breaks at once")
         names: set[str] = set()
         by_phrase: dict[str, Cue] = {}
         for cue in self.cues:
@@ -220,23 +291,53 @@ class CueLexicon:
 
     # -- reading text ------------------------------------------------------------------------------------------------
     def find(self, text: str) -> list[tuple[Cue, float]]:
-        """Every phrase occurring in ``text`` (case-insensitive), in order, as ``(cue, intensity weight)``.
+        """Every cue stated in ``text`` (case-insensitive, negated statements left out), in order, as ``(cue, weight)``.
 
         The weight comes from an intensity word immediately before the phrase
         and is 1.0 when there is none. Each occurrence is reported, so a phrase
         stated twice appears twice; callers that score claims decide whether
         to dedupe.
         """
-        return [(cue, weight) for _, _, cue, weight in self.spans(text)]
+        return [(st.cue, st.weight) for st in self.statements(text) if not st.negated]
 
     def spans(self, text: str) -> list[tuple[int, int, Cue, float]]:
         """:meth:`find` with where each statement lies: ``(start, end, cue, weight)``, the intensity word included."""
+        return [(st.start, st.end, st.cue, st.weight) for st in self.statements(text) if not st.negated]
+
+    def statements(self, text: str) -> list[Statement]:
+        """Every phrase occurrence in ``text``, negated ones included and marked (see the module docstring)."""
+        matches = list(self._pattern.finditer(text))
+        negated = self._negated(text, matches)
         out = []
-        for m in self._pattern.finditer(text):
+        for m, neg in zip(matches, negated):
             cue = self._phrase_cues[int(m.lastgroup[1:])]  # the phrase group closes last
             weight = next((self.intensity_words[w] for i, w in enumerate(self._words) if m.group(f"w{i}") is not None),
                           1.0)
-            out.append((m.start(), m.end(), cue, weight))
+            out.append(Statement(m.start(), m.end(), cue, weight, neg))
+        return out
+
+    def _negated(self, text: str, matches: list[re.Match]) -> list[bool]:
+        """Whether each phrase match stands in the scope of a negation before it."""
+        if self._negation is None or not matches:
+            return [False] * len(matches)
+        # Each phrase becomes one word of underscores (same length, so offsets hold): its own words can then
+        # be neither a negation nor a break, and a phrase between a negation and another counts as one word.
+        masked, last = [], 0
+        for m in matches:
+            masked += [text[last:m.start()], "_" * (m.end() - m.start())]
+            last = m.end()
+        masked_text = "".join(masked + [text[last:]])
+        negations = [n.end() for n in self._negation.finditer(masked_text)]
+        out = []
+        for m in matches:
+            before = [end for end in negations if end <= m.start()]
+            if not before:
+                out.append(False)
+                continue
+            scope = masked_text[before[-1]:m.start()]
+            words = re.findall(r"\w+", scope)
+            out.append(self._break.search(scope) is None and len(words) <= NEGATION_WINDOW
+                       and not (words and words[0].lower() in _NOT_NEGATING_NEXT))
         return out
 
     def cues_for(self, modality: str) -> tuple[Cue, ...]:
@@ -273,7 +374,7 @@ class CueLexicon:
     # -- identity and storage -----------------------------------------------------------------------------------------
     @property
     def digest(self) -> str:
-        """SHA-256 of the content (cues, intensity and emotion words), as caches and run records key it."""
+        """SHA-256 of the content (cues; intensity, emotion and negation words; scope breaks), as run records key it."""
         return self._digest
 
     def __eq__(self, other: object) -> bool:
@@ -291,6 +392,8 @@ class CueLexicon:
         return {
             "intensity_words": dict(self.intensity_words),
             "emotion_words": list(self.emotion_words),
+            "negation_words": list(self.negation_words),
+            "scope_breaks": list(self.scope_breaks),
             "cues": [{"name": c.name, "modality": c.modality, "phrases": [spell(p) for p in c.phrases],
                       "support": dict(c.support)} for c in self.cues],
         }
@@ -308,17 +411,18 @@ def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
 
     Each cue becomes ``target``'s canonical phrase for the cue of the same
     name, and an intensity word becomes ``target``'s word of the nearest
-    weight; everything else is kept. This is how a corpus described in the
-    built-in vocabulary is put into other words to measure a lexicon
-    (``benchmarks/own_words.py``, the tests).
+    weight; everything else is kept, negations included (so a negated cue
+    stays negated wherever ``target`` has the same negation words). This is
+    how a corpus described in the built-in vocabulary is put into other words
+    to measure a lexicon (``benchmarks/own_words.py``, the tests).
     """
     phrase = {cue.name: cue.phrase for cue in target.cues}
-    spans = source.spans(text)
-    missing = sorted({cue.name for _, _, cue, _ in spans} - set(phrase))
+    spans = source.statements(text)
+    missing = sorted({st.cue.name for st in spans} - set(phrase))
     if missing:
         raise LexiconError(f"lexicon {target.name!r} has no cue named {missing}")
     out, last = [], 0
-    for start, end, cue, weight in spans:
+    for start, end, cue, weight, _ in spans:
         stated = phrase[cue.name]
         if normalise_phrase(text[start:end]) not in map(normalise_phrase, cue.phrases):  # an intensity word
             if not target.intensity_words:
@@ -332,9 +436,10 @@ def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
 def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = None) -> CueLexicon:
     """Build a lexicon from its JSON object; :class:`LexiconError` names ``where`` and the entry at fault.
 
-    ``intensity_words`` left out of the object are ``defaults``' (the
-    built-in lexicon's when None); ``emotion_words`` are added to
-    ``defaults``' (a file can forbid more words, never fewer).
+    ``intensity_words``, ``negation_words`` and ``scope_breaks`` left out of
+    the object are ``defaults``' (the built-in lexicon's when None; ``[]``
+    turns negation off); ``emotion_words`` are added to ``defaults``' (a file
+    can forbid more words, never fewer).
     """
     if defaults is None:
         from migr_rt.training.synth.cues import LEXICON as defaults
@@ -358,12 +463,18 @@ def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = Non
     if not isinstance(emotion_words, list) or not all(isinstance(w, str) for w in emotion_words):
         raise LexiconError(f"{where}: \"emotion_words\" must be a list of strings, got {emotion_words!r}")
     emotion_words = list(defaults.emotion_words) + emotion_words
+    lists = {}
+    for key in ("negation_words", "scope_breaks"):
+        value = obj.get(key, list(getattr(defaults, key)))
+        if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+            raise LexiconError(f"{where}: \"{key}\" must be a list of strings, got {value!r}")
+        lists[key] = tuple(value)
     raw_cues = obj.get("cues")
     if not isinstance(raw_cues, list) or not raw_cues:
         raise LexiconError(f"{where}: \"cues\" must be a non-empty list of cues")
     cues = [_cue_from_dict(item, f"{where}: cues[{i}]") for i, item in enumerate(raw_cues)]
     try:
-        return CueLexicon(tuple(cues), words, tuple(emotion_words), name=name.strip())
+        return CueLexicon(tuple(cues), words, tuple(emotion_words), name=name.strip(), **lists)
     except (LexiconError, ValueError) as exc:
         raise LexiconError(f"{where}: {exc}") from exc
 
@@ -464,5 +575,6 @@ def _check_recorded(folder: Path, path: Path, data: bytes) -> None:
                               "after saving")
 
 
-__all__ = ["Cue", "CueLexicon", "LexiconError", "LEXICON_FILE", "implied_emotion_scores", "lexicon_from_dict",
-           "load_lexicon", "normalise_phrase", "stored_lexicon", "translate"]
+__all__ = ["Cue", "CueLexicon", "LexiconError", "LEXICON_FILE", "NEGATION_WINDOW", "NEGATION_WORDS", "SCOPE_BREAKS",
+           "Statement", "implied_emotion_scores", "lexicon_from_dict", "load_lexicon", "normalise_phrase",
+           "stored_lexicon", "translate"]
