@@ -23,7 +23,11 @@ must read the same cues and verdicts in every rewritten description as the
 built-in vocabulary reads in the original, and the built-in vocabulary must
 read nothing in it.
 
-Writes benchmarks/results/own_words.{json,md}.
+Writes benchmarks/results/own_words.{json,md} (seed 0) or own_words_seed<N>.{json,md};
+``--summarise`` then tabulates every seed's result in own_words_seeds.{json,md}:
+
+    python benchmarks/own_words.py --seed 1 && python benchmarks/own_words.py --seed 2
+    python benchmarks/own_words.py --summarise
 """
 
 from __future__ import annotations
@@ -121,12 +125,18 @@ def _fmt(value) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--without/--no-without", default=True, show_default=True,
               help="Also train without the lexicon (the comparison row).")
-@click.option("--render-only", is_flag=True, help="Rewrite results/own_words.md from results/own_words.json.")
+@click.option("--render-only", is_flag=True, help="Rewrite this seed's markdown from its committed JSON.")
+@click.option("--summarise", is_flag=True, help="Tabulate every seed's committed result (own_words_seeds.md).")
 def main(train_dir: Path, test_dir: Path, work: Path, lexicon_path: Path, steps: int, seed: int, without: bool,
-         render_only: bool) -> None:
+         render_only: bool, summarise: bool) -> None:
+    stem = result_name(seed)
+    if summarise:
+        results = seed_results()
+        write_result("own_words_seeds", summary(results), render_summary(results))
+        return
     if render_only:
-        result = json.loads((RESULTS / "own_words.json").read_text())
-        write_result("own_words", result, render(result))
+        result = json.loads((RESULTS / f"{stem}.json").read_text())
+        write_result(stem, result, render(result))
         return
     if not (train_dir / "manifest.jsonl").is_file():
         raise click.ClickException(f"{train_dir}: no training corpus (make it with: migr-rt synth --n 2400 --seed 1 "
@@ -145,17 +155,18 @@ def main(train_dir: Path, test_dir: Path, work: Path, lexicon_path: Path, steps:
         if read.described != n or read.readable != n:
             raise click.ClickException(f"{spec}: {read.readable} of {read.described} described clips readable, "
                                        f"{n} clips laid out; every clip must be described and readable")
-    seconds = {"with lexicon": train(train_spec, work / "with-lexicon", work, steps, seed, lexicon_path)}
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    with_it, without_it = work / f"with-lexicon{suffix}", work / f"without-lexicon{suffix}"
+    seconds = {"with lexicon": train(train_spec, with_it, work, steps, seed, lexicon_path)}
     if without:
-        seconds["without lexicon"] = train(train_spec, work / "without-lexicon", work, steps, seed, None)
+        seconds["without lexicon"] = train(train_spec, without_it, work, steps, seed, None)
     cache = work / "test-cache"
     rows = {
-        "trained with the lexicon, judged with it": evaluate(work / "with-lexicon", test_spec, cache, lexicon),
-        "trained with the lexicon, judged with the built-in vocabulary": evaluate(work / "with-lexicon", test_spec,
-                                                                                  cache, LEXICON),
+        WITH: evaluate(with_it, test_spec, cache, lexicon),
+        "trained with the lexicon, judged with the built-in vocabulary": evaluate(with_it, test_spec, cache, LEXICON),
     }
     if without:
-        rows["trained without a lexicon, judged with it"] = evaluate(work / "without-lexicon", test_spec, cache, lexicon)
+        rows[WITHOUT] = evaluate(without_it, test_spec, cache, lexicon)
     result = {
         "machine": machine_info(),
         "lexicon": {"file": shown_path(lexicon_path), "name": lexicon.name, "digest": lexicon.digest,
@@ -165,7 +176,82 @@ def main(train_dir: Path, test_dir: Path, work: Path, lexicon_path: Path, steps:
         "test": {"corpus": shown_path(test_dir), "seed": test_info["config"]["seed"], "clips": n_test},
         "metrics": rows,
     }
-    write_result("own_words", result, render(result))
+    write_result(stem, result, render(result))
+
+
+WITH = "trained with the lexicon, judged with it"
+WITHOUT = "trained without a lexicon, judged with it"
+#: The metrics the seed summary compares, (key, heading).
+COMPARED = (("war", "WAR"), ("icr", "ICR"), ("label_closed_icr", "ICR, closed with the label"),
+            ("grounding_rate", "grounding"), ("coverage", "coverage"))
+
+
+def result_name(seed: int) -> str:
+    """Seed 0 keeps the name the first result was committed under."""
+    return "own_words" if seed == 0 else f"own_words_seed{seed}"
+
+
+def seed_results() -> dict[int, dict]:
+    """Every committed per-seed result that trained both rows, by seed."""
+    out = {}
+    for path in sorted(RESULTS.glob("own_words*.json")):
+        if path.stem == "own_words_seeds":
+            continue
+        result = json.loads(path.read_text())
+        if WITH in result["metrics"] and WITHOUT in result["metrics"]:
+            out[result["train"]["seed"]] = result
+    if not out:
+        raise click.ClickException(f"{RESULTS}: no own_words result with both rows; run the benchmark first")
+    return dict(sorted(out.items()))
+
+
+def summary(results: dict[int, dict]) -> dict:
+    """Per metric and row: the value of each seed, the mean, and the with-minus-without difference per seed."""
+    table: dict[str, dict] = {}
+    for key, _ in COMPARED:
+        per_row = {row: [results[s]["metrics"][row].get(key) for s in results] for row in (WITH, WITHOUT)}
+        diffs = [None if a is None or b is None else a - b for a, b in zip(per_row[WITH], per_row[WITHOUT])]
+        table[key] = {
+            "seeds": list(results), **per_row,
+            "mean": {row: _mean(v) for row, v in per_row.items()},
+            "with_minus_without": diffs,
+        }
+    return {"seeds": list(results), "metrics": table,
+            "commits": {s: r["machine"].get("commit") for s, r in results.items()}}
+
+
+def _mean(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if len(known) == len(values) and known else None
+
+
+def render_summary(results: dict[int, dict]) -> str:
+    s = summary(results)
+    seeds = s["seeds"]
+    head = ("| metric | row | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
+            + "---|" * (len(seeds) + 1) + "\n")
+    body = ""
+    for key, title in COMPARED:
+        m = s["metrics"][key]
+        for row, label in ((WITH, "with lexicon"), (WITHOUT, "without")):
+            body += f"| {title} | {label} | " + " | ".join(_fmt(v) for v in m[row]) + f" | {_fmt(m['mean'][row])} |\n"
+        body += (f"| {title} | with - without | " + " | ".join(_signed(v) for v in m["with_minus_without"])
+                 + f" | {_signed(_mean(m['with_minus_without']))} |\n")
+    lower = sum(d is not None and d < 0 for d in s["metrics"]["icr"]["with_minus_without"])
+    commits = ", ".join(f"seed {k} @{c}" for k, c in s["commits"].items())
+    return (
+        "# MIGR on descriptions in other words: with and without a cue lexicon, over seeds\n\n"
+        "Each seed trains `migr` twice on the paraphrased corpus (`own_words.md` describes the setup): with "
+        "`--lexicon docs/lexicon_example.json`, so GRPO's consistency, grounding and coverage rewards read the "
+        "descriptions, and without it, so they never apply. Both are judged with the lexicon on the same 420 "
+        "held-out clips.\n\n" + head + body
+        + f"\nICR is lower with the lexicon in {lower} of {len(seeds)} seeds. Results: {commits}. "
+        "Reproduce: `python benchmarks/own_words.py --seed N` per seed, then `--summarise`.\n"
+    )
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def render(result: dict) -> str:
@@ -187,8 +273,9 @@ def render(result: dict) -> str:
         "built-in vocabulary reads in the originals. The built-in vocabulary reads no cue in "
         f"{check['builtin_reads_nothing']}/{check['descriptions']} of them.\n\n"
         f"Trained with `migr-rt train --recipe migr --data 'dfew:...&descriptions=...' --steps {train_info['steps']} "
-        f"--seed {train_info['seed']}` ({timing}), then evaluated greedy, with the model's own opening. One seed: "
-        "the synthetic corpus path's migr ICR ranges 0.042-0.053 over three seeds.\n\n"
+        f"--seed {train_info['seed']}` ({timing}), then evaluated greedy, with the model's own opening. One seed "
+        "(`own_words_seeds.md` compares seeds); the synthetic corpus path's migr ICR ranges 0.042-0.053 over three "
+        "seeds.\n\n"
         + head + body
         + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
         "Reproduce: `python benchmarks/own_words.py`.\n"
