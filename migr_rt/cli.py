@@ -256,6 +256,9 @@ def _format_data(report: DataReport, spec: str) -> str:
         shown = ", ".join(f"{m} {_clip_text(example[m])}" for m in example if m != "clip_id")
         lines.append(f"  not readable, e.g. {example['clip_id']}: {shown} (every non-empty description needs "
                      "a cue phrase of its modality; write a lexicon for your words: docs/lexicon.md)")
+    for modality, counted in report.unread_words.items():
+        shown = ", ".join(f"{_clip_text(words, 40)} ({k})" for words, k in counted)
+        lines.append(f"  {modality} words the lexicon does not read (clips): {shown}")
     if report.negated_statements:
         lines.append(f"  {report.negated_statements} cue statements are negated (\"no lowered brows\") and read as "
                      "not shown")

@@ -49,11 +49,15 @@ class ParsedTrace:
 
     @property
     def explanation(self) -> str:
-        """The explanation a judge reads: every segment and the summary, in order."""
+        """The explanation a judge reads: every segment and the summary, in order, one per line.
+
+        A line break ends a negation's scope, so "no lowered brows" closing
+        one segment cannot negate the cue that opens the next.
+        """
         parts = [text for _, text in self.segments]
         if self.summary:
             parts.append(self.summary)
-        return " ".join(p for p in parts if p)
+        return "\n".join(p for p in parts if p)
 
     def segment(self, modality: str) -> str | None:
         texts = [text for m, text in self.segments if m == modality]

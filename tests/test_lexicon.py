@@ -13,6 +13,7 @@ from data_fixtures import synth_dfew_tree
 from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, misplaced_cues
 from migr_rt.training.lexicon import (
     LEXICON_FILE,
+    NEGATION_WINDOW,
     NEGATION_WORDS,
     SCOPE_BREAKS,
     Cue,
@@ -80,13 +81,16 @@ def _cue_change(index: int, **changes) -> dict:
     (_lexicon(cues=[]), r"\"cues\" must be a non-empty list"),
     (_lexicon(format="lexicon"), r"\"format\" must be 'migr-rt-lexicon'"),
     (_lexicon(version=3), r"\"version\" must be an integer from 1 to 2"),
-    (_lexicon(negation_words=["no", "No"]), r"negation word 'No' is listed twice"),
-    (_lexicon(negation_words=["no!"]), r"negation word 'no!' must be one or more words"),
-    (_lexicon(negation_words="no"), r"\"negation_words\" must be a list of strings"),
-    (_lexicon(scope_breaks=["but", "n't"]), r"scope break \"n't\" must be one or more words"),
-    (_lexicon(negation_words=["no", "very"]), r"intensity word 'very' is also a negation word or scope break"),
-    (_lexicon(scope_breaks=["a bit"]), r"intensity word 'a bit' is also a negation word or scope break"),
-    (_lexicon(negation_words=["no", "but"], scope_breaks=["but"]), r"\['but'\] cannot be negation words and scope"),
+    (_lexicon(version=2, negation_words=["no", "No"]), r"negation word 'No' is listed twice"),
+    (_lexicon(version=2, negation_words=["no!"]), r"negation word 'no!' must be one or more words"),
+    (_lexicon(version=2, negation_words=["_____"]), r"negation word '_____' must be one or more words"),
+    (_lexicon(version=2, negation_words="no"), r"\"negation_words\" must be a list of strings"),
+    (_lexicon(version=2, scope_breaks=["but", "n't"]), r"scope break \"n't\" must be one or more words"),
+    (_lexicon(version=2, scope_breaks=["x_y"]), r"scope break 'x_y' must be one or more words"),
+    (_lexicon(version=2, negation_words=["no", "very"]), r"intensity word 'very' is also a negation word or scope"),
+    (_lexicon(version=2, scope_breaks=["a bit"]), r"intensity word 'a bit' is also a negation word or scope break"),
+    (_lexicon(version=2, negation_words=["no", "but"], scope_breaks=["but"]),
+     r"\['but'\] cannot be negation words and scope"),
     (_lexicon(extra=1), r"unknown keys \['extra'\]"),
     ({**_cue_change(0, phrases=["fierce glare"]), "emotion_words": ["glare"]}, r"emotion word 'glare'"),
 ])
@@ -211,12 +215,44 @@ def test_the_example_lexicon_reads_a_paraphrase_as_the_builtin_vocabulary_reads_
     ("nothing but raised brows", ["brows_raised"]),
     ("knotted lowered brows, a notable trembling voice", ["brows_lowered", "voice_trembling"]),  # whole words only
     ("no even and steady voice or trembling voice", []),  # "and" inside a phrase is no break
+    ("no lowered brows or narrowed eyes or trembling voice or loud voice", []),  # a list goes on negating
+    ("no lowered brows or narrowed eyes, loud voice", ["voice_loud"]),
+    ("NO LOWERED BROWS", []),
+    ("it cannot be lowered brows", []),
+    ("a lack of narrowed eyes; an absence of lowered brows; free of trembling voice", []),
+    ("not merely narrowed eyes", ["eyes_narrowed"]),
+    ("no lowered brows (narrowed eyes)", ["eyes_narrowed"]),
+    ("no lowered brows - narrowed eyes", ["eyes_narrowed"]),  # a hyphen between spaces is a dash
+    ("no well-defined lowered brows", []),  # one inside a word is not
+    ("no lowered brows\u2026 narrowed eyes", ["eyes_narrowed"]),
+    ("no lowered brows\uff0cnarrowed eyes", ["eyes_narrowed"]),
+    ("isn`t a loud voice, isn\u02bct a quiet voice", []),
 ])
 def test_a_negated_cue_is_not_stated(text, stated) -> None:
     assert [c.name for c, _ in LEXICON.find(text)] == stated
     every = LEXICON.statements(text)
     assert [st.negated for st in every] == [st.cue.name not in stated for st in every]
     assert [(a, b) for a, b, _, _ in LEXICON.spans(text)] == [(st.start, st.end) for st in every if not st.negated]
+
+
+def test_the_negation_window_is_five_words() -> None:
+    filler = ["of", "any", "sort", "whatsoever", "here", "now"]
+    for k in range(len(filler) + 1):
+        text = " ".join(["no", *filler[:k], "lowered brows"])
+        assert bool(LEXICON.find(text)) == (k > NEGATION_WINDOW), text
+    assert NEGATION_WINDOW == 5
+
+
+def test_a_negation_closing_one_segment_does_not_reach_the_next() -> None:
+    text = ("<think><visual>slightly raised cheeks, no lowered brows</visual><audio>strongly loud voice</audio>"
+            "</think><answer>angry</answer>")
+    parsed = parse_trace(text, DFEW_LABELS)
+    plain = parse_trace(text.replace(", no lowered brows", ""), DFEW_LABELS)
+    assert CueJudge().implied_emotion(parsed.explanation) == CueJudge().implied_emotion(plain.explanation) == "angry"
+    ctx = [RewardContext("angry", DFEW_LABELS, "audio", ("visual", "audio"),
+                         {"visual": frozenset({"cheeks_raised"}), "audio": frozenset({"voice_loud"})})] * 2
+    _, terms = score([text, text.replace(", no lowered brows", "")], ctx, RewardWeights())
+    assert float(terms["consistency"][0]) == float(terms["consistency"][1]) == 1.0
 
 
 def test_words_inside_a_phrase_are_neither_negations_nor_breaks() -> None:
@@ -241,7 +277,15 @@ def test_a_file_sets_its_own_negation_words_and_older_files_get_the_defaults() -
     for lexicon in (v1, german, off):
         assert lexicon_from_dict(json.loads(lexicon.to_json()), "y") == lexicon
         import pickle
-        assert pickle.loads(pickle.dumps(lexicon)).find("kein scowl aber smile") == lexicon.find("kein scowl aber smile")
+        back = pickle.loads(pickle.dumps(lexicon))
+        assert back == lexicon and back.negation_words == lexicon.negation_words
+        assert back.scope_breaks == lexicon.scope_breaks
+    # the order of a list does not change how text is read, so it is not part of the content
+    swapped = lexicon_from_dict(_lexicon(version=2, negation_words=["ohne", "kein"], scope_breaks=["aber"]), "x")
+    assert swapped == german
+    with pytest.raises(LexiconError, match="\"negation_words\" needs \"version\": 2"):
+        lexicon_from_dict(_lexicon(negation_words=["kein"]), "x")
+    assert CueLexicon(v1.cues, negation_words=()).find("no scowl") != []
 
 
 def test_negation_reaches_the_judge_grounding_coverage_and_descriptions() -> None:
@@ -268,6 +312,19 @@ def test_a_negated_cue_changes_no_reward() -> None:
     for name in ("consistency", "grounding", "coverage", "first_segment"):
         assert float(terms[name][0]) == float(terms[name][1]), name
     assert float(terms["grounding"][1]) == 1.0 and float(terms["consistency"][1]) == 1.0
+
+
+@pytest.mark.parametrize("text,unread", [
+    ("slightly lowered brows and a furious glare", ["furious glare"]),
+    ("no lowered brows, a booming voice; the eyes look tired", ["booming voice", "eyes look tired"]),
+    ("Strongly raised cheeks.", []),
+    ("", []),
+    ("the face: 3 s", ["face", "3 s"]),
+    ("raised cheeks, 3, 42.", []),  # pieces without a letter are dropped
+    ("a Booming  VOICE and raised brows", ["booming voice"]),
+])
+def test_unread_leaves_the_clauses_a_lexicon_cannot_read(text, unread) -> None:
+    assert LEXICON.unread(text) == unread
 
 
 def test_translate_restates_negated_cues_and_keeps_the_negation() -> None:
@@ -374,11 +431,21 @@ def test_data_reports_how_many_descriptions_a_lexicon_reads(own_words) -> None:
     assert with_it.exit_code == 0, with_it.output
     report = json.loads(with_it.output)
     assert report["vocabulary_described"] == report["described"] == n and report["unreadable_example"] is None
-    assert "paraphrase" in report["lexicon"]
+    assert "paraphrase" in report["lexicon"] and report["unread_words"] == {}
     without = CliRunner().invoke(main, ["data", specs["paraphrased"]])
     assert without.exit_code == 0, without.output
     assert f"({0} readable by CueLexicon(name='builtin'" in without.output
     assert "not readable, e.g. dfew/00001" in without.output and "docs/lexicon.md" in without.output
+    # what the built-in words leave unread is what a lexicon for these descriptions must list
+    report = json.loads(CliRunner().invoke(main, ["data", specs["paraphrased"], "--json"]).output)
+    example = load_lexicon(EXAMPLE)
+    for modality in ("visual", "audio"):
+        listed = report["unread_words"][modality]
+        assert 0 < len(listed) <= 8 and all(0 < k <= n for _, k in listed)
+        assert [k for _, k in listed] == sorted((k for _, k in listed), reverse=True)
+        for words, _ in listed:  # each is a paraphrased cue, read by the example lexicon
+            assert len(example.find(words)) == 1, words
+    assert "visual words the lexicon does not read (clips): " in without.output
 
 
 def test_data_counts_negated_cue_statements_and_does_not_read_them_as_shown(own_words, tmp_path) -> None:

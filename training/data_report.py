@@ -58,6 +58,8 @@ class DataReport:
     unreadable_example: dict | None = None
     #: cue statements in the described clips' descriptions that are negated ("no lowered brows": not shown)
     negated_statements: int = 0
+    #: per modality, the most frequent words the lexicon does not read, as ``[words, clips]`` (what to add to it)
+    unread_words: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,10 @@ def indexed_clips(source: DataSource) -> Iterator[tuple[str, str, dict[str, str 
         raise TypeError(f"cannot report on a {type(clips).__name__} source without decoding it")
 
 
+#: How many unread clauses per modality a report lists.
+UNREAD_SHOWN = 8
+
+
 @dataclass(frozen=True)
 class LexiconCoverage:
     """How many described clips a lexicon reads the cues of, and one it cannot read (to show the user)."""
@@ -85,22 +91,31 @@ class LexiconCoverage:
     unreadable_example: dict | None
     #: negated cue statements in those descriptions (read as not shown)
     negated: int = 0
+    #: per modality, the clauses it leaves unread (:meth:`CueLexicon.unread`) -> in how many clips
+    unread: dict[str, Counter] = field(default_factory=dict)
+
+    def most_unread(self, n: int = UNREAD_SHOWN) -> dict[str, list]:
+        """The ``n`` most frequent unread clauses per modality as ``[words, clips]``, most frequent first."""
+        return {m: [[words, k] for words, k in counts.most_common(n)] for m, counts in self.unread.items() if counts}
 
 
 def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage:
     """Read every fully described clip's descriptions with ``lexicon`` (index only, nothing decoded)."""
     described = readable = negated = 0
     example = None
+    unread: dict[str, Counter] = {m: Counter() for m in MODALITIES}
     for clip_id, _, texts in indexed_clips(source):
         if not all(t is not None for t in texts.values()):
             continue
         described += 1
         negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
+        for modality, text in texts.items():
+            unread[modality].update(set(lexicon.unread(text)))  # a clip counts once per clause
         if described_cues(texts, lexicon) is not None:
             readable += 1
         elif example is None:
             example = {"clip_id": clip_id, **texts}
-    return LexiconCoverage(described, readable, example, negated)
+    return LexiconCoverage(described, readable, example, negated, unread)
 
 
 def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int], None] | None) -> int:
@@ -171,4 +186,5 @@ def data_report(
         lexicon=repr(lexicon),
         unreadable_example=read.unreadable_example,
         negated_statements=read.negated,
+        unread_words=read.most_unread(),
     )

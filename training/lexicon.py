@@ -21,16 +21,20 @@ Contract, checked when a lexicon is built, so a judge can rely on it:
   another, the longer one is read: at each position the longest phrase wins.
 * Intensity words are not words of any phrase, and no phrase begins with the
   end of a multi-word intensity word, so a weight never eats part of a phrase.
-* Negation words, scope breaks and intensity words are three disjoint lists.
+* No word is both a negation word and a scope break, and neither is an
+  intensity word; their entries are plain words (no underscores, which mark
+  phrases while negation is read).
 
 A negated statement ("no lowered brows", "without a trembling voice", "the
 voice isn't trembling" does not match; "there isn't a trembling voice" does)
 states nothing: it neither argues for an emotion, nor claims a cue the input
 must show, nor describes a modality. A phrase is negated when a negation word
 stands before it in the same clause, at most :data:`NEGATION_WINDOW` words
-away; punctuation and scope-break words ("but", "and") end the clause. Words
-inside a matched phrase never act as negations or breaks, so a cue may be
-stated as "no eye contact" and "even and steady voice" stays one phrase.
+away, or when the phrase before it was negated and stands that close (a list:
+"no lowered brows or narrowed eyes or ..."). Punctuation, dashes, line breaks
+and scope-break words ("but", "and") end the clause. Words inside a matched
+phrase never act as negations or breaks, so a cue may be stated as "no eye
+contact" and "even and steady voice" stays one phrase.
 """
 
 from __future__ import annotations
@@ -71,10 +75,14 @@ SCOPE_BREAKS: tuple[str, ...] = ("and", "but", "however", "although", "though", 
 NEGATION_WINDOW = 5
 #: A negation followed by one of these words is no negation ("not only raised brows", "not just a frown").
 _NOT_NEGATING_NEXT = ("only", "just", "merely", "simply")
-#: Characters that end a negation's scope.
-_BREAK_CHARS = r"[.,;:!?()\[\]\n\u2013\u2014]"
-#: How ``n't`` is matched: any word ending in n't, with a straight or curly apostrophe.
-_CONTRACTION = r"\w+n['\u2019]t"
+#: Words trimmed from the ends of an unread clause (:meth:`CueLexicon.unread`) besides negation and intensity words.
+_EDGE_WORDS = ("a", "an", "the", "some", "any", "of", "with", "is", "are", "was", "were", "has", "have", "his", "her",
+               "their", "its")
+#: What ends a negation's scope besides scope-break words: punctuation (full-width too), brackets, dashes, a hyphen
+#: between spaces ("well-defined" is one word), line and paragraph breaks.
+_BREAK_CHARS = r"[.,;:!?()\[\]{}/|\u2026\u2013\u2014\r\n\u2028\u2029\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f]|\s-+\s"
+#: How ``n't`` is matched: any word ending in n't, with a straight, curly, modifier-letter or grave apostrophe.
+_CONTRACTION = r"\w+n['\u2019\u02bc`]t"
 
 
 class LexiconError(ValueError):
@@ -166,7 +174,7 @@ def _word_list(kind: str, words: Iterable[str], contraction: bool = False) -> tu
     out: list[str] = []
     for word in words:
         key = normalise_phrase(word).replace("\u2019", "'") if isinstance(word, str) else ""
-        if not (re.fullmatch(r"\w+(?: \w+)*", key) or (contraction and key == "n't")):
+        if not (re.fullmatch(r"[^\W_]+(?: [^\W_]+)*", key) or (contraction and key == "n't")):
             raise LexiconError(f"{kind} {word!r} must be one or more words of letters or digits"
                                + (" (or \"n't\")" if contraction else ""))
         if key in out:
@@ -221,10 +229,11 @@ class CueLexicon:
             prefix = r"(?:\b(?:" + "|".join(f"(?P<w{i}>{_words_pattern(w)})" for i, w in enumerate(self._words)) + r")\s+)?"
         phrases = "|".join(f"(?P<p{i}>{_words_pattern(p)})" for i, (p, _) in enumerate(ordered))
         object.__setattr__(self, "_pattern", re.compile(prefix + r"\b(?:" + phrases + r")\b", re.IGNORECASE))
-        negations = [_CONTRACTION if w == "n't" else _words_pattern(w) for w in self.negation_words]
+        longest_first = lambda words: sorted(words, key=lambda w: (-len(w), w))  # noqa: E731
+        negations = [_CONTRACTION if w == "n't" else _words_pattern(w) for w in longest_first(self.negation_words)]
         object.__setattr__(self, "_negation", re.compile(r"\b(?:" + "|".join(negations) + r")\b", re.IGNORECASE)
                            if negations else None)
-        breaks = "".join(f"|\\b(?:{_words_pattern(w)})\\b" for w in self.scope_breaks)
+        breaks = "".join(f"|\\b(?:{_words_pattern(w)})\\b" for w in longest_first(self.scope_breaks))
         object.__setattr__(self, "_break", re.compile(_BREAK_CHARS + breaks, re.IGNORECASE))
         digest = hashlib.sha256(json.dumps(self._content(normalised=True), sort_keys=True).encode()).hexdigest()
         object.__setattr__(self, "_digest", digest)
@@ -328,16 +337,46 @@ class CueLexicon:
             last = m.end()
         masked_text = "".join(masked + [text[last:]])
         negations = [n.end() for n in self._negation.finditer(masked_text)]
-        out = []
+        out: list[bool] = []
+        carried = -1  # end of the last negated phrase: a list goes on negating ("no A or B or C or D")
         for m in matches:
             before = [end for end in negations if end <= m.start()]
-            if not before:
+            if not before and carried < 0:
                 out.append(False)
                 continue
-            scope = masked_text[before[-1]:m.start()]
+            anchor = max(before[-1] if before else -1, carried)
+            scope = masked_text[anchor:m.start()]
             words = re.findall(r"\w+", scope)
-            out.append(self._break.search(scope) is None and len(words) <= NEGATION_WINDOW
-                       and not (words and words[0].lower() in _NOT_NEGATING_NEXT))
+            negated = (self._break.search(scope) is None and len(words) <= NEGATION_WINDOW
+                       and not (anchor != carried and words and words[0].lower() in _NOT_NEGATING_NEXT))
+            out.append(negated)
+            carried = m.end() if negated else -1
+        return out
+
+    def unread(self, text: str) -> list[str]:
+        """The clauses of ``text`` left once every phrase is taken out, as a lexicon author needs to see them.
+
+        Each piece between phrases, punctuation and scope breaks is
+        normalised, and the words a lexicon already handles (negation and
+        intensity words) and articles are trimmed from its ends: "slightly
+        lowered brows and a furious glare" leaves ``["furious glare"]``. What
+        is left is what the lexicon cannot read; ``migr-rt data`` counts it
+        over a dataset's descriptions.
+        """
+        masked, last = [], 0
+        for st in self.statements(text):
+            masked += [text[last:st.start], "\n"]
+            last = st.end
+        edges = set(self.negation_words) | set(self.intensity_words) | set(_EDGE_WORDS)
+        out = []
+        for piece in self._break.split("".join(masked + [text[last:]])):
+            words = re.findall(r"\w+(?:['\u2019]\w+)*", piece.lower())
+            while words and (words[0] in edges or " ".join(words[:2]) in edges):
+                words = words[2:] if " ".join(words[:2]) in edges else words[1:]
+            while words and (words[-1] in edges or " ".join(words[-2:]) in edges):
+                words = words[:-2] if " ".join(words[-2:]) in edges else words[:-1]
+            if any(re.search(r"[^\W\d_]", w) for w in words):
+                out.append(" ".join(words))
         return out
 
     def cues_for(self, modality: str) -> tuple[Cue, ...]:
@@ -392,8 +431,8 @@ class CueLexicon:
         return {
             "intensity_words": dict(self.intensity_words),
             "emotion_words": list(self.emotion_words),
-            "negation_words": list(self.negation_words),
-            "scope_breaks": list(self.scope_breaks),
+            "negation_words": sorted(self.negation_words) if normalised else list(self.negation_words),
+            "scope_breaks": sorted(self.scope_breaks) if normalised else list(self.scope_breaks),
             "cues": [{"name": c.name, "modality": c.modality, "phrases": [spell(p) for p in c.phrases],
                       "support": dict(c.support)} for c in self.cues],
         }
@@ -465,6 +504,8 @@ def lexicon_from_dict(obj: Any, where: str, *, defaults: CueLexicon | None = Non
     emotion_words = list(defaults.emotion_words) + emotion_words
     lists = {}
     for key in ("negation_words", "scope_breaks"):
+        if key in obj and version < 2:
+            raise LexiconError(f"{where}: \"{key}\" needs \"version\": 2 (version 1 has no such key)")
         value = obj.get(key, list(getattr(defaults, key)))
         if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
             raise LexiconError(f"{where}: \"{key}\" must be a list of strings, got {value!r}")
