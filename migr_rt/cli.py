@@ -257,6 +257,8 @@ def _format_data(report: DataReport, spec: str) -> str:
         lines.append(f"  not readable, e.g. {example['clip_id']}: {shown} (every non-empty description needs "
                      "a cue phrase of its modality; write a lexicon for your words: docs/lexicon.md)")
     for modality, counted in report.unread_words.items():
+        if not counted:
+            continue
         shown = ", ".join(f"{_clip_text(words, 40)} ({k})" for words, k in counted)
         lines.append(f"  {modality} words the lexicon does not read (clips): {shown}")
     if report.negated_statements:

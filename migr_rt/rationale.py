@@ -103,9 +103,11 @@ def explanation_verdict(judge, parsed: ParsedTrace) -> tuple[str | None, bool | 
     window): a verdict on evidence it never finished stating would mislead.
     ``judge`` reads cue statements, never a named label.
     """
+    from migr_rt.training.judge import judged_emotion
+
     if parsed.answer is None:
         return None, None
-    emotion = judge.implied_emotion(parsed.explanation)
+    emotion = judged_emotion(judge, parsed)
     return emotion, (None if emotion is None else emotion == parsed.answer)
 
 

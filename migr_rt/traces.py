@@ -49,10 +49,11 @@ class ParsedTrace:
 
     @property
     def explanation(self) -> str:
-        """The explanation a judge reads: every segment and the summary, in order, one per line.
+        """The explanation as one text: every segment and the summary, in order, one per line.
 
-        A line break ends a negation's scope, so "no lowered brows" closing
-        one segment cannot negate the cue that opens the next.
+        The cue judge reads the parts one by one instead
+        (``migr_rt.training.judge.judged_emotion``); a pluggable judge gets
+        this text, where a line break ends each part.
         """
         parts = [text for _, text in self.segments]
         if self.summary:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from data_fixtures import synth_dfew_tree
-from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, misplaced_cues
+from migr_rt.training.judge import CueJudge, coverage, described_cues, grounding, judged_emotion, misplaced_cues
 from migr_rt.training.lexicon import (
     LEXICON_FILE,
     NEGATION_WINDOW,
@@ -217,6 +217,11 @@ def test_the_example_lexicon_reads_a_paraphrase_as_the_builtin_vocabulary_reads_
     ("no even and steady voice or trembling voice", []),  # "and" inside a phrase is no break
     ("no lowered brows or narrowed eyes or trembling voice or loud voice", []),  # a list goes on negating
     ("no lowered brows or narrowed eyes, loud voice", ["voice_loud"]),
+    ("without lowered brows he shows narrowed eyes", ["eyes_narrowed"]),  # a negated phrase ends the window
+    ("no lowered brows here so the face shows narrowed eyes then a loud voice", ["eyes_narrowed", "voice_loud"]),
+    ("no lowered brows\uff08narrowed eyes\uff09", ["eyes_narrowed"]),
+    ("no lowered brows--narrowed eyes", ["eyes_narrowed"]),
+    ("isn\u2018t a loud voice", []),
     ("NO LOWERED BROWS", []),
     ("it cannot be lowered brows", []),
     ("a lack of narrowed eyes; an absence of lowered brows; free of trembling voice", []),
@@ -253,6 +258,11 @@ def test_a_negation_closing_one_segment_does_not_reach_the_next() -> None:
                          {"visual": frozenset({"cheeks_raised"}), "audio": frozenset({"voice_loud"})})] * 2
     _, terms = score([text, text.replace(", no lowered brows", "")], ctx, RewardWeights())
     assert float(terms["consistency"][0]) == float(terms["consistency"][1]) == 1.0
+    # the judge reads each part on its own: no phrase is assembled across two segments either
+    split = parse_trace("<think><visual>raised cheeks, strongly lowered</visual><audio>brows</audio></think>"
+                        "<answer>happy</answer>", DFEW_LABELS)
+    assert CueJudge().implied_emotion(split.explanation.replace("\n", " ")) == "angry"
+    assert judged_emotion(CueJudge(), split) == "happy"
 
 
 def test_words_inside_a_phrase_are_neither_negations_nor_breaks() -> None:
@@ -322,9 +332,35 @@ def test_a_negated_cue_changes_no_reward() -> None:
     ("the face: 3 s", ["face", "3 s"]),
     ("raised cheeks, 3, 42.", []),  # pieces without a letter are dropped
     ("a Booming  VOICE and raised brows", ["booming voice"]),
+    ("isn't a furious glare", ["furious glare"]),
+    ("no lowered brows or narrowed eyes or a furious glare", ["furious glare"]),
+    ("cafe\u0301 glare, nai\u0308ve stare", ["caf\u00e9 glare", "na\u00efve stare"]),  # decomposed accents
 ])
 def test_unread_leaves_the_clauses_a_lexicon_cannot_read(text, unread) -> None:
     assert LEXICON.unread(text) == unread
+
+
+def test_unread_trims_the_longest_edge_word_first() -> None:
+    own = lexicon_from_dict(_lexicon(version=2, intensity_words={"a little bit": 0.3, "to some extent": 0.6},
+                                     negation_words=["no", "not at all"]), "x")
+    assert own.unread("a little bit furious glare") == ["furious glare"]
+    assert own.unread("not at all furious glare to some extent") == ["furious glare"]
+
+
+def test_unread_words_are_listed_in_a_fixed_order(tmp_path) -> None:
+    from migr_rt.training.data_report import lexicon_coverage
+    from migr_rt.training.sources import open_source
+
+    root, records = synth_dfew_tree(tmp_path, n=3, seed=44)
+    clauses = ["tense jaw", "tight lips", "pale skin", "clenched fists", "wide stance", "flat gaze", "stiff neck",
+               "cold sweat", "dry mouth"]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"clip_id": str(k), "visual": ", ".join(clauses[::-1] if k % 2 else clauses),
+                                        "audio": "loud voice, harsh tone" if k < 3 else "harsh tone"}) + "\n"
+                            for k in range(1, len(records) + 1)))
+    read = lexicon_coverage(open_source(f"dfew:{root}?fold=1&split=train&descriptions={path}"), LEXICON)
+    assert read.most_unread() == {"visual": [[c, 3] for c in sorted(clauses)[:8]], "audio": [["harsh tone", 3]]}
+    assert read.described == 3 and read.readable == 0  # a visual description with no cue phrase is not read
 
 
 def test_translate_restates_negated_cues_and_keeps_the_negation() -> None:
@@ -431,7 +467,7 @@ def test_data_reports_how_many_descriptions_a_lexicon_reads(own_words) -> None:
     assert with_it.exit_code == 0, with_it.output
     report = json.loads(with_it.output)
     assert report["vocabulary_described"] == report["described"] == n and report["unreadable_example"] is None
-    assert "paraphrase" in report["lexicon"] and report["unread_words"] == {}
+    assert "paraphrase" in report["lexicon"] and report["unread_words"] == {"visual": [], "audio": []}
     without = CliRunner().invoke(main, ["data", specs["paraphrased"]])
     assert without.exit_code == 0, without.output
     assert f"({0} readable by CueLexicon(name='builtin'" in without.output

@@ -58,7 +58,8 @@ class DataReport:
     unreadable_example: dict | None = None
     #: cue statements in the described clips' descriptions that are negated ("no lowered brows": not shown)
     negated_statements: int = 0
-    #: per modality, the most frequent words the lexicon does not read, as ``[words, clips]`` (what to add to it)
+    #: per modality, the most frequent clauses the lexicon does not read, as ``[words, clips]`` (what to add to
+    #: it), most clips first and ties in alphabetical order; negated clauses count too
     unread_words: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -96,7 +97,8 @@ class LexiconCoverage:
 
     def most_unread(self, n: int = UNREAD_SHOWN) -> dict[str, list]:
         """The ``n`` most frequent unread clauses per modality as ``[words, clips]``, most frequent first."""
-        return {m: [[words, k] for words, k in counts.most_common(n)] for m, counts in self.unread.items() if counts}
+        return {m: [[words, k] for words, k in sorted(counts.items(), key=lambda wk: (-wk[1], wk[0]))[:n]]
+                for m, counts in self.unread.items()}
 
 
 def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage:
@@ -110,7 +112,7 @@ def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage
         described += 1
         negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
         for modality, text in texts.items():
-            unread[modality].update(set(lexicon.unread(text)))  # a clip counts once per clause
+            unread[modality].update(list(dict.fromkeys(lexicon.unread(text))))  # a clip counts once per clause
         if described_cues(texts, lexicon) is not None:
             readable += 1
         elif example is None:

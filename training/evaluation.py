@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, grounding
+from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, grounding, judged_emotion
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.synth.cues import LEXICON
 from migr_rt.training.sources import DataSource
@@ -185,7 +185,7 @@ def window_record(
         label=label,
         prediction=parsed.answer if parsed.answer in labels else None,
         answer=parsed.answer,
-        implied=judge.implied_emotion(parsed.explanation),
+        implied=judged_emotion(judge, parsed),
         first_modality=parsed.first_modality,
         well_formed=parsed.well_formed,
         summary_problem=summary_problem(parsed, required=rationale),

@@ -32,7 +32,7 @@ not checked by grounding.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -81,7 +81,14 @@ class CueJudge:
         return implied_emotion_scores(self.lexicon.find(explanation), self.labels)
 
     def implied_emotion(self, explanation: str) -> str | None:
-        scores = self.emotion_scores(explanation)
+        return self.verdict(self.emotion_scores(explanation))
+
+    def parts_scores(self, parts: Iterable[str]) -> dict[str, float]:
+        """:meth:`emotion_scores` of texts read one by one: no phrase or negation reaches from one into the next."""
+        return implied_emotion_scores([found for text in parts for found in self.lexicon.find(text)], self.labels)
+
+    def verdict(self, scores: Mapping[str, float]) -> str | None:
+        """The arg-max of ``scores`` (ties to the first label); None when no cue was stated."""
         best = max(scores.values())
         if best <= 0.0:
             return None
@@ -100,6 +107,19 @@ def explanation_parts(parsed: ParsedTrace) -> Iterator[tuple[str | None, str]]:
     yield from parsed.segments
     if parsed.summary:
         yield None, parsed.summary
+
+
+def judged_emotion(judge: ExplanationJudge, parsed: ParsedTrace) -> str | None:
+    """The emotion ``parsed``'s explanation argues for, as consistency, ICR and rationale verdicts read it.
+
+    A :class:`CueJudge` reads each part on its own (:func:`explanation_parts`),
+    so "no lowered brows" closing one segment cannot negate the cue opening
+    the next, and no phrase is assembled across two segments. Any other judge
+    gets the whole explanation, one part per line.
+    """
+    if isinstance(judge, CueJudge):
+        return judge.verdict(judge.parts_scores(text for _, text in explanation_parts(parsed)))
+    return judge.implied_emotion(parsed.explanation)
 
 
 def stated_cues(parsed: ParsedTrace, lexicon: CueLexicon | None = None) -> list[tuple[str | None, Cue]]:

@@ -30,9 +30,10 @@ voice isn't trembling" does not match; "there isn't a trembling voice" does)
 states nothing: it neither argues for an emotion, nor claims a cue the input
 must show, nor describes a modality. A phrase is negated when a negation word
 stands before it in the same clause, at most :data:`NEGATION_WINDOW` words
-away, or when the phrase before it was negated and stands that close (a list:
-"no lowered brows or narrowed eyes or ..."). Punctuation, dashes, line breaks
-and scope-break words ("but", "and") end the clause. Words inside a matched
+away with no negated phrase between them, or when the phrase before it was
+negated and only list words stand between them ("no lowered brows or narrowed
+eyes or a trembling voice"). Punctuation, dashes, line breaks and scope-break
+words ("but", "and") end the clause. Words inside a matched
 phrase never act as negations or breaks, so a cue may be stated as "no eye
 contact" and "even and steady voice" stays one phrase.
 """
@@ -43,6 +44,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +78,18 @@ NEGATION_WINDOW = 5
 #: A negation followed by one of these words is no negation ("not only raised brows", "not just a frown").
 _NOT_NEGATING_NEXT = ("only", "just", "merely", "simply")
 #: Words trimmed from the ends of an unread clause (:meth:`CueLexicon.unread`) besides negation and intensity words.
-_EDGE_WORDS = ("a", "an", "the", "some", "any", "of", "with", "is", "are", "was", "were", "has", "have", "his", "her",
-               "their", "its")
+_EDGE_WORDS = ("a", "an", "the", "some", "any", "of", "with", "or", "only", "just", "is", "are", "was", "were", "has",
+               "have", "his", "her", "their", "its")
+#: A negated phrase carries its negation on to the next phrase only across these words ("no A or B or C").
+_LIST_JOINERS = frozenset({"or", "nor", "a", "an", "the", "any"})
+#: A word of an unread clause: letters, digits and combining marks, apostrophes inside.
+_UNREAD_WORD = r"[\w\u0300-\u036f]+(?:['\u2018\u2019\u02bc`][\w\u0300-\u036f]+)*"
 #: What ends a negation's scope besides scope-break words: punctuation (full-width too), brackets, dashes, a hyphen
 #: between spaces ("well-defined" is one word), line and paragraph breaks.
-_BREAK_CHARS = r"[.,;:!?()\[\]{}/|\u2026\u2013\u2014\r\n\u2028\u2029\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f]|\s-+\s"
-#: How ``n't`` is matched: any word ending in n't, with a straight, curly, modifier-letter or grave apostrophe.
-_CONTRACTION = r"\w+n['\u2019\u02bc`]t"
+_BREAK_CHARS = (r"[.,;:!?()\[\]{}/|\u2026\u2010\u2012-\u2015\u2212\r\n\v\f\x85\u2028\u2029\u3001\u3002"
+                r"\uff01\uff08\uff09\uff0c\uff0f\uff1a\uff1b\uff1f\uff3b\uff3d\uff5c]|\s-+\s|-{2,}")
+#: How ``n't`` is matched: any word ending in n't, with any of the apostrophes people type.
+_CONTRACTION = r"\w+n['\u2018\u2019\u02bc`\u00b4\uff07]t"
 
 
 class LexiconError(ValueError):
@@ -346,9 +353,12 @@ class CueLexicon:
                 continue
             anchor = max(before[-1] if before else -1, carried)
             scope = masked_text[anchor:m.start()]
-            words = re.findall(r"\w+", scope)
-            negated = (self._break.search(scope) is None and len(words) <= NEGATION_WINDOW
-                       and not (anchor != carried and words and words[0].lower() in _NOT_NEGATING_NEXT))
+            words = [w.lower() for w in re.findall(r"\w+", scope)]
+            if anchor == carried:  # from the last negated phrase: only a list goes on ("... or B")
+                negated = self._break.search(scope) is None and set(words) <= _LIST_JOINERS
+            else:
+                negated = (self._break.search(scope) is None and len(words) <= NEGATION_WINDOW
+                           and not (words and words[0] in _NOT_NEGATING_NEXT))
             out.append(negated)
             carried = m.end() if negated else -1
         return out
@@ -368,13 +378,24 @@ class CueLexicon:
             masked += [text[last:st.start], "\n"]
             last = st.end
         edges = set(self.negation_words) | set(self.intensity_words) | set(_EDGE_WORDS)
+        longest = max(len(e.split()) for e in edges)
+        contraction = re.compile(_CONTRACTION) if "n't" in self.negation_words else None
+
+        def edge(words: list[str], at_end: bool) -> int:
+            """How many words the longest edge word at the start (or end) of ``words`` spans; 0 if none."""
+            for k in range(min(longest, len(words)), 0, -1):
+                if " ".join(words[-k:] if at_end else words[:k]) in edges:
+                    return k
+            one = words[-1] if at_end else words[0]
+            return 1 if contraction is not None and contraction.fullmatch(one) else 0
+
         out = []
         for piece in self._break.split("".join(masked + [text[last:]])):
-            words = re.findall(r"\w+(?:['\u2019]\w+)*", piece.lower())
-            while words and (words[0] in edges or " ".join(words[:2]) in edges):
-                words = words[2:] if " ".join(words[:2]) in edges else words[1:]
-            while words and (words[-1] in edges or " ".join(words[-2:]) in edges):
-                words = words[:-2] if " ".join(words[-2:]) in edges else words[:-1]
+            words = re.findall(_UNREAD_WORD, unicodedata.normalize("NFC", piece).lower())
+            while words and (k := edge(words, at_end=False)):
+                words = words[k:]
+            while words and (k := edge(words, at_end=True)):
+                words = words[:-k]
             if any(re.search(r"[^\W\d_]", w) for w in words):
                 out.append(" ".join(words))
         return out

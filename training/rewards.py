@@ -43,7 +43,14 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, explanation_parts, grounding
+from migr_rt.training.judge import (
+    CueJudge,
+    ExplanationJudge,
+    coverage,
+    explanation_parts,
+    grounding,
+    judged_emotion,
+)
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.synth.cues import LEXICON
 
@@ -172,7 +179,7 @@ def consistency_reward(parsed: ParsedTrace, ctx: RewardContext, judge: Explanati
     """
     if parsed.answer is None or parsed.answer != ctx.label:
         return 0.0
-    implied = (judge or _cue_judge(ctx.labels, ctx.lexicon)).implied_emotion(parsed.explanation)
+    implied = judged_emotion(judge or _cue_judge(ctx.labels, ctx.lexicon), parsed)
     return float(implied is not None and implied == parsed.answer)
 
 
