@@ -94,6 +94,31 @@ def test_sharded_steps_through_the_sft_methods_match_data_parallel(tmp_path):
     assert worst < 1e-5, f"five sharded steps differ from data-parallel ones by {worst}"
 
 
+def test_a_resumed_run_gives_every_rank_its_own_sampler_stream(tmp_path):
+    _launch("ddp", "sampler_resume.py", str(tmp_path / "run"))
+    ranks = [json.loads((tmp_path / f"run.rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [3, 3]
+    for r in ranks:
+        assert r["resumed"] == r["expected"], f"rank {r['rank']} resumed another stream"
+    assert ranks[0]["expected"] != ranks[1]["expected"]
+
+
+def test_a_sampler_state_from_an_older_run_or_another_world_size_is_handled(tmp_path, caplog):
+    from migr_rt.training.reasoning_recipe import _restore_sampler
+
+    saved = [torch.Generator().manual_seed(s).get_state() for s in (1, 2)]
+    for tensors, world, seed in (({"sampler_state": saved[0]}, None, 1),  # before per-rank streams
+                                 ({"sampler_state.0": saved[1], "x": torch.ones(1)}, 1, 2)):
+        generator = torch.Generator().manual_seed(7)
+        _restore_sampler(generator, tensors, world, tmp_path)
+        assert torch.equal(generator.get_state(), torch.Generator().manual_seed(seed).get_state())
+        assert not any(k.startswith("sampler_state") for k in tensors)
+    generator = torch.Generator().manual_seed(7)
+    _restore_sampler(generator, {"sampler_state.0": saved[0], "sampler_state.1": saved[1]}, 2, tmp_path)
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(7).get_state())  # kept its seed
+    assert "written by 2 processes, this run has 1" in caplog.text
+
+
 def test_ranks_exit_cleanly_right_after_a_collective():
     """A rank that exits while gloo still releases its last collective must not abort (-6): 1 launch in 2 did."""
     for _ in range(8):

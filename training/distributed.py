@@ -157,6 +157,14 @@ class Distributed:
         torch.distributed.all_reduce(t)
         return float(t) / self.world_size
 
+    def all_gather(self, value: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``value`` (same shape and dtype on each), in rank order; ``[value]`` in one process."""
+        if not self.enabled:
+            return [value]
+        out = [torch.empty_like(value) for _ in range(self.world_size)]
+        torch.distributed.all_gather(out, value.contiguous())
+        return out
+
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (e.g. writes a cache); the others run it after, reading what it wrote."""

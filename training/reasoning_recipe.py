@@ -213,8 +213,14 @@ def reward_contexts(
 
 def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                      step: int, history: list[dict]) -> None:
-    """A resumable GRPO checkpoint: verified weights + optimiser moments and sampler state in safetensors."""
-    tensors: dict[str, torch.Tensor] = {"sampler_state": generator.get_state()}
+    """A resumable GRPO checkpoint: verified weights + optimiser moments and every rank's sampler state.
+
+    Each rank samples its own prompts with its own stream, so all of them are
+    gathered (a collective: every rank calls this) and kept by rank.
+    """
+    dist = distributed.current()
+    states = dist.all_gather(generator.get_state())
+    tensors: dict[str, torch.Tensor] = {f"sampler_state.{r}": state for r, state in enumerate(states)}
     scalars: dict[str, float] = {}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for k, p in enumerate(params):
@@ -225,7 +231,8 @@ def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimi
             else:
                 scalars[f"{k}.{name}"] = float(value)
     extra = {
-        "grpo_state.json": json.dumps({"step": step, "scalars": scalars, "history": history}) + "\n",
+        "grpo_state.json": json.dumps({"step": step, "scalars": scalars, "history": history,
+                                       "world_size": dist.world_size}) + "\n",
         "optimizer.safetensors": save_safetensors(tensors),
     }
     _save(model, tokenizer, path, extra)
@@ -234,7 +241,7 @@ def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimi
 def _load_grpo_state(path: Path, model, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, list]:
     state = json.loads((path / "grpo_state.json").read_text())
     tensors = load_file(str(path / "optimizer.safetensors"))
-    generator.set_state(tensors.pop("sampler_state"))
+    _restore_sampler(generator, tensors, state.get("world_size"), path)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for k, p in enumerate(params):
         st = {}
@@ -249,6 +256,23 @@ def _load_grpo_state(path: Path, model, optimizer: torch.optim.Optimizer, genera
         if st:
             optimizer.state[p] = st
     return int(state["step"]), list(state["history"])
+
+
+def _restore_sampler(generator: torch.Generator, tensors: dict[str, torch.Tensor], saved_world: int | None,
+                     path: Path) -> None:
+    """Give this rank its own saved sampler stream (and take every sampler entry out of ``tensors``)."""
+    dist = distributed.current()
+    states = {key: tensors.pop(key) for key in [k for k in tensors if k.startswith("sampler_state")]}
+    own = states.get(f"sampler_state.{dist.rank}")
+    if own is not None and saved_world == dist.world_size:
+        generator.set_state(own)
+    elif "sampler_state" in states:  # written before each rank's stream was kept: rank 0's only
+        generator.set_state(states["sampler_state"])
+        if dist.enabled:
+            logger.warning("%s keeps one sampler stream (an older run): every rank resumes rank 0's", path)
+    else:
+        logger.warning("%s was written by %s processes, this run has %d: sampling restarts from the seed",
+                       path, saved_world, dist.world_size)
 
 
 def run_reasoning_recipe(
