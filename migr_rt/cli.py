@@ -477,10 +477,12 @@ def _format_eval(report) -> str:
 
     def row(name: str, m: dict) -> str:
         return (f"{name:<22} {m['windows']:>6} {pct(m['war'])} {pct(m['uar'])} {pct(m['icr'])} "
-                f"{pct(m['first_segment_agreement'])} {pct(m['grounding_rate'])} {pct(m['format_valid'])}")
+                f"{pct(m['first_segment_agreement'])} {pct(m['grounding_rate'])} {pct(m.get('intensity_agreement'))} "
+                f"{pct(m['format_valid'])}")
 
     m = report.metrics
-    lines = [f"{'':<22} {'n':>6} {'WAR':>6} {'UAR':>6} {'ICR':>6} {'first':>6} {'ground':>6} {'format':>6}",
+    lines = [f"{'':<22} {'n':>6} {'WAR':>6} {'UAR':>6} {'ICR':>6} {'first':>6} {'ground':>6} {'intens':>6} "
+             f"{'format':>6}",
              row("all", m)]
     for name in ("consistent", "ambiguous_conflicting"):
         if report.subsets.get(name):

@@ -28,6 +28,7 @@ from migr_rt.generate import GenerationConfig, generate
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.mi import score_modality_importance
 from migr_rt.model import save_checkpoint
+from migr_rt.traces import parse_trace
 
 LABELS = list(DFEW_LABELS)
 BOTH = ["visual", "audio"]
@@ -90,6 +91,33 @@ def test_window_records_read_the_explanation_not_the_label(records):
     assert all(r.well_formed for r in (r1, r2, r3, r5, r6))
     assert r5.summary_problem == "summary names 'aual', not a modality" and r1.summary_problem is None
     assert all(r.summary_problem == "no summary" for r in (r2, r3, r4, r6))  # a rationale owes one
+
+
+def test_intensity_agreement_compares_stated_intensity_words_with_the_descriptions():
+    from migr_rt.training.judge import described_intensities, intensity_agreement
+
+    described = {"visual": "strongly lowered brows, raised cheeks, no slightly narrowed eyes",
+                 "audio": "clearly loud voice"}
+    shown = described_intensities(described)
+    assert shown == {"brows_lowered": 1.0, "voice_loud": 0.7}  # a bare or negated phrase says no strength
+    assert described_intensities({"visual": "a furious glare", "audio": ""}) is None  # cues unknown
+    text = ("<think><visual>strongly lowered brows, strongly raised cheeks, no slightly loud voice</visual>"
+            "<audio>strongly loud voice</audio><summary>the visual evidence decides: lowered brows</summary>"
+            "</think><answer>angry</answer>")
+    parsed = parse_trace(text, DFEW_LABELS)
+    # counted: strongly lowered brows (right), strongly loud voice (wrong: clearly); raised cheeks have no known
+    # strength, the negated statement and the bare summary phrase say none
+    assert intensity_agreement(parsed, shown) == 0.5
+    assert intensity_agreement(parse_trace("<think><visual>lowered brows</visual></think><answer>angry</answer>",
+                                           DFEW_LABELS), shown) is None
+    meta = {"cues": {"visual": ["brows_lowered", "cheeks_raised"], "audio": ["voice_loud"]}, "intensities": shown}
+    seen = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual", "audio"], meta=meta)
+    hidden = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual"], meta=meta)
+    unknown = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual"],
+                            meta={"cues": meta["cues"]})
+    assert seen.intensity == 0.5 and hidden.intensity == 1.0 and unknown.intensity is None  # a hidden cue: not shown
+    m = reasoning_metrics([seen, hidden, unknown], DFEW_LABELS)
+    assert m["intensity_agreement"] == pytest.approx(0.75) and m["intensity_windows"] == 2
 
 
 def test_reasoning_metrics_by_hand(records):
@@ -195,7 +223,7 @@ METRIC_KEYS = {
     "icr_no_cue", "first_segment_agreement", "first_segment_windows", "first_segment_agreement_one_sided",
     "first_segment_one_sided_windows", "grounding_rate", "grounding_windows", "coverage", "format_valid",
     "summary_faults", "answer_slot_accuracy", "answer_explanation_agreement", "label_closed_icr",
-    "label_closed_icr_inconsistent", "label_closed_explanation_agreement",
+    "label_closed_icr_inconsistent", "label_closed_explanation_agreement", "intensity_agreement", "intensity_windows",
 }  # fmt: skip
 
 

@@ -437,6 +437,8 @@ def test_shown_cues_take_the_corpus_record_only_with_the_builtin_lexicon() -> No
     example = load_lexicon(EXAMPLE)
     assert windows.shown_cues(0) == {"visual": ["brows_lowered"], "audio": []}  # the record, in built-in names
     assert windows.shown_cues(0, example) == {"visual": ["mouth_corners_up"], "audio": ["voice_loud"]}
+    assert windows.shown_intensities(0, example) == {"mouth_corners_up": 0.35, "voice_loud": 1.0}
+    assert windows.shown_intensities(0) is None  # the built-in words read neither description
     ctx = reward_contexts(windows, DFEW_LABELS, ["visual"], example)[0]
     assert ctx.lexicon == example and ctx.vocabulary
     assert ctx.actual_cues == {"visual": frozenset({"mouth_corners_up"}), "audio": frozenset({"voice_loud"})}

@@ -26,6 +26,9 @@ the window's own modality visibility), reads it back with
   (:func:`~.judge.grounding`), over outputs that state at least one cue, on
   windows whose shown cues are known (:meth:`~.windows.WindowSet.shown_cues`). Cues of a hidden modality are not
   in the input the model saw, so they do not count as shown.
+* **intensity agreement** (:func:`~.judge.intensity_agreement`): the mean
+  share of intensity words stated for shown cues that match the words the
+  window's descriptions use, over outputs that state at least one.
 * **coverage** (:func:`~.judge.coverage`) of the visible modalities that
   carry evidence, the **format-valid** share, and the share of **summary
   faults** (:func:`~migr_rt.traces.summary_problem`: a rationale without a
@@ -56,7 +59,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from migr_rt.training.judge import CueJudge, ExplanationJudge, coverage, grounding, judged_emotion
+from migr_rt.training.judge import (
+    CueJudge,
+    ExplanationJudge,
+    coverage,
+    grounding,
+    intensity_agreement,
+    judged_emotion,
+)
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.synth.cues import LEXICON
 from migr_rt.training.sources import DataSource
@@ -137,6 +147,8 @@ class WindowRecord:
     text: str = ""
     #: the answer-slot (fast) label, with which the runtime closes the rationale; None when not measured
     slot_label: str | None = None
+    #: share of stated intensity words of shown cues that match the input's; None: unknown or none stated
+    intensity: float | None = None
 
     @property
     def correct(self) -> bool:
@@ -172,10 +184,14 @@ def window_record(
     parsed = parse_trace(text, labels)
     visible = [m for m in visible]
     cues = meta.get("cues")
-    ground = None
+    ground = intensity = None
     if cues is not None:
         shown = {m: list(names) for m, names in cues.items() if m in visible}
         ground = grounding(parsed, shown, lexicon)
+        weights = meta.get("intensities")
+        if weights is not None:
+            seen = {name for names in shown.values() for name in names}
+            intensity = intensity_agreement(parsed, {c: w for c, w in weights.items() if c in seen}, lexicon)
         # coverage is owed for the visible modalities that show evidence
         evidence = [m for m in visible if shown.get(m)]
     else:
@@ -197,6 +213,7 @@ def window_record(
         one_sided=meta.get("one_sided"),
         text=text,
         slot_label=slot_label,
+        intensity=intensity,
     )
 
 
@@ -224,6 +241,7 @@ def reasoning_metrics(records: Sequence[WindowRecord], labels: Sequence[str]) ->
     agree = [r for r in records if r.dominant is not None and r.dominant in r.visible]
     agree_one = [r for r in agree if r.one_sided]
     grounded = [r.grounding for r in records if r.grounding is not None]
+    intensities = [r.intensity for r in records if r.intensity is not None]
     slotted = [r for r in records if r.slot_label is not None]
     slot_correct = [r for r in slotted if r.slot_label == r.label]
     slot_inconsistent = [r for r in slot_correct if r.implied != r.slot_label]
@@ -252,6 +270,8 @@ def reasoning_metrics(records: Sequence[WindowRecord], labels: Sequence[str]) ->
         "first_segment_one_sided_windows": len(agree_one),
         "grounding_rate": _mean(grounded),
         "grounding_windows": len(grounded),
+        "intensity_agreement": _mean(intensities),
+        "intensity_windows": len(intensities),
         "coverage": _mean([r.coverage for r in records]),
         "format_valid": _share(sum(r.well_formed for r in records), n),
         "summary_faults": _share(sum(r.summary_problem is not None for r in records), n),
@@ -492,7 +512,8 @@ def evaluate_reasoning(
                 records.append(
                     window_record(
                         text, id=windows.ids[i], label=labels[int(windows.labels[i])], labels=labels,
-                        visible=seen, meta={**windows.meta[i], "cues": windows.shown_cues(i, lexicon)},
+                        visible=seen, meta={**windows.meta[i], "cues": windows.shown_cues(i, lexicon),
+                                            "intensities": windows.shown_intensities(i, lexicon)},
                         judge=judge, rationale=config.mode == "reason", slot_label=labels[int(slot)], lexicon=lexicon,
                     )
                 )

@@ -14,7 +14,9 @@ three checks sit beside the judge:
 
 * :func:`grounding` - the share of stated cues that are true of the input;
 * :func:`coverage` - the share of present modalities the explanation describes;
-* :func:`misplaced_cues` - cue statements filed under the other modality's segment.
+* :func:`misplaced_cues` - cue statements filed under the other modality's segment;
+* :func:`intensity_agreement` - the share of stated intensity words that match the input's
+  (measured by evaluation, not rewarded).
 
 Every reader takes a ``lexicon`` (:class:`~migr_rt.training.lexicon.CueLexicon`):
 the built-in cue vocabulary by default, or the one a model was trained with
@@ -26,8 +28,8 @@ says what counts as negated).
 
 Known limits (acceptable while descriptions and the model state cues in the
 lexicon's phrases): negation is read only from words before a phrase
-("lowered brows: absent" states lowered brows), and intensity words are scored but
-not checked by grounding.
+("lowered brows: absent" states lowered brows), and intensity words are scored
+and measured (:func:`intensity_agreement`) but not rewarded.
 """
 
 from __future__ import annotations
@@ -220,6 +222,46 @@ def described_cues(
             return None
         out[modality] = names
     return out
+
+
+def described_intensities(
+    descriptions: Mapping[str, str | None], lexicon: CueLexicon | None = None
+) -> dict[str, float] | None:
+    """Cue name -> the weight of the intensity word its description states it with; None when cues are unknown.
+
+    Only cues stated with an intensity word are listed (a bare phrase says
+    nothing about how strong the cue is); a cue stated twice keeps its first
+    word. Unknown exactly when :func:`described_cues` is.
+    """
+    lexicon = lexicon or LEXICON
+    if described_cues(descriptions, lexicon) is None:
+        return None
+    out: dict[str, float] = {}
+    for modality, text in descriptions.items():
+        for st in lexicon.statements(text or ""):
+            if not st.negated and st.intensity is not None and st.cue.modality == modality:
+                out.setdefault(st.cue.name, st.weight)
+    return out
+
+
+def intensity_agreement(
+    parsed: ParsedTrace, shown: Mapping[str, float], lexicon: CueLexicon | None = None
+) -> float | None:
+    """Share of the explanation's intensity-worded statements of shown cues whose word matches the input's.
+
+    Grounding asks whether a stated cue is there; this asks whether it is as
+    strong as said. An explanation that calls a slight cue "strongly ..." to
+    tip the judge towards its answer is grounded but not faithful. Only
+    statements with an intensity word, of cues ``shown`` lists (cue name ->
+    the input's weight, :func:`described_intensities`), count; None when
+    there are none.
+    """
+    lexicon = lexicon or LEXICON
+    stated = [st for _, text in explanation_parts(parsed) for st in lexicon.statements(text)
+              if not st.negated and st.intensity is not None and st.cue.name in shown]
+    if not stated:
+        return None
+    return sum(abs(st.weight - shown[st.cue.name]) <= TIE_TOLERANCE for st in stated) / len(stated)
 
 
 def misplaced_cues(parsed: ParsedTrace, lexicon: CueLexicon | None = None) -> int:

@@ -149,6 +149,8 @@ class Statement(NamedTuple):
     cue: Cue
     weight: float
     negated: bool
+    #: the intensity word in front of the phrase, as the lexicon lists it; None when there is none (weight 1.0)
+    intensity: str | None = None
 
 
 def implied_emotion_scores(
@@ -327,9 +329,9 @@ class CueLexicon:
         out = []
         for m, neg in zip(matches, negated):
             cue = self._phrase_cues[int(m.lastgroup[1:])]  # the phrase group closes last
-            weight = next((self.intensity_words[w] for i, w in enumerate(self._words) if m.group(f"w{i}") is not None),
-                          1.0)
-            out.append(Statement(m.start(), m.end(), cue, weight, neg))
+            word = next((w for i, w in enumerate(self._words) if m.group(f"w{i}") is not None), None)
+            weight = 1.0 if word is None else self.intensity_words[word]
+            out.append(Statement(m.start(), m.end(), cue, weight, neg, word))
         return out
 
     def _negated(self, text: str, matches: list[re.Match]) -> list[bool]:
@@ -482,9 +484,9 @@ def translate(text: str, source: CueLexicon, target: CueLexicon) -> str:
     if missing:
         raise LexiconError(f"lexicon {target.name!r} has no cue named {missing}")
     out, last = [], 0
-    for start, end, cue, weight, _ in spans:
+    for start, end, cue, weight, _, word in spans:
         stated = phrase[cue.name]
-        if normalise_phrase(text[start:end]) not in map(normalise_phrase, cue.phrases):  # an intensity word
+        if word is not None:
             if not target.intensity_words:
                 raise LexiconError(f"lexicon {target.name!r} has no intensity words to restate {text[start:end]!r}")
             stated = min(target.intensity_words, key=lambda w: abs(target.intensity_words[w] - weight)) + " " + stated

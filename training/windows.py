@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from migr_rt.training.judge import described_cues
+from migr_rt.training.judge import described_cues, described_intensities
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.synth.cues import LEXICON
 from safetensors.torch import load_file, save_file
@@ -76,6 +76,10 @@ class WindowSet:
         if recorded is not None and lexicon == LEXICON:
             return {m: list(names) for m, names in recorded.items()}
         return described_cues(self.descriptions[i], lexicon)
+
+    def shown_intensities(self, i: int, lexicon: CueLexicon | None = None) -> dict[str, float] | None:
+        """Cue name -> the weight of the intensity word window ``i``'s descriptions state it with; None if unknown."""
+        return described_intensities(self.descriptions[i], lexicon or LEXICON)
 
     def subset(self, index: Sequence[int]) -> WindowSet:
         idx = torch.as_tensor(list(index), dtype=torch.long)
