@@ -8,6 +8,10 @@ never anything else:
 * the synthetic corpus manifest reader -> ``ManifestError`` or records;
 * the dataset annotation readers (DFEW CSV, MAFW txt, RAVDESS file names)
   -> ``DatasetError`` or well-formed entries, in both error policies;
+* cue lexicons: ``lexicon_from_dict`` on arbitrary and near-valid JSON ->
+  ``LexiconError`` or a lexicon; reading arbitrary text mixed from phrases,
+  intensity, negation and break words and punctuation -> statements that lie
+  where their phrase is, and unread clauses in which no phrase is left;
 * ``decode_media`` on mutated bytes of small real files -> a ``MediaError``
   or valid arrays, each example in a worker process with a timeout, so a hang
   in ffmpeg fails the test instead of stalling it.
@@ -48,6 +52,64 @@ JSON_SCALARS = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floa
                 | st.text(max_size=12))
 JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+# --------------------------------------------------------------------------------------------- cue lexicons
+
+SMALL_LEXICON = {
+    "format": "migr-rt-lexicon", "version": 2, "name": "small", "intensity_words": {"a bit": 0.4, "very": 1.0},
+    "cues": [{"name": "scowl", "modality": "visual", "phrases": ["scowl", "brows drawn low"], "support": {"angry": 1}},
+             {"name": "shout", "modality": "audio", "phrases": ["shouting"], "support": {"angry": 0.9}}],
+}  # fmt: skip
+
+
+@FUZZ
+@given(value=JSON, edits=st.dictionaries(st.sampled_from(sorted(SMALL_LEXICON) + ["negation_words", "scope_breaks",
+                                                                                   "emotion_words", "extra"]),
+                                          JSON | st.lists(st.text(max_size=8), max_size=4), max_size=3))
+def test_lexicon_parser_on_arbitrary_and_near_valid_json(value, edits):
+    from migr_rt.training.lexicon import CueLexicon, LexiconError, lexicon_from_dict
+
+    for obj in (value, {**SMALL_LEXICON, **edits}):
+        try:
+            lexicon = lexicon_from_dict(obj, "fuzz.json")
+        except LexiconError as exc:
+            assert "fuzz.json" in str(exc)
+            continue
+        assert isinstance(lexicon, CueLexicon)
+        assert lexicon_from_dict(json.loads(lexicon.to_json()), "again") == lexicon
+
+
+def _lexicon_tokens():
+    from migr_rt.training.lexicon import NEGATION_WORDS, SCOPE_BREAKS
+    from migr_rt.training.synth.cues import CUES, INTENSITY_WORDS
+
+    words = ([c.phrase for c in CUES] + list(INTENSITY_WORDS) + [w for w in NEGATION_WORDS if w != "n't"]
+             + list(SCOPE_BREAKS) + ["isn't", "not only", ",", ".", " - ", "\n", "(", "…", "the face", "glare"])
+    return st.sampled_from(words) | st.text(max_size=6)
+
+
+@FUZZ
+@given(parts=st.lists(_lexicon_tokens(), max_size=14), seps=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=14,
+                                                                      max_size=14))
+def test_reading_text_with_a_lexicon(parts, seps):
+    from migr_rt.training.judge import CueJudge
+    from migr_rt.training.lexicon import normalise_phrase
+    from migr_rt.training.synth.cues import LEXICON
+
+    text = "".join(p + s for p, s in zip(parts, seps))
+    statements = LEXICON.statements(text)
+    last = 0
+    for st_ in statements:
+        assert last <= st_.start < st_.end <= len(text)
+        said = normalise_phrase(text[st_.start:st_.end])
+        phrase = said if st_.intensity is None else said[len(st_.intensity):].strip()
+        assert phrase in map(normalise_phrase, st_.cue.phrases), (text, said)
+        last = st_.end
+    assert LEXICON.find(text) == [(s.cue, s.weight) for s in statements if not s.negated]
+    assert all(v >= 0 for v in CueJudge().emotion_scores(text).values())
+    for piece in LEXICON.unread(text):
+        assert piece and LEXICON.statements(piece) == [], (text, piece)
 
 
 # --------------------------------------------------------------------------------------------- artifact manifests

@@ -33,9 +33,9 @@ stands before it in the same clause, at most :data:`NEGATION_WINDOW` words
 away with no negated phrase between them, or when the phrase before it was
 negated and only list words stand between them ("no lowered brows or narrowed
 eyes or a trembling voice"). Punctuation, dashes, line breaks and scope-break
-words ("but", "and") end the clause. Words inside a matched
-phrase never act as negations or breaks, so a cue may be stated as "no eye
-contact" and "even and steady voice" stays one phrase.
+words ("but", "and") end the clause. Words inside a matched phrase never act
+as negations or breaks, so a cue may be stated as "no eye contact" and "even
+and steady voice" stays one phrase.
 """
 
 from __future__ import annotations
