@@ -7,8 +7,8 @@ as said. A rationale that writes "strongly raised cheeks" for a slight cue is
 grounded, yet it tips the judge (support x intensity) towards what it
 argues. This reads the rationales the reasoning experiment
 (``benchmarks/reasoning_experiment.py``) generated on the 420 held-out clips,
-for the baseline and migr recipes over its three seeds and the bundled
-model, and compares every intensity word stated for a shown cue with the
+for the baseline and migr recipes over its three seeds (migr seed 0 is
+the bundled model), and compares every intensity word stated for a shown cue with the
 word the clip's description uses (:func:`~migr_rt.training.judge.intensity_agreement`).
 Nothing is generated here: the texts are the stored ``predictions.jsonl``.
 
@@ -37,13 +37,14 @@ from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 from migr_rt.labels import DFEW_LABELS, MODALITIES  # noqa: E402
 from migr_rt.traces import parse_trace  # noqa: E402
 
-#: (row name, eval folder under --runs): the reasoning experiment's three seeds and the bundled model.
+#: (row name, eval folder under --runs): the reasoning experiment's three seeds (migr seed 0 is the bundled model).
 RUNS = tuple(
     (f"{recipe} seed {seed}", f"{work}/{recipe}.eval")
     for seed, work in ((0, "exp"), (1, "exp-seed1"), (2, "exp-seed2"))
     for recipe in ("baseline", "migr")
-) + (("bundled model", "bundle.eval"),)
+)
 WORD_OF = {weight: word for word, weight in INTENSITY_WORDS.items()}
+BARE = "(bare)"
 
 
 def read_run(predictions: Path, clips: dict[str, dict]) -> dict:
@@ -61,16 +62,19 @@ def read_run(predictions: Path, clips: dict[str, dict]) -> dict:
             per_window.append(rate)
         for _, text in explanation_parts(parsed):
             for st in LEXICON.statements(text):
-                if st.negated or st.intensity is None or st.cue.name not in shown:
+                if st.negated or st.cue.name not in shown:
                     continue
                 side = "answer" if parsed.answer is not None and st.cue.top_emotion == parsed.answer else "other"
                 errors[side].append(st.weight - shown[st.cue.name])
-                confusion[(WORD_OF[shown[st.cue.name]], st.intensity)] += 1
+                confusion[(WORD_OF[shown[st.cue.name]], st.intensity or BARE)] += 1
     mean = (lambda v: sum(v) / len(v) if v else None)
     return {
         "windows": len(per_window),
         "intensity_agreement": mean(per_window),
         "statements": sum(confusion.values()),
+        "pooled_agreement": (sum(n for (true, said), n in confusion.items() if true == said)
+                             / sum(confusion.values()) if confusion else None),
+        "bare_statements": sum(n for (_, said), n in confusion.items() if said == BARE),
         "signed_error": {side: mean(v) for side, v in errors.items()},
         "statements_by_side": {side: len(v) for side, v in errors.items()},
         "overstated_share": {side: (sum(e > 1e-9 for e in v) / len(v) if v else None) for side, v in errors.items()},
@@ -88,8 +92,7 @@ def main(runs: Path, test_dir: Path) -> None:
     for name, folder in RUNS:
         predictions = runs / folder / "predictions.jsonl"
         if not predictions.is_file():
-            raise click.ClickException(f"{predictions}: missing; run benchmarks/reasoning_experiment.py (and "
-                                       "`make bundle` for the bundled model's eval) first")
+            raise click.ClickException(f"{predictions}: missing; run benchmarks/reasoning_experiment.py first")
         rows[name] = read_run(predictions, clips)
         click.echo(f"{name}: {rows[name]['intensity_agreement']:.3f} over {rows[name]['windows']} windows", err=True)
     result = {"machine": machine_info(), "test": str(test_dir), "clips": len(clips), "runs": rows,
@@ -103,31 +106,36 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def render(result: dict) -> str:
     rows = result["runs"]
-    head = ("| run | windows | intensity agreement | statements | overstated, answer's cues | overstated, other cues "
-            "| mean error, answer's cues | mean error, other cues |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| run | windows | intensity agreement | pooled over statements | statements (bare) "
+            "| overstated, answer's cues | overstated, other cues "
+            "| mean error, answer's cues | mean error, other cues |\n|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {name} | {r['windows']} | {_fmt(r['intensity_agreement'])} | {r['statements']} | "
+        f"| {name} | {r['windows']} | {_fmt(r['intensity_agreement'])} | {_fmt(r['pooled_agreement'])} | "
+        f"{r['statements']} ({r['bare_statements']}) | "
         f"{_fmt(r['overstated_share']['answer'])} | {_fmt(r['overstated_share']['other'])} | "
         f"{_fmt(r['signed_error']['answer'], True)} | {_fmt(r['signed_error']['other'], True)} |\n"
         for name, r in rows.items())
     words = list(result["words"])
-    bundled = rows["bundled model"]["confusion"]
-    matrix = ("| described \\ stated | " + " | ".join(words) + " |\n|---|" + "---|" * len(words) + "\n"
-              + "".join(f"| {true} | " + " | ".join(str(bundled.get(f"{true}->{said}", 0)) for said in words) + " |\n"
+    stated = words + [BARE]
+    bundled = rows["migr seed 0"]["confusion"]
+    matrix = ("| described \\ stated | " + " | ".join(stated) + " |\n|---|" + "---|" * len(stated) + "\n"
+              + "".join(f"| {true} | " + " | ".join(str(bundled.get(f"{true}->{said}", 0)) for said in stated) + " |\n"
                         for true in words))
     m = result["machine"]
     return (
         "# Intensity agreement of stored rationales\n\n"
         f"The rationales the reasoning experiment generated on the {result['clips']} held-out clips "
         f"(`{result['test']}`), read again: every intensity word an explanation states for a cue the clip shows "
-        "(visible modalities only) is compared with the word the clip's description uses. Agreement is the mean "
-        "per window of the share that match, over windows stating at least one. Error is the stated weight minus "
-        f"the described one ({', '.join(f'{w} {v}' for w, v in result['words'].items())}); the answer's cues are "
-        "those whose strongest support is the emotion the rationale answers.\n\n"
+        "(visible modalities only) is compared with the word the clip's description uses, as the judge weighs it: "
+        "a bare phrase counts 1.0, like the strongest word. Agreement is the mean per window of the share that "
+        "match, over windows stating at least one; pooled, the share over all statements. Error is the stated "
+        f"weight minus the described one ({', '.join(f'{w} {v}' for w, v in result['words'].items())}); the "
+        "answer's cues are those whose strongest support is the emotion the rationale answers. migr seed 0 is the "
+        "bundled model.\n\n"
         + head + body
-        + "\nStated against described words, bundled model (statements):\n\n" + matrix
+        + "\nStated against described words, migr seed 0 = the bundled model (statements):\n\n" + matrix
         + f"\nMachine: {m.get('cpu')}, commit {m.get('commit')}. Reproduce: `python benchmarks/intensity_agreement.py`"
-        " after `benchmarks/reasoning_experiment.py` for seeds 0-2 and `make bundle`.\n"
+        " after `benchmarks/reasoning_experiment.py` for seeds 0-2.\n"
     )
 
 

@@ -101,23 +101,29 @@ def test_intensity_agreement_compares_stated_intensity_words_with_the_descriptio
     shown = described_intensities(described)
     assert shown == {"brows_lowered": 1.0, "voice_loud": 0.7}  # a bare or negated phrase says no strength
     assert described_intensities({"visual": "a furious glare", "audio": ""}) is None  # cues unknown
+    # a cue described with two different words has no known strength
+    assert described_intensities({"visual": "slightly lowered brows, clearly lowered brows", "audio": ""}) == {}
     text = ("<think><visual>strongly lowered brows, strongly raised cheeks, no slightly loud voice</visual>"
-            "<audio>strongly loud voice</audio><summary>the visual evidence decides: lowered brows</summary>"
+            "<audio>strongly loud voice</audio><summary>the visual evidence decides: clearly lowered brows</summary>"
             "</think><answer>angry</answer>")
     parsed = parse_trace(text, DFEW_LABELS)
-    # counted: strongly lowered brows (right), strongly loud voice (wrong: clearly); raised cheeks have no known
-    # strength, the negated statement and the bare summary phrase say none
-    assert intensity_agreement(parsed, shown) == 0.5
-    assert intensity_agreement(parse_trace("<think><visual>lowered brows</visual></think><answer>angry</answer>",
-                                           DFEW_LABELS), shown) is None
+    # counted: strongly lowered brows (right), strongly loud voice (wrong: clearly), clearly lowered brows in the
+    # summary (wrong: a cue stated twice counts twice, as the judge counts it); raised cheeks have no known
+    # strength, and the negated statement says none
+    assert intensity_agreement(parsed, shown) == pytest.approx(1 / 3)
+    bare = "<think><visual>lowered brows</visual><audio>loud voice</audio></think><answer>angry</answer>"
+    # a bare phrase weighs what the judge gives it, 1.0: right for strongly lowered brows, overstated for the voice
+    assert intensity_agreement(parse_trace(bare, DFEW_LABELS), shown) == 0.5
+    assert intensity_agreement(parse_trace(bare, DFEW_LABELS), {}) is None
     meta = {"cues": {"visual": ["brows_lowered", "cheeks_raised"], "audio": ["voice_loud"]}, "intensities": shown}
     seen = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual", "audio"], meta=meta)
     hidden = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual"], meta=meta)
     unknown = window_record(text, id="w", label="angry", labels=DFEW_LABELS, visible=["visual"],
                             meta={"cues": meta["cues"]})
-    assert seen.intensity == 0.5 and hidden.intensity == 1.0 and unknown.intensity is None  # a hidden cue: not shown
+    assert seen.intensity == pytest.approx(1 / 3) and unknown.intensity is None
+    assert hidden.intensity == pytest.approx(1 / 2)  # the hidden voice is not shown, so it is not counted
     m = reasoning_metrics([seen, hidden, unknown], DFEW_LABELS)
-    assert m["intensity_agreement"] == pytest.approx(0.75) and m["intensity_windows"] == 2
+    assert m["intensity_agreement"] == pytest.approx((1 / 3 + 1 / 2) / 2) and m["intensity_windows"] == 2
 
 
 def test_reasoning_metrics_by_hand(records):
@@ -242,6 +248,8 @@ def test_evaluate_reasoning_end_to_end(tiny_model, corpus, tmp_path):
     assert set(data["drift"][0]) == {"step", "windows", "total", "visual", "audio"}
     preds = report.predictions()
     assert [p["id"] for p in preds] == windows.ids
+    # every synthetic window's descriptions give its cues' strengths, which the records are measured against
+    assert all(windows.shown_intensities(i) for i in range(len(windows)))
     assert all(p["text"].startswith("<think>") for p in preds)
     assert not model.training
     # the slot label each record is closed with is the model's answer-slot argmax (the MI reference's prediction)
