@@ -85,31 +85,35 @@ def _lexicon_tokens():
     from migr_rt.training.synth.cues import CUES, INTENSITY_WORDS
 
     words = ([c.phrase for c in CUES] + list(INTENSITY_WORDS) + [w for w in NEGATION_WORDS if w != "n't"]
-             + list(SCOPE_BREAKS) + ["isn't", "not only", ",", ".", " - ", "\n", "(", "…", "the face", "glare"])
+             + list(SCOPE_BREAKS) + ["isn't", "not only", ",", ".", " - ", "\n", "(", "…", "the face", "glare",
+                                     "scowl", "brows drawn low", "shouting", "a bit", "very"])
     return st.sampled_from(words) | st.text(max_size=6)
 
 
 @FUZZ
 @given(parts=st.lists(_lexicon_tokens(), max_size=14), seps=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=14,
-                                                                      max_size=14))
-def test_reading_text_with_a_lexicon(parts, seps):
+                                                                      max_size=14), which=st.sampled_from(["builtin",
+                                                                                                           "small"]))
+def test_reading_text_with_a_lexicon(parts, seps, which):
     from migr_rt.training.judge import CueJudge
-    from migr_rt.training.lexicon import normalise_phrase
+    from migr_rt.training.lexicon import lexicon_from_dict, normalise_phrase
     from migr_rt.training.synth.cues import LEXICON
 
+    lexicon = LEXICON if which == "builtin" else lexicon_from_dict(SMALL_LEXICON, "small")
     text = "".join(p + s for p, s in zip(parts, seps))
-    statements = LEXICON.statements(text)
+    statements = lexicon.statements(text)
     last = 0
     for st_ in statements:
         assert last <= st_.start < st_.end <= len(text)
         said = normalise_phrase(text[st_.start:st_.end])
         phrase = said if st_.intensity is None else said[len(st_.intensity):].strip()
         assert phrase in map(normalise_phrase, st_.cue.phrases), (text, said)
+        assert st_.weight == (1.0 if st_.intensity is None else lexicon.intensity_words[st_.intensity])
         last = st_.end
-    assert LEXICON.find(text) == [(s.cue, s.weight) for s in statements if not s.negated]
-    assert all(v >= 0 for v in CueJudge().emotion_scores(text).values())
-    for piece in LEXICON.unread(text):
-        assert piece and LEXICON.statements(piece) == [], (text, piece)
+    assert lexicon.find(text) == [(s.cue, s.weight) for s in statements if not s.negated]
+    assert all(v >= 0 for v in CueJudge(lexicon=lexicon).emotion_scores(text).values())
+    for piece in lexicon.unread(text):
+        assert piece and lexicon.statements(piece) == [], (text, piece)
 
 
 # --------------------------------------------------------------------------------------------- artifact manifests
