@@ -278,7 +278,8 @@ def render(result: dict) -> str:
         "seeds.\n\n"
         + head + body
         + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
-        "Reproduce: `python benchmarks/own_words.py`.\n"
+        f"Reproduce: `python benchmarks/own_words.py{'' if train_info['seed'] == 0 else ' --seed ' + str(train_info['seed'])}`."
+        "\n"
     )
 
 
