@@ -262,6 +262,7 @@ def render(result: dict) -> str:
                    for key, title in SHOWN)
     m = result["machine"]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in train_info["seconds"].items())
+    seed_flag = "" if train_info["seed"] == 0 else f" --seed {train_info['seed']}"
     return (
         "# MIGR on descriptions in other words, with and without a cue lexicon\n\n"
         f"The training corpus ({train_info['clips']} clips) and the held-out corpus (seed {test['seed']}, "
@@ -278,8 +279,7 @@ def render(result: dict) -> str:
         "seeds.\n\n"
         + head + body
         + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
-        f"Reproduce: `python benchmarks/own_words.py{'' if train_info['seed'] == 0 else ' --seed ' + str(train_info['seed'])}`."
-        "\n"
+        f"Reproduce: `python benchmarks/own_words.py{seed_flag}`.\n"
     )
 
 

@@ -91,9 +91,9 @@ def _lexicon_tokens():
 
 
 @FUZZ
-@given(parts=st.lists(_lexicon_tokens(), max_size=14), seps=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=14,
-                                                                      max_size=14), which=st.sampled_from(["builtin",
-                                                                                                           "small"]))
+@given(parts=st.lists(_lexicon_tokens(), max_size=14),
+       seps=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=14, max_size=14),
+       which=st.sampled_from(["builtin", "small"]))
 def test_reading_text_with_a_lexicon(parts, seps, which):
     from migr_rt.training.judge import CueJudge
     from migr_rt.training.lexicon import lexicon_from_dict, normalise_phrase
