@@ -27,7 +27,8 @@ the window's own modality visibility), reads it back with
   windows whose shown cues are known (:meth:`~.windows.WindowSet.shown_cues`). Cues of a hidden modality are not
   in the input the model saw, so they do not count as shown.
 * **intensity agreement** (:func:`~.judge.intensity_agreement`): the mean
-  share of intensity words stated for shown cues that match the words the
+  share of statements of shown cues whose weight (their intensity word's,
+  1.0 for a bare phrase, as the judge weighs them) matches the word the
   window's descriptions use, over outputs that state at least one.
 * **coverage** (:func:`~.judge.coverage`) of the visible modalities that
   carry evidence, the **format-valid** share, and the share of **summary
@@ -147,7 +148,7 @@ class WindowRecord:
     text: str = ""
     #: the answer-slot (fast) label, with which the runtime closes the rationale; None when not measured
     slot_label: str | None = None
-    #: share of stated intensity words of shown cues that match the input's; None: unknown or none stated
+    #: share of statements of shown cues as strong as the input's; None: strengths unknown or none stated
     intensity: float | None = None
 
     @property

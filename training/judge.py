@@ -15,7 +15,7 @@ three checks sit beside the judge:
 * :func:`grounding` - the share of stated cues that are true of the input;
 * :func:`coverage` - the share of present modalities the explanation describes;
 * :func:`misplaced_cues` - cue statements filed under the other modality's segment;
-* :func:`intensity_agreement` - the share of stated intensity words that match the input's
+* :func:`intensity_agreement` - the share of cue statements as strong as the input's cue
   (measured by evaluation, not rewarded).
 
 Every reader takes a ``lexicon`` (:class:`~migr_rt.training.lexicon.CueLexicon`):
@@ -207,8 +207,9 @@ def described_cues(
     stated cue of an unread modality would otherwise count as invented. A
     negated cue ("no lowered brows") is not shown, and a description that only
     negates cues is unknown, not empty: it says what is absent, not what
-    shows. Words beside the recognised cues (``"lowered brows and a furious glare"``) are
-    not read, so mixed descriptions are measured on their lexicon part only.
+    shows. Words beside the recognised cues (``"lowered brows and a furious
+    glare"``) are not read, so mixed descriptions are measured on their
+    lexicon part only.
     """
     if not descriptions:
         return None
