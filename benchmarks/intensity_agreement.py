@@ -30,7 +30,7 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from held_out import write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
-from migr_rt.training.judge import described_intensities, explanation_parts, intensity_agreement  # noqa: E402
+from migr_rt.training.judge import described_intensities, intensity_agreement, strength_statements  # noqa: E402
 from migr_rt.training.synth.cues import INTENSITY_WORDS, LEXICON  # noqa: E402
 from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
@@ -60,13 +60,10 @@ def read_run(predictions: Path, clips: dict[str, dict]) -> dict:
         rate = intensity_agreement(parsed, shown, LEXICON)
         if rate is not None:
             per_window.append(rate)
-        for _, text in explanation_parts(parsed):
-            for st in LEXICON.statements(text):
-                if st.negated or st.cue.name not in shown:
-                    continue
-                side = "answer" if parsed.answer is not None and st.cue.top_emotion == parsed.answer else "other"
-                errors[side].append(st.weight - shown[st.cue.name])
-                confusion[(WORD_OF[shown[st.cue.name]], st.intensity or BARE)] += 1
+        for st in strength_statements(parsed, shown, LEXICON):
+            side = "answer" if parsed.answer is not None and st.cue.top_emotion == parsed.answer else "other"
+            errors[side].append(st.weight - shown[st.cue.name])
+            confusion[(WORD_OF[shown[st.cue.name]], st.intensity or BARE)] += 1
     mean = (lambda v: sum(v) / len(v) if v else None)
     return {
         "windows": len(per_window),

@@ -38,7 +38,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from migr_rt.training.lexicon import Cue, CueLexicon, implied_emotion_scores
+from migr_rt.training.lexicon import Cue, CueLexicon, Statement, implied_emotion_scores
 from migr_rt.training.synth.cues import LEXICON
 
 from migr_rt.labels import DFEW_LABELS
@@ -260,12 +260,22 @@ def intensity_agreement(
     :func:`described_intensities`) counts, a cue stated twice twice, as the
     judge counts it; None when there is none.
     """
-    lexicon = lexicon or LEXICON
-    stated = [st for _, text in explanation_parts(parsed) for st in lexicon.statements(text)
-              if not st.negated and st.cue.name in shown]
+    stated = strength_statements(parsed, shown, lexicon)
     if not stated:
         return None
     return sum(abs(st.weight - shown[st.cue.name]) <= TIE_TOLERANCE for st in stated) / len(stated)
+
+
+def strength_statements(
+    parsed: ParsedTrace, shown: Collection[str], lexicon: CueLexicon | None = None
+) -> list[Statement]:
+    """The explanation's statements (part by part, negated ones left out) of the cues whose strength is known.
+
+    What :func:`intensity_agreement` scores; ``benchmarks/intensity_agreement.py`` reads the same statements.
+    """
+    lexicon = lexicon or LEXICON
+    return [st for _, text in explanation_parts(parsed) for st in lexicon.statements(text)
+            if not st.negated and st.cue.name in shown]
 
 
 def misplaced_cues(parsed: ParsedTrace, lexicon: CueLexicon | None = None) -> int:
