@@ -58,6 +58,25 @@ def _show_progress(prefix: str) -> Callable[[str], None]:
     return say
 
 
+def _parse_reward_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    """``--reward-weight TERM=W`` values as ``{term: weight}``, checked here so a typo fails before any training."""
+    from migr_rt.training.rewards import TERMS
+
+    out: dict[str, float] = {}
+    for value in values:
+        term, sep, weight = value.partition("=")
+        term = term.strip()
+        if not sep or term not in TERMS:
+            raise click.BadParameter(f"{value!r}: expected TERM=W with TERM one of {', '.join(TERMS)}")
+        if term in out:
+            raise click.BadParameter(f"{value!r}: the weight of {term!r} is given twice")
+        try:
+            out[term] = float(weight)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: weight {weight.strip()!r} is not a number") from None
+    return out
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="migr-rt")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
@@ -304,6 +323,10 @@ def _format_data(report: DataReport, spec: str) -> str:
               help="Override the recipe's trace order (baseline: visual, migr: mi).")
 @click.option("--rewards", type=click.Choice(["baseline", "migr"]), default=None,
               help="Override the recipe's GRPO rewards.")
+@click.option("--reward-weight", "reward_weight", multiple=True, metavar="TERM=W", callback=_parse_reward_weights,
+              help="baseline/migr: set one GRPO reward term's weight over --rewards' set (repeatable; 0 turns a "
+                   "term off), e.g. --reward-weight intensity=0.5. Terms: accuracy, format, first_segment, "
+                   "consistency, grounding, intensity, coverage, coherence.")
 @click.option("--sft-steps", type=click.IntRange(min=1), default=None, help="baseline/migr: SFT steps.")
 @click.option("--grpo-steps", type=click.IntRange(min=1), default=None, help="baseline/migr: GRPO steps.")
 @click.option("--smoke", is_flag=True, help="baseline/migr: tiny preset that runs every stage for real in about a minute.")
@@ -319,7 +342,8 @@ def _format_data(report: DataReport, spec: str) -> str:
 @_user_errors
 def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | None, batch_size: int, lr: float,
           seed: int, decoder: Path | None, base_ckpt: Path | None, stages: str, sft_order: str | None,
-          rewards: str | None, sft_steps: int | None, grpo_steps: int | None, smoke: bool,
+          rewards: str | None, reward_weight: dict[str, float], sft_steps: int | None, grpo_steps: int | None,
+          smoke: bool,
           cache_dir: Path | None, work_dir: Path | None, card: Path | None, lexicon: Path | None) -> None:
     """Train MIGR weights: the base perception model, the R1-Omni-style baseline, or MIGR (two stages).
 
@@ -330,8 +354,8 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     ctx = click.get_current_context()
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     only_base = {"val_data", "batch_size", "lr", "decoder"}
-    only_reasoning = {"base_ckpt", "stages", "sft_order", "rewards", "sft_steps", "grpo_steps", "smoke", "work_dir",
-                      "lexicon"}
+    only_reasoning = {"base_ckpt", "stages", "sft_order", "rewards", "reward_weight", "sft_steps", "grpo_steps",
+                      "smoke", "work_dir", "lexicon"}
     wrong = sorted(given & (only_reasoning if recipe == "base" else only_base))
     if wrong:
         names = ", ".join("--" + ("base" if n == "base_ckpt" else n.replace("_", "-")) for n in wrong)
@@ -377,6 +401,11 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         options["base_steps"] = steps
     cfg = smoke_config(recipe, data, str(out), **options) if smoke else ReasoningRecipeConfig(
         recipe=recipe, data=data, out=str(out), **options)
+    if reward_weight:
+        try:
+            cfg.reward_weights = replace(cfg.weights(), **reward_weight)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--reward-weight") from exc
     if sft_steps is not None:
         cfg.sft = replace(cfg.sft, steps=sft_steps)
     if grpo_steps is not None:

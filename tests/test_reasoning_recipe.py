@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import replace
 
@@ -13,9 +15,11 @@ from migr_rt.training.grpo import GRPOConfig
 from migr_rt.training.mi_labels import compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
 from migr_rt.training.perception import PerceptionConfig
 from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, reward_contexts, run_reasoning_recipe
+from migr_rt.training.rewards import RewardWeights
 from migr_rt.training.sft import SFTConfig, sft_loss, trace_texts, train_sft
 from migr_rt.training.sources import open_source
 from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
+from migr_rt.training.synth.cues import CUES_BY_NAME
 from model_fixtures import tiny_config
 from safetensors.torch import load_file
 
@@ -102,6 +106,14 @@ def test_reward_contexts_take_cues_from_the_record_and_respect_visibility(window
             assert ctx.actual_cues[m] == frozenset(cues[m])
     assert ctxs[0].dominant == "audio" and ctxs[1].dominant is None
     assert "audio" not in ctxs[1].present
+    words = {1.0: "strongly", 0.7: "clearly", 0.35: "slightly"}
+    for i, ctx in enumerate(ctxs):  # the strength of each cue of a present modality, as its description words it
+        names = {name for m in ctx.present for name in ctx.actual_cues[m]}
+        assert set(ctx.intensities) == names and names
+        for m in ctx.present:
+            for name in ctx.actual_cues[m]:
+                assert f"{words[ctx.intensities[name]]} {CUES_BY_NAME[name].phrase}" in sub.descriptions[i][m]
+    assert not set(ctxs[1].intensities) & set(sub.meta[1]["cues"]["audio"])  # audio hidden: its cues are not asked
 
 
 def test_trace_sft_learns_the_traces(base, windows):
@@ -186,12 +198,56 @@ def test_baseline_uses_visual_first_traces_and_accuracy_format_rewards(corpus, b
 def test_cli_smoke_preset_runs_every_stage(corpus, tmp_path):
     out = tmp_path / "smoke"
     result = CliRunner().invoke(main, ["train", "--recipe", "migr", "--smoke", "--data", str(corpus), "--out", str(out),
-                                       "--cache-dir", str(tmp_path / "cache")])
+                                       "--cache-dir", str(tmp_path / "cache"), "--reward-weight", "intensity=0.5",
+                                       "--reward-weight", "coherence=0"])
     assert result.exit_code == 0, result.output
     assert "[base] step" in result.output and "[sft] step" in result.output and "[grpo] step" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["finished"]) == {"base", "mi_labels", "sft", "grpo"}
+    rewarded = {k for k in metrics["finished"]["grpo"]["last"] if k.startswith("reward/")}
+    assert "reward/intensity" in rewarded and "reward/coherence" not in rewarded and "reward/consistency" in rewarded
     load_checkpoint(out)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("intensty=0.5", "expected TERM=W with TERM one of"),
+    ("intensity", "expected TERM=W"),
+    ("intensity=lots", "'lots' is not a number"),
+    ("intensity=-1", "must be a finite number >= 0"),
+    ("intensity=nan", "must be a finite number >= 0"),
+])
+def test_bad_reward_weights_are_refused_before_anything_is_written(corpus, tmp_path, value, message):
+    result = CliRunner().invoke(main, ["train", "--recipe", "migr", "--smoke", "--data", str(corpus),
+                                       "--out", str(tmp_path / "x"), "--reward-weight", value])
+    assert result.exit_code == 2 and "--reward-weight" in result.output and message in result.output, result.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.work").exists()
+    twice = CliRunner().invoke(main, ["train", "--recipe", "migr", "--data", str(corpus), "--out", str(tmp_path / "x"),
+                                      "--reward-weight", "format=1", "--reward-weight", "format=2"])
+    assert twice.exit_code == 2 and "given twice" in twice.output
+    base = CliRunner().invoke(main, ["train", "--recipe", "base", "--data", str(corpus), "--out", str(tmp_path / "x"),
+                                     "--reward-weight", "format=1"])
+    assert base.exit_code == 2 and "--reward-weight do(es) not apply to --recipe base" in base.output
+
+
+def test_train_help_names_every_reward_term():
+    from migr_rt.training.rewards import TERMS
+
+    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert all(f" {term}," in help_text or f" {term}." in help_text for term in TERMS)
+
+
+def test_reward_weights_count_in_the_fingerprint_but_an_unused_intensity_term_does_not(corpus, tmp_path):
+    plain = _recipe(corpus, ("b", "c"), tmp_path / "o")
+    explicit = _recipe(corpus, ("b", "c"), tmp_path / "o", reward_weights=RewardWeights())
+    weighted = _recipe(corpus, ("b", "c"), tmp_path / "o", reward_weights=RewardWeights(intensity=0.5))
+    assert len({plain.fingerprint(), explicit.fingerprint(), weighted.fingerprint()}) == 3
+    # a run with explicit weights started before the intensity term existed: the same dict without the key
+    legacy = dict(dataclasses.asdict(explicit))
+    legacy["reward_weights"].pop("intensity")
+    for key in ("out", "card", "cache_dir", "work_dir", "lexicon"):
+        legacy.pop(key)
+    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert explicit.fingerprint() == digest
 
 
 def test_baseline_traces_conclude_without_naming_a_modality():

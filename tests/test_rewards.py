@@ -20,6 +20,7 @@ from migr_rt.training.rewards import (
     first_segment_reward,
     format_reward,
     grounding_reward,
+    intensity_reward,
     score,
 )
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
@@ -35,10 +36,12 @@ CTX = RewardContext(
     actual_cues={"visual": {"brows_lowered", "eyes_narrowed"}, "audio": {"voice_loud", "timbre_harsh"}},
 )
 # Default MIGR weights: accuracy 1, format .25, first_segment .5, consistency 1, grounding .5, coverage .5,
-# coherence .25 -> total weight 4.
+# coherence .25 -> total weight 4 (intensity is off by default).
 W = RewardWeights()
 SUM_W = 4.0
 NAMES = ("accuracy", "format", "first_segment", "consistency", "grounding", "coverage", "coherence")
+#: The strength of each shown cue of CTX, as GOOD states it.
+STRENGTHS = {"timbre_harsh": 1.0, "voice_loud": 0.7, "brows_lowered": 0.7, "eyes_narrowed": 0.35}
 
 GOOD = (
     "<think><audio>strongly harsh strained timbre, clearly loud voice</audio>"
@@ -306,14 +309,50 @@ def test_coherence_penalises_repeats_echoes_misfiling_and_length() -> None:
     assert coh(filler) == pytest.approx(LENGTH_BUDGET / len("loud voice " + "x" * 1190))
 
 
+def test_intensity_reward_asks_each_shown_cue_to_be_as_strong_as_the_input_shows_it() -> None:
+    ctx = dataclasses.replace(CTX, intensities=STRENGTHS)
+
+    def rate(text: str, c: RewardContext = ctx) -> float:
+        return intensity_reward(parse_trace(text), c)
+
+    assert rate(GOOD) == 1.0  # four cues and the summary's restatement, each with the input's word
+    assert rate(GOOD.replace("slightly narrowed", "strongly narrowed")) == pytest.approx(4 / 5)  # overstated
+    assert rate(GOOD.replace("slightly narrowed", "narrowed")) == pytest.approx(4 / 5)  # bare weighs 1.0
+    assert rate(GOOD.replace("strongly harsh", "harsh")) == 1.0  # ... which is right for a strong cue
+    assert rate(GOOD.replace("clearly loud", "slightly loud")) == pytest.approx(4 / 5)  # understated
+    assert rate(GOOD.replace("slightly narrowed eyes", "no narrowed eyes")) == 1.0  # a negated cue states no strength
+    assert rate(CASES["label_copied_no_cues"][0]) == 0.0  # saying nothing scores 0
+    # a cue whose strength the input does not give is not asked about
+    partial = dataclasses.replace(CTX, intensities={"eyes_narrowed": 0.35})
+    assert rate(GOOD.replace("clearly loud", "slightly loud"), partial) == 1.0
+    assert rate("<visual>lowered brows</visual><answer>angry</answer>", partial) == 0.0
+    assert intensity_reward(parse_trace(GOOD), CTX) == 0.0
+    assert not applicable("intensity", CTX) and applicable("intensity", ctx)
+
+
+def test_intensity_weight_enters_the_total_only_where_strengths_are_known() -> None:
+    ctx = dataclasses.replace(CTX, intensities=STRENGTHS)
+    weights = dataclasses.replace(W, intensity=0.5)
+    overstated = GOOD.replace("slightly narrowed", "strongly narrowed")
+    total, terms = score([GOOD, overstated, overstated], [ctx, ctx, CTX], weights)
+    assert terms["intensity"].tolist() == pytest.approx([1.0, 0.8, 0.0])
+    assert total[0].item() == pytest.approx(1.0)
+    # overstating the eyes costs only the intensity term; without known strengths it costs nothing
+    assert total[1].item() == pytest.approx(1.0 - 0.5 * 0.2 / (SUM_W + 0.5))
+    assert total[2].item() == pytest.approx(1.0)
+    assert "intensity" not in score([GOOD], [ctx], W)[1]
+
+
 def test_terms_are_named_pure_functions_in_unit_range() -> None:
-    assert tuple(TERMS) == NAMES == tuple(f.name for f in dataclasses.fields(RewardWeights))
+    assert tuple(TERMS) == tuple(f.name for f in dataclasses.fields(RewardWeights))
+    assert tuple(W.active()) == NAMES and set(TERMS) - set(NAMES) == {"intensity"}
+    ctx = dataclasses.replace(CTX, intensities=STRENGTHS)
     for name, fn in TERMS.items():
         assert fn.__name__ == f"{name}_reward"
         for text, _ in CASES.values():
             parsed = parse_trace(text, CTX.labels)
-            first = fn(parsed, CTX)
-            assert 0.0 <= first <= 1.0 and fn(parsed, CTX) == first, (name, text[:40])
+            first = fn(parsed, ctx)
+            assert 0.0 <= first <= 1.0 and fn(parsed, ctx) == first, (name, text[:40])
 
 
 # ------------------------------------------------------------------------------------------- weights, combiner
@@ -321,7 +360,7 @@ def test_terms_are_named_pure_functions_in_unit_range() -> None:
 
 def test_default_and_baseline_weights() -> None:
     assert dict(W.items()) == {"accuracy": 1.0, "format": 0.25, "first_segment": 0.5, "consistency": 1.0,
-                               "grounding": 0.5, "coverage": 0.5, "coherence": 0.25}  # fmt: skip
+                               "grounding": 0.5, "intensity": 0.0, "coverage": 0.5, "coherence": 0.25}  # fmt: skip
     assert sum(w for _, w in W.items()) == SUM_W
     base = RewardWeights.baseline()
     assert base.active() == ["accuracy", "format"] and base.accuracy == base.format == 1.0
@@ -331,6 +370,8 @@ def test_default_and_baseline_weights() -> None:
         RewardWeights(accuracy=float("nan"))
     with pytest.raises(ValueError):
         RewardWeights(**dict.fromkeys(NAMES, 0.0))
+    with pytest.raises(ValueError):
+        RewardWeights(intensity=-0.5)
 
 
 def test_baseline_scores_only_accuracy_and_format() -> None:
@@ -374,6 +415,9 @@ def test_context_validation() -> None:
     ctx = RewardContext(label="sad", labels=["sad", "happy"], present=["audio"], actual_cues={"audio": ["voice_quiet"]})
     assert ctx.labels == ("sad", "happy") and ctx.present == ("audio",)
     assert ctx.actual_cues["audio"] == frozenset({"voice_quiet"})
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="intensities"):
+            RewardContext(label="sad", intensities={"voice_quiet": bad})
 
 
 # ------------------------------------------------------------------------------------------- real clips
@@ -394,8 +438,10 @@ def gt_trace(record: dict, first: str | None = None, descriptions: dict | None =
 def test_ground_truth_traces_score_the_maximum(records: list[dict]) -> None:
     contexts = [context_from_record(r, dominant=r["dominant"]) for r in records]
     assert all(c.present == ("visual", "audio") for c in contexts)
-    total, terms = score([gt_trace(r) for r in records], contexts, W)
-    for name in ("accuracy", "format", "first_segment", "grounding", "coverage", "coherence"):
+    for r, c in zip(records, contexts):  # every cue of the record, with the weight of its description's word
+        assert set(c.intensities) == {cue["name"] for m in ("visual", "audio") for cue in r[m]["cues"]}
+    total, terms = score([gt_trace(r) for r in records], contexts, dataclasses.replace(W, intensity=0.5))
+    for name in ("accuracy", "format", "first_segment", "grounding", "intensity", "coverage", "coherence"):
         assert terms[name].tolist() == [1.0] * len(records), name
     assert terms["consistency"].mean().item() >= 0.9
     assert torch.allclose(total[terms["consistency"] == 1.0], torch.tensor(1.0))

@@ -125,6 +125,8 @@ class ReasoningRecipeConfig:
         d = asdict(self)
         for key in ("out", "card", "cache_dir", "work_dir"):
             d.pop(key)
+        if d["reward_weights"] is not None and not d["reward_weights"]["intensity"]:
+            d["reward_weights"].pop("intensity")  # runs started before the intensity term keep their fingerprint
         if self.lexicon:
             d["lexicon"] = (lexicon or self.cue_lexicon()).digest
         else:
@@ -188,13 +190,14 @@ def _label_names(model, windows: WindowSet) -> list[str]:
 def reward_contexts(
     windows: WindowSet, labels: tuple[str, ...], dominant: list[str | None], lexicon: CueLexicon | None = None
 ) -> list[RewardContext]:
-    """Per window: label, the dominant modality the rewards expect, present modalities and cues shown.
+    """Per window: label, the dominant modality the rewards expect, present modalities, cues shown and how strong.
 
     Cues come from the corpus record or from descriptions that ``lexicon``
     can read (:meth:`~migr_rt.training.windows.WindowSet.shown_cues`); a
     modality is present when it is visible and shows at least one cue. Real
     data without such descriptions has neither, so the cue terms are not
-    applicable.
+    applicable. A shown cue's strength is the intensity word its description
+    states it with (:meth:`~migr_rt.training.windows.WindowSet.shown_intensities`).
     """
     lexicon = lexicon or LEXICON
     out = []
@@ -204,9 +207,12 @@ def reward_contexts(
         vocabulary = bool(cues)
         present_flags = dict(zip(("visual", "audio"), windows.present[i].tolist()))
         present = tuple(m for m in ("visual", "audio") if present_flags.get(m) and cues.get(m))
+        shown = {name for m in present for name in cues[m]}
+        strengths = {name: w for name, w in (windows.shown_intensities(i, lexicon) or {}).items() if name in shown}
         out.append(RewardContext(
             label=labels[int(windows.labels[i])], labels=labels, dominant=dominant[i], present=present,
             actual_cues={m: frozenset(cues[m]) for m in present}, vocabulary=vocabulary, lexicon=lexicon,
+            intensities=strengths,
         ))
     return out
 

@@ -16,6 +16,7 @@ format          the trace is well formed (0.5 if merely usable)                a
 first_segment   the first segment is the dominant modality and states its cue  ``ctx.dominant``
 consistency     the answer is right and the explanation implies it             always
 grounding       every stated cue is present in the input                       ``ctx.actual_cues``
+intensity       every shown cue is stated as strong as the input shows it      ``ctx.intensities``
 coverage        every present modality is described by its own cues            ``ctx.present``
 coherence       no misfiled or repeated cue, no echoed part, no runaway length always
 ==============  =============================================================  ===============
@@ -49,6 +50,7 @@ from migr_rt.training.judge import (
     coverage,
     explanation_parts,
     grounding,
+    intensity_agreement,
     judged_emotion,
 )
 from migr_rt.training.lexicon import CueLexicon
@@ -77,6 +79,9 @@ class RewardContext:
     asked of the opening segment (see :func:`first_segment_reward`).
     ``lexicon``: the cue words every term reads the generation with (the
     built-in vocabulary, or the lexicon the model is trained with).
+    ``intensities``: cue name -> the weight of the intensity word the input
+    states it with (:func:`~.judge.described_intensities`), for shown cues
+    whose strength is known; empty when none is.
     """
 
     label: str
@@ -86,9 +91,15 @@ class RewardContext:
     actual_cues: Mapping[str, frozenset[str]] = field(default_factory=dict)
     vocabulary: bool = True
     lexicon: CueLexicon = LEXICON
+    intensities: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
+        strengths = {str(name): float(w) for name, w in self.intensities.items()}
+        bad = {name: w for name, w in strengths.items() if not math.isfinite(w) or w <= 0}
+        if bad:
+            raise ValueError(f"intensities must be finite weights > 0, got {bad}")
+        object.__setattr__(self, "intensities", MappingProxyType(strengths))
         object.__setattr__(self, "present", tuple(self.present))
         cues = {m: frozenset(names) for m, names in self.actual_cues.items()}
         object.__setattr__(self, "actual_cues", MappingProxyType(cues))
@@ -109,8 +120,12 @@ def context_from_record(
     """
     actual = {m: frozenset(c["name"] for c in record[m]["cues"]) for m in MODALITIES if m in record}
     present = tuple(m for m in MODALITIES if actual.get(m))
+    words = LEXICON.intensity_words
+    strengths = {c["name"]: words[c["intensity_word"]] for m in MODALITIES if m in record
+                 for c in record[m]["cues"] if c.get("intensity_word") in words}
     return RewardContext(
-        label=record["label"], labels=tuple(labels), dominant=dominant, present=present, actual_cues=actual
+        label=record["label"], labels=tuple(labels), dominant=dominant, present=present, actual_cues=actual,
+        intensities=strengths,
     )
 
 
@@ -195,6 +210,25 @@ def grounding_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     return 0.0 if rate is None else rate
 
 
+def intensity_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
+    """Share of the statements of cues with a known strength that state it as the input does.
+
+    Grounding asks whether a stated cue is there; this asks whether it is as
+    strong as said (:func:`~.judge.intensity_agreement`: the intensity word's
+    weight, a bare phrase weighing 1.0 as the judge weighs it). The judge
+    sums cue weights, so without this term an explanation can tip its implied
+    emotion towards the answer by calling a slight cue "strongly ...";
+    MIGR's stored rationales overstated cues more often than the baseline's
+    (``benchmarks/results/intensity_agreement.md``). 0.0 when no such cue is stated (an
+    explanation cannot score by saying nothing). Not applicable (0.0) when
+    ``ctx.intensities`` is empty.
+    """
+    if not ctx.intensities:
+        return 0.0
+    rate = intensity_agreement(parsed, ctx.intensities, ctx.lexicon)
+    return 0.0 if rate is None else rate
+
+
 def coverage_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
     """Share of ``ctx.present`` modalities with a segment of their own that states one of their cues.
 
@@ -264,6 +298,7 @@ TERMS: Mapping[str, TermFn] = {
     "first_segment": first_segment_reward,
     "consistency": consistency_reward,
     "grounding": grounding_reward,
+    "intensity": intensity_reward,
     "coverage": coverage_reward,
     "coherence": coherence_reward,
 }
@@ -275,6 +310,8 @@ def applicable(term: str, ctx: RewardContext) -> bool:
         return ctx.dominant is not None
     if term == "grounding":
         return bool(ctx.actual_cues)
+    if term == "intensity":
+        return bool(ctx.intensities)
     if term == "coverage":
         return bool(ctx.present)
     if term not in TERMS:
@@ -295,7 +332,9 @@ class RewardWeights:
     bought with invented cues) weigh 0.5; coverage 0.5 (leaving a whole
     modality out costs 0.25 of the mean); format and coherence 0.25, because
     SFT already teaches the trace shape and they only need to hold it.
-    Total weight 4.0. :meth:`baseline` is the R1-Omni-style comparison.
+    Total weight 4.0. Intensity is off (0) by default: it is measured by
+    ``migr-rt eval`` and rewarded on request (``--reward-weight intensity=0.5``).
+    :meth:`baseline` is the R1-Omni-style comparison.
     """
 
     accuracy: float = 1.0
@@ -303,6 +342,7 @@ class RewardWeights:
     first_segment: float = 0.5
     consistency: float = 1.0
     grounding: float = 0.5
+    intensity: float = 0.0
     coverage: float = 0.5
     coherence: float = 0.25
 
@@ -316,7 +356,7 @@ class RewardWeights:
     @classmethod
     def baseline(cls) -> RewardWeights:
         """R1-Omni-style GRPO: accuracy + format, equally weighted, nothing else."""
-        off = dict.fromkeys(("first_segment", "consistency", "grounding", "coverage", "coherence"), 0.0)
+        off = dict.fromkeys(("first_segment", "consistency", "grounding", "intensity", "coverage", "coherence"), 0.0)
         return cls(accuracy=1.0, format=1.0, **off)
 
     def items(self) -> list[tuple[str, float]]:

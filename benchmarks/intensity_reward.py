@@ -1,0 +1,213 @@
+"""Does rewarding intensity make MIGR's rationales state cues as strong as they are, at no cost to ICR or WAR?
+
+    python benchmarks/intensity_reward.py --seed 0     # then --seed 1, --seed 2
+    python benchmarks/intensity_reward.py --summarise
+
+``results/intensity_agreement.md`` found MIGR's rationales misstating a
+cue's strength more often than the baseline's (mostly overstating it), and
+grounding never checks strength. The ``intensity`` reward term does. Per
+training seed this trains ``migr`` twice from the same base checkpoint and
+corpus, with the bundled model's settings:
+
+* ``migr``: the default rewards (intensity off), as the reasoning experiment trains it;
+* ``migr+intensity``: the same plus ``intensity`` at ``--weight`` (default 0.5, grounding's weight).
+
+Both are evaluated on the held-out corpus with the default judge. The
+stored rationales are then read as ``benchmarks/intensity_agreement.py``
+reads them (overstated shares, signed errors). Writes
+``results/intensity_reward_seed<N>.{json,md}``; ``--summarise`` tabulates
+every seed in ``results/intensity_reward.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import RESULTS, held_out_corpus, shown_path, write_result  # noqa: E402
+from intensity_agreement import read_run  # noqa: E402
+from machine import machine_info  # noqa: E402
+from migr_rt.training.base_recipe import load_or_extract  # noqa: E402
+from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, write_report  # noqa: E402
+from migr_rt.training.lexicon import stored_lexicon  # noqa: E402
+from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, run_reasoning_recipe  # noqa: E402
+from migr_rt.training.rewards import RewardWeights  # noqa: E402
+from migr_rt.training.sources import open_source  # noqa: E402
+from migr_rt.training.synth.reader import read_manifest  # noqa: E402
+
+from migr_rt.model import load_checkpoint  # noqa: E402
+
+VARIANTS = ("migr", "migr+intensity")
+#: (key, heading) of the compared metrics; keys of the eval metrics, then of the stored-rationale reading.
+COMPARED = (("war", "WAR"), ("icr", "ICR"), ("label_closed_icr", "ICR, closed with the label"),
+            ("grounding_rate", "grounding"), ("intensity_agreement", "intensity agreement"),
+            ("pooled_agreement", "intensity agreement, pooled"),
+            ("overstated_answer", "overstated, answer's cues"), ("overstated_other", "overstated, other cues"))
+
+
+def seed_name(seed: int) -> str:
+    return f"intensity_reward_seed{seed}"
+
+
+def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
+                      test_windows, clips: dict[str, dict]) -> dict:
+    weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else None
+    cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(work / variant), base=str(base),
+                                cache_dir=str(cache), seed=seed, reward_weights=weights)
+
+    def progress(stage, p) -> None:
+        if p.step % 10 == 0 or p.step == p.steps:
+            parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
+            logging.info("%s [%s] %d/%d loss %.4f %s eta %.0fs", variant, stage, p.step, p.steps, p.loss, parts,
+                         p.eta_s)
+
+    t0 = time.monotonic()
+    metrics = run_reasoning_recipe(cfg, on_progress=progress)
+    seconds = time.monotonic() - t0
+    model, tokenizer = load_checkpoint(work / variant)
+    report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode="reason", opening="free"),
+                                lexicon=stored_lexicon(work / variant))
+    write_report(report, work / f"{variant}.eval")
+    read = read_run(work / f"{variant}.eval" / "predictions.jsonl", clips)
+    row = {key: report.metrics.get(key) for key, _ in COMPARED[:5]}
+    row.update(pooled_agreement=read["pooled_agreement"], overstated_answer=read["overstated_share"]["answer"],
+               overstated_other=read["overstated_share"]["other"])
+    grpo_last = metrics["finished"].get("grpo", {}).get("last", {})
+    return {"metrics": row, "stored_rationales": read, "eval": report.metrics, "train_seconds": seconds,
+            "reward_weights": dict((weights or RewardWeights()).items()),
+            "grpo_last_rewards": {k: v for k, v in grpo_last.items() if k.startswith("reward")}}
+
+
+@click.command()
+@click.option("--train", "train_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/synth-train"),
+              show_default=True)
+@click.option("--test", "test_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/synth-test"),
+              show_default=True)
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/exp/base"),
+              show_default=True, help="The perception checkpoint both variants start from (make experiment's).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/intensity"),
+              show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cache"),
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="The intensity term's weight in migr+intensity.")
+@click.option("--only", default=",".join(VARIANTS), show_default=True, help="Comma-separated variants to (re)run.")
+@click.option("--summarise", is_flag=True, help="Tabulate every seed's committed result (intensity_reward.md).")
+def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Path, seed: int, weight: float,
+         only: str, summarise: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if summarise:
+        results = seed_results()
+        write_result("intensity_reward", summary(results), render_summary(results))
+        return
+    chosen = [v.strip() for v in only.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or not chosen:
+        raise click.BadParameter(f"{only!r}: variants are {', '.join(VARIANTS)}", param_hint="--only")
+    for path, what in ((train_dir / "manifest.jsonl", "training corpus"), (base / "config.json", "base checkpoint")):
+        if not path.is_file():
+            raise click.ClickException(f"{path}: no {what}; `make experiment`'s first three commands make both")
+    test_info = held_out_corpus(test_dir, seed=2, n=420)
+    previous = RESULTS / f"{seed_name(seed)}.json"
+    result = {"seed": seed, "weight": weight, "train": shown_path(train_dir), "base": shown_path(base),
+              "test": {"corpus": shown_path(test_dir), "seed": test_info["config"]["seed"]}, "variants": {}}
+    if previous.is_file():
+        earlier = json.loads(previous.read_text())
+        if all(earlier.get(k) == result[k] for k in ("seed", "weight", "train", "base", "test")):
+            result["variants"] = earlier["variants"]
+    model, _ = load_checkpoint(base)
+    test_windows = load_or_extract(open_source(str(test_dir)), model.config, cache_dir, None)
+    clips = {rec["id"]: rec for rec in read_manifest(test_dir / "manifest.jsonl")}
+    for variant in chosen:
+        result["variants"][variant] = train_and_measure(
+            variant, train=train_dir, base=base, work=work / f"seed{seed}", cache=cache_dir, seed=seed, weight=weight,
+            test_windows=test_windows, clips=clips)
+        result["machine"] = machine_info()
+        write_result(seed_name(seed), result, render(result))
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    return "n/a" if value is None else (f"{value:+.3f}" if signed else f"{value:.3f}")
+
+
+def render(result: dict) -> str:
+    rows = result["variants"]
+    head = "| metric | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows) + "\n"
+    body = "".join(f"| {title} | " + " | ".join(_fmt(r["metrics"][key]) for r in rows.values()) + " |\n"
+                   for key, title in COMPARED)
+    body += "| training seconds | " + " | ".join(f"{r['train_seconds']:.0f}" for r in rows.values()) + " |\n"
+    m = result["machine"]
+    return (
+        f"# Intensity reward, training seed {result['seed']}\n\n"
+        f"`migr` with the default rewards and with `intensity` at weight {result['weight']}, from the same base "
+        f"checkpoint (`{result['base']}`) and corpus (`{result['train']}`), judged on the held-out corpus "
+        f"(`{result['test']['corpus']}`, seed {result['test']['seed']}). Intensity agreement: the share of "
+        "statements of shown cues stated with the description's intensity word (a bare phrase weighs like the "
+        "strongest), mean per window, then pooled; overstated: the share of those statements stated stronger, "
+        "for the cues that most support the rationale's answer and for the others.\n\n"
+        + head + body
+        + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
+        f"Reproduce: `python benchmarks/intensity_reward.py --seed {result['seed']}`.\n"
+    )
+
+
+def seed_results() -> dict[int, dict]:
+    """Every committed per-seed result with both variants, by seed."""
+    out = {}
+    for path in sorted(RESULTS.glob("intensity_reward_seed*.json")):
+        result = json.loads(path.read_text())
+        if all(v in result["variants"] for v in VARIANTS):
+            out[result["seed"]] = result
+    if not out:
+        raise click.ClickException(f"{RESULTS}: no intensity_reward_seed*.json with both variants; run a seed first")
+    return dict(sorted(out.items()))
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None
+
+
+def summary(results: dict[int, dict]) -> dict:
+    """Per metric: each variant's value per seed and mean, and migr+intensity minus migr per seed."""
+    table = {}
+    for key, _ in COMPARED:
+        per = {v: [results[s]["variants"][v]["metrics"][key] for s in results] for v in VARIANTS}
+        diff = [None if a is None or b is None else b - a for a, b in zip(per["migr"], per["migr+intensity"])]
+        table[key] = {**per, "mean": {v: _mean(x) for v, x in per.items()}, "difference": diff}
+    return {"seeds": list(results), "weights": {s: r["weight"] for s, r in results.items()}, "metrics": table,
+            "commits": {s: r["machine"].get("commit") for s, r in results.items()}}
+
+
+def render_summary(results: dict[int, dict]) -> str:
+    s = summary(results)
+    seeds = s["seeds"]
+    head = ("| metric | variant | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
+            + "---|" * (len(seeds) + 1) + "\n")
+    body = ""
+    for key, title in COMPARED:
+        m = s["metrics"][key]
+        for v in VARIANTS:
+            body += f"| {title} | {v} | " + " | ".join(_fmt(x) for x in m[v]) + f" | {_fmt(m['mean'][v])} |\n"
+        body += (f"| {title} | difference | " + " | ".join(_fmt(x, True) for x in m["difference"])
+                 + f" | {_fmt(_mean(m['difference']), True)} |\n")
+    commits = ", ".join(f"seed {k} @{c}" for k, c in s["commits"].items())
+    weights = sorted(set(s["weights"].values()))
+    return (
+        "# Intensity reward over training seeds\n\n"
+        f"Per seed, `migr` trained with the default rewards and with the `intensity` term at weight "
+        f"{', '.join(map(str, weights))}, from the same base checkpoint and corpus, judged on the 420 held-out "
+        "clips (`intensity_reward_seed<N>.md` per seed). Difference: migr+intensity minus migr.\n\n"
+        + head + body + f"\nResults: {commits}. Reproduce: `python benchmarks/intensity_reward.py --seed N` per "
+        "seed, then `--summarise`.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
