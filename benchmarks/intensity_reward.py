@@ -46,9 +46,12 @@ from migr_rt.model import load_checkpoint  # noqa: E402
 VARIANTS = ("migr", "migr+intensity")
 #: (key, heading) of the compared metrics; keys of the eval metrics, then of the stored-rationale reading.
 COMPARED = (("war", "WAR"), ("icr", "ICR"), ("label_closed_icr", "ICR, closed with the label"),
-            ("grounding_rate", "grounding"), ("intensity_agreement", "intensity agreement"),
+            ("grounding_rate", "grounding"), ("coverage", "coverage"), ("intensity_agreement", "intensity agreement"),
             ("pooled_agreement", "intensity agreement, pooled"),
+            ("statements_per_window", "statements of shown cues per window"),
             ("overstated_answer", "overstated, answer's cues"), ("overstated_other", "overstated, other cues"))
+#: The COMPARED keys read from the eval metrics; the others come from the stored rationales.
+EVAL_KEYS = ("war", "icr", "label_closed_icr", "grounding_rate", "coverage", "intensity_agreement")
 
 
 def seed_name(seed: int) -> str:
@@ -58,8 +61,11 @@ def seed_name(seed: int) -> str:
 def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
                       test_windows, clips: dict[str, dict]) -> dict:
     weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else None
-    cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(work / variant), base=str(base),
+    out = work / (f"{variant}@{weight:g}" if weights else variant)  # another weight trains in another folder
+    cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
                                 cache_dir=str(cache), seed=seed, reward_weights=weights)
+    state = Path(f"{out}.work") / "state.json"
+    reused = state.is_file() and "grpo" in json.loads(state.read_text()).get("finished", {})
 
     def progress(stage, p) -> None:
         if p.step % 10 == 0 or p.step == p.steps:
@@ -69,15 +75,16 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
 
     t0 = time.monotonic()
     metrics = run_reasoning_recipe(cfg, on_progress=progress)
-    seconds = time.monotonic() - t0
-    model, tokenizer = load_checkpoint(work / variant)
+    seconds = None if reused else time.monotonic() - t0  # a finished run found in the work folder took no time now
+    model, tokenizer = load_checkpoint(out)
     report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode="reason", opening="free"),
-                                lexicon=stored_lexicon(work / variant))
-    write_report(report, work / f"{variant}.eval")
-    read = read_run(work / f"{variant}.eval" / "predictions.jsonl", clips)
-    row = {key: report.metrics.get(key) for key, _ in COMPARED[:5]}
+                                lexicon=stored_lexicon(out))
+    write_report(report, Path(f"{out}.eval"))
+    read = read_run(Path(f"{out}.eval") / "predictions.jsonl", clips)
+    row = {key: report.metrics.get(key) for key in EVAL_KEYS}
     row.update(pooled_agreement=read["pooled_agreement"], overstated_answer=read["overstated_share"]["answer"],
-               overstated_other=read["overstated_share"]["other"])
+               overstated_other=read["overstated_share"]["other"],
+               statements_per_window=read["statements"] / len(test_windows))
     grpo_last = metrics["finished"].get("grpo", {}).get("last", {})
     return {"metrics": row, "stored_rationales": read, "eval": report.metrics, "train_seconds": seconds,
             "reward_weights": dict((weights or RewardWeights()).items()),
@@ -142,7 +149,8 @@ def render(result: dict) -> str:
     head = "| metric | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows) + "\n"
     body = "".join(f"| {title} | " + " | ".join(_fmt(r["metrics"][key]) for r in rows.values()) + " |\n"
                    for key, title in COMPARED)
-    body += "| training seconds | " + " | ".join(f"{r['train_seconds']:.0f}" for r in rows.values()) + " |\n"
+    body += "| training seconds | " + " | ".join("reused" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+                                                  for r in rows.values()) + " |\n"
     m = result["machine"]
     return (
         f"# Intensity reward, training seed {result['seed']}\n\n"
@@ -150,8 +158,9 @@ def render(result: dict) -> str:
         f"checkpoint (`{result['base']}`) and corpus (`{result['train']}`), judged on the held-out corpus "
         f"(`{result['test']['corpus']}`, seed {result['test']['seed']}). Intensity agreement: the share of "
         "statements of shown cues stated with the description's intensity word (a bare phrase weighs like the "
-        "strongest), mean per window, then pooled; overstated: the share of those statements stated stronger, "
-        "for the cues that most support the rationale's answer and for the others.\n\n"
+        "strongest), mean per window, then pooled; statements per window: of shown cues with a known strength, "
+        "over every test window; overstated: the share of those statements stated stronger, for the cues that "
+        "most support the rationale's answer and for the others.\n\n"
         + head + body
         + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
         f"Reproduce: `python benchmarks/intensity_reward.py --seed {result['seed']}`.\n"

@@ -403,9 +403,11 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         recipe=recipe, data=data, out=str(out), **options)
     if reward_weight:
         try:
-            cfg.reward_weights = replace(cfg.weights(), **reward_weight)
+            weights = replace(cfg.weights(), **reward_weight)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--reward-weight") from exc
+        if weights != cfg.weights():  # the recipe's own weights, restated, still resume the run they started
+            cfg.reward_weights = weights
     if sft_steps is not None:
         cfg.sft = replace(cfg.sft, steps=sft_steps)
     if grpo_steps is not None:

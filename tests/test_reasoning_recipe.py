@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from dataclasses import replace
 
@@ -236,18 +234,36 @@ def test_train_help_names_every_reward_term():
     assert all(f" {term}," in help_text or f" {term}." in help_text for term in TERMS)
 
 
-def test_reward_weights_count_in_the_fingerprint_but_an_unused_intensity_term_does_not(corpus, tmp_path):
-    plain = _recipe(corpus, ("b", "c"), tmp_path / "o")
-    explicit = _recipe(corpus, ("b", "c"), tmp_path / "o", reward_weights=RewardWeights())
-    weighted = _recipe(corpus, ("b", "c"), tmp_path / "o", reward_weights=RewardWeights(intensity=0.5))
-    assert len({plain.fingerprint(), explicit.fingerprint(), weighted.fingerprint()}) == 3
-    # a run with explicit weights started before the intensity term existed: the same dict without the key
-    legacy = dict(dataclasses.asdict(explicit))
-    legacy["reward_weights"].pop("intensity")
-    for key in ("out", "card", "cache_dir", "work_dir", "lexicon"):
-        legacy.pop(key)
-    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    assert explicit.fingerprint() == digest
+def test_reward_weights_count_in_the_fingerprint_but_an_unused_intensity_term_does_not():
+    def fingerprint(weights: RewardWeights | None) -> str:
+        return ReasoningRecipeConfig(recipe="migr", data="runs/synth-train", out="runs/x", base="runs/base",
+                                     reward_weights=weights).fingerprint()
+
+    # digests computed by the code before the intensity term existed (commit 423dd52): those runs still resume
+    assert fingerprint(None) == "393157e8bba24ff7"
+    assert fingerprint(RewardWeights()) == "de7c9c2c86f5870a"
+    assert fingerprint(RewardWeights(coherence=0.5)) == "2f0cc999f4785dab"
+    assert len({fingerprint(None), fingerprint(RewardWeights()), fingerprint(RewardWeights(intensity=0.5)),
+                fingerprint(RewardWeights(intensity=1.0))}) == 4
+
+
+def test_grpo_refuses_rewards_that_apply_to_no_window_and_warns_about_idle_terms(caplog):
+    from migr_rt.training.reasoning_recipe import _check_terms_apply
+    from migr_rt.training.rewards import RewardContext
+
+    unknown = [RewardContext(label="angry")] * 3  # no dominant modality, cues or strengths
+    with pytest.raises(ValueError, match="first_segment, intensity"):
+        _check_terms_apply(RewardWeights(**dict.fromkeys(
+            ("accuracy", "format", "consistency", "grounding", "coverage", "coherence"), 0.0), intensity=1.0), unknown)
+    with caplog.at_level("WARNING"):
+        _check_terms_apply(RewardWeights(intensity=0.5), unknown)
+    assert "first_segment, grounding, intensity, coverage apply to no training window" in caplog.text
+    caplog.clear()
+    known = [RewardContext(label="angry", dominant="audio", present=("audio",), actual_cues={"audio": {"voice_loud"}},
+                           intensities={"voice_loud": 0.7})]
+    with caplog.at_level("WARNING"):
+        _check_terms_apply(RewardWeights(intensity=0.5), unknown + known)
+    assert caplog.text == ""
 
 
 def test_baseline_traces_conclude_without_naming_a_modality():

@@ -309,20 +309,24 @@ def test_coherence_penalises_repeats_echoes_misfiling_and_length() -> None:
     assert coh(filler) == pytest.approx(LENGTH_BUDGET / len("loud voice " + "x" * 1190))
 
 
-def test_intensity_reward_asks_each_shown_cue_to_be_as_strong_as_the_input_shows_it() -> None:
+def test_intensity_reward_asks_each_shown_cue_to_be_stated_as_strong_as_the_input_shows_it() -> None:
     ctx = dataclasses.replace(CTX, intensities=STRENGTHS)
 
     def rate(text: str, c: RewardContext = ctx) -> float:
         return intensity_reward(parse_trace(text), c)
 
-    assert rate(GOOD) == 1.0  # four cues and the summary's restatement, each with the input's word
-    assert rate(GOOD.replace("slightly narrowed", "strongly narrowed")) == pytest.approx(4 / 5)  # overstated
-    assert rate(GOOD.replace("slightly narrowed", "narrowed")) == pytest.approx(4 / 5)  # bare weighs 1.0
+    assert rate(GOOD) == 1.0  # four cues (the timbre twice, with the summary), each with the input's word
+    assert rate(GOOD.replace("slightly narrowed", "strongly narrowed")) == 0.75  # overstated
+    assert rate(GOOD.replace("slightly narrowed", "narrowed")) == 0.75  # a bare phrase weighs 1.0 ...
     assert rate(GOOD.replace("strongly harsh", "harsh")) == 1.0  # ... which is right for a strong cue
-    assert rate(GOOD.replace("clearly loud", "slightly loud")) == pytest.approx(4 / 5)  # understated
-    assert rate(GOOD.replace("slightly narrowed eyes", "no narrowed eyes")) == 1.0  # a negated cue states no strength
+    assert rate(GOOD.replace("clearly loud", "slightly loud")) == 0.75  # understated
+    assert rate(GOOD.replace(", slightly narrowed eyes", "")) == 0.75  # left out costs as much as misstated
+    assert rate(GOOD.replace("slightly narrowed eyes", "no narrowed eyes")) == 0.75  # a negated cue is not stated
+    # every statement of a cue must be right: the summary restating the timbre as slight loses it
+    assert rate(GOOD.replace("decides: strongly harsh", "decides: slightly harsh")) == 0.75
+    assert rate(GOOD.replace("</visual>", ", strongly narrowed eyes</visual>")) == 0.75
     assert rate(CASES["label_copied_no_cues"][0]) == 0.0  # saying nothing scores 0
-    # a cue whose strength the input does not give is not asked about
+    # only the cues whose strength the input gives are asked about
     partial = dataclasses.replace(CTX, intensities={"eyes_narrowed": 0.35})
     assert rate(GOOD.replace("clearly loud", "slightly loud"), partial) == 1.0
     assert rate("<visual>lowered brows</visual><answer>angry</answer>", partial) == 0.0
@@ -335,10 +339,10 @@ def test_intensity_weight_enters_the_total_only_where_strengths_are_known() -> N
     weights = dataclasses.replace(W, intensity=0.5)
     overstated = GOOD.replace("slightly narrowed", "strongly narrowed")
     total, terms = score([GOOD, overstated, overstated], [ctx, ctx, CTX], weights)
-    assert terms["intensity"].tolist() == pytest.approx([1.0, 0.8, 0.0])
+    assert terms["intensity"].tolist() == pytest.approx([1.0, 0.75, 0.0])
     assert total[0].item() == pytest.approx(1.0)
     # overstating the eyes costs only the intensity term; without known strengths it costs nothing
-    assert total[1].item() == pytest.approx(1.0 - 0.5 * 0.2 / (SUM_W + 0.5))
+    assert total[1].item() == pytest.approx(1.0 - 0.5 * 0.25 / (SUM_W + 0.5))
     assert total[2].item() == pytest.approx(1.0)
     assert "intensity" not in score([GOOD], [ctx], W)[1]
 

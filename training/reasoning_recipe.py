@@ -43,7 +43,7 @@ from migr_rt.training.grpo import GRPOBatch, GRPOConfig, frozen_copy, grpo_step,
 from migr_rt.training.lexicon import LEXICON_FILE, CueLexicon, load_lexicon
 from migr_rt.training.mi_labels import MILabel, compute_mi_labels, mi_agreement, read_mi_labels, write_mi_labels
 from migr_rt.training.perception import PerceptionConfig, TrainProgress
-from migr_rt.training.rewards import RewardContext, RewardWeights, score
+from migr_rt.training.rewards import RewardContext, RewardWeights, applicable, score
 from migr_rt.training.sft import SFTConfig, reasoning_prompt, train_sft
 from migr_rt.training.sources import open_source
 from migr_rt.training.synth.cues import LEXICON
@@ -215,6 +215,21 @@ def reward_contexts(
             intensities=strengths,
         ))
     return out
+
+
+def _check_terms_apply(weights: RewardWeights, contexts: list[RewardContext]) -> None:
+    """Refuse rewards that apply to no training window (every total 0, nothing to learn); warn about idle terms.
+
+    A weighted term can be inapplicable everywhere: first_segment under the
+    baseline's rewards (no dominant modality), intensity on descriptions
+    without intensity words, the cue terms on data the lexicon cannot read.
+    """
+    idle = [name for name in weights.active() if not any(applicable(name, c) for c in contexts)]
+    if idle and len(idle) == len(weights.active()):
+        raise ValueError(f"no weighted GRPO reward term ({', '.join(idle)}) applies to any training window; "
+                         "weight accuracy or format, or give the data what these terms read")
+    if idle:
+        logger.warning("GRPO reward terms %s apply to no training window and reward nothing", ", ".join(idle))
 
 
 def _save_grpo_state(path: Path, model, tokenizer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
@@ -451,6 +466,7 @@ def _run_grpo(
     labels = tuple(model.config.labels)
     contexts = reward_contexts(train, labels, mi_dominant if recipe.rewards == "migr" else [None] * len(train),
                                lexicon)
+    _check_terms_apply(weights, contexts)
     prompt = torch.tensor(reasoning_prompt(model.config))
 
     def batch_at(step: int) -> GRPOBatch:

@@ -16,7 +16,7 @@ format          the trace is well formed (0.5 if merely usable)                a
 first_segment   the first segment is the dominant modality and states its cue  ``ctx.dominant``
 consistency     the answer is right and the explanation implies it             always
 grounding       every stated cue is present in the input                       ``ctx.actual_cues``
-intensity       every shown cue is stated as strong as the input shows it      ``ctx.intensities``
+intensity       every shown cue is stated, as strong as the input shows it     ``ctx.intensities``
 coverage        every present modality is described by its own cues            ``ctx.present``
 coherence       no misfiled or repeated cue, no echoed part, no runaway length always
 ==============  =============================================================  ===============
@@ -45,13 +45,14 @@ from typing import Any
 
 import torch
 from migr_rt.training.judge import (
+    TIE_TOLERANCE,
     CueJudge,
     ExplanationJudge,
     coverage,
     explanation_parts,
     grounding,
-    intensity_agreement,
     judged_emotion,
+    strength_statements,
 )
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.synth.cues import LEXICON
@@ -211,22 +212,31 @@ def grounding_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
 
 
 def intensity_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
-    """Share of the statements of cues with a known strength that state it as the input does.
+    """Share of the input's cues of known strength that the explanation states, every time as strong as shown.
 
-    Grounding asks whether a stated cue is there; this asks whether it is as
-    strong as said (:func:`~.judge.intensity_agreement`: the intensity word's
-    weight, a bare phrase weighing 1.0 as the judge weighs it). The judge
-    sums cue weights, so without this term an explanation can tip its implied
-    emotion towards the answer by calling a slight cue "strongly ...";
-    MIGR's stored rationales overstated cues more often than the baseline's
-    (``benchmarks/results/intensity_agreement.md``). 0.0 when no such cue is stated (an
-    explanation cannot score by saying nothing). Not applicable (0.0) when
-    ``ctx.intensities`` is empty.
+    Grounding asks whether a stated cue is there; this asks whether the
+    input's cues are said as strong as they are: a cue of ``ctx.intensities``
+    counts when the explanation states it (segments or summary, negated
+    statements left out) and every statement of it carries the input's
+    weight (:func:`~.judge.strength_statements`; a bare phrase weighs 1.0, as
+    the judge weighs it). Per cue, not per statement, so leaving a cue out
+    costs as much as misstating it: a share of statements would make saying
+    less the safe choice. The judge sums cue weights, so an explanation can
+    tip its implied emotion towards the answer by calling a slight cue
+    "strongly ..."; MIGR's stored rationales overstated cues more often than
+    the baseline's (``benchmarks/results/intensity_agreement.md``). This term
+    makes that cost something; it does not outweigh a verdict the
+    consistency term pays for. ``migr-rt eval``'s ``intensity_agreement`` is
+    the per-statement view. Not applicable (0.0) when ``ctx.intensities`` is
+    empty.
     """
     if not ctx.intensities:
         return 0.0
-    rate = intensity_agreement(parsed, ctx.intensities, ctx.lexicon)
-    return 0.0 if rate is None else rate
+    said: dict[str, bool] = {}
+    for st in strength_statements(parsed, ctx.intensities, ctx.lexicon):
+        right = abs(st.weight - ctx.intensities[st.cue.name]) <= TIE_TOLERANCE
+        said[st.cue.name] = said.get(st.cue.name, True) and right
+    return sum(said.values()) / len(ctx.intensities)
 
 
 def coverage_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
