@@ -280,6 +280,10 @@ def _format_data(report: DataReport, spec: str) -> str:
             continue
         shown = ", ".join(f"{_clip_text(words, 40)} ({k})" for words, k in counted)
         lines.append(f"  {modality} words the lexicon does not read (clips): {shown}")
+    if report.vocabulary_described:
+        lines.append(f"  cue strengths (intensity words) given in {report.strength_described} of "
+                     f"{report.vocabulary_described} readable clips"
+                     + ("" if report.strength_described else ": --reward-weight intensity rewards nothing here"))
     if report.negated_statements:
         lines.append(f"  {report.negated_statements} cue statements are negated (\"no lowered brows\") and read as "
                      "not shown")

@@ -34,6 +34,7 @@ def test_a_dataset_report_counts_labels_descriptions_and_skips_and_decoding_find
     assert report["label_counts"] == {"angry": 1, "disgust": 0, "fear": 0, "happy": 1, "neutral": 0, "sad": 2,
                                       "surprise": 0}
     assert (report["described"], report["vocabulary_described"], report["partly_described"]) == (2, 1, 1)
+    assert report["strength_described"] == 1  # clip 1 says how strong its cues are
     assert report["skipped"] == {} and report["description_lines_skipped"] == {"malformed_description": 1}
 
     decoded = _run(spec, "--decode")
@@ -45,6 +46,28 @@ def test_a_dataset_report_counts_labels_descriptions_and_skips_and_decoding_find
     strict = _run(f"dfew:{root}?fold=1&on_error=raise", "--decode", "--json")
     assert strict.exit_code == 0, strict.output
     assert json.loads(strict.stdout)["skipped"] == {"corrupt_media": 1} and json.loads(strict.stdout)["decoded"] == 3
+
+
+def test_the_report_says_whether_descriptions_give_cue_strengths(tmp_path):
+    root = build_dfew(tmp_path / "DFEW", {("train", 1): [(1, ANGRY), (2, SAD), (3, SAD)]}, media=False)
+    desc = tmp_path / "desc.jsonl"
+
+    def report(*lines: dict) -> str:
+        desc.write_text("".join(json.dumps(d) + "\n" for d in lines))
+        result = _run(f"dfew:{root}?fold=1&descriptions={desc}")
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    bare = report({"clip_id": "1", "visual": "lowered brows", "audio": "loud voice"},
+                  {"clip_id": "2", "visual": "downturned mouth corners", "audio": "quiet voice"})
+    assert "cue strengths (intensity words) given in 0 of 2 readable clips: --reward-weight intensity rewards " \
+           "nothing here" in bare
+    worded = report({"clip_id": "1", "visual": "lowered brows", "audio": "clearly loud voice"},
+                    {"clip_id": "2", "visual": "downturned mouth corners", "audio": "quiet voice"},
+                    # a cue worded twice with different strengths: its strength is not known
+                    {"clip_id": "3", "visual": "slightly downturned mouth corners, strongly downturned mouth corners",
+                     "audio": ""})
+    assert "given in 1 of 3 readable clips\n" in worded
 
 
 def test_a_dataset_without_descriptions_says_what_it_can_train(tmp_path):

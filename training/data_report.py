@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from migr_rt.training.data.descriptions import DescriptionError, DuplicateDescriptionError
 from migr_rt.training.data.reader import DatasetReader, media_error_kind
 from migr_rt.training.data.records import SkipLog
-from migr_rt.training.judge import described_cues
+from migr_rt.training.judge import described_cues, described_intensities
 from migr_rt.training.lexicon import CueLexicon
 from migr_rt.training.sources import DataSource
 from migr_rt.training.synth.cues import LEXICON
@@ -61,6 +61,8 @@ class DataReport:
     #: per modality, the most frequent clauses the lexicon does not read, as ``[words, clips]`` (what to add to
     #: it), most clips first and ties in alphabetical order; negated clauses count too
     unread_words: dict[str, list] = field(default_factory=dict)
+    #: readable clips that give at least one cue's strength with an intensity word (the intensity reward applies)
+    strength_described: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +96,8 @@ class LexiconCoverage:
     negated: int = 0
     #: per modality, the clauses it leaves unread (:meth:`CueLexicon.unread`) -> in how many clips
     unread: dict[str, Counter] = field(default_factory=dict)
+    #: readable clips stating at least one cue's strength (:func:`~.judge.described_intensities`)
+    strength_known: int = 0
 
     def most_unread(self, n: int = UNREAD_SHOWN) -> dict[str, list]:
         """The ``n`` most frequent unread clauses per modality as ``[words, clips]``, most frequent first."""
@@ -103,7 +107,7 @@ class LexiconCoverage:
 
 def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage:
     """Read every fully described clip's descriptions with ``lexicon`` (index only, nothing decoded)."""
-    described = readable = negated = 0
+    described = readable = negated = strengths = 0
     example = None
     unread: dict[str, Counter] = {m: Counter() for m in MODALITIES}
     for clip_id, _, texts in indexed_clips(source):
@@ -115,9 +119,10 @@ def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage
             unread[modality].update(list(dict.fromkeys(lexicon.unread(text))))  # a clip counts once per clause
         if described_cues(texts, lexicon) is not None:
             readable += 1
+            strengths += bool(described_intensities(texts, lexicon))
         elif example is None:
             example = {"clip_id": clip_id, **texts}
-    return LexiconCoverage(described, readable, example, negated, unread)
+    return LexiconCoverage(described, readable, example, negated, unread, strengths)
 
 
 def _decode_all(source: DataSource, skips: SkipLog, progress: Callable[[int, int], None] | None) -> int:
@@ -189,4 +194,5 @@ def data_report(
         unreadable_example=read.unreadable_example,
         negated_statements=read.negated,
         unread_words=read.most_unread(),
+        strength_described=read.strength_known,
     )
