@@ -6,14 +6,17 @@
 ``results/intensity_agreement.md`` found MIGR's rationales misstating a
 cue's strength more often than the baseline's (mostly overstating it), and
 grounding never checks strength. The ``intensity`` reward term does. Per
-training seed this trains ``migr`` twice from the same base checkpoint and
-corpus, with the bundled model's settings:
+training seed, from the same base checkpoint and corpus, with the bundled
+model's settings, rows (``--only``, in this order):
 
+* ``base``: the perception checkpoint's own cue description (describe mode): what it perceives;
+* ``sft``: migr's stage-1 checkpoint (MI-ordered SFT), where GRPO starts (needs ``migr`` trained);
 * ``migr``: the default rewards (intensity off), as the reasoning experiment trains it;
-* ``migr+intensity``: the same plus ``intensity`` at ``--weight`` (default 0.5, grounding's weight).
+* ``migr+intensity``: the same plus ``intensity`` at ``--weight`` (default 0.5, grounding's weight);
+  the row is named with its weight, so several weights can stand side by side.
 
-Both are evaluated on the held-out corpus with the default judge. The
-stored rationales are then read as ``benchmarks/intensity_agreement.py``
+Every row is evaluated on the held-out corpus with the default judge, and
+its stored rationales are read as ``benchmarks/intensity_agreement.py``
 reads them (overstated shares, signed errors). Writes
 ``results/intensity_reward_seed<N>.{json,md}``; ``--summarise`` tabulates
 every seed in ``results/intensity_reward.{json,md}``.
@@ -31,7 +34,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from held_out import RESULTS, held_out_corpus, shown_path, write_result  # noqa: E402
-from intensity_agreement import read_run  # noqa: E402
+from intensity_agreement import BARE, read_run  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.base_recipe import load_or_extract  # noqa: E402
 from migr_rt.training.evaluation import EvalConfig, evaluate_reasoning, write_report  # noqa: E402
@@ -39,17 +42,23 @@ from migr_rt.training.lexicon import stored_lexicon  # noqa: E402
 from migr_rt.training.reasoning_recipe import ReasoningRecipeConfig, run_reasoning_recipe  # noqa: E402
 from migr_rt.training.rewards import RewardWeights  # noqa: E402
 from migr_rt.training.sources import open_source  # noqa: E402
+from migr_rt.training.synth.cues import INTENSITY_WORDS  # noqa: E402
 from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
 from migr_rt.model import load_checkpoint  # noqa: E402
 
-VARIANTS = ("migr", "migr+intensity")
+VARIANTS = ("base", "sft", "migr", "migr+intensity")
+#: The order rows are measured in: the SFT row reads migr's stage-1 checkpoint.
+RUN_ORDER = ("base", "migr", "sft", "migr+intensity")
+#: Row names of the variants that are not named by their weight.
+ROW_NAMES = {"base": "base (describe)", "sft": "migr, SFT only", "migr": "migr"}
 #: (key, heading) of the compared metrics; keys of the eval metrics, then of the stored-rationale reading.
 COMPARED = (("war", "WAR"), ("icr", "ICR"), ("label_closed_icr", "ICR, closed with the label"),
             ("grounding_rate", "grounding"), ("coverage", "coverage"), ("intensity_agreement", "intensity agreement"),
             ("pooled_agreement", "intensity agreement, pooled"),
             ("statements_per_window", "statements of shown cues per window"),
-            ("overstated_answer", "overstated, answer's cues"), ("overstated_other", "overstated, other cues"))
+            ("overstated_answer", "overstated, answer's cues"), ("overstated_other", "overstated, other cues"),
+            ("understated", "understated, all cues"))
 #: The COMPARED keys read from the eval metrics; the others come from the stored rationales.
 EVAL_KEYS = ("war", "icr", "label_closed_icr", "grounding_rate", "coverage", "intensity_agreement")
 
@@ -58,36 +67,61 @@ def seed_name(seed: int) -> str:
     return f"intensity_reward_seed{seed}"
 
 
+def understated_share(confusion: dict[str, int]) -> float | None:
+    """Share of statements stated weaker than described, from ``read_run``'s ``"described->stated"`` counts."""
+    weight = {**INTENSITY_WORDS, BARE: 1.0}
+    total = sum(confusion.values())
+    under = sum(n for pair, n in confusion.items() if weight[pair.split("->")[1]] < weight[pair.split("->")[0]])
+    return under / total if total else None
+
+
+def row_name(variant: str, weight: float) -> str:
+    return ROW_NAMES.get(variant) or f"{variant}@{weight:g}"
+
+
 def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
                       test_windows, clips: dict[str, dict]) -> dict:
+    """Train ``variant`` (resuming what its work folder holds) and measure it; ``base``/``sft`` only measure."""
     weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else None
-    out = work / (f"{variant}@{weight:g}" if weights else variant)  # another weight trains in another folder
-    cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
-                                cache_dir=str(cache), seed=seed, reward_weights=weights)
-    state = Path(f"{out}.work") / "state.json"
-    reused = state.is_file() and "grpo" in json.loads(state.read_text()).get("finished", {})
+    seconds = None
+    mode, reward_weights, grpo_last = "reason", None, {}
+    if variant == "base":
+        out, mode = base, "describe"
+    elif variant == "sft":
+        out = work / "migr.work" / "sft"
+        if not (out / "config.json").is_file():
+            raise click.ClickException(f"{out}: no SFT checkpoint; measure migr first (--only migr,sft)")
+    else:
+        out = work / (f"{variant}@{weight:g}" if weights else variant)  # another weight trains in another folder
+        cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
+                                    cache_dir=str(cache), seed=seed, reward_weights=weights)
+        state = Path(f"{out}.work") / "state.json"
+        reused = state.is_file() and "grpo" in json.loads(state.read_text()).get("finished", {})
 
-    def progress(stage, p) -> None:
-        if p.step % 10 == 0 or p.step == p.steps:
-            parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
-            logging.info("%s [%s] %d/%d loss %.4f %s eta %.0fs", variant, stage, p.step, p.steps, p.loss, parts,
-                         p.eta_s)
+        def progress(stage, p) -> None:
+            if p.step % 10 == 0 or p.step == p.steps:
+                parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
+                logging.info("%s [%s] %d/%d loss %.4f %s eta %.0fs", variant, stage, p.step, p.steps, p.loss, parts,
+                             p.eta_s)
 
-    t0 = time.monotonic()
-    metrics = run_reasoning_recipe(cfg, on_progress=progress)
-    seconds = None if reused else time.monotonic() - t0  # a finished run found in the work folder took no time now
+        t0 = time.monotonic()
+        metrics = run_reasoning_recipe(cfg, on_progress=progress)
+        seconds = None if reused else time.monotonic() - t0  # a finished run found in the work folder took no time now
+        reward_weights = dict(cfg.weights().items())
+        grpo_last = metrics["finished"].get("grpo", {}).get("last", {})
     model, tokenizer = load_checkpoint(out)
-    report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode="reason", opening="free"),
+    report = evaluate_reasoning(model, tokenizer, test_windows, EvalConfig(mode=mode, opening="free"),
                                 lexicon=stored_lexicon(out))
-    write_report(report, Path(f"{out}.eval"))
-    read = read_run(Path(f"{out}.eval") / "predictions.jsonl", clips)
+    folder = work / f"{variant if variant in ('base', 'sft') else out.name}.eval"
+    write_report(report, folder)
+    read = read_run(folder / "predictions.jsonl", clips)
     row = {key: report.metrics.get(key) for key in EVAL_KEYS}
     row.update(pooled_agreement=read["pooled_agreement"], overstated_answer=read["overstated_share"]["answer"],
                overstated_other=read["overstated_share"]["other"],
-               statements_per_window=read["statements"] / len(test_windows))
-    grpo_last = metrics["finished"].get("grpo", {}).get("last", {})
-    return {"metrics": row, "stored_rationales": read, "eval": report.metrics, "train_seconds": seconds,
-            "reward_weights": dict((weights or RewardWeights()).items()),
+               statements_per_window=read["statements"] / len(test_windows),
+               understated=understated_share(read["confusion"]))
+    return {"checkpoint": shown_path(out), "mode": mode, "metrics": row, "stored_rationales": read,
+            "eval": report.metrics, "train_seconds": seconds, "reward_weights": reward_weights,
             "grpo_last_rewards": {k: v for k, v in grpo_last.items() if k.startswith("reward")}}
 
 
@@ -105,7 +139,8 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="The intensity term's weight in migr+intensity.")
-@click.option("--only", default=",".join(VARIANTS), show_default=True, help="Comma-separated variants to (re)run.")
+@click.option("--only", default="base,sft,migr,migr+intensity", show_default=True,
+              help="Comma-separated rows to (re)run: base, sft, migr, migr+intensity.")
 @click.option("--summarise", is_flag=True, help="Tabulate every seed's committed result (intensity_reward.md).")
 def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Path, seed: int, weight: float,
          only: str, summarise: bool) -> None:
@@ -123,21 +158,40 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
             raise click.ClickException(f"{path}: no {what}; `make experiment`'s first three commands make both")
     test_info = held_out_corpus(test_dir, seed=2, n=420)
     previous = RESULTS / f"{seed_name(seed)}.json"
-    result = {"seed": seed, "weight": weight, "train": shown_path(train_dir), "base": shown_path(base),
+    result = {"seed": seed, "train": shown_path(train_dir), "base": shown_path(base),
               "test": {"corpus": shown_path(test_dir), "seed": test_info["config"]["seed"]}, "variants": {}}
     if previous.is_file():
-        earlier = json.loads(previous.read_text())
-        if all(earlier.get(k) == result[k] for k in ("seed", "weight", "train", "base", "test")):
+        earlier = upgraded(json.loads(previous.read_text()))
+        if all(earlier.get(k) == result[k] for k in ("seed", "train", "base", "test")):
             result["variants"] = earlier["variants"]
     model, _ = load_checkpoint(base)
     test_windows = load_or_extract(open_source(str(test_dir)), model.config, cache_dir, None)
     clips = {rec["id"]: rec for rec in read_manifest(test_dir / "manifest.jsonl")}
-    for variant in chosen:
-        result["variants"][variant] = train_and_measure(
+    for variant in sorted(chosen, key=RUN_ORDER.index):
+        result["variants"][row_name(variant, weight)] = train_and_measure(
             variant, train=train_dir, base=base, work=work / f"seed{seed}", cache=cache_dir, seed=seed, weight=weight,
             test_windows=test_windows, clips=clips)
         result["machine"] = machine_info()
+        result["variants"] = dict(sorted(result["variants"].items(), key=lambda kv: _order(kv[0])))
         write_result(seed_name(seed), result, render(result))
+
+
+def _order(row: str) -> tuple:
+    """Rows in VARIANTS order, intensity rows by weight."""
+    names = list(ROW_NAMES.values())
+    return (names.index(row), 0.0) if row in names else (len(names), float(row.partition("@")[2] or 0))
+
+
+def upgraded(result: dict) -> dict:
+    """A result written before rows were named by weight: its one ``migr+intensity`` row gets its weight."""
+    if "weight" in result and "migr+intensity" in result["variants"]:
+        weight = result.pop("weight")
+        result["variants"] = {(f"migr+intensity@{weight:g}" if k == "migr+intensity" else k): v
+                              for k, v in result["variants"].items()}
+    result.pop("weight", None)
+    for row in result["variants"].values():
+        row["metrics"].setdefault("understated", understated_share(row["stored_rationales"]["confusion"]))
+    return result
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -149,18 +203,21 @@ def render(result: dict) -> str:
     head = "| metric | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows) + "\n"
     body = "".join(f"| {title} | " + " | ".join(_fmt(r["metrics"][key]) for r in rows.values()) + " |\n"
                    for key, title in COMPARED)
-    body += "| training seconds | " + " | ".join("reused" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
-                                                  for r in rows.values()) + " |\n"
+    body += "| training seconds | " + " | ".join(
+        "n/a" if r.get("reward_weights") is None else "reused" if r["train_seconds"] is None
+        else f"{r['train_seconds']:.0f}" for r in rows.values()) + " |\n"
     m = result["machine"]
     return (
         f"# Intensity reward, training seed {result['seed']}\n\n"
-        f"`migr` with the default rewards and with `intensity` at weight {result['weight']}, from the same base "
-        f"checkpoint (`{result['base']}`) and corpus (`{result['train']}`), judged on the held-out corpus "
-        f"(`{result['test']['corpus']}`, seed {result['test']['seed']}). Intensity agreement: the share of "
-        "statements of shown cues stated with the description's intensity word (a bare phrase weighs like the "
-        "strongest), mean per window, then pooled; statements per window: of shown cues with a known strength, "
-        "over every test window; overstated: the share of those statements stated stronger, for the cues that "
-        "most support the rationale's answer and for the others.\n\n"
+        f"From the same base checkpoint (`{result['base']}`) and corpus (`{result['train']}`): the base model's "
+        "own cue description, migr after SFT only, `migr` with the default rewards and with the `intensity` term "
+        f"at the weight after `@`, judged on the held-out corpus (`{result['test']['corpus']}`, seed "
+        f"{result['test']['seed']}). Intensity agreement: the share of statements of shown cues stated with the "
+        "description's intensity word (a bare phrase weighs like the strongest), mean per window, then pooled; "
+        "statements per window: of shown cues with a known strength, over every test window; overstated: the "
+        "share of those statements stated stronger, for the cues that most support the rationale's answer and "
+        "for the others. The base row answers from its answer slot and its description is not a rationale (its "
+        "ICR judges the description against that answer).\n\n"
         + head + body
         + f"\nMachine: {m.get('cpu')}, torch {m.get('torch')}, commit {m.get('commit')}. "
         f"Reproduce: `python benchmarks/intensity_reward.py --seed {result['seed']}`.\n"
@@ -168,14 +225,15 @@ def render(result: dict) -> str:
 
 
 def seed_results() -> dict[int, dict]:
-    """Every committed per-seed result with both variants, by seed."""
+    """Every committed per-seed result with a migr row and an intensity row, by seed."""
     out = {}
     for path in sorted(RESULTS.glob("intensity_reward_seed*.json")):
-        result = json.loads(path.read_text())
-        if all(v in result["variants"] for v in VARIANTS):
+        result = upgraded(json.loads(path.read_text()))
+        rows = result["variants"]
+        if "migr" in rows and any(r.startswith("migr+intensity@") for r in rows):
             out[result["seed"]] = result
     if not out:
-        raise click.ClickException(f"{RESULTS}: no intensity_reward_seed*.json with both variants; run a seed first")
+        raise click.ClickException(f"{RESULTS}: no intensity_reward_seed*.json with migr and an intensity row")
     return dict(sorted(out.items()))
 
 
@@ -184,37 +242,41 @@ def _mean(values: list) -> float | None:
 
 
 def summary(results: dict[int, dict]) -> dict:
-    """Per metric: each variant's value per seed and mean, and migr+intensity minus migr per seed."""
+    """Per metric: each row's value per seed and mean (rows every seed has), and each intensity row minus migr."""
+    seeds = list(results)
+    rows = [r for r in results[seeds[0]]["variants"] if all(r in results[s]["variants"] for s in seeds)]
     table = {}
     for key, _ in COMPARED:
-        per = {v: [results[s]["variants"][v]["metrics"][key] for s in results] for v in VARIANTS}
-        diff = [None if a is None or b is None else b - a for a, b in zip(per["migr"], per["migr+intensity"])]
-        table[key] = {**per, "mean": {v: _mean(x) for v, x in per.items()}, "difference": diff}
-    return {"seeds": list(results), "weights": {s: r["weight"] for s, r in results.items()}, "metrics": table,
+        per = {r: [results[s]["variants"][r]["metrics"][key] for s in seeds] for r in rows}
+        diffs = {r: [None if a is None or b is None else b - a for a, b in zip(per["migr"], per[r])]
+                 for r in rows if r.startswith("migr+intensity@")}
+        table[key] = {**per, "mean": {r: _mean(x) for r, x in per.items()}, "minus_migr": diffs}
+    return {"seeds": seeds, "rows": rows, "metrics": table,
             "commits": {s: r["machine"].get("commit") for s, r in results.items()}}
 
 
 def render_summary(results: dict[int, dict]) -> str:
     s = summary(results)
     seeds = s["seeds"]
-    head = ("| metric | variant | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
+    head = ("| metric | row | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
             + "---|" * (len(seeds) + 1) + "\n")
     body = ""
     for key, title in COMPARED:
         m = s["metrics"][key]
-        for v in VARIANTS:
-            body += f"| {title} | {v} | " + " | ".join(_fmt(x) for x in m[v]) + f" | {_fmt(m['mean'][v])} |\n"
-        body += (f"| {title} | difference | " + " | ".join(_fmt(x, True) for x in m["difference"])
-                 + f" | {_fmt(_mean(m['difference']), True)} |\n")
+        for r in s["rows"]:
+            body += f"| {title} | {r} | " + " | ".join(_fmt(x) for x in m[r]) + f" | {_fmt(m['mean'][r])} |\n"
+        for r, diff in m["minus_migr"].items():
+            body += (f"| {title} | {r} - migr | " + " | ".join(_fmt(x, True) for x in diff)
+                     + f" | {_fmt(_mean(diff), True)} |\n")
     commits = ", ".join(f"seed {k} @{c}" for k, c in s["commits"].items())
-    weights = sorted(set(s["weights"].values()))
     return (
         "# Intensity reward over training seeds\n\n"
-        f"Per seed, `migr` trained with the default rewards and with the `intensity` term at weight "
-        f"{', '.join(map(str, weights))}, from the same base checkpoint and corpus, judged on the 420 held-out "
-        "clips (`intensity_reward_seed<N>.md` per seed). Difference: migr+intensity minus migr.\n\n"
+        "Per seed, from the same base checkpoint and corpus: the base model's own cue description, migr after "
+        "SFT only, `migr` with the default rewards, and `migr` with the `intensity` term at the weight after "
+        "`@`, judged on the 420 held-out clips (`intensity_reward_seed<N>.md` per seed; only rows every seed "
+        "has).\n\n"
         + head + body + f"\nResults: {commits}. Reproduce: `python benchmarks/intensity_reward.py --seed N` per "
-        "seed, then `--summarise`.\n"
+        "seed (`--only base,sft` adds the first two rows), then `--summarise`.\n"
     )
 
 
