@@ -189,8 +189,12 @@ def upgraded(result: dict) -> dict:
         result["variants"] = {(f"migr+intensity@{weight:g}" if k == "migr+intensity" else k): v
                               for k, v in result["variants"].items()}
     result.pop("weight", None)
-    for row in result["variants"].values():
+    for name, row in list(result["variants"].items()):
         row["metrics"].setdefault("understated", understated_share(row["stored_rationales"]["confusion"]))
+        missing = [key for key, _ in COMPARED if key not in row["metrics"]]
+        if missing:  # measured by a version before these metrics (and before the per-cue term): measure it again
+            logging.warning("seed %s: dropping row %r, which lacks %s", result.get("seed"), name, ", ".join(missing))
+            del result["variants"][name]
     return result
 
 
@@ -234,7 +238,16 @@ def seed_results() -> dict[int, dict]:
             out[result["seed"]] = result
     if not out:
         raise click.ClickException(f"{RESULTS}: no intensity_reward_seed*.json with migr and an intensity row")
+    if not any(r.startswith("migr+intensity@") for r in _common_rows(out)):
+        rows = {s: [r for r in res["variants"] if r.startswith("migr+intensity@")] for s, res in out.items()}
+        raise click.ClickException(f"no intensity weight measured in every seed ({rows}); run the missing ones")
     return dict(sorted(out.items()))
+
+
+def _common_rows(results: dict[int, dict]) -> list[str]:
+    """The rows every seed has, in table order."""
+    rows = set.intersection(*(set(r["variants"]) for r in results.values()))
+    return sorted(rows, key=_order)
 
 
 def _mean(values: list) -> float | None:
@@ -244,7 +257,7 @@ def _mean(values: list) -> float | None:
 def summary(results: dict[int, dict]) -> dict:
     """Per metric: each row's value per seed and mean (rows every seed has), and each intensity row minus migr."""
     seeds = list(results)
-    rows = [r for r in results[seeds[0]]["variants"] if all(r in results[s]["variants"] for s in seeds)]
+    rows = _common_rows(results)
     table = {}
     for key, _ in COMPARED:
         per = {r: [results[s]["variants"][r]["metrics"][key] for s in seeds] for r in rows}
@@ -271,10 +284,10 @@ def render_summary(results: dict[int, dict]) -> str:
     commits = ", ".join(f"seed {k} @{c}" for k, c in s["commits"].items())
     return (
         "# Intensity reward over training seeds\n\n"
-        "Per seed, from the same base checkpoint and corpus: the base model's own cue description, migr after "
-        "SFT only, `migr` with the default rewards, and `migr` with the `intensity` term at the weight after "
-        "`@`, judged on the 420 held-out clips (`intensity_reward_seed<N>.md` per seed; only rows every seed "
-        "has).\n\n"
+        "Per seed, from the same base checkpoint and corpus (rows every seed has; `intensity_reward_seed<N>.md` "
+        "has all of a seed's): `base (describe)` is the perception checkpoint's own cue description, `migr, SFT "
+        "only` migr's stage-1 checkpoint, `migr` the default rewards, `migr+intensity@W` the default rewards "
+        "plus the `intensity` term at weight W; all judged on the 420 held-out clips.\n\n"
         + head + body + f"\nResults: {commits}. Reproduce: `python benchmarks/intensity_reward.py --seed N` per "
         "seed (`--only base,sft` adds the first two rows), then `--summarise`.\n"
     )

@@ -247,6 +247,14 @@ def test_reward_weights_count_in_the_fingerprint_but_an_unused_intensity_term_do
                 fingerprint(RewardWeights(intensity=1.0))}) == 4
 
 
+def test_rewards_that_apply_to_no_window_are_refused_before_sft_trains(corpus, base, tmp_path):
+    off = dict.fromkeys(("accuracy", "format", "consistency", "grounding", "intensity", "coverage", "coherence"), 0.0)
+    cfg = _recipe(corpus, base, tmp_path / "o", rewards="baseline", reward_weights=RewardWeights(**off))
+    with pytest.raises(ValueError, match="no weighted GRPO reward term \\(first_segment\\) applies"):
+        run_reasoning_recipe(cfg)  # the baseline's rewards have no dominant modality to open with
+    assert (tmp_path / "o.work" / "mi_labels.jsonl").is_file() and not (tmp_path / "o.work" / "sft").exists()
+
+
 def test_grpo_refuses_rewards_that_apply_to_no_window_and_warns_about_idle_terms(caplog):
     from migr_rt.training.reasoning_recipe import _check_terms_apply
     from migr_rt.training.rewards import RewardContext

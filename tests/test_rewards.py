@@ -326,6 +326,9 @@ def test_intensity_reward_asks_each_shown_cue_to_be_stated_as_strong_as_the_inpu
     assert rate(GOOD.replace("decides: strongly harsh", "decides: slightly harsh")) == 0.75
     assert rate(GOOD.replace("</visual>", ", strongly narrowed eyes</visual>")) == 0.75
     assert rate(CASES["label_copied_no_cues"][0]) == 0.0  # saying nothing scores 0
+    # where a cue is stated is coverage's and coherence's business: the summary or the wrong segment counts here
+    assert rate("<think><visual>strongly harsh strained timbre, clearly loud voice</visual><summary>clearly lowered "
+                "brows, slightly narrowed eyes</summary></think><answer>angry</answer>") == 1.0
     # only the cues whose strength the input gives are asked about
     partial = dataclasses.replace(CTX, intensities={"eyes_narrowed": 0.35})
     assert rate(GOOD.replace("clearly loud", "slightly loud"), partial) == 1.0

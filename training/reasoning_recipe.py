@@ -220,9 +220,11 @@ def reward_contexts(
 def _check_terms_apply(weights: RewardWeights, contexts: list[RewardContext]) -> None:
     """Refuse rewards that apply to no training window (every total 0, nothing to learn); warn about idle terms.
 
-    A weighted term can be inapplicable everywhere: first_segment under the
-    baseline's rewards (no dominant modality), intensity on descriptions
-    without intensity words, the cue terms on data the lexicon cannot read.
+    A weighted term can be inapplicable everywhere: first_segment weighted
+    under the baseline's rewards (no dominant modality), intensity on
+    descriptions without intensity words, the cue terms on data the lexicon
+    cannot read. Every rank holds every window's context, so every rank
+    reaches the same verdict.
     """
     idle = [name for name in weights.active() if not any(applicable(name, c) for c in contexts)]
     if idle and len(idle) == len(weights.active()):
@@ -359,6 +361,11 @@ def run_reasoning_recipe(
     if [r.id for r in mi] != train.ids:
         raise ValueError(f"{mi_path} does not match the training windows; delete {work.root} to start over")
     mi_dominant = [r.dominant for r in mi]
+    grpo_pending = "grpo" in recipe.stages and "grpo" not in state["finished"]
+    if grpo_pending:  # checked before stage 1 trains: rewards that reward nothing fail in seconds, not after SFT
+        dominant = mi_dominant if recipe.rewards == "migr" else [None] * len(train)
+        contexts = reward_contexts(train, tuple(model.config.labels), dominant, lexicon)
+        _check_terms_apply(recipe.weights(), contexts)
 
     # -- stage 1: trace SFT --------------------------------------------------------------------
     sft_path = work.root / "sft"
@@ -377,8 +384,8 @@ def run_reasoning_recipe(
             work.save(state)
 
     # -- stage 2: GRPO --------------------------------------------------------------------------
-    if "grpo" in recipe.stages and "grpo" not in state["finished"]:
-        model, history = _run_grpo(recipe, model, tokenizer, train, mi_dominant, work, on_progress, lexicon)
+    if grpo_pending:
+        model, history = _run_grpo(recipe, model, tokenizer, train, contexts, work, on_progress)
         state["finished"]["grpo"] = {"steps": len(history), "last": history[-1] if history else None,
                                      "reward_mean_first10": _mean(history[:10], "reward_mean"),
                                      "reward_mean_last10": _mean(history[-10:], "reward_mean")}
@@ -455,18 +462,16 @@ def _run_grpo(
     model,
     tokenizer,
     train: WindowSet,
-    mi_dominant: list[str | None],
+    contexts: list[RewardContext],
     work: _Work,
     on_progress: ProgressFn | None,
-    lexicon: CueLexicon,
 ) -> tuple[object, list[dict]]:
-    """GRPO from ``model`` (resuming from the step checkpoint if there is one); the trained model and history."""
+    """GRPO from ``model`` (resuming from the step checkpoint if there is one); the trained model and history.
+
+    ``contexts``: each training window's reward context (:func:`reward_contexts`).
+    """
     cfg = replace(recipe.grpo, seed=recipe.seed)
     weights = recipe.weights()
-    labels = tuple(model.config.labels)
-    contexts = reward_contexts(train, labels, mi_dominant if recipe.rewards == "migr" else [None] * len(train),
-                               lexicon)
-    _check_terms_apply(weights, contexts)
     prompt = torch.tensor(reasoning_prompt(model.config))
 
     def batch_at(step: int) -> GRPOBatch:

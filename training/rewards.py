@@ -16,7 +16,7 @@ format          the trace is well formed (0.5 if merely usable)                a
 first_segment   the first segment is the dominant modality and states its cue  ``ctx.dominant``
 consistency     the answer is right and the explanation implies it             always
 grounding       every stated cue is present in the input                       ``ctx.actual_cues``
-intensity       every shown cue is stated, as strong as the input shows it     ``ctx.intensities``
+intensity       every cue of known strength is stated, as strong as it shows   ``ctx.intensities``
 coverage        every present modality is described by its own cues            ``ctx.present``
 coherence       no misfiled or repeated cue, no echoed part, no runaway length always
 ==============  =============================================================  ===============
