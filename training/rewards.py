@@ -342,8 +342,11 @@ class RewardWeights:
     bought with invented cues) weigh 0.5; coverage 0.5 (leaving a whole
     modality out costs 0.25 of the mean); format and coherence 0.25, because
     SFT already teaches the trace shape and they only need to hold it.
-    Total weight 4.0. Intensity is off (0) by default: it is measured by
-    ``migr-rt eval`` and rewarded on request (``--reward-weight intensity=0.5``).
+    Total weight 4.0. Intensity is off (0) by default: at 0.5, over three
+    seeds, it cut overstated cues but took back only a quarter of the
+    intensity agreement GRPO loses, at lower grounding and no change in ICR
+    (``benchmarks/results/intensity_reward.md``); ``migr-rt eval`` measures
+    it either way, and ``--reward-weight intensity=W`` turns it on.
     :meth:`baseline` is the R1-Omni-style comparison.
     """
 
