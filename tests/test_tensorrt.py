@@ -167,10 +167,20 @@ def test_backend_without_tensorrt_says_so(onnx_artifact, tmp_path):
 
 
 # -- the CPU half of a build: the ONNX TensorRT parses ------------------------------------------------------------
-def _ort_max_error(path, module, name, args) -> float:
+def _ort_max_error(path, module, name, args, *, simulate_qdq: bool = False) -> float:
+    """Largest difference between onnxruntime's run of ``path`` and torch's ``module``.
+
+    ``simulate_qdq``: run Q/DQ pairs as written (quantise, dequantise, fp32 maths), which is what TensorRT's
+    int8 computes with int32 sums. With graph optimisations on, onnxruntime fuses them into its own int8
+    kernels, whose AVX2 path without VNNI saturates 16-bit partial sums (an error of ~10% of the output
+    range on such CPUs): a property of that CPU kernel, not of the quantised graph.
+    """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if simulate_qdq:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(None, {k: a.numpy() for k, a in zip(GRAPH_IO[name][0], args)})
     with torch.no_grad():
         expected = module(*args)
@@ -221,7 +231,8 @@ def test_int8_onnx_is_calibrated_on_real_windows(model, tmp_path):
     feed = feeds["visual_pool"][0]["frame_embeddings"]
     with torch.no_grad():
         scale = float(graphs["visual_pool"](torch.from_numpy(feed)).abs().max())
-    assert _ort_max_error(path, graphs["visual_pool"], "visual_pool", (torch.from_numpy(feed),)) < 0.05 * scale
+    error = _ort_max_error(path, graphs["visual_pool"], "visual_pool", (torch.from_numpy(feed),), simulate_qdq=True)
+    assert error < 0.05 * scale
 
 
 # -- on a CUDA GPU with TensorRT -----------------------------------------------------------------------------------
