@@ -43,3 +43,9 @@ def write_result(name: str, result: dict, markdown: str) -> None:
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_text_atomic(RESULTS / f"{name}.md", markdown)
     click.echo(markdown)
+
+
+def seed_table_head(seeds: list[int]) -> str:
+    """The header of a table with one column per training seed and a mean (the ``--summarise`` tables)."""
+    return ("| metric | row | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
+            + "---|" * (len(seeds) + 1) + "\n")

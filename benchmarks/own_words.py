@@ -44,7 +44,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from held_out import REPO, RESULTS, held_out_corpus, shown_path, write_result  # noqa: E402
+from held_out import REPO, RESULTS, held_out_corpus, seed_table_head, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from real_layout import dfew_layout, evaluate  # noqa: E402
 from migr_rt.training.data_report import lexicon_coverage  # noqa: E402
@@ -228,8 +228,7 @@ def _mean(values: list) -> float | None:
 def render_summary(results: dict[int, dict]) -> str:
     s = summary(results)
     seeds = s["seeds"]
-    head = ("| metric | row | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
-            + "---|" * (len(seeds) + 1) + "\n")
+    head = seed_table_head(seeds)
     body = ""
     for key, title in COMPARED:
         m = s["metrics"][key]

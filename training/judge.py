@@ -16,7 +16,7 @@ three checks sit beside the judge:
 * :func:`coverage` - the share of present modalities the explanation describes;
 * :func:`misplaced_cues` - cue statements filed under the other modality's segment;
 * :func:`intensity_agreement` - the share of cue statements as strong as the input's cue
-  (measured by evaluation, not rewarded).
+  (measured by evaluation; the ``intensity`` reward term asks the same of each cue, off by default).
 
 Every reader takes a ``lexicon`` (:class:`~migr_rt.training.lexicon.CueLexicon`):
 the built-in cue vocabulary by default, or the one a model was trained with
@@ -263,7 +263,12 @@ def intensity_agreement(
     stated = strength_statements(parsed, shown, lexicon)
     if not stated:
         return None
-    return sum(abs(st.weight - shown[st.cue.name]) <= TIE_TOLERANCE for st in stated) / len(stated)
+    return sum(as_strong_as_shown(st, shown) for st in stated) / len(stated)
+
+
+def as_strong_as_shown(statement: Statement, shown: Mapping[str, float]) -> bool:
+    """Whether a statement weighs its cue as the input does (``shown``: cue name -> the input's weight)."""
+    return abs(statement.weight - shown[statement.cue.name]) <= TIE_TOLERANCE
 
 
 def strength_statements(

@@ -45,9 +45,9 @@ from typing import Any
 
 import torch
 from migr_rt.training.judge import (
-    TIE_TOLERANCE,
     CueJudge,
     ExplanationJudge,
+    as_strong_as_shown,
     coverage,
     explanation_parts,
     grounding,
@@ -234,8 +234,7 @@ def intensity_reward(parsed: ParsedTrace, ctx: RewardContext) -> float:
         return 0.0
     said: dict[str, bool] = {}
     for st in strength_statements(parsed, ctx.intensities, ctx.lexicon):
-        right = abs(st.weight - ctx.intensities[st.cue.name]) <= TIE_TOLERANCE
-        said[st.cue.name] = said.get(st.cue.name, True) and right
+        said[st.cue.name] = said.get(st.cue.name, True) and as_strong_as_shown(st, ctx.intensities)
     return sum(said.values()) / len(ctx.intensities)
 
 
