@@ -77,15 +77,15 @@ TARGET_SPEEDUP = 1.5  # onnxruntime fp32 vs torch eager, per decode step at batc
 # -- artifacts ------------------------------------------------------------------------------------
 def ensure_artifact(checkpoint: Path, folder: Path, precision: str) -> dict:
     """Export ``checkpoint`` to ``folder`` at ``precision`` unless an intact export of these weights is there."""
+    from migr_rt.export.onnx_export import export_onnx, is_current_export
+
     weights = sha256_of(checkpoint / "model.safetensors")
     try:
         manifest = read_artifact(folder)  # verifies every graph's hash
-        current = manifest.source_checkpoint.get("sha256") == weights
-        if manifest.format == "onnx" and manifest.precision == precision and current:
+        if is_current_export(manifest, weights, precision):
             return {"path": _shown(folder), "exported": False, "parity": manifest.parity}
     except ArtifactError:
         pass
-    from migr_rt.export.onnx_export import export_onnx
 
     click.echo(f"exporting {checkpoint} -> {folder} ({precision})", err=True)
     t0 = time.perf_counter()
@@ -276,7 +276,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {_fmt_ms(r['p50_ms'])} | {_fmt_ms(r['p95_ms'])} | {_fmt_ms(r['mean_ms'])} | "
                          f"{_fmt_ms(r['min_ms'])} | {torch_p50 / r['p50_ms']:.2f}x |")
         if stage == "step" and REFERENCE in rows:
-            lines += ["", f"The reference row is `MigrForEmotionReasoning.forward(token, cache=..., use_cache=True)`, "
+            lines += ["", "The reference row is `MigrForEmotionReasoning.forward(token, cache=..., use_cache=True)`, "
                       "the plain `transformers` path `migr_rt/generate.py` decodes with (same weights, same cache "
                       "length, torch eager); the torch row is the runtime's explicit-cache step graph on torch."]
         lines.append("")

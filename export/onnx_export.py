@@ -7,7 +7,8 @@ cache-length) axes, then passed through onnxruntime's graph optimisations
 converts weights and activations to half while keeping fp32 inputs/outputs
 (the audio front end stays fp32: spectral power overflows half);
 ``int8`` is onnxruntime's dynamic quantisation of the fp32 graphs (int8
-weights of MatMul/Gemm, activations quantised on the fly), for CPUs.
+weights of MatMul/Gemm, activations quantised on the fly), for CPUs. Its
+weights span 7 bits (see :data:`INT8_WEIGHT_BITS`).
 
 The decoder step, run once per rationale token, is not traced at ``fp32``
 and ``int8``: :mod:`migr_rt.export.fused_step` writes it from the weights
@@ -28,7 +29,8 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,12 @@ OPSET = 18
 #: Largest |onnxruntime - torch| accepted per precision, on log-probs, logits, MI, tokens and cache.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": None}  # int8: measured and recorded, judged by accuracy
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: Bits of the dynamically quantised weights (``int8``): values in [-64, 64] (onnxruntime's reduce_range).
+#: x86 CPUs without VNNI (AVX2, AVX-512F) multiply onnxruntime's uint8 activations by int8 weights in pairs
+#: summed into int16, and a full-range pair (2 x 255 x 127) overflows it: there the graphs compute wrong sums,
+#: not rounded ones. 7-bit weights cannot overflow, and measured no less accurate than full-range weights
+#: summed exactly (benchmarks/results/int8_saturation.md).
+INT8_WEIGHT_BITS = 7
 GRAPH_IO: dict[str, tuple[list[str], list[str]]] = {
     "visual_frames": (["frames"], ["frame_embeddings"]),
     "visual_pool": (["frame_embeddings"], ["visual_tokens"]),
@@ -225,12 +233,32 @@ def topological_sort(graph) -> None:
     graph.node.extend(ordered)
 
 
-def _to_int8(src: Path, dst: Path) -> None:
+def quantize_int8(src: Path, dst: Path, weight_bits: int = INT8_WEIGHT_BITS) -> None:
+    """``src`` (an fp32 graph) with its MatMul/Gemm weights quantised to ``weight_bits`` (7 or 8) bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix=".int8-", dir=dst.parent) as tmp:
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits {weight_bits}: onnxruntime quantises weights to 7 or 8 bits")
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=dst.parent) as tmp, no_preprocessing_advice():
         quantize_dynamic(str(untied(src, Path(tmp))), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+                         op_types_to_quantize=["MatMul", "Gemm"], reduce_range=weight_bits == 7)
+
+
+@contextmanager
+def no_preprocessing_advice() -> Iterator[None]:
+    """Drop onnxruntime's quantiser advice to pre-process graphs (a root-logger warning per graph quantised).
+
+    The advice is shape inference and graph optimisation, which our graphs had at export.
+    """
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def untied(src: Path, work: Path) -> Path:
@@ -354,7 +382,7 @@ def export_onnx(
             if precision == "fp16" and name != "audio":
                 to_fp16(optimised, final)
             elif precision == "int8":
-                _to_int8(optimised, final)
+                quantize_int8(optimised, final)
             else:
                 shutil.copyfile(optimised, final)
             onnx.checker.check_model(str(final))
@@ -376,7 +404,8 @@ def export_onnx(
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
                    "step_graph": (f"fused (opset {FUSED_OPSET} + com.microsoft)" if fuse else "traced"),
                    "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
-                   "lexicon": lexicon.to_dict()},  # the runtime judges with the same words
+                   "lexicon": lexicon.to_dict(),  # the runtime judges with the same words
+                   **({"int8_weight_bits": INT8_WEIGHT_BITS} if precision == "int8" else {})},
             format_version=FORMAT_VERSION,
         )
         write_text_atomic(staging / MANIFEST, manifest.to_json())
@@ -392,6 +421,19 @@ def export_onnx(
             write_text_atomic(staging / MANIFEST, manifest.to_json())
     say(f"wrote {out}")
     return manifest
+
+
+def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -> bool:
+    """Whether ``manifest`` is an ONNX export of these weights at ``precision`` as :func:`export_onnx` writes it now.
+
+    Benchmarks reuse an export while this holds: one written before the fused decoder step or before 7-bit
+    int8 weights is not what a user exporting today would run.
+    """
+    step = "fused" if precision in FUSED_PRECISIONS else "traced"
+    return (manifest.format == "onnx" and manifest.precision == precision
+            and manifest.source_checkpoint.get("sha256") == weights_sha256
+            and str(manifest.extra.get("step_graph", "traced")).startswith(step)
+            and (precision != "int8" or manifest.extra.get("int8_weight_bits") == INT8_WEIGHT_BITS))
 
 
 def _recipe_of(checkpoint: Path) -> str | None:

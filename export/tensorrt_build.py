@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from migr_rt.export.onnx_export import (GRAPH_IO, example_inputs, export_graph, export_onnx, greedy_tokens_equal,
-                                        to_fp16, untied)
+                                        no_preprocessing_advice, to_fp16, untied)
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of
 from migr_rt.atomic import staged_folder, write_text_atomic
@@ -214,11 +214,12 @@ def _to_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
             return next(self.items, None)
 
     # TensorRT takes symmetric int8 Q/DQ (zero point 0) for weights and activations.
-    quantize_static(str(untied(src, dst.parent)), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=INT8_OPS,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    with no_preprocessing_advice():
+        quantize_static(str(untied(src, dst.parent)), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=INT8_OPS,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
 def prepare_onnx(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, ...], precision: str, work: Path,

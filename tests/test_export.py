@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 
+import logging
+import shutil
+
 import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from migr_rt.export.onnx_export import GRAPH_IO, OPSET, export_onnx
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.artifact import GRAPH_NAMES, read_artifact, sha256_of
 from migr_rt.backends import greedy_decode, load_backend
+from migr_rt.backends.integer_matmul import full_range_int8_overflows, matmul_integer_error
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.model.layout import prefix_ids
@@ -104,26 +109,70 @@ def test_greedy_rationales_are_token_identical(bundled_onnx):
     assert torch.equal(a.tokens, b.tokens) and a.tokens.shape[1] > 8
 
 
+@pytest.fixture(scope="module")
+def int8_artifact(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8") / "int8"
+    export_onnx(default_checkpoint(), folder, "int8")
+    return folder
+
+
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_reduced_precision_exports_run_and_stay_close(tmp_path, precision):
-    out = export_onnx(default_checkpoint(), tmp_path / precision, precision)
-    manifest = read_artifact(tmp_path / precision)
-    assert out.precision == manifest.precision == precision
-    ops = {n.op_type for spec in manifest.graphs.values() for n in onnx.load(str(tmp_path / precision / spec.file)).graph.node}
+def test_reduced_precision_exports_run_and_stay_close(tmp_path, precision, request):
+    folder = request.getfixturevalue("int8_artifact") if precision == "int8" else tmp_path / precision
+    if precision != "int8":
+        export_onnx(default_checkpoint(), folder, precision)
+    manifest = read_artifact(folder)
+    assert manifest.precision == precision
+    ops = {n.op_type for spec in manifest.graphs.values() for n in onnx.load(str(folder / spec.file)).graph.node}
     if precision == "int8":
         assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, "no quantised matmul in the int8 graphs"
-        step_ops = {n.op_type for n in onnx.load(str(tmp_path / precision / manifest.graphs["step"].file)).graph.node}
+        step_ops = {n.op_type for n in onnx.load(str(folder / manifest.graphs["step"].file)).graph.node}
         assert "MatMulNBits" in step_ops and "MatMul" not in step_ops  # the fused step: 8-bit weights
         assert manifest.extra["step_graph"].startswith("fused")
     else:
         types = {i.data_type for spec in manifest.graphs.values() if spec.file != "audio.onnx"
-                 for i in onnx.load(str(tmp_path / precision / spec.file)).graph.initializer}
+                 for i in onnx.load(str(folder / spec.file)).graph.initializer}
         assert onnx.TensorProto.FLOAT16 in types
         assert max(v for k, v in manifest.parity.items() if k in manifest.graphs) <= 5e-2  # documented fp16 tolerance
     ref = TorchBackend.from_checkpoint(default_checkpoint())
-    low = OnnxRuntimeBackend(tmp_path / precision)
+    low = OnnxRuntimeBackend(folder)
     pixels, audio, present = _inputs(ref.config, 5, seed=11)
     tokens = ref.encode(pixels, audio)
     a, b = ref.score_mi(tokens, present), low.score_mi(low.encode(pixels, audio), present)
     assert (a.predicted == b.predicted).float().mean() >= 0.8
     assert (a.probs - b.probs).abs().max() < 0.2
+
+
+def test_int8_weights_are_7_bit_and_this_cpu_sums_them_exactly(int8_artifact):
+    """With full-range weights the exactness check fails on CPUs without VNNI (AVX2, AVX-512F), such as CI's."""
+    manifest = read_artifact(int8_artifact)
+    assert manifest.extra["int8_weight_bits"] == 7
+    checked = 0
+    for spec in manifest.graphs.values():
+        model = onnx.load(str(int8_artifact / spec.file))
+        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type != "MatMulInteger":
+                continue
+            w = weights[node.input[1]]
+            assert w.dtype == np.int8 and np.abs(w.astype(np.int16)).max() <= 64, f"{spec.file}: {node.name} too wide"
+            assert matmul_integer_error(w) == 0, f"{spec.file}: {node.name} overflows on this CPU"
+            checked += 1
+    assert checked >= 10  # encoders, scoring and prefill: every projection
+
+
+def test_an_int8_artifact_from_before_7_bit_weights_warns_where_they_overflow(int8_artifact, tmp_path, caplog):
+    old = tmp_path / "old-int8"
+    shutil.copytree(int8_artifact, old)
+    raw = json.loads((old / "manifest.json").read_text())
+    del raw["extra"]["int8_weight_bits"]  # what exports before 7-bit weights wrote
+    (old / "manifest.json").write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING, logger="migr_rt.backends.onnxruntime_backend"):
+        OnnxRuntimeBackend(int8_artifact)
+        assert not caplog.records
+        OnnxRuntimeBackend(old)
+    warned = [r.getMessage() for r in caplog.records]
+    if full_range_int8_overflows():  # CI's CPU (AVX2, no VNNI)
+        assert len(warned) == 1 and str(old) in warned[0] and "migr-rt export --precision int8" in warned[0]
+    else:
+        assert not warned

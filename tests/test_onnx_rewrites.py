@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from migr_rt.export.onnx_export import (  # noqa: E402
-    _dedupe_casts, _to_int8, _unique_node_names, to_fp16, untie_weights)
+    _dedupe_casts, _unique_node_names, quantize_int8, to_fp16, untie_weights)
 
 VOCAB, HIDDEN = 37, 16
 
@@ -51,7 +51,7 @@ def test_untie_gives_the_gemm_its_own_copy_and_keeps_the_outputs(tmp_path):
 
 def test_int8_of_a_tied_head_stays_close_to_fp32(tmp_path):
     _tied_graph(tmp_path / "tied.onnx")
-    _to_int8(tmp_path / "tied.onnx", tmp_path / "int8.onnx")
+    quantize_int8(tmp_path / "tied.onnx", tmp_path / "int8.onnx")
     onnx.checker.check_model(str(tmp_path / "int8.onnx"))
     ids = {"ids": np.array([1, 2, 30, 36, 0])}
     ref, got = _run(tmp_path / "tied.onnx", ids), _run(tmp_path / "int8.onnx", ids)

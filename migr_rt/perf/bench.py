@@ -94,16 +94,15 @@ def ensure_artifact(checkpoint: Path, folder: Path, fmt: str, precision: str,
     """Reuse ``folder`` when it holds an intact ``fmt``/``precision`` export of these weights, else (re)build it."""
     from migr_rt.artifact import ArtifactError, read_artifact, sha256_of
 
-    from migr_rt.export.fused_step import PRECISIONS as FUSED
+    from migr_rt.export.onnx_export import is_current_export
 
     weights = sha256_of(checkpoint / "model.safetensors")
-    # an onnx artifact written before the fused decoder step existed is exported again
-    step = "fused" if fmt == "onnx" and precision in FUSED else "traced"
     try:
         manifest = read_artifact(folder)  # verifies every graph's hash
-        if (manifest.format == fmt and manifest.precision == precision
-                and manifest.source_checkpoint.get("sha256") == weights
-                and (fmt != "onnx" or str(manifest.extra.get("step_graph", "traced")).startswith(step))):
+        current = is_current_export(manifest, weights, precision) if fmt == "onnx" else (
+            manifest.format == fmt and manifest.precision == precision
+            and manifest.source_checkpoint.get("sha256") == weights)
+        if current:
             return {"path": _shown(folder), "exported": False}
     except ArtifactError:
         pass
