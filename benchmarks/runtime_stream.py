@@ -45,12 +45,12 @@ def rss_mb() -> float:
 
 
 def ensure_artifact(folder: Path) -> Path:
-    """An fp32 ONNX export of the bundled checkpoint (reused while it matches the weights)."""
-    weights = sha256_of(default_checkpoint() / "model.safetensors")
-    if is_artifact(folder) and read_manifest(folder).source_checkpoint.get("sha256") == weights:
-        return folder
-    from migr_rt.export.onnx_export import export_onnx
+    """An fp32 ONNX export of the bundled checkpoint (reused while it is current for the weights)."""
+    from migr_rt.export.onnx_export import export_onnx, is_current_export
 
+    weights = sha256_of(default_checkpoint() / "model.safetensors")
+    if is_artifact(folder) and is_current_export(read_manifest(folder), weights, "fp32"):
+        return folder
     export_onnx(default_checkpoint(), folder, "fp32")
     return folder
 
