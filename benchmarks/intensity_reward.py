@@ -13,7 +13,9 @@ model's settings, rows (``--only``, in this order):
 * ``sft``: migr's stage-1 checkpoint (MI-ordered SFT), where GRPO starts (needs ``migr`` trained);
 * ``migr``: the default rewards (intensity off), as the reasoning experiment trains it;
 * ``migr+intensity``: the same plus ``intensity`` at ``--weight`` (default 0.5, grounding's weight);
-  the row is named with its weight, so several weights can stand side by side.
+  the row is named with its weight, so several weights can stand side by side;
+* ``migr+set``: the default rewards with the weights of ``--set TERM=W`` (repeatable), e.g.
+  ``--set consistency=0`` to see what one term does; the row is named ``migr[consistency=0]``.
 
 Every row is evaluated on the held-out corpus with the default judge, and
 its stored rationales are read as ``benchmarks/intensity_agreement.py``
@@ -28,6 +30,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -45,11 +48,12 @@ from migr_rt.training.sources import open_source  # noqa: E402
 from migr_rt.training.synth.cues import INTENSITY_WORDS  # noqa: E402
 from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
+from migr_rt.cli import parse_reward_weights  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
 
-VARIANTS = ("base", "sft", "migr", "migr+intensity")
+VARIANTS = ("base", "sft", "migr", "migr+intensity", "migr+set")
 #: The order rows are measured in: the SFT row reads migr's stage-1 checkpoint.
-RUN_ORDER = ("base", "migr", "sft", "migr+intensity")
+RUN_ORDER = ("base", "migr", "sft", "migr+intensity", "migr+set")
 #: Row names of the variants that are not named by their weight.
 ROW_NAMES = {"base": "base (describe)", "sft": "migr, SFT only", "migr": "migr"}
 #: (key, heading) of the compared metrics; keys of the eval metrics, then of the stored-rationale reading.
@@ -75,14 +79,17 @@ def understated_share(confusion: dict[str, int]) -> float | None:
     return under / total if total else None
 
 
-def row_name(variant: str, weight: float) -> str:
+def row_name(variant: str, weight: float, overrides: dict[str, float] | None = None) -> str:
+    if variant == "migr+set":
+        return "migr[" + ",".join(f"{term}={w:g}" for term, w in sorted((overrides or {}).items())) + "]"
     return ROW_NAMES.get(variant) or f"{variant}@{weight:g}"
 
 
 def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
-                      test_windows, clips: dict[str, dict]) -> dict:
+                      overrides: dict[str, float], test_windows, clips: dict[str, dict]) -> dict:
     """Train ``variant`` (resuming what its work folder holds) and measure it; ``base``/``sft`` only measure."""
-    weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else None
+    weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else \
+        replace(RewardWeights(), **overrides) if variant == "migr+set" else None
     seconds = None
     mode, reward_weights, grpo_last = "reason", None, {}
     if variant == "base":
@@ -92,7 +99,9 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
         if not (out / "config.json").is_file():
             raise click.ClickException(f"{out}: no SFT checkpoint; measure migr first (--only migr,sft)")
     else:
-        out = work / (f"{variant}@{weight:g}" if weights else variant)  # another weight trains in another folder
+        # another weight trains in another folder
+        out = work / (variant if weights is None else f"{variant}@{weight:g}" if variant == "migr+intensity"
+                      else "migr-" + "-".join(f"{t}={w:g}" for t, w in sorted(overrides.items())))
         cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
                                     cache_dir=str(cache), seed=seed, reward_weights=weights)
         state = Path(f"{out}.work") / "state.json"
@@ -139,11 +148,13 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="The intensity term's weight in migr+intensity.")
+@click.option("--set", "overrides", multiple=True, metavar="TERM=W", callback=parse_reward_weights,
+              help="The migr+set row's reward weights over the defaults (repeatable).")
 @click.option("--only", default="base,sft,migr,migr+intensity", show_default=True,
-              help="Comma-separated rows to (re)run: base, sft, migr, migr+intensity.")
+              help="Comma-separated rows to (re)run: base, sft, migr, migr+intensity, migr+set.")
 @click.option("--summarise", is_flag=True, help="Tabulate every seed's committed result (intensity_reward.md).")
 def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Path, seed: int, weight: float,
-         only: str, summarise: bool) -> None:
+         overrides: dict[str, float], only: str, summarise: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if summarise:
         results = seed_results()
@@ -153,6 +164,15 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown or not chosen:
         raise click.BadParameter(f"{only!r}: variants are {', '.join(VARIANTS)}", param_hint="--only")
+    if ("migr+set" in chosen) != bool(overrides):
+        raise click.UsageError("--set and the migr+set row go together")
+    if overrides:
+        try:
+            changed = replace(RewardWeights(), **overrides)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from exc
+        if changed == RewardWeights():
+            raise click.BadParameter("these are the default weights: that is the migr row", param_hint="--set")
     for path, what in ((train_dir / "manifest.jsonl", "training corpus"), (base / "config.json", "base checkpoint")):
         if not path.is_file():
             raise click.ClickException(f"{path}: no {what}; `make experiment`'s first three commands make both")
@@ -168,18 +188,22 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
     test_windows = load_or_extract(open_source(str(test_dir)), model.config, cache_dir, None)
     clips = {rec["id"]: rec for rec in read_manifest(test_dir / "manifest.jsonl")}
     for variant in sorted(chosen, key=RUN_ORDER.index):
-        result["variants"][row_name(variant, weight)] = train_and_measure(
+        result["variants"][row_name(variant, weight, overrides)] = train_and_measure(
             variant, train=train_dir, base=base, work=work / f"seed{seed}", cache=cache_dir, seed=seed, weight=weight,
-            test_windows=test_windows, clips=clips)
+            overrides=overrides, test_windows=test_windows, clips=clips)
         result["machine"] = machine_info()
         result["variants"] = dict(sorted(result["variants"].items(), key=lambda kv: _order(kv[0])))
         write_result(seed_name(seed), result, render(result))
 
 
 def _order(row: str) -> tuple:
-    """Rows in VARIANTS order, intensity rows by weight."""
+    """Rows in VARIANTS order, intensity rows by weight, then the migr[...] rows by name."""
     names = list(ROW_NAMES.values())
-    return (names.index(row), 0.0) if row in names else (len(names), float(row.partition("@")[2] or 0))
+    if row in names:
+        return names.index(row), 0.0, ""
+    if row.startswith("migr["):
+        return len(names) + 1, 0.0, row
+    return len(names), float(row.partition("@")[2] or 0), ""
 
 
 def upgraded(result: dict) -> dict:
@@ -211,11 +235,13 @@ def render(result: dict) -> str:
         "n/a" if r.get("reward_weights") is None else "reused" if r["train_seconds"] is None
         else f"{r['train_seconds']:.0f}" for r in rows.values()) + " |\n"
     m = result["machine"]
+    changed = " (`migr[TERM=W]`: the default rewards with those weights)" if any(
+        r.startswith("migr[") for r in rows) else ""
     return (
         f"# Intensity reward, training seed {result['seed']}\n\n"
         f"From the same base checkpoint (`{result['base']}`) and corpus (`{result['train']}`): the base model's "
         "own cue description, migr after SFT only, `migr` with the default rewards and with the `intensity` term "
-        f"at the weight after `@`, judged on the held-out corpus (`{result['test']['corpus']}`, seed "
+        f"at the weight after `@`{changed}, judged on the held-out corpus (`{result['test']['corpus']}`, seed "
         f"{result['test']['seed']}). Intensity agreement: the share of statements of shown cues stated with the "
         "description's intensity word (a bare phrase weighs like the strongest), mean per window, then pooled; "
         "statements per window: of shown cues with a known strength, over every test window; overstated: the "

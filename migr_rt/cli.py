@@ -58,7 +58,7 @@ def _show_progress(prefix: str) -> Callable[[str], None]:
     return say
 
 
-def _parse_reward_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+def parse_reward_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
     """``--reward-weight TERM=W`` values as ``{term: weight}``, checked here so a typo fails before any training."""
     from migr_rt.training.rewards import TERMS
 
@@ -327,7 +327,7 @@ def _format_data(report: DataReport, spec: str) -> str:
               help="Override the recipe's trace order (baseline: visual, migr: mi).")
 @click.option("--rewards", type=click.Choice(["baseline", "migr"]), default=None,
               help="Override the recipe's GRPO rewards.")
-@click.option("--reward-weight", "reward_weight", multiple=True, metavar="TERM=W", callback=_parse_reward_weights,
+@click.option("--reward-weight", "reward_weight", multiple=True, metavar="TERM=W", callback=parse_reward_weights,
               help="baseline/migr: set one GRPO reward term's weight over --rewards' set (repeatable; 0 turns a "
                    "term off), e.g. --reward-weight intensity=0.5. Terms: accuracy, format, first_segment, "
                    "consistency, grounding, intensity, coverage, coherence.")
