@@ -76,7 +76,7 @@ TARGET_SPEEDUP = 1.5  # onnxruntime fp32 vs torch eager, per decode step at batc
 
 # -- artifacts ------------------------------------------------------------------------------------
 def ensure_artifact(checkpoint: Path, folder: Path, precision: str) -> dict:
-    """Export ``checkpoint`` to ``folder`` at ``precision`` unless an intact export of these weights is there."""
+    """Export ``checkpoint`` to ``folder`` at ``precision`` unless a current, intact export of the weights is there."""
     from migr_rt.export.onnx_export import export_onnx, is_current_export
 
     weights = sha256_of(checkpoint / "model.safetensors")

@@ -38,6 +38,7 @@ import torch
 
 from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of
 from migr_rt.atomic import staged_folder, write_text_atomic
+from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS
 from migr_rt.export.fused_step import MAX_INLINE_BYTES, save_fused_step, step_weight_bytes
 from migr_rt.export.fused_step import OPSET as FUSED_OPSET
 from migr_rt.export.fused_step import PRECISIONS as FUSED_PRECISIONS
@@ -52,12 +53,6 @@ OPSET = 18
 #: Largest |onnxruntime - torch| accepted per precision, on log-probs, logits, MI, tokens and cache.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": None}  # int8: measured and recorded, judged by accuracy
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-#: Bits of the dynamically quantised weights (``int8``): values in [-64, 64] (onnxruntime's reduce_range).
-#: x86 CPUs without VNNI (AVX2, AVX-512F) multiply onnxruntime's uint8 activations by int8 weights in pairs
-#: summed into int16, and a full-range pair (2 x 255 x 127) overflows it: there the graphs compute wrong sums,
-#: not rounded ones. 7-bit weights cannot overflow, and measured no less accurate than full-range weights
-#: summed exactly (benchmarks/results/int8_saturation.md).
-INT8_WEIGHT_BITS = 7
 GRAPH_IO: dict[str, tuple[list[str], list[str]]] = {
     "visual_frames": (["frames"], ["frame_embeddings"]),
     "visual_pool": (["frame_embeddings"], ["visual_tokens"]),
@@ -246,12 +241,14 @@ def quantize_int8(src: Path, dst: Path, weight_bits: int = INT8_WEIGHT_BITS) -> 
 
 @contextmanager
 def no_preprocessing_advice() -> Iterator[None]:
-    """Drop onnxruntime's quantiser advice to pre-process graphs (a root-logger warning per graph quantised).
+    """Drop onnxruntime's quantiser advice to pre-process graphs (root-logger warnings, per graph quantised).
 
-    The advice is shape inference and graph optimisation, which our graphs had at export.
+    The advice is shape inference and graph optimisation, which our graphs had at export. onnxruntime words
+    it two ways ("Please consider to run pre-processing before quantization", and "Please consider
+    pre-processing before quantization" after static quantisation).
     """
     def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+        return "pre-processing before quantization" not in record.getMessage()
 
     root = logging.getLogger()
     root.addFilter(keep)
@@ -402,7 +399,7 @@ def export_onnx(
             opset=OPSET,
             tokenizer_files=list(TOKENIZER_FILES),
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
-                   "step_graph": (f"fused (opset {FUSED_OPSET} + com.microsoft)" if fuse else "traced"),
+                   "step_graph": _step_graph(fuse, fused_step, precision),
                    "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
                    "lexicon": lexicon.to_dict(),  # the runtime judges with the same words
                    **({"int8_weight_bits": INT8_WEIGHT_BITS} if precision == "int8" else {})},
@@ -423,16 +420,28 @@ def export_onnx(
     return manifest
 
 
+def _step_graph(fuse: bool, fused_step: bool, precision: str) -> str:
+    """The manifest's ``step_graph``: how the step was written and, where it could have been fused, why not."""
+    if fuse:
+        return f"fused (opset {FUSED_OPSET} + com.microsoft)"
+    if precision not in FUSED_PRECISIONS:
+        return "traced"
+    return "traced (fused_step=False)" if not fused_step else \
+        f"traced (decoder over the fused step's {MAX_INLINE_BYTES / 1e9:g} GB inline limit)"
+
+
 def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -> bool:
     """Whether ``manifest`` is an ONNX export of these weights at ``precision`` as :func:`export_onnx` writes it now.
 
-    Benchmarks reuse an export while this holds: one written before the fused decoder step or before 7-bit
-    int8 weights is not what a user exporting today would run.
+    Benchmarks reuse an export while this holds: one written before the fused decoder step (a bare
+    ``"traced"`` step at a precision that fuses) or before 7-bit int8 weights is not what a user exporting
+    today would run.
     """
-    step = "fused" if precision in FUSED_PRECISIONS else "traced"
+    step = str(manifest.extra.get("step_graph", "traced"))
+    step_current = step.startswith("fused") or step.startswith("traced (") if precision in FUSED_PRECISIONS \
+        else step == "traced"
     return (manifest.format == "onnx" and manifest.precision == precision
-            and manifest.source_checkpoint.get("sha256") == weights_sha256
-            and str(manifest.extra.get("step_graph", "traced")).startswith(step)
+            and manifest.source_checkpoint.get("sha256") == weights_sha256 and step_current
             and (precision != "int8" or manifest.extra.get("int8_weight_bits") == INT8_WEIGHT_BITS))
 
 

@@ -59,7 +59,10 @@ def _show_progress(prefix: str) -> Callable[[str], None]:
 
 
 def parse_reward_weights(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
-    """``--reward-weight TERM=W`` values as ``{term: weight}``, checked here so a typo fails before any training."""
+    """``TERM=W`` option values (``--reward-weight``, and the benchmarks' ``--set``) as ``{term: weight}``.
+
+    Checked at parse time, so a typo fails before any training starts.
+    """
     from migr_rt.training.rewards import TERMS
 
     out: dict[str, float] = {}
@@ -548,7 +551,8 @@ def _format_eval(report) -> str:
               help="Checkpoint folder to export (default: the bundled model).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
-              help="Default: fp32 for onnx, fp16 for tensorrt. int8: onnx = dynamic quantisation for CPUs; "
+              help="Default: fp32 for onnx, fp16 for tensorrt. int8: onnx = dynamic quantisation for CPUs "
+                   "(7-bit weights: no int16 overflow on CPUs without VNNI); "
                    "tensorrt = calibrated from --calibration-data.")
 @click.option("--calibration-data", default=None, help="tensorrt int8: a synthetic corpus folder/manifest to calibrate on.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,

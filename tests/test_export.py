@@ -6,18 +6,20 @@ import json
 
 import logging
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from migr_rt.export.onnx_export import GRAPH_IO, OPSET, export_onnx
+from migr_rt.export.onnx_export import GRAPH_IO, OPSET, export_onnx, is_current_export
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.artifact import GRAPH_NAMES, read_artifact, sha256_of
 from migr_rt.backends import greedy_decode, load_backend
-from migr_rt.backends.integer_matmul import full_range_int8_overflows, matmul_integer_error
+from migr_rt.backends.integer_matmul import matmul_integer_error
+from migr_rt.backends import onnxruntime_backend
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.model.layout import prefix_ids
@@ -112,15 +114,21 @@ def test_greedy_rationales_are_token_identical(bundled_onnx):
 @pytest.fixture(scope="module")
 def int8_artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8") / "int8"
-    export_onnx(default_checkpoint(), folder, "int8")
+    _assert_written_as_returned(export_onnx(default_checkpoint(), folder, "int8"), folder)
     return folder
+
+
+def _assert_written_as_returned(returned, folder) -> None:
+    written = read_artifact(folder)  # model_config aside: JSON turns its int keys (id2label) into strings
+    for field in ("format", "precision", "graphs", "source_checkpoint", "parity", "extra", "opset"):
+        assert getattr(written, field) == getattr(returned, field), field
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_reduced_precision_exports_run_and_stay_close(tmp_path, precision, request):
     folder = request.getfixturevalue("int8_artifact") if precision == "int8" else tmp_path / precision
     if precision != "int8":
-        export_onnx(default_checkpoint(), folder, precision)
+        _assert_written_as_returned(export_onnx(default_checkpoint(), folder, precision), folder)
     manifest = read_artifact(folder)
     assert manifest.precision == precision
     ops = {n.op_type for spec in manifest.graphs.values() for n in onnx.load(str(folder / spec.file)).graph.node}
@@ -161,18 +169,45 @@ def test_int8_weights_are_7_bit_and_this_cpu_sums_them_exactly(int8_artifact):
     assert checked >= 10  # encoders, scoring and prefill: every projection
 
 
-def test_an_int8_artifact_from_before_7_bit_weights_warns_where_they_overflow(int8_artifact, tmp_path, caplog):
+@pytest.mark.parametrize("overflows", [True, False])
+def test_an_int8_artifact_from_before_7_bit_weights_warns_where_they_overflow(int8_artifact, tmp_path, caplog,
+                                                                             monkeypatch, overflows):
+    """Whether this CPU overflows is the probe's answer (tested in test_integer_matmul); here, what follows."""
     old = tmp_path / "old-int8"
     shutil.copytree(int8_artifact, old)
     raw = json.loads((old / "manifest.json").read_text())
     del raw["extra"]["int8_weight_bits"]  # what exports before 7-bit weights wrote
     (old / "manifest.json").write_text(json.dumps(raw))
-    with caplog.at_level(logging.WARNING, logger="migr_rt.backends.onnxruntime_backend"):
-        OnnxRuntimeBackend(int8_artifact)
-        assert not caplog.records
+    monkeypatch.setattr(onnxruntime_backend, "full_range_int8_overflows", lambda: overflows)
+    name = onnxruntime_backend.logger.name
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == name and r.levelno >= logging.WARNING]
+
+    with caplog.at_level(logging.WARNING, logger=name):
+        OnnxRuntimeBackend(int8_artifact)  # 7-bit weights: nothing to say on any CPU
+        assert warned() == []
         OnnxRuntimeBackend(old)
-    warned = [r.getMessage() for r in caplog.records]
-    if full_range_int8_overflows():  # CI's CPU (AVX2, no VNNI)
-        assert len(warned) == 1 and str(old) in warned[0] and "migr-rt export --precision int8" in warned[0]
+    if overflows:
+        assert len(warned()) == 1 and str(old) in warned()[0] and "migr-rt export --precision int8" in warned()[0]
     else:
-        assert not warned
+        assert warned() == []
+
+
+def test_benchmarks_reuse_only_exports_written_as_export_onnx_writes_them_now(bundled_onnx):
+    manifest = read_artifact(bundled_onnx)
+    weights = sha256_of(default_checkpoint() / "model.safetensors")
+
+    def current(precision: str = "fp32", sha: str = weights, **changes) -> bool:
+        extra = {k: v for k, v in {**manifest.extra, **changes}.items() if v is not None}
+        return is_current_export(replace(manifest, precision=precision, extra=extra), sha, precision)
+
+    assert current()
+    assert not current(sha="0" * 64)  # other weights
+    assert not is_current_export(manifest, weights, "int8")  # another precision
+    assert not is_current_export(replace(manifest, format="tensorrt"), weights, "fp32")
+    assert not current(step_graph="traced")  # written before the fused step existed
+    assert current(step_graph="traced (decoder over the fused step's 1.5 GB inline limit)")  # too large to fuse
+    assert current("fp16", step_graph="traced") and not current("fp16", step_graph="fused (opset 23)")
+    assert current("int8", int8_weight_bits=7)
+    assert not current("int8") and not current("int8", int8_weight_bits=8)  # full-range int8 weights

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -36,3 +39,25 @@ def test_7_bit_weights_are_summed_exactly(k, n):
 def test_the_overflow_probe_answers_for_full_range_weights_of_any_shape():
     w = np.random.default_rng(1).integers(-128, 128, (256, 16)).astype(np.int8)
     assert full_range_int8_overflows() == (matmul_integer_error(w) != 0)
+
+
+def _x86_flags() -> set[str] | None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return set(line.partition(":")[2].split())
+
+
+def test_the_probe_finds_the_int16_overflow_exactly_where_the_cpu_lacks_vnni():
+    """AVX2 / AVX-512BW sum u8 x s8 pairs in saturating int16 (vpmaddubsw); VNNI sums into int32 (vpdpbusd)."""
+    flags = _x86_flags()
+    if flags is None or "avx2" not in flags:
+        pytest.skip("needs an x86 CPU with AVX2 whose /proc/cpuinfo lists its flags")
+    error = matmul_integer_error(np.full((2, 1), 127, np.int8))
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        assert error == 0 and not full_range_int8_overflows()
+    else:  # one pair: 2 x 255 x 127 = 64770 comes out as int16's 32767
+        assert error == 64770 - 32767 and full_range_int8_overflows()

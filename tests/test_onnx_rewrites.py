@@ -8,6 +8,8 @@ casts twice under one name.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from migr_rt.export.onnx_export import (  # noqa: E402
-    _dedupe_casts, _unique_node_names, quantize_int8, to_fp16, untie_weights)
+    _dedupe_casts, _unique_node_names, no_preprocessing_advice, quantize_int8, to_fp16, untie_weights)
 
 VOCAB, HIDDEN = 37, 16
 
@@ -59,6 +61,32 @@ def test_int8_of_a_tied_head_stays_close_to_fp32(tmp_path):
     # int8 weights: close to fp32 in relative terms, and the same argmax per row as a tied head should give
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
     np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.parametrize("bits,widest", [(7, 64), (8, 127)])
+def test_int8_weights_span_the_bits_asked_for_and_the_quantiser_keeps_its_advice_to_itself(tmp_path, caplog, bits,
+                                                                                         widest):
+    _tied_graph(tmp_path / "tied.onnx")
+    with caplog.at_level(logging.WARNING):
+        quantize_int8(tmp_path / "tied.onnx", tmp_path / "int8.onnx", weight_bits=bits)
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == widest
+    with pytest.raises(ValueError, match="weight_bits 4"):
+        quantize_int8(tmp_path / "tied.onnx", tmp_path / "int4.onnx", weight_bits=4)
+
+
+def test_no_preprocessing_advice_drops_both_wordings_only_while_active(caplog):
+    with caplog.at_level(logging.WARNING):
+        with no_preprocessing_advice():
+            logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+            logging.warning("Please consider pre-processing before quantization. See ...")
+            logging.warning("calibration data has NaN")
+        logging.warning("Please consider pre-processing before quantization. See ...")
+    assert [r.getMessage() for r in caplog.records] == [
+        "calibration data has NaN", "Please consider pre-processing before quantization. See ..."]
+    assert not logging.getLogger().filters
 
 
 def test_fp16_of_a_value_read_by_two_blocked_nodes_is_valid(tmp_path):

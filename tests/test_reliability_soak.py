@@ -57,13 +57,15 @@ def open_fds() -> int:
 
 
 def matching_artifact() -> Path | None:
-    """The bundled model's fp32 ONNX artifact, if one that matches its weights is on disk."""
+    """The bundled model's fp32 ONNX artifact, if a current export of its weights is on disk."""
+    from migr_rt.export.onnx_export import is_current_export
+
     from migr_rt.artifact import is_artifact, read_manifest, sha256_of
     from migr_rt.predict import default_checkpoint
 
     folder = Path(os.environ.get("MIGR_SOAK_ARTIFACT") or Path(__file__).parents[1] / "runs/artifacts/default-fp32")
     weights = sha256_of(default_checkpoint() / "model.safetensors")
-    if is_artifact(folder) and read_manifest(folder).source_checkpoint.get("sha256") == weights:
+    if is_artifact(folder) and is_current_export(read_manifest(folder), weights, "fp32"):
         return folder
     return None
 

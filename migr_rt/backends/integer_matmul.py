@@ -15,6 +15,14 @@ from functools import lru_cache
 
 import numpy as np
 
+#: Bits of the int8 export's dynamically quantised weights: values in [-64, 64] (onnxruntime's reduce_range).
+#: A pair of their products with uint8 activations stays within 2 x 255 x 64 = 32640, inside int16, so no
+#: CPU overflows them. On the bundled model real activations rarely reach the overflow of full-range
+#: weights (max MI error vs torch 0.40 with 8-bit weights on an AVX2 CPU, 0.24 summed exactly, 0.22 with
+#: 7-bit), and 7-bit weights measured about as accurate as 8-bit ones summed exactly
+#: (benchmarks/results/int8_saturation.md).
+INT8_WEIGHT_BITS = 7
+
 
 def worst_case_activations(weight: np.ndarray) -> np.ndarray:
     """``(2N, K)`` uint8 rows driving each of ``weight``'s ``N`` columns to its largest positive and negative sum."""

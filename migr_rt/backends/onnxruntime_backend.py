@@ -17,7 +17,7 @@ import torch
 
 from migr_rt.artifact import ArtifactError, Manifest, check_io, read_artifact
 from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
-from migr_rt.backends.integer_matmul import full_range_int8_overflows
+from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
 from migr_rt.mi import ModalityImportance
 from migr_rt.model.config import MigrConfig
 
@@ -108,10 +108,11 @@ class OnnxRuntimeBackend(Backend):
         self._warn_if_int8_overflows()
 
     def _warn_if_int8_overflows(self) -> None:
-        # Exports before 7-bit int8 weights (no "int8_weight_bits" in the manifest) have full-range ones.
-        if self.manifest.precision != "int8" or self.manifest.extra.get("int8_weight_bits") == 7:
+        # Exports before 7-bit int8 weights (no "int8_weight_bits" in the manifest) have full-range ones. The
+        # GPU providers have no uint8 x int8 MatMulInteger: those nodes run on the CPU provider either way.
+        if self.manifest.precision != "int8" or self.manifest.extra.get("int8_weight_bits") == INT8_WEIGHT_BITS:
             return
-        if self.providers[0] == "CPUExecutionProvider" and full_range_int8_overflows():
+        if "CPUExecutionProvider" in self.providers and full_range_int8_overflows():
             logger.warning(
                 "%s: this int8 artifact has full-range int8 weights, and onnxruntime's int8 kernel on this CPU "
                 "(no VNNI) overflows their sums: labels, MI and rationales lose accuracy. Export it again "

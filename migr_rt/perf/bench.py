@@ -91,7 +91,11 @@ def _shown(path: Path) -> str:
 # -- artifacts --------------------------------------------------------------------------------------------
 def ensure_artifact(checkpoint: Path, folder: Path, fmt: str, precision: str,
                     progress: Callable[[str], None]) -> dict:
-    """Reuse ``folder`` when it holds an intact ``fmt``/``precision`` export of these weights, else (re)build it."""
+    """Reuse ``folder`` when it holds a current, intact ``fmt``/``precision`` export of the weights, else build it.
+
+    "Current": an ONNX export as :func:`~migr_rt.export.onnx_export.is_current_export` judges it (today's
+    decoder step and int8 weights), a TensorRT build of the same format and precision.
+    """
     from migr_rt.artifact import ArtifactError, read_artifact, sha256_of
 
     from migr_rt.export.onnx_export import is_current_export
