@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import shutil
 import sys
@@ -46,7 +45,8 @@ from machine import machine_info  # noqa: E402
 from migr_rt.artifact import MANIFEST, read_artifact, sha256_of  # noqa: E402
 from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.backends.integer_matmul import (  # noqa: E402
-    INT8_WEIGHT_BITS, full_range_int8_overflows, matmul_integer_error)
+    INT8_WEIGHT_BITS, VNNI_FLAGS, full_range_int8_overflows, matmul_integer_error)
+from migr_rt.perf.system import cpu_flags  # noqa: E402
 from migr_rt.export.onnx_export import quantize_int8  # noqa: E402
 from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
@@ -55,15 +55,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TORCH, FULL, EXACT, SEVEN = "torch", "int8 8-bit (this CPU)", "int8 8-bit, exact sums", "int8 7-bit (the export)"
 
 
-def cpu_flags() -> list[str]:
+def int8_flags() -> list[str]:
     """The vector extensions that decide how onnxruntime sums int8 products."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    wanted = re.compile(r"^(avx2|avx512f|avx512bw|avx512_vnni|avx_vnni|amx_int8)$")
-    return sorted(f for f in line.split(":", 1)[-1].split() if wanted.match(f))
+    return sorted((cpu_flags() or set()) & ({"avx2", "avx512f", "avx512bw"} | VNNI_FLAGS))
 
 
 def exact_sums(src: Path, dst: Path) -> int:
@@ -256,7 +250,7 @@ def main(artifacts: Path, data: Path, test_seed: int, clips: int, threads: int, 
         "command": shlex.join(["python", "benchmarks/int8_saturation.py", *sys.argv[1:]]),
         "checkpoint": str(checkpoint.relative_to(Path(__file__).resolve().parent.parent)),
         "onnxruntime": onnxruntime.__version__,
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": int8_flags(),
         "full_range_overflows": full_range_int8_overflows(),
         "overflow": overflow,
         "clips": n, "test_seed": test_seed, "corpus": how,

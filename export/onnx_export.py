@@ -438,8 +438,8 @@ def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -
     today would run.
     """
     step = str(manifest.extra.get("step_graph", "traced"))
-    step_current = step.startswith("fused") or step.startswith("traced (") if precision in FUSED_PRECISIONS \
-        else step == "traced"
+    step_current = (step.startswith(("fused", "traced (")) if precision in FUSED_PRECISIONS
+                    else step == "traced")
     return (manifest.format == "onnx" and manifest.precision == precision
             and manifest.source_checkpoint.get("sha256") == weights_sha256 and step_current
             and (precision != "int8" or manifest.extra.get("int8_weight_bits") == INT8_WEIGHT_BITS))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from migr_rt.backends.integer_matmul import (  # noqa: E402
-    full_range_int8_overflows, matmul_integer_error, worst_case_activations)
+    VNNI_FLAGS, full_range_int8_overflows, matmul_integer_error, worst_case_activations)
+from migr_rt.perf.system import cpu_flags  # noqa: E402
 
 
 def test_worst_case_activations_drive_every_column_to_its_extremes():
@@ -41,23 +41,13 @@ def test_the_overflow_probe_answers_for_full_range_weights_of_any_shape():
     assert full_range_int8_overflows() == (matmul_integer_error(w) != 0)
 
 
-def _x86_flags() -> set[str] | None:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-    try:
-        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        return None
-    return set(line.partition(":")[2].split())
-
-
 def test_the_probe_finds_the_int16_overflow_exactly_where_the_cpu_lacks_vnni():
     """AVX2 / AVX-512BW sum u8 x s8 pairs in saturating int16 (vpmaddubsw); VNNI sums into int32 (vpdpbusd)."""
-    flags = _x86_flags()
+    flags = cpu_flags() if platform.machine().lower() in ("x86_64", "amd64") else None
     if flags is None or "avx2" not in flags:
         pytest.skip("needs an x86 CPU with AVX2 whose /proc/cpuinfo lists its flags")
     error = matmul_integer_error(np.full((2, 1), 127, np.int8))
-    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+    if flags & VNNI_FLAGS:
         assert error == 0 and not full_range_int8_overflows()
     else:  # one pair: 2 x 255 x 127 = 64770 comes out as int16's 32767
         assert error == 64770 - 32767 and full_range_int8_overflows()

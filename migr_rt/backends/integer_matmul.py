@@ -22,6 +22,8 @@ import numpy as np
 #: 7-bit), and 7-bit weights measured about as accurate as 8-bit ones summed exactly
 #: (benchmarks/results/int8_saturation.md).
 INT8_WEIGHT_BITS = 7
+#: x86 feature flags whose dot-product instructions sum u8 x s8 products into int32 (no int16 pairs).
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def worst_case_activations(weight: np.ndarray) -> np.ndarray:

@@ -20,6 +20,16 @@ DISTRIBUTIONS = ("torch", "transformers", "numpy", "av", "opencv-python-headless
 
 
 # -- description ------------------------------------------------------------------------------------------
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (x86 ``/proc/cpuinfo``), or None where that file lists none."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            line = next((line for line in fh if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return set(line.partition(":")[2].split()) if line is not None else None
+
+
 def machine_info() -> dict:
     """CPU, cores, threads, Python/torch versions, platform, GPU and git commit: recorded with every benchmark."""
     import torch
