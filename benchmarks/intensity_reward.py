@@ -16,6 +16,8 @@ model's settings, rows (``--only``, in this order):
   the row is named with its weight, so several weights can stand side by side;
 * ``migr+set``: the default rewards with the weights of ``--set TERM=W`` (repeatable), e.g.
   ``--set consistency=0`` to see what one term does; the row is named ``migr[consistency=0]``.
+  ``--beta B`` sets GRPO's KL weight to the SFT policy in this row instead (default
+  0.02), alone or with ``--set``: ``migr[beta=0.5]``.
 
 Every row is evaluated on the held-out corpus with the default judge, and
 its stored rationales are read as ``benchmarks/intensity_agreement.py``
@@ -63,6 +65,8 @@ COMPARED = (("war", "WAR"), ("icr", "ICR"), ("label_closed_icr", "ICR, closed wi
             ("statements_per_window", "statements of shown cues per window"),
             ("overstated_answer", "overstated, answer's cues"), ("overstated_other", "overstated, other cues"),
             ("understated", "understated, all cues"))
+#: GRPO's KL weight to the SFT policy in the migr recipe, which ``--beta`` changes in the migr+set row.
+DEFAULT_BETA = ReasoningRecipeConfig(recipe="migr", data="", out="").grpo.beta
 #: The COMPARED keys read from the eval metrics; the others come from the stored rationales.
 EVAL_KEYS = ("war", "icr", "label_closed_icr", "grounding_rate", "coverage", "intensity_agreement")
 
@@ -79,19 +83,24 @@ def understated_share(confusion: dict[str, int]) -> float | None:
     return under / total if total else None
 
 
-def row_name(variant: str, weight: float, overrides: dict[str, float] | None = None) -> str:
+def changed_settings(overrides: dict[str, float] | None, beta: float | None) -> list[tuple[str, float]]:
+    """The migr+set row's departures from migr, by name: reward weights and, if given, GRPO's ``beta``."""
+    return sorted({**(overrides or {}), **({} if beta is None else {"beta": beta})}.items())
+
+
+def row_name(variant: str, weight: float, overrides: dict[str, float] | None = None, beta: float | None = None) -> str:
     if variant == "migr+set":
-        return "migr[" + ",".join(f"{term}={w:g}" for term, w in sorted((overrides or {}).items())) + "]"
+        return "migr[" + ",".join(f"{name}={v:g}" for name, v in changed_settings(overrides, beta)) + "]"
     return ROW_NAMES.get(variant) or f"{variant}@{weight:g}"
 
 
 def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
-                      overrides: dict[str, float], test_windows, clips: dict[str, dict]) -> dict:
+                      overrides: dict[str, float], beta: float | None, test_windows, clips: dict[str, dict]) -> dict:
     """Train ``variant`` (resuming what its work folder holds) and measure it; ``base``/``sft`` only measure."""
     weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else \
         replace(RewardWeights(), **overrides) if variant == "migr+set" else None
     seconds = None
-    mode, reward_weights, grpo_last = "reason", None, {}
+    mode, reward_weights, grpo_last, grpo_beta = "reason", None, {}, None
     if variant == "base":
         out, mode = base, "describe"
     elif variant == "sft":
@@ -101,9 +110,12 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
     else:
         # another weight trains in another folder
         out = work / (variant if weights is None else f"{variant}@{weight:g}" if variant == "migr+intensity"
-                      else "migr-" + "-".join(f"{t}={w:g}" for t, w in sorted(overrides.items())))
+                      else "migr-" + "-".join(f"{name}={v:g}" for name, v in changed_settings(overrides, beta)))
         cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
                                     cache_dir=str(cache), seed=seed, reward_weights=weights)
+        if variant == "migr+set" and beta is not None:
+            cfg = replace(cfg, grpo=replace(cfg.grpo, beta=beta))
+        grpo_beta = cfg.grpo.beta
         state = Path(f"{out}.work") / "state.json"
         reused = state.is_file() and "grpo" in json.loads(state.read_text()).get("finished", {})
 
@@ -130,7 +142,7 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
                statements_per_window=read["statements"] / len(test_windows),
                understated=understated_share(read["confusion"]))
     return {"checkpoint": shown_path(out), "mode": mode, "metrics": row, "stored_rationales": read,
-            "eval": report.metrics, "train_seconds": seconds, "reward_weights": reward_weights,
+            "eval": report.metrics, "train_seconds": seconds, "reward_weights": reward_weights, "grpo_beta": grpo_beta,
             "grpo_last_rewards": {k: v for k, v in grpo_last.items() if k.startswith("reward")}}
 
 
@@ -150,11 +162,13 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
               help="The intensity term's weight in migr+intensity.")
 @click.option("--set", "overrides", multiple=True, metavar="TERM=W", callback=parse_reward_weights,
               help="The migr+set row's reward weights over the defaults (repeatable).")
+@click.option("--beta", type=click.FloatRange(min=0), default=None,
+              help="The migr+set row's GRPO KL weight to the SFT policy (the recipe's default: 0.02).")
 @click.option("--only", default="base,sft,migr,migr+intensity", show_default=True,
               help="Comma-separated rows to (re)run: base, sft, migr, migr+intensity, migr+set.")
 @click.option("--summarise", is_flag=True, help="Tabulate every seed's committed result (intensity_reward.md).")
 def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Path, seed: int, weight: float,
-         overrides: dict[str, float], only: str, summarise: bool) -> None:
+         overrides: dict[str, float], beta: float | None, only: str, summarise: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if summarise:
         results = seed_results()
@@ -164,15 +178,15 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown or not chosen:
         raise click.BadParameter(f"{only!r}: variants are {', '.join(VARIANTS)}", param_hint="--only")
-    if ("migr+set" in chosen) != bool(overrides):
-        raise click.UsageError("--set and the migr+set row go together")
-    if overrides:
-        try:
-            changed = replace(RewardWeights(), **overrides)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--set") from exc
-        if changed == RewardWeights():
-            raise click.BadParameter("these are the default weights: that is the migr row", param_hint="--set")
+    if ("migr+set" in chosen) != bool(overrides or beta is not None):
+        raise click.UsageError("--set or --beta and the migr+set row go together")
+    try:
+        changed = replace(RewardWeights(), **overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+    if "migr+set" in chosen and changed == RewardWeights() and beta in (None, DEFAULT_BETA):
+        raise click.BadParameter("these are migr's default weights and beta: that is the migr row",
+                                 param_hint="--set/--beta")
     for path, what in ((train_dir / "manifest.jsonl", "training corpus"), (base / "config.json", "base checkpoint")):
         if not path.is_file():
             raise click.ClickException(f"{path}: no {what}; `make experiment`'s first three commands make both")
@@ -188,9 +202,9 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
     test_windows = load_or_extract(open_source(str(test_dir)), model.config, cache_dir, None)
     clips = {rec["id"]: rec for rec in read_manifest(test_dir / "manifest.jsonl")}
     for variant in sorted(chosen, key=RUN_ORDER.index):
-        result["variants"][row_name(variant, weight, overrides)] = train_and_measure(
+        result["variants"][row_name(variant, weight, overrides, beta)] = train_and_measure(
             variant, train=train_dir, base=base, work=work / f"seed{seed}", cache=cache_dir, seed=seed, weight=weight,
-            overrides=overrides, test_windows=test_windows, clips=clips)
+            overrides=overrides, beta=beta, test_windows=test_windows, clips=clips)
         result["machine"] = machine_info()
         result["variants"] = dict(sorted(result["variants"].items(), key=lambda kv: _order(kv[0])))
         write_result(seed_name(seed), result, render(result))
@@ -235,7 +249,8 @@ def render(result: dict) -> str:
         "n/a" if r.get("reward_weights") is None else "reused" if r["train_seconds"] is None
         else f"{r['train_seconds']:.0f}" for r in rows.values()) + " |\n"
     m = result["machine"]
-    changed = " (`migr[TERM=W]`: the default rewards with those weights)" if any(
+    changed = (" (`migr[TERM=W]`: the default rewards with those weights; `beta=B`: GRPO's KL weight to the SFT "
+               f"policy, default {DEFAULT_BETA:g})") if any(
         r.startswith("migr[") for r in rows) else ""
     return (
         f"# Intensity reward, training seed {result['seed']}\n\n"
