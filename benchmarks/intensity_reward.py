@@ -296,14 +296,14 @@ def _mean(values: list) -> float | None:
 
 
 def summary(results: dict[int, dict]) -> dict:
-    """Per metric: each row's value per seed and mean (rows every seed has), and each intensity row minus migr."""
+    """Per metric: each row's value per seed and mean (rows every seed has), and each changed row minus migr."""
     seeds = list(results)
     rows = _common_rows(results)
     table = {}
     for key, _ in COMPARED:
         per = {r: [results[s]["variants"][r]["metrics"][key] for s in seeds] for r in rows}
         diffs = {r: [None if a is None or b is None else b - a for a, b in zip(per["migr"], per[r])]
-                 for r in rows if r.startswith("migr+intensity@")}
+                 for r in rows if r.startswith(("migr+intensity@", "migr["))}
         table[key] = {**per, "mean": {r: _mean(x) for r, x in per.items()}, "minus_migr": diffs}
     return {"seeds": seeds, "rows": rows, "metrics": table,
             "commits": {s: r["machine"].get("commit") for s, r in results.items()}}
@@ -327,7 +327,8 @@ def render_summary(results: dict[int, dict]) -> str:
         "Per seed, from the same base checkpoint and corpus (rows every seed has; `intensity_reward_seed<N>.md` "
         "has all of a seed's): `base (describe)` is the perception checkpoint's own cue description, `migr, SFT "
         "only` migr's stage-1 checkpoint, `migr` the default rewards, `migr+intensity@W` the default rewards "
-        "plus the `intensity` term at weight W; all judged on the 420 held-out clips.\n\n"
+        "plus the `intensity` term at weight W, `migr[...]` the default rewards with the settings named (`beta`: "
+        f"GRPO's KL weight to the SFT policy, default {DEFAULT_BETA:g}); all judged on the 420 held-out clips.\n\n"
         + head + body + f"\nResults: {commits}. Reproduce: `python benchmarks/intensity_reward.py --seed N` per "
         "seed (`--only base,sft` adds the first two rows), then `--summarise`.\n"
     )
