@@ -95,10 +95,14 @@ def row_name(variant: str, weight: float, overrides: dict[str, float] | None = N
 
 
 def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cache: Path, seed: int, weight: float,
-                      overrides: dict[str, float], beta: float | None, test_windows, clips: dict[str, dict]) -> dict:
-    """Train ``variant`` (resuming what its work folder holds) and measure it; ``base``/``sft`` only measure."""
+                      overrides: dict[str, float], set_weights: RewardWeights, beta: float | None, test_windows,
+                      clips: dict[str, dict]) -> dict:
+    """Train ``variant`` (resuming what its work folder holds) and measure it; ``base``/``sft`` only measure.
+
+    ``set_weights`` are the migr+set row's reward weights: the defaults with ``overrides`` applied.
+    """
     weights = RewardWeights(intensity=weight) if variant == "migr+intensity" else \
-        replace(RewardWeights(), **overrides) if variant == "migr+set" else None
+        set_weights if variant == "migr+set" else None
     seconds = None
     mode, reward_weights, grpo_last, grpo_beta = "reason", None, {}, None
     if variant == "base":
@@ -204,7 +208,7 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
     for variant in sorted(chosen, key=RUN_ORDER.index):
         result["variants"][row_name(variant, weight, overrides, beta)] = train_and_measure(
             variant, train=train_dir, base=base, work=work / f"seed{seed}", cache=cache_dir, seed=seed, weight=weight,
-            overrides=overrides, beta=beta, test_windows=test_windows, clips=clips)
+            overrides=overrides, set_weights=changed, beta=beta, test_windows=test_windows, clips=clips)
         result["machine"] = machine_info()
         result["variants"] = dict(sorted(result["variants"].items(), key=lambda kv: _order(kv[0])))
         write_result(seed_name(seed), result, render(result))
