@@ -188,7 +188,9 @@ def main(train_dir: Path, test_dir: Path, base: Path, work: Path, cache_dir: Pat
         changed = replace(RewardWeights(), **overrides)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from exc
-    if "migr+set" in chosen and changed == RewardWeights() and beta in (None, DEFAULT_BETA):
+    if beta == DEFAULT_BETA:
+        beta = None  # migr's own beta: the row is named, and trains in the folder of, its reward changes alone
+    if "migr+set" in chosen and changed == RewardWeights() and beta is None:
         raise click.BadParameter("these are migr's default weights and beta: that is the migr row",
                                  param_hint="--set/--beta")
     for path, what in ((train_dir / "manifest.jsonl", "training corpus"), (base / "config.json", "base checkpoint")):
