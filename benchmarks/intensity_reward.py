@@ -83,14 +83,15 @@ def understated_share(confusion: dict[str, int]) -> float | None:
     return under / total if total else None
 
 
-def changed_settings(overrides: dict[str, float] | None, beta: float | None) -> list[tuple[str, float]]:
-    """The migr+set row's departures from migr, by name: reward weights and, if given, GRPO's ``beta``."""
-    return sorted({**(overrides or {}), **({} if beta is None else {"beta": beta})}.items())
+def changed_settings(overrides: dict[str, float] | None, beta: float | None) -> list[str]:
+    """The migr+set row's departures from migr as ``name=value``, by name: reward weights and, if given, ``beta``."""
+    changed = {**(overrides or {}), **({} if beta is None else {"beta": beta})}
+    return [f"{name}={value:g}" for name, value in sorted(changed.items())]
 
 
 def row_name(variant: str, weight: float, overrides: dict[str, float] | None = None, beta: float | None = None) -> str:
     if variant == "migr+set":
-        return "migr[" + ",".join(f"{name}={v:g}" for name, v in changed_settings(overrides, beta)) + "]"
+        return "migr[" + ",".join(changed_settings(overrides, beta)) + "]"
     return ROW_NAMES.get(variant) or f"{variant}@{weight:g}"
 
 
@@ -114,7 +115,7 @@ def train_and_measure(variant: str, *, train: Path, base: Path, work: Path, cach
     else:
         # another weight trains in another folder
         out = work / (variant if weights is None else f"{variant}@{weight:g}" if variant == "migr+intensity"
-                      else "migr-" + "-".join(f"{name}={v:g}" for name, v in changed_settings(overrides, beta)))
+                      else "migr-" + "-".join(changed_settings(overrides, beta)))
         cfg = ReasoningRecipeConfig(recipe="migr", data=str(train), out=str(out), base=str(base),
                                     cache_dir=str(cache), seed=seed, reward_weights=weights)
         if variant == "migr+set" and beta is not None:

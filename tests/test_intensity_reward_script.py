@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from benchmark_scripts import load_benchmark
 from click.testing import CliRunner
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "intensity_reward.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("intensity_reward_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("intensity_reward")
 
 
 def test_rows_are_named_by_what_they_change(script):

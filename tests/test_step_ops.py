@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from migr_rt.export.fused_step import build_fused_step
 from migr_rt.export.onnx_export import example_inputs
 from migr_rt.model import load_checkpoint
 from migr_rt.predict import default_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_ops.py"
-
 
 @pytest.fixture(scope="module")
 def step_ops():
-    spec = importlib.util.spec_from_file_location("step_ops", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("step_ops")
 
 
 @pytest.fixture(scope="module")

@@ -20,26 +20,28 @@ DISTRIBUTIONS = ("torch", "transformers", "numpy", "av", "opencv-python-headless
 
 
 # -- description ------------------------------------------------------------------------------------------
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags (x86 ``/proc/cpuinfo``), or None where that file lists none."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name`` line's value in ``/proc/cpuinfo`` (Linux), or None where there is none."""
     try:
         with open("/proc/cpuinfo") as fh:
-            line = next((line for line in fh if line.startswith("flags")), None)
+            return next((line.partition(":")[2].strip() for line in fh if line.startswith(name)), None)
     except OSError:
         return None
-    return set(line.partition(":")[2].split()) if line is not None else None
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (x86 ``/proc/cpuinfo``), or None where that file lists none."""
+    line = _cpuinfo_field("flags")
+    return set(line.split()) if line is not None else None
 
 
 def machine_info() -> dict:
     """CPU, cores, threads, Python/torch versions, platform, GPU and git commit: recorded with every benchmark."""
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = _cpuinfo_field("model name")
+    if cpu is None:
+        cpu = platform.processor() or ""
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "commit": git_commit()}
