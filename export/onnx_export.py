@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of
+from migr_rt.artifact import (
+    ARTIFACT, FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, TensorSpec, sha256_of,
+)
 from migr_rt.atomic import staged_folder, write_text_atomic
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS
 from migr_rt.export.fused_step import MAX_INLINE_BYTES, save_fused_step, step_weight_bytes
@@ -356,8 +358,8 @@ def export_onnx(
     model, tokenizer = load_checkpoint(checkpoint)
     lexicon = stored_lexicon(checkpoint)  # read now, checked against the checksums the load just verified
     model = model.float().eval()
-    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix=f".{out.name}.work-",
-                                                                  dir=out.parent) as tmp:
+    with staged_folder(out, marker=MANIFEST, what=ARTIFACT) as staging, \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp:
         work = Path(tmp)
         graphs = build_graphs(model)
         examples = example_inputs(model, batch=2)

@@ -49,7 +49,9 @@ import torch
 from migr_rt.export.onnx_export import (GRAPH_IO, example_inputs, export_graph, export_onnx, greedy_tokens_equal,
                                         no_preprocessing_advice, to_fp16, untied)
 
-from migr_rt.artifact import FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of
+from migr_rt.artifact import (
+    ARTIFACT, FORMAT_VERSION, MANIFEST, ArtifactError, GraphSpec, Manifest, read_artifact, sha256_of,
+)
 from migr_rt.atomic import staged_folder, write_text_atomic
 from migr_rt.backends.base import BackendUnavailable
 from migr_rt.backends.tensorrt_backend import (  # noqa: F401  (check_engine_compatibility: re-exported)
@@ -311,8 +313,8 @@ def build_tensorrt(
     say = on_progress or (lambda _msg: None)
     checkpoint, out = Path(checkpoint), Path(out)
     trt_version, gpu, capability = device_info()
-    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix=f".{out.name}.work-",
-                                                                  dir=out.parent) as tmp:
+    with staged_folder(out, marker=MANIFEST, what=ARTIFACT) as staging, \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp:
         work = Path(tmp)
         say("onnx: export and parity check (fp32)")
         # TensorRT parses its own traced graphs; this export gives their I/O specs and torch parity

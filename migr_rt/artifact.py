@@ -10,20 +10,28 @@ precision, the source checkpoint's hash and the tool versions that wrote it.
 :func:`read_artifact` refuses, naming the file: a missing or unreadable
 manifest, a newer format version, a graph path that leaves the folder, a
 missing or altered (e.g. truncated) graph file, and a graph set that does not
-match the format. Backends then compare each graph's real inputs/outputs with
+match the format, and a manifest edited after export (its own digest,
+:data:`DIGEST_KEY`). Backends then compare each graph's real inputs/outputs with
 the manifest (:func:`check_io`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+#: What an export writes, as its refusals name it.
+ARTIFACT = "migr-rt artifact"
 #: Bumped on any change a reader of the previous version would misread.
 FORMAT_VERSION = 1
+#: The manifest's digest of itself: SHA-256 of its canonical JSON without this key. A hand-edited manifest
+#: (labels reordered, num_frames or precision changed) passes every graph check and silently misreports;
+#: this catches it. Exports before it have none and are read as before.
+DIGEST_KEY = "content_sha256"
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Graph names every artifact carries (see ``migr_rt.model.graphs``).
@@ -80,7 +88,18 @@ class Manifest:
         return list(self.model_config["modalities"])
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        return json.dumps(seal(asdict(self)), indent=2, sort_keys=True) + "\n"
+
+
+def manifest_digest(raw: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON (sorted keys, no whitespace), its own digest left out."""
+    body = {k: v for k, v in raw.items() if k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its digest (:data:`DIGEST_KEY`) set, as an export writes it."""
+    return {**raw, DIGEST_KEY: manifest_digest(raw)}
 
 
 def sha256_of(path: Path) -> str:
@@ -137,6 +156,9 @@ def read_manifest(folder: str | Path) -> Manifest:
             f"{path}: format version {version} is newer than this migr-rt reads ({FORMAT_VERSION}); "
             "upgrade migr-rt or re-export with this version"
         )
+    if DIGEST_KEY in raw and raw[DIGEST_KEY] != manifest_digest(raw):
+        raise ArtifactError(f"{path}: edited after export (its content no longer matches its {DIGEST_KEY}); "
+                            "export the checkpoint again rather than editing the manifest")
     for key in ("format", "precision", "graphs", "model_config", "source_checkpoint", "tools"):
         if key not in raw:
             raise ArtifactError(f"{path}: missing field {key!r}")

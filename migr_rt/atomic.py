@@ -48,13 +48,39 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def publish_folder(staging: str | Path, out_dir: str | Path) -> Path:
+def check_replaceable(out_dir: str | Path, marker: str, what: str) -> None:
+    """Refuse an ``out_dir`` whose replacement would delete something this kind of writer did not write.
+
+    A folder is replaced whole, so ``--out runs`` or ``--out .`` would wipe a
+    user's work. An existing folder may be replaced when it is empty or holds
+    ``marker`` (the file every ``what`` has: a checkpoint's checksums, an
+    artifact's manifest), never when it is the current folder or holds it.
+    Called before long work starts and again just before the swap.
+    """
+    out = Path(out_dir)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; choose a folder to write the {what} to")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise FileExistsError(f"{out}: is the current folder or one above it, which a {what} would replace "
+                              "whole; choose a new folder")
+    if (out / marker).is_file() or not any(out.iterdir()):
+        return
+    raise FileExistsError(f"{out}: holds files but is not a {what} (no {marker}), and it would be replaced whole; "
+                          "choose a new or empty folder, or delete it first")
+
+
+def publish_folder(staging: str | Path, out_dir: str | Path, *, marker: str, what: str) -> Path:
     """Make a fully written ``staging`` folder readable and swap it in as ``out_dir``.
 
     An existing ``out_dir`` is replaced only once the new one is in place (and
-    restored if that fails), so readers see the old folder or the new one.
+    restored if that fails), so readers see the old folder or the new one; it
+    must be empty or an earlier ``what`` (:func:`check_replaceable`).
     """
     staging, out_dir = Path(staging), Path(out_dir)
+    check_replaceable(out_dir, marker, what)
     os.chmod(staging, 0o755)  # mkdtemp makes 0700 folders; other users of a shared install must read it
     for path in staging.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -73,20 +99,23 @@ def publish_folder(staging: str | Path, out_dir: str | Path) -> Path:
 
 
 @contextmanager
-def staged_folder(out_dir: str | Path) -> Iterator[Path]:
+def staged_folder(out_dir: str | Path, *, marker: str, what: str) -> Iterator[Path]:
     """Yield an empty staging folder beside ``out_dir``; published as ``out_dir`` on success, removed on error.
 
     Checkpoints and exported artifacts are assembled this way, so a reader
     never sees one half-written and an interrupted write leaves only a
-    dot-prefixed temporary that is deleted on the way out.
+    dot-prefixed temporary that is deleted on the way out. ``marker`` and
+    ``what`` say which existing ``out_dir`` may be replaced
+    (:func:`check_replaceable`, checked before anything is staged).
     """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, marker, what)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
         yield staging
         raise_if_interrupted()
-        publish_folder(staging, out_dir)
+        publish_folder(staging, out_dir, marker=marker, what=what)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

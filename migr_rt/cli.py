@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,9 +43,28 @@ def _user_errors(func):
     return wrapper
 
 
+def _torch_device(device: str) -> str:
+    """``device`` when this torch can use it, else a ``--device`` usage error (not a traceback deep in a run)."""
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise click.BadParameter(f"{device!r} is not a torch device ({exc})", param_hint="--device") from exc
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available in this torch build / machine", param_hint="--device")
+    return device
+
+
+#: The most inference threads a command accepts: far beyond any edge machine, short of a hang in thread setup.
+MAX_THREADS = 1024
+
+
 def _show_extract(done: int, total: int | None) -> None:
     """Preprocessing progress of train and eval; also where an interrupt_guard's swallowed Ctrl-C stops them."""
     raise_if_interrupted()
+    if os.environ.get("RANK", "0") != "0":  # a launched job's other processes: the first one reports
+        return
     if done == 1 or done % 100 == 0 or done == total:
         click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
 
@@ -316,7 +336,7 @@ def _format_data(report: DataReport, spec: str) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder to write.")
 @click.option("--val-data", default=None, help="base: validation data (default: 10% held out from --data).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Perception steps (base, or the base stage of baseline/migr)  [default: 800 / 1200].")
+              help="Perception steps  [default: 800 for --recipe base, 1200 for the base stage of baseline/migr].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="base: batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help="base: learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -366,11 +386,18 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     wrong = sorted(given & (only_reasoning if recipe == "base" else only_base))
     if wrong:
         names = ", ".join("--" + ("base" if n == "base_ckpt" else n.replace("_", "-")) for n in wrong)
-        raise click.UsageError(f"{names} do(es) not apply to --recipe {recipe}")
+        applies = "baseline and migr" if recipe == "base" else "--recipe base"
+        hint = "; for a quick base run use --steps 3" if recipe == "base" and "smoke" in wrong else ""
+        raise click.UsageError(f"{names} appl{'ies' if len(wrong) == 1 else 'y'} to {applies} only, "
+                               f"not to --recipe {recipe}{hint}")
     ctx.with_resource(interrupt_guard())
+    # under `accelerate launch` every process runs this command: the first one (the one that writes) reports
+    reports = os.environ.get("RANK", "0") == "0"
 
     def show(stage: str, p) -> None:
         raise_if_interrupted()
+        if not reports:
+            return
         parts = " ".join(f"{k} {v:.3f}" for k, v in (p.parts or {}).items())
         val = ""
         if p.val:
@@ -391,7 +418,8 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
             perception=PerceptionConfig(steps=steps or 800, batch_size=batch_size, lr=lr, seed=seed),
         )
         metrics = run_base_recipe(recipe_cfg, on_extract=_show_extract, on_progress=lambda p: show("base", p))
-        click.echo(f"wrote {out} (validation: {metrics['val']})")
+        if reports:
+            click.echo(f"wrote {out} (validation: {metrics['val']})")
         return
 
     from dataclasses import replace
@@ -420,7 +448,8 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
     if grpo_steps is not None:
         cfg.grpo = replace(cfg.grpo, steps=grpo_steps)
     metrics = run_reasoning_recipe(cfg, on_progress=show, on_extract=_show_extract)
-    click.echo(f"wrote {out} (stages finished: {', '.join(metrics['finished'])})")
+    if reports:
+        click.echo(f"wrote {out} (stages finished: {', '.join(metrics['finished'])})")
 
 
 @main.command(name="eval")
@@ -460,13 +489,7 @@ def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None,
     checkpoint = checkpoint.resolve()
     out = out or checkpoint.parent / f"{checkpoint.name}.eval"
     cache_dir = cache_dir or out / "cache"
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise click.BadParameter(f"{device!r} is not a torch device ({exc})", param_hint="--device") from exc
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available in this torch build / machine", param_hint="--device")
+    device = _torch_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model, tokenizer = load_checkpoint(checkpoint, device=device)
     except CheckpointError as exc:
@@ -615,7 +638,8 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to keep retrying a lost camera, microphone or stream before exiting.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Stop after this many windows.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (onnxruntime).")
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
+              help="Inference threads (onnxruntime).")
 @click.option("--face-tracking/--no-face-tracking", default=True, show_default=True,
               help="Follow the face between sampled frames (a full detector scan every 8 sampled frames or when "
                    "the face is lost) or scan every sampled frame in full.")
@@ -655,7 +679,7 @@ def run(camera: int | None, mic: str | None, source: str | None, loop: bool, rea
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/artifacts"),
               show_default=True, help="ONNX/TensorRT exports: <checkpoint name>-<precision>, reused while they match "
               "the checkpoint's weights, else exported (~30 s each).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="torch threads and onnxruntime intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the torch backend and the HF path.")
 @_user_errors
@@ -671,7 +695,7 @@ def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | N
         return tuple(x.strip() for x in text.split(",") if x.strip())
 
     options = BenchOptions(checkpoint=checkpoint, backends=items(backends), precisions=items(precisions), runs=runs,
-                           quick=quick, artifacts=artifacts, threads=threads, device=device)
+                           quick=quick, artifacts=artifacts, threads=threads, device=_torch_device(device))
     command = " ".join(["migr-rt bench", f"--backends {','.join(options.backends)}",
                         f"--precisions {','.join(options.precisions)}"] + (["--quick"] if quick else [])
                        + ([f"--runs {runs}"] if runs else []))

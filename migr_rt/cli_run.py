@@ -44,6 +44,26 @@ class RunOptions:
     face_tracking: bool = True
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (None: it can), found by writing one beside it.
+
+    Asked before capture starts: the saver writes at the end, and a whole session's video would otherwise be
+    lost to a bad folder. The folder is created as the saver would create it.
+    """
+    import tempfile
+
+    existing = next((folder for folder in path.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.stem}.probe-"):
+            pass
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc}: {exc.filename or path.parent})"
+    return None
+
+
 def _error(message: str) -> int:
     print(f"migr-rt run: {message}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT
@@ -58,6 +78,8 @@ def run_stream(o: RunOptions) -> int:
         return _error(str(exc))
     if o.save is not None and o.save.suffix.lower() != ".mp4":
         return _error(f"--save {o.save}: the annotated video is written as .mp4")
+    if o.save is not None and (problem := _unwritable(o.save)):
+        return _error(f"--save {o.save}: {problem}")
 
     from migr_rt.artifact import ArtifactError
     from migr_rt.backends.base import BackendUnavailable

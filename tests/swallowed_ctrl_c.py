@@ -66,7 +66,7 @@ def main(mode: str, folder: Path | None) -> None:
         from migr_rt.atomic import staged_folder, write_text_atomic
 
         def stage_folder() -> None:
-            with staged_folder(folder / "artifact") as staging:
+            with staged_folder(folder / "artifact", marker="manifest.json", what="artifact") as staging:
                 (staging / "manifest.json").write_text("{}")
 
         for name, write in (("folder", stage_folder),
@@ -84,7 +84,7 @@ def main(mode: str, folder: Path | None) -> None:
         from migr_rt.export import onnx_export
 
         def tracing_that_swallows(checkpoint, out, precision, check_parity=True, on_progress=None, fused_step=True):
-            with staged_folder(out) as staging:
+            with staged_folder(out, marker="manifest.json", what="artifact") as staging:
                 (staging / "manifest.json").write_text("{}")
                 swallow_ctrl_c()
             raise AssertionError(f"published {out}")

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from migr_rt.artifact import ArtifactError, read_artifact, sha256_of
+from migr_rt.artifact import ArtifactError, read_artifact, seal, sha256_of
 from migr_rt.backends import BackendUnavailable, available_backends, load_backend
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.cli import main
@@ -23,10 +23,11 @@ def artifact(bundled_onnx, tmp_path):
 
 
 def _edit_manifest(folder, change) -> None:
+    """Edit the manifest and seal it again, as a consistent manifest that a deeper check must refuse."""
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
     change(data)
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(seal(data)))
 
 
 def test_a_sound_artifact_passes(artifact):
@@ -56,6 +57,26 @@ def test_truncated_graph_is_caught_by_its_hash(artifact):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ArtifactError, match=r"prefill\.onnx: does not match the SHA-256"):
         OnnxRuntimeBackend(artifact)
+
+
+def test_a_manifest_edited_by_hand_is_refused_before_any_graph_loads(artifact):
+    # reordered labels pass every graph check and would silently report another emotion
+    path = artifact / "manifest.json"
+    sealed = json.loads(path.read_text())
+    assert sealed["content_sha256"]  # every export seals its manifest
+    for change in (lambda d: d["model_config"]["labels"].reverse(), lambda d: d["model_config"].update(num_frames=3),
+                   lambda d: d.update(precision="int8")):
+        edited = json.loads(json.dumps(sealed))
+        change(edited)
+        path.write_text(json.dumps(edited, indent=1))
+        with pytest.raises(ArtifactError, match=r"manifest\.json: edited after export"):
+            OnnxRuntimeBackend(artifact)
+    # re-indenting or reordering keys is not an edit; a manifest from before sealing (no digest) reads as before
+    path.write_text(json.dumps(dict(reversed(list(sealed.items()))), indent=4))
+    assert read_artifact(artifact).labels == sealed["model_config"]["labels"]
+    del sealed["content_sha256"]
+    path.write_text(json.dumps(sealed))
+    assert read_artifact(artifact).labels == sealed["model_config"]["labels"]
 
 
 def test_truncated_graph_with_a_matching_hash_is_caught_by_the_loader(artifact):

@@ -113,6 +113,18 @@ def test_bench_rejects_unknown_precisions_before_loading_anything(tmp_path):
     assert not (tmp_path / "bench.json").exists()
 
 
+def test_bench_rejects_a_device_torch_cannot_use_and_absurd_threads_before_loading_anything(tmp_path):
+    import torch
+
+    bad = [(["--device", "bogus"], "'bogus' is not a torch device"), (["--threads", "100000"], "--threads")]
+    if not torch.cuda.is_available():
+        bad.append((["--device", "cuda"], "CUDA is not available"))
+    for args, says in bad:
+        result = CliRunner().invoke(main, ["bench", "--quick", *args, "--out", str(tmp_path)])
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_cuda_result_is_reported_against_the_gpu_targets(bench_run):
     """The report follows the device the numbers came from: the GPU headline target and GPU-memory wording, and
     the CPU-only decode-bound target shown as not applicable (the CPU run's own numbers, relabelled)."""

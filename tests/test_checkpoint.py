@@ -132,3 +132,43 @@ def test_save_over_existing_replaces_atomically(tiny_model, saved, monkeypatch):
     save_checkpoint(model, tok, saved, extra_files={"MODEL_CARD.md": "# v2\n"})
     assert (saved / "MODEL_CARD.md").read_text() == "# v2\n"
     load_checkpoint(saved)
+
+
+def test_save_refuses_a_folder_it_would_wipe_and_keeps_what_is_there(tiny_model, tmp_path, monkeypatch):
+    model, tok = tiny_model
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"notes: holds files but is not a migr-rt checkpoint \(no checksums"):
+        save_checkpoint(model, tok, user)
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"], "nothing staged beside it"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="file: exists and is not a folder"):
+        save_checkpoint(model, tok, tmp_path / "file")
+    # the folder a process runs in (or one above it) cannot be swapped out, even when it is a checkpoint
+    ckpt = save_checkpoint(model, tok, tmp_path / "empty-before")  # an empty folder is fine: nothing to lose
+    monkeypatch.chdir(ckpt)
+    for here in (".", str(ckpt), ".."):
+        with pytest.raises(FileExistsError, match="is the current folder or one above it"):
+            save_checkpoint(model, tok, here)
+    load_checkpoint(ckpt)
+
+
+def test_an_empty_folder_is_written_into(tiny_model, tmp_path):
+    model, tok = tiny_model
+    (tmp_path / "empty").mkdir()
+    load_checkpoint(save_checkpoint(model, tok, tmp_path / "empty"))
+
+
+def test_missing_folders_files_and_artifacts_are_each_named_for_what_they_are(saved, tmp_path):
+    with pytest.raises(CheckpointError, match="nothing: does not exist, not a local checkpoint folder"):
+        load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(CheckpointError, match="a_file: is a file, not a local checkpoint folder"):
+        load_checkpoint(tmp_path / "a_file")
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="is an exported artifact .*pass the checkpoint folder it was exported"):
+        load_checkpoint(artifact)

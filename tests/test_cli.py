@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from migr_rt.training.synth.reader import read_manifest
 
 from migr_rt.cli import main
-from migr_rt.model import save_checkpoint
+from migr_rt.model import load_checkpoint, save_checkpoint
 
 
 def test_console_script_lists_the_subcommands():
@@ -88,3 +88,23 @@ def test_demo_report_is_readable(tiny_checkpoint):
 def test_demo_rejects_unknown_emotion(tiny_checkpoint):
     result = CliRunner().invoke(main, ["demo", "--checkpoint", str(tiny_checkpoint), "--emotion", "bored"])
     assert result.exit_code != 0 and "bored" in result.output
+
+
+def test_export_and_train_refuse_an_out_folder_they_would_wipe_before_any_work(tiny_checkpoint, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(user)])
+    assert result.exit_code == 1 and "holds files but is not a migr-rt artifact (no manifest.json)" in result.output
+    # a checkpoint is not an artifact either: exporting over the folder exported from keeps it
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tiny_checkpoint)])
+    assert result.exit_code == 1 and "is not a migr-rt artifact" in result.output
+    load_checkpoint(tiny_checkpoint)
+    # training checks its --out before reading --data (which does not exist here) or training anything
+    for recipe in ("base", "migr"):
+        result = CliRunner().invoke(main, ["train", "--recipe", recipe, "--data", str(tmp_path / "no-data"),
+                                           "--out", str(user)])
+        assert result.exit_code == 1, result.output
+        assert "holds files but is not a migr-rt checkpoint (no checksums.json)" in result.output
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "no work, cache or staging folder left"

@@ -167,8 +167,9 @@ def test_migr_recipe_resumes_grpo_and_matches_an_uninterrupted_run(corpus, base,
     assert (work / "grpo-step" / "grpo_state.json").is_file() and not (tmp_path / "resumed").exists()
     sft_bytes = (work / "sft" / "model.safetensors").read_bytes()
     seen.clear()
-    run_reasoning_recipe(interrupted, on_progress=lambda stage, p: seen.append((stage, p.step)))
+    resumed = run_reasoning_recipe(interrupted, on_progress=lambda stage, p: seen.append((stage, p.step)))
     assert seen == [("grpo", 3)], "SFT is not redone and GRPO continues at step 3"
+    assert list(resumed["finished"]) == list(metrics["finished"]) == ["mi_labels", "sft", "grpo"]  # pipeline order
     assert (work / "sft" / "model.safetensors").read_bytes() == sft_bytes
     a = load_file(str(ckpt / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
@@ -224,7 +225,11 @@ def test_bad_reward_weights_are_refused_before_anything_is_written(corpus, tmp_p
     assert twice.exit_code == 2 and "given twice" in twice.output
     base = CliRunner().invoke(main, ["train", "--recipe", "base", "--data", str(corpus), "--out", str(tmp_path / "x"),
                                      "--reward-weight", "format=1"])
-    assert base.exit_code == 2 and "--reward-weight do(es) not apply to --recipe base" in base.output
+    assert base.exit_code == 2 and "--reward-weight applies to baseline and migr only, not to --recipe base" in base.output
+    smoke = CliRunner().invoke(main, ["train", "--recipe", "base", "--data", str(corpus), "--out", str(tmp_path / "x"),
+                                      "--smoke"])
+    assert smoke.exit_code == 2 and "--smoke applies to baseline and migr only" in smoke.output
+    assert "for a quick base run use --steps 3" in smoke.output
 
 
 def test_train_help_names_every_reward_term():

@@ -517,7 +517,7 @@ def test_cli_demo_and_run_refuse_bad_model_folders_in_one_line(sandbox, models, 
 def test_cli_export_refuses_bad_checkpoints_and_writes_nothing(sandbox, models, name):
     out = sandbox / "exports" / "art"
     result = cli("export", "--checkpoint", models[name], "--out", out, "--no-parity")
-    says = MODEL_FAULTS[name][1] if MODEL_FAULTS[name][0] is CheckpointError else "checksums.json: missing"
+    says = MODEL_FAULTS[name][1] if MODEL_FAULTS[name][0] is CheckpointError else "is an exported artifact"
     assert_clear_cli_error(result, says)
     assert not out.exists() and no_staging(out.parent) == []
 
@@ -586,7 +586,7 @@ def test_cli_eval_refuses_bad_data_in_one_line(sandbox, models, corpora, name):
 def test_cli_eval_refuses_bad_checkpoints_before_reading_data(sandbox, models, corpora, name):
     out = sandbox / "evals" / "e"
     result = cli("eval", "--checkpoint", models[name], "--data", corpora["good"], "--out", out)
-    says = MODEL_FAULTS[name][1] if MODEL_FAULTS[name][0] is CheckpointError else "checksums.json: missing"
+    says = MODEL_FAULTS[name][1] if MODEL_FAULTS[name][0] is CheckpointError else "is an exported artifact"
     assert_clear_cli_error(result, "--checkpoint", says)
     assert not out.exists() and not (models[name].parent / f"{name}.eval").exists()
 

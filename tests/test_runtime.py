@@ -209,6 +209,18 @@ def test_capture_keeps_its_rate_when_analysis_is_slow(runtime):
     assert elapsed < 6 + 3 * 0.7 + 2
 
 
+def test_a_lossless_replay_analyses_every_window_even_when_the_hop_is_small(runtime, clip_file):
+    # At a 0.05 s hop analysis lags the decoder; audio used to run on and overwrite the oldest pending window's
+    # samples (windows dropped, counted, in a replay that promises none)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, hop=0.05, face_tracking=False))
+    events = list(rt.stream(str(clip_file)))
+    windows = [e for e in events if e["type"] == "window"]
+    assert [e["window"] for e in windows] == list(range(41))  # (4 s - 2 s) / 0.05 s + 1
+    assert events[-1]["reason"] == "end_of_stream" and events[-1]["drops"]["windows"] == 0
+    media = decode_media(clip_file, fps=25, sample_rate=16000)
+    _assert_windows_match_analyze(rt, windows[::8], media.frames, media.audio)
+
+
 class SlowStepBackend(TorchBackend):
     """A real backend whose decoding steps take 40 ms: a rationale outlasts the 0.5 s between windows."""
 
@@ -305,8 +317,18 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
         parse_source("demo", mic="default")
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):
         runtime.analyze(np.zeros((4, 8, 8), np.uint8), None)
-    with pytest.raises(ValueError, match="hop must be positive"):
+    with pytest.raises(ValueError, match=r"hop must be a finite number of seconds in \(0, 3600\], got 0"):
         RuntimeConfig(hop=0)
+    # non-finite, absurd and too-short values are refused before any source is opened or buffer sized
+    for bad in (dict(window=float("nan")), dict(window=float("inf")), dict(window=1e12), dict(window=0.001),
+                dict(hop=float("inf")), dict(hop=1e12), dict(fps=float("inf")), dict(fps=float("nan"))):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a finite number"):
+            RuntimeConfig(**bad)
+    for bad in (dict(max_pending_windows=0), dict(max_rationale_tokens=2.5)):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            RuntimeConfig(**bad)
+    with pytest.raises(TypeError, match="hop must be a number, got '0.5'"):
+        RuntimeConfig(hop="0.5")
     with pytest.raises(ValueError, match="NaN or Inf"):
         runtime.analyze(None, np.full(32000, np.nan, np.float32))
 
@@ -322,3 +344,15 @@ def test_runtime_on_the_onnx_artifact_matches_torch(bundled_onnx, runtime, clip_
         assert a["mi"][m] == pytest.approx(b["mi"][m], abs=1e-4)
     with pytest.raises(RuntimeError, match="closed"):
         rt.analyze(media.frames, media.audio)
+
+
+def test_an_unwritable_save_path_is_refused_before_the_model_loads_or_capture_starts(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    missing = tmp_path / "no-such-checkpoint"  # the error if loading came first
+    for target, says in ((blocker / "out.mp4", f"{blocker} is a file, not a folder"),
+                         (Path("/proc/out.mp4"), "cannot write there")):
+        result = _cli("--source", "demo", "--save", str(target), "--checkpoint", str(missing), timeout=60)
+        assert result.returncode == 1 and f"--save {target}: {says}" in result.stderr, result.stderr
+        assert str(missing) not in result.stderr and result.stdout == ""
+    assert blocker.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -26,7 +26,7 @@ from migr_rt.export.tensorrt_build import (
     prepare_onnx,
 )
 
-from migr_rt.artifact import ArtifactError, TensorSpec
+from migr_rt.artifact import ArtifactError, TensorSpec, seal
 from migr_rt.backends.base import BackendUnavailable
 from migr_rt.backends.tensorrt_backend import TensorRTBackend, available, check_engine_compatibility
 from migr_rt.model import load_checkpoint
@@ -161,7 +161,7 @@ def test_backend_without_tensorrt_says_so(onnx_artifact, tmp_path):
     shutil.copytree(onnx_artifact[0], folder)
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
-    path.write_text(json.dumps({**data, "format": "tensorrt", "extra": EXTRA}))
+    path.write_text(json.dumps(seal({**data, "format": "tensorrt", "extra": EXTRA})))
     with pytest.raises(BackendUnavailable, match=r"(tensorrt|CUDA GPU).*--format onnx"):
         TensorRTBackend(folder)
 
@@ -306,6 +306,6 @@ def test_engines_of_another_tensorrt_version_are_refused(trt_fp16, tmp_path):
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
     data["extra"]["tensorrt_version"] = "9.0.0"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(seal(data)))
     with pytest.raises(ArtifactError, match="not portable across TensorRT versions"):
         TensorRTBackend(folder)

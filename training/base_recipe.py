@@ -30,7 +30,7 @@ from migr_rt.training.windows import (
 )
 
 from migr_rt.face import HaarFaceDetector
-from migr_rt.model import MigrConfig, build_model, save_checkpoint
+from migr_rt.model import MigrConfig, build_model, check_checkpoint_out, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def run_base_recipe(
     from migr_rt.training.synth.cues import vocabulary_texts
 
     out = Path(recipe.out)
+    check_checkpoint_out(out)
     cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
     source = open_source(recipe.data)
     val_source = open_source(recipe.val_data) if recipe.val_data else None

@@ -52,13 +52,15 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from migr_rt.atomic import write_text_atomic
-from migr_rt.model import load_checkpoint, save_checkpoint
+from migr_rt.model import check_checkpoint_out, load_checkpoint, save_checkpoint
 from migr_rt.model.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 RECIPES = ("baseline", "migr")
 STAGES = ("sft", "grpo")
+#: Every step a run records as finished, in the order it runs them.
+PIPELINE = ("base", "mi_labels", *STAGES)
 #: Bumped when the work folder's layout changes (an older one is refused, never misread).
 WORK_FORMAT = 1
 
@@ -306,6 +308,7 @@ def run_reasoning_recipe(
 ) -> dict:
     """Run (or resume) a baseline/migr recipe and write the final checkpoint to ``recipe.out``; return its metrics."""
     out = Path(recipe.out)
+    check_checkpoint_out(out)
     work = _Work(Path(recipe.work_dir) if recipe.work_dir else out.parent / f"{out.name}.work")
     # The work folder is created by its first write (atomic writes make their folder): a run that fails before
     # finishing anything (bad --data) leaves no empty folder behind.
@@ -406,7 +409,8 @@ def run_reasoning_recipe(
         "rewards": recipe.rewards,
         "reward_weights": dict(recipe.weights().items()),
         "lexicon": {"name": lexicon.name, "digest": lexicon.digest, "cues": len(lexicon.cues)},
-        "finished": state["finished"],
+        # in pipeline order (a resumed run's state file is read back sorted by name)
+        "finished": {s: state["finished"][s] for s in PIPELINE if s in state["finished"]},
         "train_windows": len(train),
         "seconds_this_run": time.monotonic() - start,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),

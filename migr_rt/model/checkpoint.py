@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migr_rt.atomic import staged_folder, write_text_atomic
+from migr_rt.atomic import check_replaceable, staged_folder, write_text_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHECKSUM_FILE = "checksums.json"
+#: What :func:`save_checkpoint` writes, as its refusals name it.
+CHECKPOINT = "migr-rt checkpoint"
 CHECKSUM_FORMAT = 1
 #: Suffixes of pickle-based weight or object files, refused on load.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"})
@@ -81,11 +83,15 @@ def verify_checkpoint(folder: str | Path) -> Path:
     """
     folder = Path(folder)
     if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
         raise CheckpointError(
-            f"{folder}: not a local checkpoint folder (migr-rt never downloads weights; "
+            f"{folder}: {what}, not a local checkpoint folder (migr-rt never downloads weights; "
             "pass a folder written by save_checkpoint or `migr-rt train`)"
         )
     record_path = folder / CHECKSUM_FILE
+    if not record_path.is_file() and (folder / "manifest.json").is_file():
+        raise CheckpointError(f"{folder}: is an exported artifact (manifest.json), not a checkpoint; pass the "
+                              "checkpoint folder it was exported from")
     files = read_checksums(folder)
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {CHECKSUM_FILE}
     pickled = sorted(p for p in present if Path(p).suffix.lower() in PICKLE_SUFFIXES)
@@ -115,6 +121,11 @@ def verify_checkpoint(folder: str | Path) -> Path:
     return folder
 
 
+def check_checkpoint_out(out_dir: str | Path) -> None:
+    """Refuse now an ``out_dir`` that :func:`save_checkpoint` would refuse after hours of training."""
+    check_replaceable(out_dir, CHECKSUM_FILE, CHECKPOINT)
+
+
 def save_checkpoint(
     model: MigrForEmotionReasoning,
     tokenizer: PreTrainedTokenizerBase,
@@ -127,7 +138,7 @@ def save_checkpoint(
     existing checkpoint there is replaced only once the new one is complete.
     """
     out_dir = Path(out_dir)
-    with staged_folder(out_dir) as staging:
+    with staged_folder(out_dir, marker=CHECKSUM_FILE, what=CHECKPOINT) as staging:
         tokenizer.save_pretrained(staging)
         for name, content in (extra_files or {}).items():
             target = staging / name

@@ -44,6 +44,13 @@ from migr_rt.traces import parse_trace
 logger = logging.getLogger(__name__)
 
 
+#: Window lengths the runtime accepts (seconds): below ~0.25 s a window holds a frame or two and a few ms of
+#: audio, above a minute its buffers stop being small; the bundled model's own window is 2 s.
+MIN_WINDOW_S, MAX_WINDOW_S = 0.25, 60.0
+#: The longest hop (seconds) and highest frame rate accepted.
+MAX_HOP_S, MAX_FPS = 3600.0, 1000.0
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How windows are cut and what is produced per window."""
@@ -67,14 +74,23 @@ class RuntimeConfig:
     face_tracking: bool = True
 
     def __post_init__(self) -> None:
-        if self.window is not None and self.window <= 0:
-            raise ValueError(f"window must be positive seconds, got {self.window}")
-        if not self.hop > 0:
-            raise ValueError(f"hop must be positive seconds, got {self.hop}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.max_rationale_tokens < 1:
-            raise ValueError(f"max_rationale_tokens must be at least 1, got {self.max_rationale_tokens}")
+        # Checked before any model is loaded: a NaN or an hour-long window would otherwise fail (or allocate
+        # petabytes) deep inside capture, after the source was opened.
+        bounds = (("window", MIN_WINDOW_S, MAX_WINDOW_S), ("hop", 0.0, MAX_HOP_S), ("fps", 0.0, MAX_FPS))
+        for name, low, high in bounds:
+            value = getattr(self, name)
+            if value is None and name == "window":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not (low <= value <= high and value > 0):
+                unit = "frames a second" if name == "fps" else "seconds"
+                raise ValueError(f"{name} must be a finite number of {unit} in {'[' if low else '('}{low:g}, {high:g}], "
+                                 f"got {value}")
+        for name in ("max_rationale_tokens", "max_pending_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         check_answer_mode(self.rationale_answer)
 
 

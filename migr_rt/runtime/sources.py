@@ -81,7 +81,7 @@ def camera_input(index: int, fps: float = 25.0) -> InputSpec:
     if not device.exists():
         raise SourceError(
             f"camera {index}: {device} does not exist (no camera on this machine, or no access to it); "
-            "try --source demo, or --source FILE"
+            "try the demo clip or a file instead (--source demo / --source FILE; stream(\"demo\") in Python)"
         )
     if not os.access(device, os.R_OK):
         raise SourceError(f"camera {index}: {device} is not readable by this user (add it to the 'video' group)")
