@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,8 +215,18 @@ def synth(n: int, out: Path, seed: int, workers: int, preview: Path | None) -> N
     from migr_rt.training.synth.corpus import SynthConfig, generate_corpus
 
     config = SynthConfig(n=n, seed=seed, workers=workers)
-    with click.progressbar(length=n, label="synthesising", file=sys.stderr) as bar:
-        manifest = generate_corpus(config, out, progress=lambda done, total: bar.update(done - bar.pos))
+    if sys.stderr.isatty():
+        with click.progressbar(length=n, label="synthesising", file=sys.stderr) as bar:
+            manifest = generate_corpus(config, out, progress=lambda done, total: bar.update(done - bar.pos))
+    else:  # a log (make bundle, CI): a line now and then instead of a bar drawn only at the end
+        start = time.monotonic()
+
+        def logged(done: int, total: int) -> None:
+            if done == 1 or done % max(1, total // 20) == 0 or done == total:
+                rate = (time.monotonic() - start) / done
+                click.echo(f"synthesising {done}/{total} clips, eta {rate * (total - done):.0f}s", err=True)
+
+        manifest = generate_corpus(config, out, progress=logged)
     click.echo(f"wrote {n} clips and {manifest}")
     if preview is not None:
         from migr_rt.training.synth.preview import render_preview

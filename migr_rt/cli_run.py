@@ -135,6 +135,13 @@ def run_stream(o: RunOptions) -> int:
                     reason = event["reason"]
     except SourceError as exc:
         return _error(str(exc))
+    except BrokenPipeError:  # the reader of the events went away (`| head -1`): stop quietly, as pipes expect
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing at exit
+        return EXIT_OK
+    except OSError as exc:
+        if exc.filename is not None:  # a file's error (e.g. the saver's), not the events output's
+            raise
+        return _error(f"cannot write the events to standard output ({exc.strerror or exc})")
     finally:
         for closer in (saver, view, window):
             if closer is not None:

@@ -172,3 +172,16 @@ def test_missing_folders_files_and_artifacts_are_each_named_for_what_they_are(sa
     (artifact / "manifest.json").write_text("{}")
     with pytest.raises(CheckpointError, match="is an exported artifact .*pass the checkpoint folder it was exported"):
         load_checkpoint(artifact)
+
+
+def test_a_config_the_model_refuses_is_named_by_its_file(saved):
+    from migr_rt.model.checkpoint import sha256_file
+
+    config = json.loads((saved / "config.json").read_text())
+    config["num_frames"] = 0
+    (saved / "config.json").write_text(json.dumps(config))
+    record = json.loads((saved / "checksums.json").read_text())
+    record["sha256"]["config.json"] = sha256_file(saved / "config.json")  # edited and re-recorded: it verifies
+    (saved / "checksums.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json: MigrConfig\.num_frames must be a positive integer"):
+        load_checkpoint(saved)

@@ -42,6 +42,14 @@ def test_synth_writes_clips_and_manifest(tmp_path):
     assert all((tmp_path / "c" / r["file"]).stat().st_size > 1000 for r in records)
 
 
+def test_synth_logs_progress_lines_and_names_what_differs_in_an_existing_corpus(tmp_path):
+    result = CliRunner().invoke(main, ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--seed", "4"])
+    assert result.exit_code == 0 and "synthesising 2/2 clips, eta 0s" in result.output, result.output  # not a TTY
+    result = CliRunner().invoke(main, ["synth", "--n", "3", "--out", str(tmp_path / "c"), "--seed", "5"])
+    assert result.exit_code == 1
+    assert "holds a different synthetic corpus (n: 2 there, 3 asked; seed: 4 there, 5 asked)" in result.output
+
+
 def test_synth_rejects_bad_arguments(tmp_path):
     result = CliRunner().invoke(main, ["synth", "--n", "0", "--out", str(tmp_path / "c")])
     assert result.exit_code != 0 and "--n" in result.output

@@ -329,6 +329,19 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
             RuntimeConfig(**bad)
     with pytest.raises(TypeError, match="hop must be a number, got '0.5'"):
         RuntimeConfig(hop="0.5")
+    with pytest.raises(TypeError, match="config must be a RuntimeConfig, got dict"):
+        Runtime(backend=runtime.backend, config={"hop": 0.5})
+    with pytest.raises(TypeError, match="source must be a spec string"):
+        list(runtime.stream(123))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="max_windows must be an integer >= 1"):
+            list(runtime.stream("demo", max_windows=bad))
+    with pytest.raises(ValueError, match="audio must be float samples in \\[-1, 1\\], got int16"):
+        runtime.analyze(None, np.full(32000, 1000, np.int16))
+    with pytest.raises(SourceError, match="the source is empty"):
+        parse_source("")
+    with pytest.raises(SourceError, match="is a folder; a file source is one media file"):
+        parse_source(str(tmp_path))
     with pytest.raises(ValueError, match="NaN or Inf"):
         runtime.analyze(None, np.full(32000, np.nan, np.float32))
 
@@ -356,3 +369,18 @@ def test_an_unwritable_save_path_is_refused_before_the_model_loads_or_capture_st
         assert result.returncode == 1 and f"--save {target}: {says}" in result.stderr, result.stderr
         assert str(missing) not in result.stderr and result.stdout == ""
     assert blocker.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_an_events_reader_that_goes_away_or_a_full_disk_ends_the_run_cleanly():
+    cmd = [sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--json", "--no-rationale"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["type"] == "start"
+    proc.stdout.close()  # `| head -1`
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in proc.stderr.read()
+    proc.stderr.close()
+    if Path("/dev/full").exists():
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(cmd + ["--max-windows", "1"], stdout=full, stderr=subprocess.PIPE, text=True,
+                                    timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().endswith("cannot write the events to standard output (No space left on device)")

@@ -165,6 +165,11 @@ def load_checkpoint(
     hf_logging.disable_progress_bar()  # a few-MB load needs no progress bar on stderr
     try:
         model = MigrForEmotionReasoning.from_pretrained(folder, **kwargs).to(device).eval()
+    except CheckpointError:
+        raise
+    except ValueError as exc:  # a verified folder whose config the model refuses (written by hand, or by a bug)
+        where = Path(folder) / "config.json" if str(exc).startswith("MigrConfig") else Path(folder)
+        raise CheckpointError(f"{where}: {exc}") from exc
     finally:
         if bars:
             hf_logging.enable_progress_bar()

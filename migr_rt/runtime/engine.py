@@ -134,6 +134,8 @@ class Runtime:
 
         from migr_rt.predict import default_checkpoint
 
+        if config is not None and not isinstance(config, RuntimeConfig):
+            raise TypeError(f"config must be a RuntimeConfig, got {type(config).__name__}")
         self.path = Path(model) if model is not None else default_checkpoint()
         self.backend = backend if isinstance(backend, Backend) else load_backend(self.path, backend, threads=threads)
         self.model_config = self.backend.config
@@ -207,7 +209,11 @@ class Runtime:
                 features = [cache[k] for k in index]
             samples = None
             if audio is not None and len(audio):
-                audio = np.asarray(audio, np.float32).reshape(-1)
+                audio = np.asarray(audio)
+                if not np.issubdtype(audio.dtype, np.floating):  # int16 PCM cast as is would be 32768x too loud
+                    raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (for int16 PCM, "
+                                     "divide by 32768)")
+                audio = audio.astype(np.float32).reshape(-1)
                 first = int(round(window_start * plan.sample_rate))
                 samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
             event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0})
@@ -233,6 +239,12 @@ class Runtime:
         run on the capture threads and must not block.
         """
         self._check_open()
+        if not isinstance(source, (str, SourceSpec)):
+            raise TypeError(f"source must be a spec string (a file, URL, lavfi:GRAPH, demo, camera:N) or a "
+                            f"SourceSpec, got {type(source).__name__}")
+        if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, int)
+                                        or max_windows < 1):
+            raise ValueError(f"max_windows must be an integer >= 1 or None, got {max_windows!r}")
         spec = parse_source(source) if isinstance(source, str) else source
         stop = stop or threading.Event()
         opened = [i.open() for i in spec.inputs]  # fail fast, before any thread starts

@@ -143,7 +143,11 @@ def parse_source(
         inputs.append(InputSpec(source, source, live=True))
         description, live = source, True
     else:
+        if not source.strip():
+            raise SourceError("the source is empty (sources are a file, a URL, lavfi:GRAPH, demo or --camera N)")
         path = Path(source)
+        if path.is_dir():
+            raise SourceError(f"{path}: is a folder; a file source is one media file")
         if not path.is_file():
             raise SourceError(f"{path}: no such file (sources are a file, a URL, lavfi:GRAPH, demo or --camera N)")
         if path.stat().st_size == 0:

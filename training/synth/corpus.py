@@ -307,11 +307,21 @@ def _claim_directory(out: Path, info: dict[str, Any]) -> None:
         existing = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise FileExistsError(f"{out}: {CORPUS_INFO} is unreadable ({exc}); refusing to overwrite") from exc
-    if existing != json.loads(json.dumps(info)):
+    wanted = json.loads(json.dumps(info))
+    if existing != wanted:
+        differ = _differences(existing, wanted)
         raise FileExistsError(
-            f"{out}: holds a different synthetic corpus (its {CORPUS_INFO} has {existing.get('version')!r} / "
-            f"{existing.get('config')}); use an empty directory or delete it first"
+            f"{out}: holds a different synthetic corpus ({'; '.join(differ[:4]) or 'its ' + CORPUS_INFO + ' differs'});"
+            " use an empty directory or delete it first"
         )
+
+
+def _differences(there: Any, asked: Any, at: str = "") -> list[str]:
+    """``"key: X there, Y asked"`` for each leaf where two JSON values differ (nested keys dotted)."""
+    if isinstance(there, dict) and isinstance(asked, dict):
+        return [d for key in sorted(set(there) | set(asked), key=str)
+                for d in _differences(there.get(key), asked.get(key), f"{at}.{key}" if at else str(key))]
+    return [] if there == asked else [f"{at.removeprefix('config.')}: {there!r} there, {asked!r} asked"]
 
 
 def _rounded(obj: Any) -> Any:
