@@ -384,3 +384,12 @@ def test_an_events_reader_that_goes_away_or_a_full_disk_ends_the_run_cleanly():
                                     timeout=120)
         assert result.returncode == 1, result.stderr
         assert result.stderr.strip().endswith("cannot write the events to standard output (No space left on device)")
+
+
+def test_a_window_far_from_the_models_own_is_run_with_a_warning(runtime, caplog):
+    caplog.set_level("WARNING", logger="migr_rt.runtime")
+    own = runtime.model_config.audio_seconds
+    Runtime(backend=runtime.backend, config=RuntimeConfig(window=own * 1.5))
+    assert not caplog.records
+    Runtime(backend=runtime.backend, config=RuntimeConfig(window=own * 5))
+    assert f"this model was trained on {own:g} s windows" in caplog.text

@@ -154,6 +154,10 @@ class Runtime:
         #: reads each rationale's explanation (any ExplanationJudge; default: the cue judge evaluation uses)
         self.judge = resolve_judge(self.model_config, judge, self.path)
         cfg = self.model_config
+        window = self.config.window
+        if window is not None and not cfg.audio_seconds / 2 <= window <= cfg.audio_seconds * 2:
+            logger.warning("window %g s: this model was trained on %g s windows; far from that its answers are "
+                           "untested", window, cfg.audio_seconds)
         self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
                                cfg.sample_rate, cfg.num_frames)
         self._lock = threading.RLock()
