@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backends import DEFAULT_CLIPS, ensure_artifact, resolve_corpus  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-from migr_rt.artifact import MANIFEST, read_artifact, sha256_of  # noqa: E402
+from migr_rt.artifact import MANIFEST, read_artifact, seal, sha256_of  # noqa: E402
 from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.backends.integer_matmul import (  # noqa: E402
     INT8_WEIGHT_BITS, VNNI_FLAGS, full_range_int8_overflows, matmul_integer_error)
@@ -113,7 +113,7 @@ def variant(export: Path, fp32: Path, out: Path, exact: bool) -> dict:
                 shutil.move(Path(tmp) / "exact.onnx", graph)
             spec["sha256"] = sha256_of(graph)
     raw["extra"]["int8_weight_bits"] = 8
-    (out / MANIFEST).write_text(json.dumps(raw, indent=2))
+    (out / MANIFEST).write_text(json.dumps(seal(raw), indent=2))
     read_artifact(out)  # the copy is a valid artifact: hashes match
     return overflowing
 

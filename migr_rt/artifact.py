@@ -93,7 +93,8 @@ class Manifest:
 
 def manifest_digest(raw: dict[str, Any]) -> str:
     """SHA-256 of a manifest's canonical JSON (sorted keys, no whitespace), its own digest left out."""
-    body = {k: v for k, v in raw.items() if k != DIGEST_KEY}
+    # as the file reads back: JSON turns int keys (id2label) into strings, which sort differently
+    body = {k: v for k, v in json.loads(json.dumps(raw)).items() if k != DIGEST_KEY}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -209,18 +209,6 @@ def test_capture_keeps_its_rate_when_analysis_is_slow(runtime):
     assert elapsed < 6 + 3 * 0.7 + 2
 
 
-def test_a_lossless_replay_analyses_every_window_even_when_the_hop_is_small(runtime, clip_file):
-    # At a 0.05 s hop analysis lags the decoder; audio used to run on and overwrite the oldest pending window's
-    # samples (windows dropped, counted, in a replay that promises none)
-    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, hop=0.05, face_tracking=False))
-    events = list(rt.stream(str(clip_file)))
-    windows = [e for e in events if e["type"] == "window"]
-    assert [e["window"] for e in windows] == list(range(41))  # (4 s - 2 s) / 0.05 s + 1
-    assert events[-1]["reason"] == "end_of_stream" and events[-1]["drops"]["windows"] == 0
-    media = decode_media(clip_file, fps=25, sample_rate=16000)
-    _assert_windows_match_analyze(rt, windows[::8], media.frames, media.audio)
-
-
 class SlowStepBackend(TorchBackend):
     """A real backend whose decoding steps take 40 ms: a rationale outlasts the 0.5 s between windows."""
 

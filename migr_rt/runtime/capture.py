@@ -103,7 +103,6 @@ class MediaBuffer:
         self._audio_count = 0
         keep = self.audio_seconds_kept or (self.plan.length + 4 * self.plan.hop)
         self._audio = np.zeros(int(keep * self.plan.sample_rate), np.float32)
-        self._audio_released = 0  # lossless: samples before this one are read by every window that needs them
         self._tickets: deque[Ticket] = deque()
         self._next_window = 0
         self._video_ended = not self.has_video
@@ -146,21 +145,6 @@ class MediaBuffer:
         samples = np.asarray(samples, np.float32).reshape(-1)
         for tap in self._audio_taps:
             tap(samples)
-        if self.realtime:
-            self._push_audio(samples)
-            return
-        # Lossless: never overwrite samples a window still to be analysed needs (the video side already waits for
-        # analysis; audio alone would run on and drop windows when the hop is small). Pieces no longer than the
-        # ring's room beyond one window always fit once the oldest pending window is read.
-        piece = max(1, len(self._audio) - (self.plan.audio_span(0)[1] - self.plan.audio_span(0)[0]))
-        for at in range(0, len(samples), piece):
-            chunk = samples[at : at + piece]
-            with self._cond:
-                self._cond.wait_for(lambda: self._audio_count + len(chunk) - len(self._audio) <= self._audio_released
-                                    or self._stopped)
-            self._push_audio(chunk)
-
-    def _push_audio(self, samples: np.ndarray) -> None:
         with self._cond:
             n = len(samples)
             if n >= len(self._audio):
@@ -266,8 +250,6 @@ class MediaBuffer:
             oldest = self._audio_count - len(self._audio)
             if first < oldest:
                 return None
-            self._audio_released = max(self._audio_released, first)  # windows are read in order
-            self._cond.notify_all()
             out = np.zeros(last - first, np.float32)
             lo, hi = first, min(last, self._audio_count)
             if hi > lo:
