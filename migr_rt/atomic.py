@@ -62,8 +62,8 @@ def check_replaceable(out_dir: str | Path, marker: str, what: str) -> None:
         return
     if not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder; choose a folder to write the {what} to")
-    here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
         raise FileExistsError(f"{out}: is the current folder or one above it, which a {what} would replace "
                               "whole; choose a new folder")
     if (out / marker).is_file() or not any(out.iterdir()):

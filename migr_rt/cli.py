@@ -61,10 +61,16 @@ def _torch_device(device: str) -> str:
 MAX_THREADS = 1024
 
 
+def _reports() -> bool:
+    """Whether this process prints progress: under `accelerate launch` every process runs the command, and only
+    the first one (the one that writes) reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _show_extract(done: int, total: int | None) -> None:
     """Preprocessing progress of train and eval; also where an interrupt_guard's swallowed Ctrl-C stops them."""
     raise_if_interrupted()
-    if os.environ.get("RANK", "0") != "0":  # a launched job's other processes: the first one reports
+    if not _reports():
         return
     if done == 1 or done % 100 == 0 or done == total:
         click.echo(f"preprocessing windows {done}/{total or '?'}", err=True)
@@ -402,8 +408,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
         raise click.UsageError(f"{names} appl{'ies' if len(wrong) == 1 else 'y'} to {applies} only, "
                                f"not to --recipe {recipe}{hint}")
     ctx.with_resource(interrupt_guard())
-    # under `accelerate launch` every process runs this command: the first one (the one that writes) reports
-    reports = os.environ.get("RANK", "0") == "0"
+    reports = _reports()
 
     def show(stage: str, p) -> None:
         raise_if_interrupted()

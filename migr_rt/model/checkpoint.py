@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from migr_rt.artifact import MANIFEST
 from migr_rt.atomic import check_replaceable, staged_folder, write_text_atomic
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def verify_checkpoint(folder: str | Path) -> Path:
             "pass a folder written by save_checkpoint or `migr-rt train`)"
         )
     record_path = folder / CHECKSUM_FILE
-    if not record_path.is_file() and (folder / "manifest.json").is_file():
+    if not record_path.is_file() and (folder / MANIFEST).is_file():
         raise CheckpointError(f"{folder}: is an exported artifact (manifest.json), not a checkpoint; pass the "
                               "checkpoint folder it was exported from")
     files = read_checksums(folder)
