@@ -116,3 +116,14 @@ def test_export_and_train_refuse_an_out_folder_they_would_wipe_before_any_work(t
         assert "holds files but is not a migr-rt checkpoint (no checksums.json)" in result.output
     assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "no work, cache or staging folder left"
+
+
+@pytest.mark.parametrize("recipe,option", [("base", "--cache-dir"), ("migr", "--cache-dir"), ("migr", "--work-dir")])
+def test_train_refuses_a_cache_or_work_folder_inside_out_before_any_work(tmp_path, recipe, option):
+    # the run would fill --out with its cache or work files, and the final save would then refuse (or wipe) them
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(main, ["train", "--recipe", recipe, "--data", str(tmp_path / "no-data"),
+                                       "--out", str(out), option, str(out / "inner")])
+    assert result.exit_code == 1, result.output
+    assert f"{option} {out / 'inner'} is inside the checkpoint folder {out}" in result.output
+    assert list(tmp_path.iterdir()) == [], "nothing written"

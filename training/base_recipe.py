@@ -81,7 +81,7 @@ def run_base_recipe(
     from migr_rt.training.synth.cues import vocabulary_texts
 
     out = Path(recipe.out)
-    check_checkpoint_out(out)
+    check_checkpoint_out(out, keep={"--cache-dir": recipe.cache_dir})
     cache_dir = Path(recipe.cache_dir) if recipe.cache_dir else out.parent / f"{out.name}.cache"
     source = open_source(recipe.data)
     val_source = open_source(recipe.val_data) if recipe.val_data else None

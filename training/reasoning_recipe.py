@@ -308,7 +308,7 @@ def run_reasoning_recipe(
 ) -> dict:
     """Run (or resume) a baseline/migr recipe and write the final checkpoint to ``recipe.out``; return its metrics."""
     out = Path(recipe.out)
-    check_checkpoint_out(out)
+    check_checkpoint_out(out, keep={"--cache-dir": recipe.cache_dir, "--work-dir": recipe.work_dir})
     work = _Work(Path(recipe.work_dir) if recipe.work_dir else out.parent / f"{out.name}.work")
     # The work folder is created by its first write (atomic writes make their folder): a run that fails before
     # finishing anything (bad --data) leaves no empty folder behind.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,9 +123,22 @@ def verify_checkpoint(folder: str | Path) -> Path:
     return folder
 
 
-def check_checkpoint_out(out_dir: str | Path) -> None:
-    """Refuse now an ``out_dir`` that :func:`save_checkpoint` would refuse after hours of training."""
+def check_checkpoint_out(out_dir: str | Path, *, keep: Mapping[str, str | Path | None] | None = None) -> None:
+    """Refuse now an ``out_dir`` that :func:`save_checkpoint` would refuse after hours of training.
+
+    ``keep`` names folders the run writes before it saves (``--cache-dir``,
+    ``--work-dir``): one inside ``out_dir`` would make it a folder of other
+    files that the final save refuses to replace, or be wiped by it.
+    """
     check_replaceable(out_dir, CHECKSUM_FILE, CHECKPOINT)
+    out = Path(out_dir).resolve()
+    for option, folder in (keep or {}).items():
+        if folder is None:
+            continue
+        inside = Path(folder).resolve()
+        if inside == out or out in inside.parents:
+            raise ValueError(f"{option} {folder} is inside the checkpoint folder {out_dir}, which the final save "
+                             f"replaces whole; choose a {option} outside it")
 
 
 def save_checkpoint(
