@@ -637,11 +637,11 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
               show_default=True)
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Window seconds (default: the model's).")
+              help="Window seconds, 0.25-60 (default: the model's).")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
-              help="Seconds between windows.")
+              help="Seconds between windows, 0.01-3600.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
-              help="Frame rate video is resampled to.")
+              help="Frame rate video is resampled to, up to 1000.")
 @click.option("--rationale/--no-rationale", default=True, show_default=True, help="Stream a rationale per window.")
 @click.option("--max-rationale-tokens", type=click.IntRange(min=1), default=96, show_default=True)
 @click.option("--rationale-answer", type=click.Choice(["label", "model"]), default="label", show_default=True,

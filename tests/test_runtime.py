@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -21,6 +22,7 @@ from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
+from migr_rt.runtime.capture import MediaBuffer, WindowPlan
 from migr_rt.runtime.sources import InputSpec, SourceSpec, demo_clip
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
@@ -209,6 +211,46 @@ def test_capture_keeps_its_rate_when_analysis_is_slow(runtime):
     assert elapsed < 6 + 3 * 0.7 + 2
 
 
+def test_a_lossless_replay_analyses_every_window_even_when_the_hop_is_small(runtime, clip_file):
+    # At a 0.05 s hop analysis lags the decoder; audio used to run on and overwrite the oldest pending window's
+    # samples (windows dropped, counted, in a replay that promises none)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, hop=0.05, face_tracking=False))
+    events = list(rt.stream(str(clip_file)))
+    windows = [e for e in events if e["type"] == "window"]
+    assert [e["window"] for e in windows] == list(range(41))  # (4 s - 2 s) / 0.05 s + 1
+    assert events[-1]["reason"] == "end_of_stream" and events[-1]["drops"]["windows"] == 0
+    media = decode_media(clip_file, fps=25, sample_rate=16000)
+    _assert_windows_match_analyze(rt, windows[::8], media.frames, media.audio)
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_audio_decoded_far_ahead_of_video_is_kept_for_a_lossless_replay(realtime):
+    # One thread decodes both streams of a file: a file muxed with audio seconds ahead of its video (or a
+    # 1 fps video) hands the buffer audio long before the video that closes its windows. Capture cannot wait
+    # for those windows (the video it needs comes from this same thread), so a lossless buffer grows instead.
+    plan = WindowPlan(length=2.0, hop=0.05, fps=25.0, sample_rate=16000, frames_per_window=4)
+    buffer = MediaBuffer(plan, has_video=True, has_audio=True, realtime=realtime, max_pending_windows=64)
+    ramp = np.arange(6 * 16000, dtype=np.float32) / 16000  # sample i holds i / 16000: where it came from shows
+    for chunk in np.split(ramp, 6):
+        buffer.push_audio(chunk)  # 6 s of audio, no video yet
+    got = {}
+    for k in range(6 * 25):
+        buffer.push_frame(np.zeros((2, 2, 3), np.uint8))
+        while True:
+            _, ticket, _ = buffer.take(timeout=0)
+            if ticket is None:
+                break
+            got[ticket.window] = buffer.audio(*plan.audio_span(ticket.window))
+    assert sorted(got) == list(range(81))  # (6 s - 2 s) / 0.05 s + 1
+    lost = [w for w, samples in got.items() if samples is None]
+    # a live buffer keeps window + 4 hops of audio: windows starting before 6 - 2.2 s were overwritten
+    assert lost == (list(range(76)) if realtime else [])
+    for w, samples in got.items():
+        if samples is not None:
+            first, last = plan.audio_span(w)
+            np.testing.assert_array_equal(samples, ramp[first:last])
+
+
 class SlowStepBackend(TorchBackend):
     """A real backend whose decoding steps take 40 ms: a rationale outlasts the 0.5 s between windows."""
 
@@ -305,11 +347,13 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
         parse_source("demo", mic="default")
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):
         runtime.analyze(np.zeros((4, 8, 8), np.uint8), None)
-    with pytest.raises(ValueError, match=r"hop must be a finite number of seconds in \(0, 3600\], got 0"):
+    with pytest.raises(ValueError, match=r"hop must be a finite number of seconds in \[0.01, 3600\], got 0"):
         RuntimeConfig(hop=0)
     # non-finite, absurd and too-short values are refused before any source is opened or buffer sized
     for bad in (dict(window=float("nan")), dict(window=float("inf")), dict(window=1e12), dict(window=0.001),
-                dict(hop=float("inf")), dict(hop=1e12), dict(fps=float("inf")), dict(fps=float("nan"))):
+                dict(hop=float("inf")), dict(hop=1e12), dict(hop=1e-7), dict(fps=float("inf")),
+                dict(fps=float("nan")), dict(reconnect_timeout=float("nan")), dict(reconnect_timeout=-1),
+                dict(silence_rms=-0.1), dict(face_margin=float("inf"))):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a finite number"):
             RuntimeConfig(**bad)
     for bad in (dict(max_pending_windows=0), dict(max_rationale_tokens=2.5)):
@@ -317,6 +361,12 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
             RuntimeConfig(**bad)
     with pytest.raises(TypeError, match="hop must be a number, got '0.5'"):
         RuntimeConfig(hop="0.5")
+    # numpy numbers are numbers (e.g. a hop computed with numpy); they are stored as Python ones for JSON events
+    numpy_made = RuntimeConfig(window=np.float32(2.0), hop=np.float64(0.25), fps=np.int64(25),
+                               max_pending_windows=np.int64(3))
+    assert json.dumps(dataclasses.asdict(numpy_made))
+    assert (numpy_made.window, numpy_made.hop, numpy_made.fps, numpy_made.max_pending_windows) == (2.0, 0.25, 25.0, 3)
+    assert type(numpy_made.fps) is float and type(numpy_made.max_pending_windows) is int
     with pytest.raises(TypeError, match="config must be a RuntimeConfig, got dict"):
         Runtime(backend=runtime.backend, config={"hop": 0.5})
     with pytest.raises(TypeError, match="source must be a spec string"):

@@ -6,8 +6,12 @@ still needs (the frames windows will sample, the last seconds of audio) in
 fixed-size structures, and closes a window every hop. When analysis falls
 behind, the oldest unprocessed sampled frame and the oldest pending window are
 dropped, and counted. Files and the demo replay either at their own rate
-(``realtime``: like a camera, with drops) or losslessly (capture waits, no
-drop: every window of the file is analysed).
+(``realtime``: like a camera, with drops) or losslessly (no drop: every
+window of the file is analysed). A lossless replay waits for analysis only
+where analysis is sure to catch up (sampled frames, closed windows); the
+audio it decodes ahead instead grows the audio ring, which never overwrites
+a window analysis has not read yet, because capture cannot wait for a window
+that still needs video this same thread has yet to decode.
 
 A live input that fails or ends is reopened with exponential backoff until
 ``reconnect_timeout``; then the buffer is marked lost and the run ends.
@@ -90,7 +94,9 @@ class MediaBuffer:
     has_audio: bool
     realtime: bool
     max_pending_windows: int = 2
-    audio_seconds_kept: float = 0.0  #: default: window length + 4 hops
+    audio_seconds_kept: float = 0.0  #: default: window length + 4 hops (4 window lengths at most)
+    #: lossless replays grow the audio ring up to this many seconds to keep unread windows' samples
+    max_audio_seconds: float = 600.0
     counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self) -> None:
@@ -101,8 +107,12 @@ class MediaBuffer:
         self._wanted_upto = -1  # windows whose sampled frames are in _wanted
         self._video_count = 0
         self._audio_count = 0
-        keep = self.audio_seconds_kept or (self.plan.length + 4 * self.plan.hop)
-        self._audio = np.zeros(int(keep * self.plan.sample_rate), np.float32)
+        # Live: ~4 hops of slack for analysis to read a closed window. Hops longer than the window leave
+        # audio between windows that no window reads, so the slack stops growing with the hop.
+        keep = self.audio_seconds_kept or (self.plan.length + 4 * min(self.plan.hop, self.plan.length))
+        self._audio = np.zeros(int(keep * self.plan.sample_rate), np.float32)  # sample i lives at i % len
+        self._reading: int | None = None  # the window analysis took last (it reads its audio before taking again)
+        self._ring_full_logged = False
         self._tickets: deque[Ticket] = deque()
         self._next_window = 0
         self._video_ended = not self.has_video
@@ -147,11 +157,14 @@ class MediaBuffer:
             tap(samples)
         with self._cond:
             n = len(samples)
-            if n >= len(self._audio):
-                self._audio[:] = samples[-len(self._audio):]
+            if not self.realtime:
+                self._keep_unread_audio(self._audio_count + n)
+            size = len(self._audio)
+            if n > size:
+                samples, skipped = samples[-size:], n - size
             else:
-                self._audio = np.roll(self._audio, -n)
-                self._audio[-n:] = samples
+                skipped = 0
+            self._audio[np.arange(self._audio_count + skipped, self._audio_count + n) % size] = samples
             self._audio_count += n
             self._close_windows()
             self._cond.notify_all()
@@ -184,6 +197,27 @@ class MediaBuffer:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    def _keep_unread_audio(self, count: int) -> None:
+        """Grow the audio ring so that holding ``count`` samples keeps every window analysis has yet to read."""
+        oldest = self._reading if self._reading is not None else (
+            self._tickets[0].window if self._tickets else self._next_window)
+        needed = count - self.plan.audio_span(oldest)[0]
+        size = len(self._audio)
+        if needed <= size:
+            return
+        limit = max(size, int(self.max_audio_seconds * self.plan.sample_rate))
+        grown = min(max(needed, size + size // 2), limit)
+        if grown <= size:
+            if not self._ring_full_logged:
+                self._ring_full_logged = True
+                logger.warning("audio ran %.0f s ahead of the oldest unread window; its samples are overwritten "
+                               "and windows dropped", needed / self.plan.sample_rate)
+            return
+        first = max(self._audio_count - size, 0)
+        kept = self._audio[np.arange(first, self._audio_count) % size]
+        self._audio = np.zeros(grown, np.float32)
+        self._audio[np.arange(first, self._audio_count) % grown] = kept
 
     def _extend_wanted(self, k: int) -> None:
         # Windows starting up to frame k (plus one) register the frames they sample that are still to come.
@@ -234,6 +268,8 @@ class MediaBuffer:
             frames = list(self._frames)
             self._frames.clear()
             ticket = self._tickets.popleft() if self._tickets else None
+            if ticket is not None:
+                self._reading = ticket.window
             status = list(self._status)
             self._status.clear()
             self._cond.notify_all()
@@ -253,7 +289,7 @@ class MediaBuffer:
             out = np.zeros(last - first, np.float32)
             lo, hi = first, min(last, self._audio_count)
             if hi > lo:
-                out[: hi - lo] = self._audio[lo - oldest : hi - oldest]
+                out[: hi - lo] = self._audio[np.arange(lo, hi) % len(self._audio)]
             return out
 
     @property

@@ -18,6 +18,7 @@ serialised by a lock, so several threads may share one.
 from __future__ import annotations
 
 import logging
+import numbers
 import math
 import threading
 import time
@@ -47,8 +48,9 @@ logger = logging.getLogger(__name__)
 #: Window lengths the runtime accepts (seconds): below ~0.25 s a window holds a frame or two and a few ms of
 #: audio, above a minute its buffers stop being small; the bundled model's own window is 2 s.
 MIN_WINDOW_S, MAX_WINDOW_S = 0.25, 60.0
-#: The longest hop (seconds) and highest frame rate accepted.
-MAX_HOP_S, MAX_FPS = 3600.0, 1000.0
+#: Hops (seconds) accepted: below 10 ms (one audio frame) windows repeat each other; above an hour, a
+#: reading is too rare to stream. The highest frame rate accepted.
+MIN_HOP_S, MAX_HOP_S, MAX_FPS = 0.01, 3600.0, 1000.0
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,28 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         # Checked before any model is loaded: a NaN or an hour-long window would otherwise fail (or allocate
-        # petabytes) deep inside capture, after the source was opened.
-        bounds = (("window", MIN_WINDOW_S, MAX_WINDOW_S), ("hop", 0.0, MAX_HOP_S), ("fps", 0.0, MAX_FPS))
-        for name, low, high in bounds:
+        # petabytes) deep inside capture, after the source was opened. Numbers of any kind (numpy's too) are
+        # stored as Python numbers: they end up in JSON events.
+        bounds = (("window", MIN_WINDOW_S, MAX_WINDOW_S, " of seconds"), ("hop", MIN_HOP_S, MAX_HOP_S, " of seconds"),
+                  ("fps", 0.0, MAX_FPS, " of frames a second"), ("reconnect_timeout", 0.0, MAX_HOP_S, " of seconds"),
+                  ("silence_rms", 0.0, 1.0, ""), ("face_margin", 0.0, 1.0, ""))
+        for name, low, high, unit in bounds:
             value = getattr(self, name)
             if value is None and name == "window":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a number, got {value!r}")
-            if not (low <= value <= high and value > 0):
-                unit = "frames a second" if name == "fps" else "seconds"
-                raise ValueError(f"{name} must be a finite number of {unit} in {'[' if low else '('}{low:g}, {high:g}], "
-                                 f"got {value}")
+            value = float(value)
+            open_low = name in ("fps",)  # 0 fps is no video at all, not a slow one
+            if not (low <= value <= high and (value > 0 or not open_low)):
+                raise ValueError(f"{name} must be a finite number{unit} in {'(' if open_low else '['}{low:g}, "
+                                 f"{high:g}], got {value:g}")
+            object.__setattr__(self, name, value)  # frozen: set once, here
         for name in ("max_rationale_tokens", "max_pending_windows"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
         check_answer_mode(self.rationale_answer)
 
 
