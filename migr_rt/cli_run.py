@@ -48,7 +48,8 @@ def _unwritable(path: Path) -> str | None:
     """Why a file cannot be written at ``path`` (None: it can), found by writing one beside it.
 
     Asked before capture starts: the saver writes at the end, and a whole session's video would otherwise be
-    lost to a bad folder. The folder is created as the saver would create it.
+    lost to a bad folder. A missing folder is created (with its parents) as the saver would create it; the
+    caller says so.
     """
     import tempfile
 
@@ -78,8 +79,12 @@ def run_stream(o: RunOptions) -> int:
         return _error(str(exc))
     if o.save is not None and o.save.suffix.lower() != ".mp4":
         return _error(f"--save {o.save}: the annotated video is written as .mp4")
-    if o.save is not None and (problem := _unwritable(o.save)):
-        return _error(f"--save {o.save}: {problem}")
+    if o.save is not None:
+        new_folder = not o.save.parent.exists()
+        if problem := _unwritable(o.save):
+            return _error(f"--save {o.save}: {problem}")
+        if new_folder:  # like `mkdir -p`, but said: a typo in the folder name would otherwise go unnoticed
+            print(f"migr-rt run: --save {o.save}: created the folder {o.save.parent}", file=sys.stderr, flush=True)
 
     from migr_rt.artifact import ArtifactError
     from migr_rt.backends.base import BackendUnavailable
