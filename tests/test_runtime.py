@@ -293,6 +293,24 @@ def test_ctrl_c_flushes_and_exits_zero():
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
 
 
+def test_ctrl_c_while_the_model_loads_ends_as_cleanly_as_during_the_run():
+    # `-v` logs when loading starts; importing torch and loading the backend take a second or more from there,
+    # so a SIGINT sent on that line lands during the load. --max-windows bounds the run if it ever did not.
+    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "-v", "run", "--source", "demo", "--json",
+                             "--no-rationale", "--max-windows", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:
+        if "loading the model" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        pytest.fail("the run never logged that loading started")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "migr-rt run: interrupted while loading the model\n" in err, err
+    assert "Aborted" not in err and "Traceback" not in err and out == ""  # no events: the run never started
+
+
 def test_analyze_is_thread_safe(runtime, clip_file):
     media = decode_media(clip_file)
     starts = [0.0, 0.5, 1.0, 1.5, 2.0]
