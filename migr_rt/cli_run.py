@@ -2,7 +2,8 @@
 
 Ctrl-C sets a stop flag: the runtime ends the current step, the last events
 are flushed, a ``--save`` video is finalised, and the exit status is 0. A
-second Ctrl-C aborts at once.
+second Ctrl-C aborts at once. Ctrl-C while the model loads ends the command
+with one line on stderr, also with status 0.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from migr_rt.interrupt import interrupt_guard
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ def _unwritable(path: Path) -> str | None:
     """Why a file cannot be written at ``path`` (None: it can), found by writing one beside it.
 
     Asked before capture starts: the saver writes at the end, and a whole session's video would otherwise be
-    lost to a bad folder. The folder is created as the saver would create it.
+    lost to a bad folder. A missing folder is created (with its parents) as the saver would create it; the
+    caller says so.
     """
     import tempfile
 
@@ -78,24 +82,39 @@ def run_stream(o: RunOptions) -> int:
         return _error(str(exc))
     if o.save is not None and o.save.suffix.lower() != ".mp4":
         return _error(f"--save {o.save}: the annotated video is written as .mp4")
-    if o.save is not None and (problem := _unwritable(o.save)):
-        return _error(f"--save {o.save}: {problem}")
+    if o.save is not None:
+        new_folder = not o.save.parent.exists()
+        if problem := _unwritable(o.save):
+            return _error(f"--save {o.save}: {problem}")
+        if new_folder:  # like `mkdir -p`, but said: a typo in the folder name would otherwise go unnoticed
+            print(f"migr-rt run: --save {o.save}: created the folder {o.save.parent}", file=sys.stderr, flush=True)
 
-    from migr_rt.artifact import ArtifactError
-    from migr_rt.backends.base import BackendUnavailable
-    from migr_rt.model import CheckpointError
-    from migr_rt.runtime.engine import Runtime, RuntimeConfig
-    from migr_rt.runtime.events import to_json
-
+    # Loading (torch, the backend, the weights) takes seconds before the stream's Ctrl-C handler is in place;
+    # Ctrl-C there ends the run as cleanly as Ctrl-C during it (exit 0), not with click's "Aborted!" (exit 1).
+    # The guard also catches a Ctrl-C that a native loader swallowed, at the block's end.
     try:
-        runtime = Runtime(o.checkpoint, RuntimeConfig(window=o.window, hop=o.hop, fps=o.fps, rationale=o.rationale,
-                                                      max_rationale_tokens=o.max_rationale_tokens,
-                                                      rationale_answer=o.rationale_answer,
-                                                      reconnect_timeout=o.reconnect_timeout,
-                                                      face_tracking=o.face_tracking),
-                          backend=o.backend, threads=o.threads)
-    except (ArtifactError, BackendUnavailable, CheckpointError, ValueError, FileNotFoundError) as exc:
-        return _error(str(exc))
+        with interrupt_guard():
+            logger.info("loading the model (%s, backend %s)", o.checkpoint or "bundled", o.backend)
+            from migr_rt.artifact import ArtifactError
+            from migr_rt.backends.base import BackendUnavailable
+            from migr_rt.model import CheckpointError
+            from migr_rt.runtime.engine import Runtime, RuntimeConfig
+
+            try:
+                runtime = Runtime(o.checkpoint, RuntimeConfig(window=o.window, hop=o.hop, fps=o.fps,
+                                                              rationale=o.rationale,
+                                                              max_rationale_tokens=o.max_rationale_tokens,
+                                                              rationale_answer=o.rationale_answer,
+                                                              reconnect_timeout=o.reconnect_timeout,
+                                                              face_tracking=o.face_tracking),
+                                  backend=o.backend, threads=o.threads)
+            except (ArtifactError, BackendUnavailable, CheckpointError, ValueError, FileNotFoundError) as exc:
+                return _error(str(exc))
+    except KeyboardInterrupt:
+        print("migr-rt run: interrupted while loading the model", file=sys.stderr, flush=True)
+        return EXIT_OK
+
+    from migr_rt.runtime.events import to_json
 
     stop = threading.Event()
 

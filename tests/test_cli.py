@@ -34,6 +34,20 @@ def test_run_without_a_camera_fails_fast_and_suggests_the_demo(tmp_path):
     assert str(missing) not in result.stderr
 
 
+def test_run_save_into_a_missing_folder_creates_it_and_says_so(tmp_path):
+    target = tmp_path / "new" / "dir" / "out.mp4"
+    result = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--json", "--no-rationale",
+                             "--max-windows", "1", "--save", str(target)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"migr-rt run: --save {target}: created the folder {target.parent}\n" in result.stderr
+    assert target.is_file() and target.stat().st_size > 1000
+    # an existing folder is used without a word (a checkpoint that does not exist ends the run after the check)
+    again = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--save",
+                            str(target.with_name("again.mp4")), "--checkpoint", str(tmp_path / "none")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "created" not in again.stderr and str(tmp_path / "none") in again.stderr
+
+
 def test_synth_writes_clips_and_manifest(tmp_path):
     result = CliRunner().invoke(main, ["synth", "--n", "3", "--out", str(tmp_path / "c"), "--seed", "4"])
     assert result.exit_code == 0, result.output

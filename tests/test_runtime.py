@@ -68,6 +68,7 @@ def _assert_windows_match_analyze(runtime, events, frames, audio, mi_tol=1e-4):
         ref = runtime.analyze(frames, audio, fps=25, window_start=event["t_start"])
         assert event["label"] == ref["label"] and event["dominant"] == ref["dominant"]
         assert event["present"] == ref["present"] and event["missing"] == ref["missing"]
+        assert event["padded_seconds"] == ref["padded_seconds"]
         for m in ref["mi"]:
             assert event["mi"][m] == pytest.approx(ref["mi"][m], abs=mi_tol)
 
@@ -159,6 +160,36 @@ def test_lavfi_source_without_a_face_is_audio_only_and_matches_analyze(runtime):
         assert e["label"] is not None and e["dominant"] == "audio" and e["importance"]["visual"] == 0.0
     frames, audio = _lavfi_media(LAVFI_AV.removeprefix("lavfi:"))
     _assert_windows_match_analyze(runtime, events, frames, audio)
+
+
+def test_a_window_past_the_end_of_the_media_says_how_much_of_it_no_media_covered(runtime, tmp_path):
+    # The window keeps its nominal span (t_end = t_start + 2 s); padded_seconds says how much of it, per
+    # modality, was the last frame held or silence rather than media, in the stream and in analyze alike.
+    clip = render_clip(SynthConfig(n=1, seed=7, duration=1.2), 0)
+    short = write_media(tmp_path / "short.mp4", clip.frames, 25, clip.audio, 16000)  # shorter than the window
+    clip = render_clip(SynthConfig(n=1, seed=7, duration=3.0), 0)
+    audio_runs_on = write_media(tmp_path / "audio_runs_on.mp4", clip.frames[:50], 25, clip.audio, 16000)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False))
+    expected = {short: [(0.0, 0.8, 0.8)], audio_runs_on: [(0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (1.0, 1.0, 0.0)]}
+    for path, spans in expected.items():
+        events = list(rt.stream(str(path)))
+        for event in events:
+            jsonschema.validate(event, EVENT_SCHEMA)
+        windows = [e for e in events if e["type"] == "window"]
+        media = decode_media(path, fps=25, sample_rate=16000)
+        assert [e["t_start"] for e in windows] == [start for start, _, _ in spans], path.name
+        for event, (start, visual, audio) in zip(windows, spans):
+            assert event["t_end"] == start + 2.0
+            assert event["padded_seconds"]["visual"] == pytest.approx(visual, abs=1e-6)
+            assert event["padded_seconds"]["audio"] == pytest.approx(audio, abs=0.03)  # AAC adds a few ms
+            # what the window lacked is what the decoded media lacks
+            assert event["padded_seconds"]["audio"] == max(0.0, round(start + 2.0 - len(media.audio) / 16000, 6))
+            ref = runtime.analyze(media.frames, media.audio, fps=25, window_start=start)
+            assert ref["padded_seconds"] == event["padded_seconds"] and ref["t_end"] == event["t_end"]
+    # a modality without a stream has no entry: `missing` already says why
+    mute = write_media(tmp_path / "mute.mp4", clip.frames[:30], 25)
+    window = next(e for e in rt.stream(str(mute)) if e["type"] == "window")
+    assert window["padded_seconds"] == {"visual": 0.8} and window["missing"] == {"audio": "no_audio"}
 
 
 def test_no_face_and_no_audio_gives_no_label(runtime):
@@ -302,6 +333,24 @@ def test_ctrl_c_flushes_and_exits_zero():
     assert proc.returncode == 0, err
     events = _events("".join(lines) + out)
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
+
+
+def test_ctrl_c_while_the_model_loads_ends_as_cleanly_as_during_the_run():
+    # `-v` logs when loading starts; importing torch and loading the backend take a second or more from there,
+    # so a SIGINT sent on that line lands during the load. --max-windows bounds the run if it ever did not.
+    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "-v", "run", "--source", "demo", "--json",
+                             "--no-rationale", "--max-windows", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:
+        if "loading the model" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        pytest.fail("the run never logged that loading started")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "migr-rt run: interrupted while loading the model\n" in err, err
+    assert "Aborted" not in err and "Traceback" not in err and out == ""  # no events: the run never started
 
 
 def test_analyze_is_thread_safe(runtime, clip_file):

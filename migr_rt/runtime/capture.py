@@ -292,6 +292,26 @@ class MediaBuffer:
                 out[: hi - lo] = self._audio[np.arange(lo, hi) % len(self._audio)]
             return out
 
+    def padded_seconds(self, w: int) -> dict[str, float]:
+        """Seconds of window ``w`` past the end of each stream (``video``, ``audio``) that went into it.
+
+        A stream that ended before the window did (a clip shorter than the window, audio outlasting the video)
+        is padded: its last sampled frame held, its audio zero-filled. The window keeps its nominal span, so the
+        event says how much of it no media covered. A stream still running covers every window that closed
+        (0; frames_needed rounds, so counting frames against it would see half a frame missing now and then).
+        """
+        end = self.plan.start(w) + self.plan.length
+        with self._cond:
+            padded = {}
+            if self.has_video:
+                covered = self._video_count / self.plan.fps
+                padded["video"] = min(max(end - covered, 0.0), self.plan.length) if self._video_ended else 0.0
+            if self.has_audio:
+                missing = self.plan.audio_span(w)[1] - self._audio_count
+                padded["audio"] = min(max(missing, 0) / self.plan.sample_rate, self.plan.length) \
+                    if self._audio_ended else 0.0
+            return padded
+
     @property
     def finished(self) -> bool:
         """Nothing more will come: streams ended (or the source was lost) and every closed window was taken."""

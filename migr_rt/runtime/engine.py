@@ -211,6 +211,7 @@ class Runtime:
             start = time.monotonic()
             detector = self._new_detector()  # each window on its own: the same window gives the same event
             features = None
+            padded: dict[str, float] = {}  # seconds of the window past the end of frames / audio (see stream)
             if frames is not None and len(frames):
                 frames = np.asarray(frames)
                 if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -219,6 +220,7 @@ class Runtime:
                 unique = sorted(set(index))
                 cache = dict(zip(unique, self._frame_features([frames[k] for k in unique], detector)))
                 features = [cache[k] for k in index]
+                padded["video"] = min(max(window_start + plan.length - len(frames) / fps, 0.0), plan.length)
             samples = None
             if audio is not None and len(audio):
                 audio = np.asarray(audio)
@@ -227,8 +229,11 @@ class Runtime:
                                      "divide by 32768)")
                 audio = audio.astype(np.float32).reshape(-1)
                 first = int(round(window_start * plan.sample_rate))
-                samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
-            event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0})
+                last = first + int(round(plan.length * plan.sample_rate))
+                samples = audio[first:last]
+                padded["audio"] = min(max(last - len(audio), 0) / plan.sample_rate, plan.length)
+            event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0},
+                                                        padded)
             if rationale and tokens is not None:
                 for item in self._rationale(0, event, tokens, visible, stale=None):
                     if item["type"] == "rationale":
@@ -324,7 +329,8 @@ class Runtime:
                 with self._lock:
                     self._check_open()
                     event, tokens, visible = self._window_event(w, self.plan.start(w), features, samples,
-                                                                ticket.closed_at, {"face": face_ms})
+                                                                ticket.closed_at, {"face": face_ms},
+                                                                buffer.padded_seconds(w))
                 event["drops"] = buffer.counters.as_dict()
                 windows += 1
                 yield event
@@ -376,8 +382,14 @@ class Runtime:
 
     def _window_event(
         self, w: int, t_start: float, features: list[FrameFeature] | None, samples: np.ndarray | None,
-        closed_at: float, latency: dict[str, float],
+        closed_at: float, latency: dict[str, float], padded: dict[str, float],
     ) -> tuple[dict[str, Any], ModalityTokens | None, torch.Tensor | None]:
+        """The ``window`` event, and the tokens and visibility its rationale needs (None: nothing to explain).
+
+        ``padded`` (seconds of the window past the end of the ``video`` / ``audio`` stream) is reported per
+        modality that had input: ``t_end`` stays the nominal window end, so a reader learns from
+        ``padded_seconds`` that part of the window held the last frame or silence rather than media.
+        """
         cfg = self.model_config
         names = list(cfg.modalities)
         missing: dict[str, str] = {}
@@ -408,10 +420,16 @@ class Runtime:
         tokens = ModalityTokens(visual, audio)
         encode_ms = (time.monotonic() - t) * 1e3
         boxes = [f.box for f in features or [] if f.box is not None]
+        padded_seconds: dict[str, float] = {}
+        if features:
+            padded_seconds["visual"] = round(padded.get("video", 0.0), 6)
+        if samples is not None and len(samples):
+            padded_seconds["audio"] = round(padded.get("audio", 0.0), 6)
         event = make_event(
             "window", window=w, t_start=round(t_start, 6), t_end=round(t_start + self.plan.length, 6),
             label=None, probs={}, mi={}, importance={}, dominant=None,
             present={m: bool(p) for m, p in zip(names, present[0].tolist())}, missing=missing,
+            padded_seconds=padded_seconds,
             face={"box": boxes[-1].as_list() if boxes else None, "frames_with_face": with_face,
                   "frames_sampled": len(features or [])},
             latency_ms={}, drops={"frames": 0, "windows": 0, "captured_frames": 0, "windows_seen": 0},

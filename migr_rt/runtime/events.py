@@ -13,8 +13,11 @@ Unix seconds). Types, in the order a run produces them:
     (null when there is no evidence at all), ``probs``, ``mi``,
     ``importance``, ``dominant``, ``present`` (per modality), ``missing``
     (why a modality is absent: ``no_video``, ``no_face``, ``no_audio``,
-    ``silent``), ``face`` (``box`` ``[x, y, w, h]`` of the newest sampled frame
-    or null, ``frames_with_face`` of ``frames_sampled``), ``latency_ms``
+    ``silent``), ``padded_seconds`` (per modality with a stream: how much of
+    the window lay past that stream's end, its last frame held or silence;
+    ``t_end`` stays the nominal end), ``face`` (``box`` ``[x, y, w, h]`` of
+    the newest sampled frame or null, ``frames_with_face`` of
+    ``frames_sampled``), ``latency_ms``
     (``face``, ``encode``, ``mi``, ``total``: window close -> this event) and
     ``drops`` (``frames``, ``windows``, ``captured_frames``, ``windows_seen``).
 ``rationale_token``
@@ -119,6 +122,8 @@ EVENT_SCHEMA: dict[str, Any] = {
             "dominant": _STR_OR_NULL,
             "present": {"type": "object", "additionalProperties": {"type": "boolean"}},
             "missing": {"type": "object", "additionalProperties": {"enum": list(MISSING_REASONS)}},
+            # not required: added within version 2 (a new field alone is not a change readers would misread)
+            "padded_seconds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
             "face": {"type": "object", "required": ["box", "frames_with_face", "frames_sampled"], "properties": {
                 "box": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
                 "frames_with_face": {"type": "integer", "minimum": 0},
