@@ -186,6 +186,16 @@ def test_a_window_past_the_end_of_the_media_says_how_much_of_it_no_media_covered
             assert event["padded_seconds"]["audio"] == max(0.0, round(start + 2.0 - len(media.audio) / 16000, 6))
             ref = runtime.analyze(media.frames, media.audio, fps=25, window_start=start)
             assert ref["padded_seconds"] == event["padded_seconds"] and ref["t_end"] == event["t_end"]
+    # video running on after the audio: a window that begins past the audio's end has no audio (not silence)
+    video_runs_on = write_media(tmp_path / "video_runs_on.mp4", clip.frames, 25, clip.audio[:8000], 16000)
+    full_scans = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, face_tracking=False))
+    events = list(full_scans.stream(str(video_runs_on)))  # boxes as analyze finds them: MI comparable
+    windows = [e for e in events if e["type"] == "window"]
+    assert [e["t_start"] for e in windows] == [0.0, 0.5, 1.0]
+    assert windows[0]["missing"].get("audio") is None and windows[-1]["missing"]["audio"] == "no_audio"
+    assert "audio" not in windows[-1]["padded_seconds"]
+    media = decode_media(video_runs_on, fps=25, sample_rate=16000)
+    _assert_windows_match_analyze(full_scans, events, media.frames, media.audio)
     # a modality without a stream has no entry: `missing` already says why
     mute = write_media(tmp_path / "mute.mp4", clip.frames[:30], 25)
     window = next(e for e in rt.stream(str(mute)) if e["type"] == "window")

@@ -321,16 +321,18 @@ class Runtime:
                     # A window that outlasts the video (audio runs on) holds its last sampled frame.
                     features = [cache[k] if k in cache else cache[max(c for c in cache if c < k)] for k in index]
                 samples = None
+                padded = buffer.padded_seconds(w)
                 if has_audio:
                     samples = buffer.audio(*self.plan.audio_span(w))
                     if samples is None:
                         buffer.counters.dropped_windows += 1
                         continue
+                    if padded.get("audio", 0.0) >= self.plan.length:
+                        samples = None  # the audio ended before this window began: no audio (as analyze says), not silence
                 with self._lock:
                     self._check_open()
                     event, tokens, visible = self._window_event(w, self.plan.start(w), features, samples,
-                                                                ticket.closed_at, {"face": face_ms},
-                                                                buffer.padded_seconds(w))
+                                                                ticket.closed_at, {"face": face_ms}, padded)
                 event["drops"] = buffer.counters.as_dict()
                 windows += 1
                 yield event
