@@ -41,7 +41,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(mode: str, script: str, *args: str) -> None:
+def _launch(mode: str, script: str, *args: str) -> subprocess.CompletedProcess:
     """``accelerate launch`` two CPU (gloo) processes, data-parallel (``ddp``) or sharded (``fsdp``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     scale = ["--multi_gpu"] if mode == "ddp" else ["--use_fsdp", "--fsdp_version", "2"]
@@ -52,6 +52,7 @@ def _launch(mode: str, script: str, *args: str) -> None:
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_sharded_perception_stage_matches_data_parallel(smoke_runs):
 
 def test_sharded_steps_through_the_sft_methods_match_data_parallel(tmp_path):
     for mode in ("ddp", "fsdp"):
-        _launch(mode, "sharded_steps.py", str(tmp_path / f"{mode}.safetensors"))
+        result = _launch(mode, "sharded_steps.py", str(tmp_path / f"{mode}.safetensors"))
+        # FSDP2's view-tensor warning (one per unit and rank) is silenced: nothing modifies those outputs in place
+        assert "returned a view tensor" not in result.stderr, result.stderr[-2000:]
     a, b = (load_file(tmp_path / f"{mode}.safetensors") for mode in ("ddp", "fsdp"))
     assert a.keys() == b.keys() and len(a) > 20
     worst = max((a[k] - b[k]).abs().max().item() for k in a)

@@ -39,6 +39,7 @@ import atexit
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +108,12 @@ class Distributed:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+        # FSDP2 warns, per unit and rank, when a unit returns a view (nn.Linear on a (B, L, D) input does): an
+        # in-place op on that output would skip the unit's all-gather in backward. The model's methods only
+        # use such outputs out of place, and tests/test_distributed.py holds sharded gradients to data-parallel
+        # ones, so on the documented command the warning is noise that buries the progress lines.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(.*\) returned a view tensor",
+                                category=UserWarning)
         mesh = init_device_mesh("cpu", (self.world_size,))
         units = [model.visual_encoder, model.audio_encoder, model.visual_projector, model.audio_projector,
                  *model.decoder.model.layers]
