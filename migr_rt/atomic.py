@@ -58,6 +58,7 @@ def check_replaceable(out_dir: str | Path, marker: str, what: str) -> None:
     Called before long work starts and again just before the swap.
     """
     out = Path(out_dir)
+    _check_writable_parent(out, what)
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir():
@@ -70,6 +71,25 @@ def check_replaceable(out_dir: str | Path, marker: str, what: str) -> None:
         return
     raise FileExistsError(f"{out}: holds files but is not a {what} (no {marker}), and it would be replaced whole; "
                           "choose a new or empty folder, or delete it first")
+
+
+def _check_writable_parent(out: Path, what: str) -> None:
+    """Refuse now an ``out`` whose folder cannot be made or written (its staging sibling goes there).
+
+    Found by making (and removing) a folder in the nearest existing ancestor, so
+    nothing is left behind, and said in terms of ``out`` rather than as a raw
+    errno on a staging path at the end of the work.
+    """
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"{out}: cannot be created: {ancestor} is a file, not a folder")
+    try:
+        tempfile.TemporaryDirectory(dir=ancestor, prefix=".migr-rt-probe-").cleanup()
+    except OSError as exc:
+        raise PermissionError(f"{out}: the {what} cannot be written there: {ancestor} does not take new folders "
+                              f"({exc.strerror or exc})") from exc
 
 
 def publish_folder(staging: str | Path, out_dir: str | Path, *, marker: str, what: str) -> Path:

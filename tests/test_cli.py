@@ -132,6 +132,21 @@ def test_export_and_train_refuse_an_out_folder_they_would_wipe_before_any_work(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "no work, cache or staging folder left"
 
 
+def test_export_and_train_refuse_an_out_that_cannot_be_created_naming_it(tiny_checkpoint, tmp_path):
+    # raw errnos on a staging path (after the whole export) used to be all the user saw
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    commands = [["export", "--checkpoint", str(tiny_checkpoint)], ["train", "--recipe", "base", "--data", "none"],
+                ["train", "--recipe", "migr", "--data", "none"]]
+    for command in commands:
+        result = CliRunner().invoke(main, [*command, "--out", str(blocker / "sub")])
+        assert result.exit_code == 1, result.output
+        assert f"{blocker / 'sub'}: cannot be created: {blocker} is a file, not a folder" in result.output
+        result = CliRunner().invoke(main, [*command, "--out", "/proc/migr-rt-out"])  # no new folders in /proc
+        assert result.exit_code == 1, result.output
+        assert "/proc/migr-rt-out: the migr-rt " in result.output and "/proc does not take new folders" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
 @pytest.mark.parametrize("recipe,option", [("base", "--cache-dir"), ("migr", "--cache-dir"), ("migr", "--work-dir")])
 def test_train_refuses_a_cache_or_work_folder_inside_out_before_any_work(tmp_path, recipe, option):
     # the run would fill --out with its cache or work files, and the final save would then refuse (or wipe) them
