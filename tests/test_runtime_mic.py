@@ -239,5 +239,6 @@ def test_a_microphone_that_cannot_work_fails_in_plain_words_without_alsa_lib_lin
     late = subprocess.run(run + ["--mic", "alsa:broken", "--no-rationale", "--backend", "torch"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert late.returncode == 1 and "ALSA lib" not in late.stderr, late.stderr
-    assert ("migr-rt run: microphone alsa:broken: cannot be opened: the device cannot be opened (busy, unplugged or "
-            "not a capture device) (FFmpeg: cannot open audio device broken (No such file or directory))") in late.stderr
+    said = ("migr-rt run: microphone alsa:broken: cannot be opened: the device cannot be opened (busy, unplugged or "
+            "not a capture device) (FFmpeg: cannot open audio device broken (No such file or directory))")
+    assert said in late.stderr

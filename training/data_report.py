@@ -123,7 +123,8 @@ def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage
         described += 1
         negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
         for modality, text in texts.items():
-            unread[modality].update(list(dict.fromkeys(lexicon.unread(text, alone[modality]))))  # a clip counts once per clause
+            # a clip counts once per clause
+            unread[modality].update(list(dict.fromkeys(lexicon.unread(text, alone[modality]))))
         if described_cues(texts, lexicon) is not None:
             readable += 1
             strengths += bool(described_intensities(texts, lexicon))
