@@ -12,7 +12,8 @@ manifest, a newer format version, a graph path that leaves the folder, a
 missing or altered (e.g. truncated) graph file, and a graph set that does not
 match the format, and a manifest edited after export (its own digest,
 :data:`DIGEST_KEY`). Backends then compare each graph's real inputs/outputs with
-the manifest (:func:`check_io`).
+the manifest (:func:`check_io`) and the graphs' fixed sizes with the manifest's
+model config (:func:`check_shapes`).
 """
 
 from __future__ import annotations
@@ -222,6 +223,44 @@ def check_io(path: Path, spec: GraphSpec, inputs: list[str], outputs: list[str])
             f"{path}: the graph has inputs {inputs} and outputs {outputs}, but the manifest says "
             f"{spec.input_names} and {spec.output_names}"
         )
+
+
+def _static(dim: Any) -> int | None:
+    """A dimension's fixed size, or None for a dynamic one (onnxruntime: a name or None; TensorRT: -1)."""
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+
+def check_shapes(path: Path, name: str, spec: GraphSpec, actual: dict[str, list[Any]],
+                 expected: dict[str, list[tuple[str, int] | None]]) -> None:
+    """Refuse a graph whose fixed dimensions disagree with the manifest.
+
+    A sealed manifest can still be wrong (edited, then sealed again): names match, every hash matches, and the
+    first window would fail deep inside the inference library with a shape error that names no field. ``actual``
+    is the graph's own tensor shapes (tensor name -> dims), ``expected`` the sizes the manifest's model config
+    sets (``migr_rt.model.graphs.graph_dims(config)[name]``); the manifest's own tensor shapes are compared too.
+    """
+    manifest = path.parent / MANIFEST
+    for tensor, dims in expected.items():
+        shape = actual.get(tensor)
+        if shape is None:
+            continue
+        if len(shape) != len(dims):
+            raise ArtifactError(f"{path}: tensor {tensor!r} of graph {name!r} has {len(shape)} dimensions {shape}, "
+                                f"but the model config in {manifest} makes it {len(dims)}; export the checkpoint again")
+        for axis, (dim, want) in enumerate(zip(shape, dims)):
+            if want is not None and _static(dim) is not None and dim != want[1]:
+                raise ArtifactError(
+                    f"{path}: tensor {tensor!r} of graph {name!r} has size {dim} at dimension {axis} (shape {shape}), "
+                    f"but {manifest} gives model_config {want[0]} = {want[1]}: the manifest does not describe "
+                    "these graphs (edited after export?); export the checkpoint again")
+    for t in spec.inputs + spec.outputs:
+        shape = actual.get(t.name)
+        if shape is None:
+            continue
+        fixed = [(a, b) for a, b in zip(shape, t.shape) if _static(a) is not None and _static(b) is not None]
+        if len(shape) != len(t.shape) or any(a != b for a, b in fixed):
+            raise ArtifactError(f"{path}: tensor {t.name!r} of graph {name!r} has shape {shape}, but {manifest} says "
+                                f"{t.shape}; export the checkpoint again")
 
 
 def is_artifact(folder: str | Path) -> bool:

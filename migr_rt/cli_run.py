@@ -74,10 +74,11 @@ def _error(message: str) -> int:
 
 
 def run_stream(o: RunOptions) -> int:
-    from migr_rt.runtime.sources import SourceError, parse_source
+    from migr_rt.runtime.sources import SourceError, check_inputs, parse_source
 
-    try:  # devices and files are checked before the model is loaded: a missing camera fails in milliseconds
+    try:  # devices, files, graphs and host names are checked before the model loads: a bad one fails in milliseconds
         spec = parse_source(o.source, camera=o.camera, mic=o.mic, realtime=o.realtime, loop=o.loop, fps=o.fps)
+        check_inputs(spec)
     except SourceError as exc:
         return _error(str(exc))
     if o.save is not None and o.save.suffix.lower() != ".mp4":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -96,6 +97,36 @@ def test_newer_format_version(artifact):
 def test_manifest_that_does_not_match_the_graph(artifact):
     _edit_manifest(artifact, lambda d: d["graphs"]["scoring"]["inputs"][2].update(name="presence"))
     with pytest.raises(ArtifactError, match=r"scoring\.onnx: the graph has inputs .* but the manifest says"):
+        OnnxRuntimeBackend(artifact)
+
+
+@pytest.mark.parametrize("field, value, graph, tensor, actual", [
+    ("num_frames", 3, "visual_pool", "frame_embeddings", 8),
+    ("text_config.hidden_size", 96, "audio", "audio_tokens", 192),
+    ("num_visual_tokens", 5, "prefill", "visual_tokens", 4),
+    ("audio_seconds", 1.5, "audio", "waveform", 32000),
+    ("text_config.vocab_size", 700, "prefill", "logits", 615),
+])
+def test_a_sealed_manifest_whose_config_does_not_fit_the_graphs_is_refused_at_load(artifact, field, value, graph,
+                                                                                   tensor, actual):
+    # edited and sealed again: every hash matches, and without this the first window fails inside onnxruntime
+    def change(data):
+        config = data["model_config"]
+        for key in field.split(".")[:-1]:
+            config = config[key]
+        config[field.split(".")[-1]] = value
+    _edit_manifest(artifact, change)
+    named = "audio_seconds x sample_rate = 24000" if field == "audio_seconds" else f"{field} = {value}"
+    with pytest.raises(ArtifactError, match=rf"art/{graph}\.onnx: tensor '{tensor}' of graph '{graph}' has size "
+                                            rf"{actual} at dimension .* but .*art/manifest\.json gives model_config "
+                                            rf"{re.escape(named)}: the manifest does not describe these graphs"):
+        OnnxRuntimeBackend(artifact)
+
+
+def test_a_sealed_manifest_whose_tensor_shapes_do_not_fit_the_graph_is_refused_at_load(artifact):
+    _edit_manifest(artifact, lambda d: d["graphs"]["visual_pool"]["inputs"][0].update(shape=["batch", 3, 128]))
+    with pytest.raises(ArtifactError, match=r"visual_pool\.onnx: tensor 'frame_embeddings' of graph 'visual_pool' "
+                                            r"has shape \['batch', 8, 128\], but .*manifest\.json says \['batch', 3, 128\]"):
         OnnxRuntimeBackend(artifact)
 
 

@@ -340,6 +340,38 @@ def test_unread_leaves_the_clauses_a_lexicon_cannot_read(text, unread) -> None:
     assert LEXICON.unread(text) == unread
 
 
+@pytest.mark.parametrize("text,unread", [
+    ("rock and roll", ["rock and roll"]),  # one expression: a lexicon may list it as one phrase
+    ("a salt  AND pepper beard", ["salt and pepper beard"]),
+    ("salt and the pepper beard and lowered brows", ["salt and the pepper beard"]),
+    ("angry and sad", ["angry", "sad"]),  # a list: no phrase may name an emotion
+    ("raised cheeks, angry and tired eyes", ["angry", "tired eyes"]),
+    ("furrowed brow and clenched jaw", ["furrowed brow and clenched jaw"]),  # unknown here; migr-rt data knows more
+])
+def test_unread_keeps_an_expression_joined_by_and_whole(text, unread) -> None:
+    assert LEXICON.unread(text) == unread
+    listed = LEXICON.unread("furrowed brow and clenched jaw", alone={"furrowed brow"})
+    assert listed == ["furrowed brow", "clenched jaw"]
+
+
+def test_data_lists_expressions_with_and_whole_and_lists_apart(tmp_path) -> None:
+    root, records = synth_dfew_tree(tmp_path, n=4, seed=45)
+    visual = ["a salt and pepper beard, furrowed brow and clenched jaw", "salt and pepper beard and a smile",
+              "furrowed brow", "angry and sad"]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"clip_id": str(k), "visual": visual[k - 1], "audio": "rock and roll voice"})
+                            + "\n" for k in range(1, len(records) + 1)))
+    lexicon = tmp_path / "small.json"
+    lexicon.write_text(json.dumps(_lexicon()))
+    result = CliRunner().invoke(main, ["data", f"dfew:{root}?fold=1&split=train&descriptions={path}",
+                                       "--lexicon", str(lexicon), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unread_words"] == {
+        "visual": [["furrowed brow", 2], ["salt and pepper beard", 2], ["angry", 1], ["clenched jaw", 1], ["sad", 1]],
+        "audio": [["rock and roll voice", 4]],
+    }
+
+
 def test_unread_trims_the_longest_edge_word_first() -> None:
     own = lexicon_from_dict(_lexicon(version=2, intensity_words={"a little bit": 0.3, "to some extent": 0.6},
                                      negation_words=["no", "not at all"]), "x")

@@ -443,6 +443,26 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
         runtime.analyze(None, np.full(32000, np.nan, np.float32))
 
 
+def test_a_bad_lavfi_graph_fails_at_once_in_plain_words(runtime, tmp_path):
+    # The command line refuses it before it even looks for the model (the checkpoint named here does not exist),
+    # in one line that says what is wrong in words and keeps FFmpeg's own, without its errno numbers.
+    start = time.monotonic()
+    result = _cli("--source", "lavfi:nonsense", "--json", "--checkpoint", str(tmp_path / "no-model"))
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1 and result.stdout == ""  # no event at all: no start, no reconnecting status
+    assert result.stderr == ("migr-rt run: lavfi nonsense: cannot be opened: the filter graph is not valid "
+                             "(FFmpeg: No such filter: 'nonsense')\n")
+    assert elapsed < 5, elapsed  # loosely: Python's start-up, not a model load (7-9 s here before) or retries
+    from migr_rt.runtime import SourceError
+
+    with pytest.raises(SourceError) as refused:
+        list(runtime.stream("lavfi:testsrc=size=huge:rate=25"))
+    assert str(refused.value) == ('lavfi testsrc=size=huge:rate=25: cannot be opened: the filter graph is not valid '
+                                  '(FFmpeg: Unable to parse "size" option value "huge" as image size; Error setting '
+                                  'option size to value huge.)')
+    assert refused.value.retryable is False  # waiting cannot fix it
+
+
 def test_runtime_on_the_onnx_artifact_matches_torch(bundled_onnx, runtime, clip_file):
     media = decode_media(clip_file)
     with Runtime(bundled_onnx) as rt:

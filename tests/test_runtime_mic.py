@@ -162,9 +162,14 @@ def test_bundled_libasound_is_pointed_at_a_system_configuration(mic, tmp_path):
             alsa.configure_alsa = lambda *a, **k: {{}}
             import migr_rt.runtime.sources as sources
             sources.configure_alsa = alsa.configure_alsa
-        spec = mic_input("alsa:{PCM}")
+        try:  # a device name the library cannot resolve is refused here already
+            spec, refused = mic_input("alsa:{PCM}"), None
+        except SourceError as exc:
+            spec, refused = None, exc
         print(os.environ.get("ALSA_CONFIG_DIR"))
         try:
+            if refused is not None:
+                raise refused
             spec.open(timeout=3).close()
             print("opened")
         except SourceError as exc:
@@ -213,3 +218,27 @@ def test_microphone_specs_that_cannot_work_are_refused_up_front(mic, tmp_path):
     assert result.returncode == 1
     assert "microphone alsa:no_such_pcm: cannot be opened" in result.stderr
     assert ("/dev/snd is missing" in result.stderr) == (not Path("/dev/snd").exists())
+
+
+def test_a_microphone_that_cannot_work_fails_in_plain_words_without_alsa_lib_lines(mic, tmp_path):
+    video, _, conf = mic
+    own = tmp_path / "asound.conf"  # "broken" resolves, and fails to open: its slave does not exist
+    own.write_text(conf.read_text() + 'pcm.broken { type plug slave.pcm "no_such_pcm" }\n')
+    env = _env(ALSA_CONFIG_PATH=str(own), ALSA_CONFIG_DIR=str(conf.parent))
+    run = [sys.executable, "-m", "migr_rt.cli", "run", "--source", str(video), "--json"]
+    # A name ALSA cannot resolve is refused before the model is looked for (the checkpoint named does not exist).
+    early = subprocess.run(run + ["--mic", "alsa:no_such_pcm", "--checkpoint", str(tmp_path / "no-model")],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert early.returncode == 1 and early.stdout == ""
+    assert early.stderr.startswith("migr-rt run: microphone alsa:no_such_pcm: cannot be opened: ALSA cannot resolve "
+                                   "the device name 'no_such_pcm' (No such file or directory: a name it does not "
+                                   "know, or one whose sound card is not there)"), early.stderr
+    assert early.stderr.count("\n") == 1, early.stderr  # that line only
+    # One that resolves fails when the stream opens it: FFmpeg's reason in words, and none of alsa-lib's own lines
+    # ("ALSA lib pcm.c:2722:(snd_pcm_open_noupdate) Unknown PCM no_such_pcm") on stderr.
+    late = subprocess.run(run + ["--mic", "alsa:broken", "--no-rationale", "--backend", "torch"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert late.returncode == 1 and "ALSA lib" not in late.stderr, late.stderr
+    said = ("migr-rt run: microphone alsa:broken: cannot be opened: the device cannot be opened (busy, unplugged or "
+            "not a capture device) (FFmpeg: cannot open audio device broken (No such file or directory))")
+    assert said in late.stderr

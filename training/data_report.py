@@ -110,13 +110,21 @@ def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage
     described = readable = negated = strengths = 0
     example = None
     unread: dict[str, Counter] = {m: Counter() for m in MODALITIES}
+    # Clauses said on their own in a modality's descriptions: "A and B" with such a piece is a list, not one
+    # expression ("salt and pepper hair"), so it is counted as its pieces (CueLexicon.unread).
+    alone: dict[str, set[str]] = {m: set() for m in MODALITIES}
+    for _, _, texts in indexed_clips(source):
+        if all(t is not None for t in texts.values()):
+            for modality, text in texts.items():
+                alone[modality].update(w for w, pieces in lexicon.unread_clauses(text) if len(pieces) == 1)
     for clip_id, _, texts in indexed_clips(source):
         if not all(t is not None for t in texts.values()):
             continue
         described += 1
         negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
         for modality, text in texts.items():
-            unread[modality].update(list(dict.fromkeys(lexicon.unread(text))))  # a clip counts once per clause
+            # a clip counts once per clause
+            unread[modality].update(list(dict.fromkeys(lexicon.unread(text, alone[modality]))))
         if described_cues(texts, lexicon) is not None:
             readable += 1
             strengths += bool(described_intensities(texts, lexicon))

@@ -45,7 +45,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -212,6 +212,7 @@ class CueLexicon:
     _pattern: re.Pattern = field(init=False, repr=False)
     _negation: re.Pattern | None = field(init=False, repr=False)
     _break: re.Pattern = field(init=False, repr=False)
+    _scope_words: re.Pattern | None = field(init=False, repr=False)
     _digest: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -244,6 +245,9 @@ class CueLexicon:
                            if negations else None)
         breaks = "".join(f"|\\b(?:{_words_pattern(w)})\\b" for w in longest_first(self.scope_breaks))
         object.__setattr__(self, "_break", re.compile(_BREAK_CHARS + breaks, re.IGNORECASE))
+        scope_words = "|".join(_words_pattern(w) for w in longest_first(self.scope_breaks))
+        object.__setattr__(self, "_scope_words", re.compile(rf"\b((?:{scope_words}))\b", re.IGNORECASE)
+                           if scope_words else None)
         digest = hashlib.sha256(json.dumps(self._content(normalised=True), sort_keys=True).encode()).hexdigest()
         object.__setattr__(self, "_digest", digest)
 
@@ -365,15 +369,18 @@ class CueLexicon:
             carried = m.end() if negated else -1
         return out
 
-    def unread(self, text: str) -> list[str]:
-        """The clauses of ``text`` left once every phrase is taken out, as a lexicon author needs to see them.
+    def unread_clauses(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
+        """The clauses of ``text`` left once every phrase is taken out, each whole and in its pieces.
 
-        Each piece between phrases, punctuation and scope breaks is
-        normalised, and the words a lexicon already handles (negation and
-        intensity words) and articles are trimmed from its ends: "slightly
-        lowered brows and a furious glare" leaves ``["furious glare"]``. What
-        is left is what the lexicon cannot read; ``migr-rt data`` counts it
-        over a dataset's descriptions.
+        A clause runs between phrases, punctuation and line breaks. Scope-break
+        words inside it ("and") may join a list ("furrowed brow and clenched
+        jaw") or belong to one expression ("salt and pepper hair", which a
+        lexicon can list as one phrase, since words inside a phrase are never
+        breaks); the text alone cannot tell which, so each clause comes as
+        ``(whole, pieces)``, the pieces being what the scope-break words
+        separate, and :meth:`unread` decides. Each is normalised, and the words
+        a lexicon already handles (negation and intensity words) and articles
+        are trimmed from the ends (a whole's outer ends only).
         """
         masked, last = [], 0
         for st in self.statements(text):
@@ -391,15 +398,52 @@ class CueLexicon:
             one = words[-1] if at_end else words[0]
             return 1 if contraction is not None and contraction.fullmatch(one) else 0
 
-        out = []
-        for piece in self._break.split("".join(masked + [text[last:]])):
-            words = re.findall(_UNREAD_WORD, unicodedata.normalize("NFC", piece).lower())
-            while words and (k := edge(words, at_end=False)):
+        def trimmed(words: list[str], start: bool = True, end: bool = True) -> list[str]:
+            while start and words and (k := edge(words, at_end=False)):
                 words = words[k:]
-            while words and (k := edge(words, at_end=True)):
+            while end and words and (k := edge(words, at_end=True)):
                 words = words[:-k]
-            if any(re.search(r"[^\W\d_]", w) for w in words):
-                out.append(" ".join(words))
+            return words
+
+        def words_of(piece: str) -> list[str]:
+            return re.findall(_UNREAD_WORD, unicodedata.normalize("NFC", piece).lower())
+
+        def has_letter(words: list[str]) -> bool:
+            return any(re.search(r"[^\W\d_]", w) for w in words)
+
+        out = []
+        for clause in re.split(_BREAK_CHARS, "".join(masked + [text[last:]]), flags=re.IGNORECASE):
+            # [piece, break word, piece, ...]: the break words kept, so that a whole reads as written
+            parts = self._scope_words.split(clause) if self._scope_words is not None else [clause]
+            pieces = [trimmed(words_of(piece)) for piece in parts[0::2]]
+            kept = [i for i, words in enumerate(pieces) if has_letter(words)]
+            if not kept:
+                continue
+            first, final = 2 * kept[0], 2 * kept[-1]
+            whole = (pieces[kept[0]] if first == final else trimmed(words_of(parts[first]), end=False)
+                     + [w for part in parts[first + 1:final] for w in words_of(part)]
+                     + trimmed(words_of(parts[final]), start=False))
+            out.append((" ".join(whole), tuple(" ".join(pieces[i]) for i in kept)))
+        return out
+
+    def unread(self, text: str, alone: Container[str] = frozenset()) -> list[str]:
+        """The clauses of ``text`` no phrase reads, as a lexicon author needs to see them.
+
+        "slightly lowered brows and a furious glare" leaves ``["furious
+        glare"]``; ``migr-rt data`` counts these over a dataset's descriptions.
+        A clause whose pieces a scope-break word joins (:meth:`unread_clauses`)
+        stays whole ("salt and pepper hair": a lexicon may list it as one
+        phrase) unless it is a list: a piece names an emotion, which no phrase
+        may ("angry and sad"), or a piece is in ``alone``, the clauses seen on
+        their own elsewhere (``migr-rt data`` passes those of the same
+        modality's descriptions: "furrowed brow" said alone makes "furrowed
+        brow and clenched jaw" a list).
+        """
+        out: list[str] = []
+        for whole, pieces in self.unread_clauses(text):
+            names_emotion = any(re.search(rf"\b{_words_pattern(w)}", whole) for w in self.emotion_words if w)
+            listed = len(pieces) > 1 and (names_emotion or any(p in alone for p in pieces))
+            out += pieces if listed else [whole]
         return out
 
     def cues_for(self, modality: str) -> tuple[Cue, ...]:

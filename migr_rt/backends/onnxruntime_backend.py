@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from migr_rt.artifact import ArtifactError, Manifest, check_io, read_artifact
+from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, read_artifact
 from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
 from migr_rt.mi import ModalityImportance
 from migr_rt.model.config import MigrConfig
+from migr_rt.model.graphs import graph_dims
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class OnnxRuntimeBackend(Backend):
         fused = str(self.manifest.extra.get("step_graph", "")).startswith("fused")
         self.max_positions = self.config.text_config.max_position_embeddings if fused else None
         self.sessions = {}
+        dims = graph_dims(self.config)
         for name, spec in self.manifest.graphs.items():
             path = self.folder / spec.file
             chosen = quiet if name in ENCODER_GRAPHS else decoding if name in DECODER_GRAPHS else options
@@ -99,6 +101,8 @@ class OnnxRuntimeBackend(Backend):
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ArtifactError(f"{path}: onnxruntime cannot load graph {name!r}: {exc}") from exc
             check_io(path, spec, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+            shapes = {t.name: list(t.shape) for t in session.get_inputs() + session.get_outputs()}
+            check_shapes(path, name, spec, shapes, dims.get(name, {}))
             self.sessions[name] = session
         self.providers = self.sessions["step"].get_providers()
         if providers and providers[0] not in self.providers:

@@ -28,6 +28,8 @@ opens its first device.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -91,3 +93,65 @@ def configure_alsa() -> dict[str, str]:
         os.environ[name] = value
         logger.info("PyAV's bundled ALSA library: %s=%s", name, value)
     return added
+
+
+# -- the library itself -------------------------------------------------------------------------------------------
+#: alsa-lib's error handler type: ``(file, line, function, err, fmt, ...)``. Declared without the variadic tail,
+#: which the handler never reads: on the Linux ABIs the caller passes variadic arguments where a callee that
+#: ignores them does not look (registers and the caller's stack), so the call is sound.
+_ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+_library: ctypes.CDLL | None = None
+_handler = None  # kept alive for as long as alsa-lib may call it
+
+
+def _log_alsa_error(file: bytes | None, line: int, function: bytes | None, err: int, fmt: bytes | None) -> None:
+    # The format's arguments cannot be read here (see _ERROR_HANDLER): the template is logged as written.
+    logger.debug("alsa-lib %s: %s%s", (function or b"?").decode(errors="replace"),
+                 (fmt or b"").decode(errors="replace"), f" ({os.strerror(-err)})" if err < 0 else "")
+
+
+def libasound() -> ctypes.CDLL | None:
+    """The libasound PyAV's FFmpeg uses (the wheel's own copy, else the system's), its errors routed to logging.
+
+    Left alone, alsa-lib prints every step of a failed device lookup on stderr ("ALSA lib confmisc.c:855:
+    (parse_card) cannot find card '0'", eight lines for one missing card) before FFmpeg reports the failure, which
+    migr-rt already words for the user. Its error handler is set once to log them at debug level instead
+    (``migr-rt -vv`` shows them). dlopen of the file PyAV already
+    loaded returns that same library, so the handler and the lookups below act on FFmpeg's copy.
+    """
+    global _library, _handler
+    if _library is None:
+        path = bundled_libasound() or ctypes.util.find_library("asound")
+        if path is None:
+            return None
+        try:
+            library = ctypes.CDLL(str(path))
+            handler = _ERROR_HANDLER(_log_alsa_error)
+            library.snd_lib_error_set_handler(handler)
+        except (OSError, AttributeError) as exc:  # no such library or symbol: leave alsa-lib as it is
+            logger.debug("alsa-lib at %s left as it is: %s", path, exc)
+            return None
+        _library, _handler = library, handler
+    return _library
+
+
+def pcm_problem(device: str) -> str | None:
+    """Why ALSA cannot resolve the capture device ``device`` from its configuration, or None if it can.
+
+    Resolving reads configuration only: no device or plugin is opened (a PCM that reads a pipe, e.g. ALSA's
+    ``file`` plugin, is left for the capture to open once). It finds what no retry can fix (an unknown name,
+    ``default`` on a machine with no sound card) in milliseconds, before the model loads; a device that resolves
+    may still fail to open (busy, unplugged, a plugin library this libasound cannot load).
+    """
+    library = libasound()
+    if library is None:
+        return None
+    if library.snd_config_update() < 0:
+        return None  # the configuration cannot be read at all: the open names that
+    found = ctypes.c_void_p()
+    config = ctypes.c_void_p.in_dll(library, "snd_config")
+    rc = library.snd_config_search_definition(config, b"pcm", device.encode(), ctypes.byref(found))
+    if rc < 0:
+        return os.strerror(-rc)
+    library.snd_config_delete(found)
+    return None

@@ -5,8 +5,10 @@ A source spec is a string: ``camera:N`` (``/dev/videoN`` through v4l2),
 graph, e.g. ``lavfi:testsrc=size=320x240:rate=25[out0];sine=f=220:r=16000[out1]``),
 a URL (``rtsp://``, ``http://`` ...) or a file path. A microphone spec is
 ``alsa:DEVICE`` or ``pulse:DEVICE`` (or ``none``). Opening fails fast with
-:class:`SourceError`, which names the device or file and suggests
-``--source demo`` where a device is missing.
+:class:`SourceError`, which names the device or file, says what is wrong in
+plain words (FFmpeg's own after them) and suggests ``--source demo`` where a
+device is missing. :func:`check_inputs` finds what cannot work before the
+model loads.
 
 Each opened input is read by its own capture thread (see
 :mod:`migr_rt.runtime.capture`) through :func:`migr_rt.media.decode.iter_decoded`,
@@ -17,19 +19,69 @@ so a file streamed here yields exactly the frames and samples
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
+import av.logging
 
-from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa
+from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
 
 DEMO = "demo"
 
 
 class SourceError(RuntimeError):
-    """A source that cannot be opened (or was lost); the message names it and what to try."""
+    """A source that cannot be opened (or was lost); the message names it and what to try.
+
+    ``retryable`` is False for what waiting cannot fix (an invalid filter graph, an unknown host name, a file
+    that is not media, a device name ALSA does not know), so a reconnect loop can give up at once.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_format: str | None,
+                    timeout: float, live: bool) -> tuple[str, bool]:
+    """What went wrong opening an input, in plain words with FFmpeg's own words after them, and whether a retry
+    could help. PyAV's exceptions carry FFmpeg's errno text ("[Errno 1279870712] Filter not found"); the cause
+    ("No such filter: 'nonsense'", "Failed to resolve hostname ...") is only in FFmpeg's log, captured in ``said``."""
+    lines = [message.strip() for level, _, message in said if level <= av.logging.ERROR and message.strip()]
+    # "Error processing filtergraph: Invalid argument" only restates the errno: keep the lines that say more
+    specific = [line for line in lines if not line.startswith("Error processing filtergraph")] or lines
+    detail = "; ".join(dict.fromkeys(specific)) or getattr(exc, "strerror", None) or str(exc)
+    errors = av.error
+    if any("resolve hostname" in line for line in lines):
+        plain, retryable = "the host name does not resolve (DNS)", False
+    elif input_format == "lavfi" and isinstance(exc, (errors.FilterNotFoundError, errors.OptionNotFoundError,
+                                                      errors.ArgumentError, errors.InvalidDataError)):
+        plain, retryable = "the filter graph is not valid", False
+    elif isinstance(exc, errors.ProtocolNotFoundError):
+        plain, retryable = "this FFmpeg cannot read that kind of URL", False
+    elif isinstance(exc, errors.DemuxerNotFoundError):
+        plain, retryable = f"this FFmpeg has no input format {input_format!r}", False
+    elif isinstance(exc, (errors.HTTPNotFoundError, errors.HTTPForbiddenError, errors.HTTPUnauthorizedError,
+                          errors.HTTPBadRequestError)):
+        plain, retryable = "the server refuses to send it (HTTP error)", False
+    elif isinstance(exc, ConnectionRefusedError):
+        plain, retryable = "nothing answers at that address", True
+    elif isinstance(exc, TimeoutError):
+        plain, retryable = f"no answer within {timeout:g} s", True
+    elif isinstance(exc, PermissionError):
+        plain, retryable = "permission denied", False
+    elif isinstance(exc, FileNotFoundError):
+        plain, retryable = "no such file or device", live  # a device may be plugged in again
+    elif isinstance(exc, errors.InvalidDataError):
+        plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", False
+    elif input_format in ("alsa", "v4l2"):
+        plain, retryable = "the device cannot be opened (busy, unplugged or not a capture device)", True
+    else:
+        plain, retryable = getattr(exc, "strerror", None) or "FFmpeg cannot open it", True
+    return f"{plain} (FFmpeg: {detail})" if detail != plain else plain, retryable
 
 
 @dataclass(frozen=True)
@@ -46,11 +98,21 @@ class InputSpec:
     hint: str = ""  #: appended to the message when it cannot be opened
 
     def open(self, timeout: float = 5.0) -> av.container.InputContainer:
-        """Open it with PyAV, or raise :class:`SourceError` naming it."""
+        """Open it with PyAV, or raise :class:`SourceError` naming it and saying why in plain words."""
+        quiet = av.logging.get_level() is None
+        if quiet:  # FFmpeg says why only in its log (a bad filter option, a host name): capture it meanwhile
+            av.logging.set_level(av.logging.ERROR)
+        said: list[tuple[int, str, str]] = []
         try:
-            return av.open(self.target, mode="r", format=self.format, options=dict(self.options), timeout=timeout)
+            with av.logging.Capture() as said:
+                return av.open(self.target, mode="r", format=self.format, options=dict(self.options),
+                               timeout=timeout)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise SourceError(f"{self.name}: cannot be opened ({exc}){self.hint}") from exc
+            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live)
+            raise SourceError(f"{self.name}: cannot be opened: {problem}{self.hint}", retryable=retryable) from exc
+        finally:
+            if quiet:
+                av.logging.set_level(None)
 
 
 @dataclass(frozen=True)
@@ -111,6 +173,13 @@ def mic_input(spec: str) -> InputSpec | None:
             raise SourceError(f"microphone {spec}: {exc}") from exc
         hint = ("; note that this machine has no sound card (/dev/snd is missing)" if not Path("/dev/snd").exists()
                 else "; `arecord -l` lists capture cards, e.g. alsa:plughw:1,0")
+        # A name ALSA cannot resolve fails here, in milliseconds, rather than when the stream opens its inputs
+        # after the model has loaded (seconds); resolving opens nothing (see pcm_problem).
+        problem = pcm_problem(device)
+        if problem is not None:
+            raise SourceError(f"microphone {spec}: cannot be opened: ALSA cannot resolve the device name {device!r} "
+                              f"({problem}: a name it does not know, or one whose sound card is not there){hint}",
+                              retryable=False)
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
@@ -160,3 +229,29 @@ def parse_source(
             inputs = [InputSpec(**{**i.__dict__, "audio": False}) for i in inputs] + [microphone]
             live = True
     return SourceSpec(description, tuple(inputs), realtime=live if realtime is None else realtime or live, loop=loop)
+
+
+def check_inputs(spec: SourceSpec) -> None:
+    """Refuse, before the model loads, a source that cannot work: the command line calls this first.
+
+    Loading the model takes seconds; a source opened only after it (by :meth:`Runtime.stream
+    <migr_rt.runtime.engine.Runtime.stream>`) makes an invalid filter graph or an unknown host fail seconds late.
+    Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
+    costs milliseconds and changes nothing, and a URL's host name is resolved. A live device is not opened: the
+    stream opens it once, right before capture starts, since opening it here would leave it filling buffers (or
+    holding back a producer) while the model loads, and closing it again can lose what it hands over once (a
+    pipe behind an ALSA ``file`` PCM). Devices were checked when the spec was parsed (a missing camera, an ALSA
+    name that does not resolve).
+    """
+    for item in spec.inputs:
+        if not item.live:
+            item.open().close()
+            continue
+        host = urlsplit(item.target).hostname if "://" in item.target else None
+        if host:
+            try:
+                socket.getaddrinfo(host, None)
+            except (socket.gaierror, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+                raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
+                                  f"{reason})", retryable=False) from exc
