@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import shutil
 import signal
@@ -328,6 +329,72 @@ def test_a_source_that_disappears_ends_the_run_with_source_lost(runtime, tmp_pat
     assert "source_lost" in codes and "reconnecting" in codes
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "source_lost"
     assert elapsed < 9 + 1 + 3
+
+
+def test_a_live_source_failing_mid_read_is_reopened(runtime, tmp_path, monkeypatch):
+    # An unplugged camera fails its read (ENODEV) rather than ending; the run reconnects, as it does for an end.
+    # The device failure is injected into the real decoder (no camera here): its first pass fails mid-read.
+    import migr_rt.runtime.capture as capture
+
+    real, passes = capture.iter_decoded, []
+
+    def unplugged_once(*args, **kwargs):
+        passes.append(1)
+        for i, item in enumerate(real(*args, **kwargs)):
+            if len(passes) == 1 and i == 60:
+                raise OSError(errno.ENODEV, "No such device")
+            yield item
+
+    monkeypatch.setattr(capture, "iter_decoded", unplugged_once)
+    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(demo_clip()), live=True),), realtime=True)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=30.0))
+    events = []
+    for event in rt.stream(spec):
+        events.append(event)
+        assert event["type"] != "end", events
+        if len(passes) > 1 and event["type"] == "window":
+            break  # a window of the reopened source
+    failure = next(e for e in events if e["type"] == "status")
+    assert (failure["level"], failure["code"]) == ("warning", "source_lost")
+    assert failure["message"] == "fake camera: [Errno 19] No such device; reconnecting"
+
+
+def test_a_live_source_that_keeps_failing_its_reads_is_given_up_after_the_timeout(runtime, monkeypatch):
+    # opens fine, fails every read before any media: retried with backoff (no busy loop), then the run ends
+    import migr_rt.runtime.capture as capture
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+        yield
+
+    monkeypatch.setattr(capture, "iter_decoded", broken)
+    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(demo_clip()), live=True),), realtime=True)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=1.0))
+    start = time.monotonic()
+    events = list(rt.stream(spec))
+    elapsed = time.monotonic() - start
+    warnings = [e for e in events if e["type"] == "status" and e["level"] == "warning"]
+    assert 2 <= len(warnings) <= 4, warnings  # 0.25 + 0.5 s of backoff fit in the second; not hundreds
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "source_lost"
+    assert elapsed < 1.0 + 4
+
+
+def test_a_lost_source_that_no_retry_can_fix_ends_the_run_at_once(runtime, tmp_path):
+    path = tmp_path / "camera.mp4"
+    shutil.copyfile(demo_clip(), path)
+    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(path), live=True),), realtime=True)
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=30.0))
+    events = []
+    for event in rt.stream(spec):
+        events.append(event)
+        if event["type"] == "window" and path.stat().st_size > 100:
+            path.unlink()  # the open stream reads on to its end; reopening then finds data FFmpeg cannot read,
+            path.write_text("not media")  # which waiting will not change
+    codes = [e["code"] for e in events if e["type"] == "status"]
+    assert "source_lost" in codes and "reconnecting" not in codes, codes
+    assert events[-1]["reason"] == "source_lost"
+    assert "not media FFmpeg can read" in next(e["message"] for e in events if e.get("code") == "source_lost"
+                                               and e["level"] == "error")
 
 
 def test_ctrl_c_flushes_and_exits_zero():

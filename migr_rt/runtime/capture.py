@@ -339,6 +339,8 @@ class Capture(threading.Thread):
         t0 = time.monotonic()
         media = {"video": 0, "audio": 0}  # output frames / samples pushed (pacing clock for replays)
         plan = self.buffer.plan
+        failing_since: float | None = None  # live: when reads began to fail (or end) without handing over media
+        delay = 0.25
         try:
             while not self.buffer.stopped:
                 container = self._container or self._reopen()
@@ -346,30 +348,51 @@ class Capture(threading.Thread):
                 if container is None:
                     return
                 last_frame = None
-                with container:
-                    for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
-                                                   sample_rate=plan.sample_rate, video=self.spec.video,
-                                                   audio=self.spec.audio):
-                        if self.buffer.stopped:
-                            return
-                        if kind == "video":
-                            media["video"] += 1
-                            ahead = media["video"] / plan.fps
-                            last_frame = data
-                        else:
-                            media["audio"] += len(data)
-                            ahead = media["audio"] / plan.sample_rate
-                        if self.realtime and not self.spec.live:
-                            delay = t0 + ahead - time.monotonic()
-                            if delay > 0:
-                                time.sleep(delay)
-                        (self.buffer.push_frame if kind == "video" else self.buffer.push_audio)(data)
-                if self.spec.live:
-                    self.buffer.status("warning", "source_lost", f"{self.spec.name}: stream ended; reconnecting")
+                pushed = media["video"] + media["audio"]
+                try:
+                    with container:
+                        for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
+                                                       sample_rate=plan.sample_rate, video=self.spec.video,
+                                                       audio=self.spec.audio):
+                            if self.buffer.stopped:
+                                return
+                            if kind == "video":
+                                media["video"] += 1
+                                ahead = media["video"] / plan.fps
+                                last_frame = data
+                            else:
+                                media["audio"] += len(data)
+                                ahead = media["audio"] / plan.sample_rate
+                            if self.realtime and not self.spec.live:
+                                pause = t0 + ahead - time.monotonic()
+                                if pause > 0:
+                                    time.sleep(pause)
+                            (self.buffer.push_frame if kind == "video" else self.buffer.push_audio)(data)
+                    why = "stream ended"
+                except Exception as exc:  # noqa: BLE001 - a live device failing mid-read (unplugged) is reopened
+                    if not self.spec.live:
+                        raise
+                    why, failure = str(exc), exc
+                else:
+                    failure = None
+                if not self.spec.live:
+                    if not self.loop:
+                        break
+                    self._align_streams(media, last_frame)
                     continue
-                if not self.loop:
-                    break
-                self._align_streams(media, last_frame)
+                # A camera unplugged mid-read fails (ENODEV) rather than ending: both are reopened. Reads that keep
+                # failing or ending without media are retried with the same backoff and deadline as opening.
+                now = time.monotonic()
+                progressed = media["video"] + media["audio"] > pushed
+                if progressed or failing_since is None:
+                    failing_since, delay = now, 0.25
+                elif now + delay - failing_since > self.reconnect_timeout:
+                    raise failure or SourceError(f"{why} without media, again and again for "
+                                                 f"{self.reconnect_timeout:g} s")
+                self.buffer.status("warning", "source_lost", f"{self.spec.name}: {why}; reconnecting")
+                if failure is not None or not progressed:
+                    self._sleep(delay)
+                    delay = min(delay * 2, 4.0)
         except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
             self.error = exc
             logger.warning("%s: capture failed: %s", self.spec.name, exc)
@@ -379,6 +402,12 @@ class Capture(threading.Thread):
             return
         for kind in kinds:
             self.buffer.end(kind)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake within 50 ms when the run stops (a backoff must not hold up Ctrl-C)."""
+        deadline = time.monotonic() + seconds
+        while not self.buffer.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
     def _align_streams(self, media: dict[str, int], last_frame: np.ndarray | None) -> None:
         """Before a looped file plays again, pad the shorter stream (last frame held / silence) to the longer one.
@@ -400,7 +429,11 @@ class Capture(threading.Thread):
             self.buffer.push_audio(np.zeros(samples, np.float32))
 
     def _reopen(self):
-        """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout."""
+        """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout.
+
+        An error waiting cannot fix (``SourceError.retryable`` False: an invalid graph, an unknown host, data that
+        is not media) ends the run at once instead of after ``reconnect_timeout``.
+        """
         deadline = time.monotonic() + self.reconnect_timeout
         delay, attempt = 0.25, 0
         while not self.buffer.stopped:
@@ -411,10 +444,10 @@ class Capture(threading.Thread):
                 return container
             except SourceError as exc:
                 attempt += 1
-                if not self.spec.live or time.monotonic() + delay > deadline:
+                if not self.spec.live or not exc.retryable or time.monotonic() + delay > deadline:
                     self.buffer.lose(str(exc) + (f" (gave up after {self.reconnect_timeout:.0f} s)" if attempt > 1 else ""))
                     return None
                 self.buffer.status("warning", "reconnecting", f"{exc}; retry {attempt} in {delay:.2f} s")
-                time.sleep(delay)
+                self._sleep(delay)
                 delay = min(delay * 2, 4.0)
         return None
