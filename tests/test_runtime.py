@@ -313,11 +313,17 @@ def test_a_rationale_cut_short_by_a_newer_window_gets_no_verdict(runtime, clip_f
     assert any(r["explanation_emotion"] is not None for r in rationales if not r["cancelled"])
 
 
+def _fake_camera(runtime, source, reconnect_timeout: float) -> tuple[SourceSpec, Runtime]:
+    """A live spec that reads a file (a camera whose stream can be made to end or fail) and a runtime for it."""
+    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(source), live=True),), realtime=True)
+    return spec, Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False,
+                                                                      reconnect_timeout=reconnect_timeout))
+
+
 def test_a_source_that_disappears_ends_the_run_with_source_lost(runtime, tmp_path):
     path = tmp_path / "camera.mp4"
     shutil.copyfile(demo_clip(), path)
-    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(path), live=True),), realtime=True)
-    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=1.0))
+    spec, rt = _fake_camera(runtime, path, reconnect_timeout=1.0)
     events = []
     start = time.monotonic()
     for event in rt.stream(spec):
@@ -346,8 +352,7 @@ def test_a_live_source_failing_mid_read_is_reopened(runtime, tmp_path, monkeypat
             yield item
 
     monkeypatch.setattr(capture, "iter_decoded", unplugged_once)
-    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(demo_clip()), live=True),), realtime=True)
-    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=30.0))
+    spec, rt = _fake_camera(runtime, demo_clip(), reconnect_timeout=30.0)
     events = []
     for event in rt.stream(spec):
         events.append(event)
@@ -368,8 +373,7 @@ def test_a_live_source_that_keeps_failing_its_reads_is_given_up_after_the_timeou
         yield
 
     monkeypatch.setattr(capture, "iter_decoded", broken)
-    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(demo_clip()), live=True),), realtime=True)
-    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=1.0))
+    spec, rt = _fake_camera(runtime, demo_clip(), reconnect_timeout=1.0)
     start = time.monotonic()
     events = list(rt.stream(spec))
     elapsed = time.monotonic() - start
@@ -382,8 +386,7 @@ def test_a_live_source_that_keeps_failing_its_reads_is_given_up_after_the_timeou
 def test_a_lost_source_that_no_retry_can_fix_ends_the_run_at_once(runtime, tmp_path):
     path = tmp_path / "camera.mp4"
     shutil.copyfile(demo_clip(), path)
-    spec = SourceSpec("fake camera", (InputSpec("fake camera", str(path), live=True),), realtime=True)
-    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, reconnect_timeout=30.0))
+    spec, rt = _fake_camera(runtime, path, reconnect_timeout=30.0)
     events = []
     for event in rt.stream(spec):
         events.append(event)
