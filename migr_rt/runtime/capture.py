@@ -34,6 +34,10 @@ from migr_rt.runtime.sources import InputSpec, SourceError
 logger = logging.getLogger(__name__)
 
 
+#: The most audio (seconds) a live buffer keeps beyond one window for analysis that lags.
+LIVE_AUDIO_SLACK_S = 120.0
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """Window ``w`` covers media time ``[w * hop, w * hop + length)`` and samples ``frames_per_window`` frames."""
@@ -94,7 +98,7 @@ class MediaBuffer:
     has_audio: bool
     realtime: bool
     max_pending_windows: int = 2
-    audio_seconds_kept: float = 0.0  #: default: window length + 4 hops (4 window lengths at most)
+    audio_seconds_kept: float = 0.0  #: default: window length + 4 hops (2 minutes at most)
     #: lossless replays grow the audio ring up to this many seconds to keep unread windows' samples
     max_audio_seconds: float = 600.0
     counters: Counters = field(default_factory=Counters)
@@ -107,9 +111,9 @@ class MediaBuffer:
         self._wanted_upto = -1  # windows whose sampled frames are in _wanted
         self._video_count = 0
         self._audio_count = 0
-        # Live: ~4 hops of slack for analysis to read a closed window. Hops longer than the window leave
-        # audio between windows that no window reads, so the slack stops growing with the hop.
-        keep = self.audio_seconds_kept or (self.plan.length + 4 * min(self.plan.hop, self.plan.length))
+        # Live: ~4 hops of slack for analysis to read a closed window (a queued one may be max_pending hops old),
+        # but no more than 2 minutes: an hour's hop would otherwise keep an hour of audio (~1 GB).
+        keep = self.audio_seconds_kept or (self.plan.length + min(4 * self.plan.hop, LIVE_AUDIO_SLACK_S))
         self._audio = np.zeros(int(keep * self.plan.sample_rate), np.float32)  # sample i lives at i % len
         self._reading: int | None = None  # the window analysis took last (it reads its audio before taking again)
         self._ring_full_logged = False
@@ -118,6 +122,7 @@ class MediaBuffer:
         self._video_ended = not self.has_video
         self._audio_ended = not self.has_audio
         self._lost: str | None = None
+        self._closing = 0  # capture threads closing windows now (a lossless close may be waiting for room)
         self._stopped = False
         self._status: deque[tuple[str, str, str]] = deque(maxlen=64)
         self._taps: list[Callable[[int, np.ndarray], None]] = []
@@ -240,6 +245,15 @@ class MediaBuffer:
         return max(ends, default=0.0)
 
     def _close_windows(self) -> None:
+        # While a lossless close waits for room (releasing the lock), more windows are still to come: the buffer
+        # must not look finished to analysis that empties the queue meanwhile.
+        self._closing += 1  # a count: two inputs (a file and a microphone) have a capture thread each
+        try:
+            self._close_ready_windows()
+        finally:
+            self._closing -= 1
+
+    def _close_ready_windows(self) -> None:
         while self._ready(self._next_window):
             w = self._next_window
             finished = self._video_ended and self._audio_ended
@@ -315,7 +329,8 @@ class MediaBuffer:
     @property
     def finished(self) -> bool:
         """Nothing more will come: streams ended (or the source was lost) and every closed window was taken."""
-        done = (self._video_ended and self._audio_ended) or self._lost is not None or self._stopped
+        ended = self._video_ended and self._audio_ended and not self._closing
+        done = ended or self._lost is not None or self._stopped
         return done and not self._tickets and not self._frames
 
     @property

@@ -80,8 +80,8 @@ class RuntimeConfig:
         # petabytes) deep inside capture, after the source was opened. Numbers of any kind (numpy's too) are
         # stored as Python numbers: they end up in JSON events.
         bounds = (("window", MIN_WINDOW_S, MAX_WINDOW_S, " of seconds"), ("hop", MIN_HOP_S, MAX_HOP_S, " of seconds"),
-                  ("fps", 0.0, MAX_FPS, " of frames a second"), ("reconnect_timeout", 0.0, MAX_HOP_S, " of seconds"),
-                  ("silence_rms", 0.0, 1.0, ""), ("face_margin", 0.0, 1.0, ""))
+                  ("fps", 0.0, MAX_FPS, " of frames a second"), ("silence_rms", 0.0, 1.0, ""),
+                  ("face_margin", 0.0, 1.0, ""), ("reconnect_timeout", 0.0, math.inf, " of seconds"))
         for name, low, high, unit in bounds:
             value = getattr(self, name)
             if value is None and name == "window":
@@ -90,9 +90,11 @@ class RuntimeConfig:
                 raise TypeError(f"{name} must be a number, got {value!r}")
             value = float(value)
             open_low = name in ("fps",)  # 0 fps is no video at all, not a slow one
-            if not (low <= value <= high and (value > 0 or not open_low)):
-                raise ValueError(f"{name} must be a finite number{unit} in {'(' if open_low else '['}{low:g}, "
-                                 f"{high:g}], got {value:g}")
+            # a float32 0.01 is 0.0099999998: a bound is met to float32 precision
+            if not (low * (1 - 1e-6) <= value <= high and (value > 0 or not open_low)):
+                kind = "a number" if high == math.inf else "a finite number"
+                raise ValueError(f"{name} must be {kind}{unit} in {'(' if open_low else '['}{low:g}, {high:g}], "
+                                 f"got {value:.9g}")
             object.__setattr__(self, name, value)  # frozen: set once, here
         for name in ("max_rationale_tokens", "max_pending_windows"):
             value = getattr(self, name)
