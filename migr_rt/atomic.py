@@ -73,26 +73,35 @@ def check_replaceable(out_dir: str | Path, marker: str, what: str) -> None:
                           "choose a new or empty folder, or delete it first")
 
 
-def _check_writable_parent(out: Path, what: str) -> None:
-    """Refuse now an ``out`` whose folder cannot be made or written (its staging sibling goes there).
+def check_can_create(path: str | Path) -> None:
+    """Refuse a ``path`` that cannot be made: its nearest existing ancestor must be a folder that takes new entries.
 
-    Found by making (and removing) a folder in the nearest existing ancestor, so
-    nothing is left behind, and said in terms of ``out`` rather than as a raw
-    errno on a staging path at the end of the work.
+    Found by making (and removing) a folder there, so nothing is left behind and nothing is created. Raises
+    NotADirectoryError (a file, or a link to nothing, on the way) or PermissionError (the folder takes no new
+    entries), naming the blocking ancestor; callers add what they were writing.
     """
-    ancestor = out.absolute().parent
+    ancestor = Path(path).absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         if ancestor.is_symlink():
-            raise NotADirectoryError(f"{out}: cannot be created: {ancestor} is a link to nothing "
-                                     f"({os.readlink(ancestor)})")
+            raise NotADirectoryError(f"{ancestor} is a link to nothing ({os.readlink(ancestor)})")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise NotADirectoryError(f"{out}: cannot be created: {ancestor} is a file, not a folder")
+        raise NotADirectoryError(f"{ancestor} is a file, not a folder")
     try:
         tempfile.TemporaryDirectory(dir=ancestor, prefix=".migr-rt-probe-").cleanup()
     except OSError as exc:
-        raise PermissionError(f"{out}: the {what} cannot be written there: {ancestor} does not take new folders "
-                              f"({exc.strerror or exc})") from exc
+        raise PermissionError(f"{ancestor} does not take new folders ({exc.strerror or exc})") from exc
+
+
+def _check_writable_parent(out: Path, what: str) -> None:
+    """Refuse now an ``out`` whose folder cannot be made or written (its staging sibling goes there), said in
+    terms of ``out`` rather than as a raw errno on a staging path at the end of the work."""
+    try:
+        check_can_create(out)
+    except NotADirectoryError as exc:
+        raise NotADirectoryError(f"{out}: cannot be created: {exc}") from exc
+    except PermissionError as exc:
+        raise PermissionError(f"{out}: the {what} cannot be written there: {exc}") from exc
 
 
 def publish_folder(staging: str | Path, out_dir: str | Path, *, marker: str, what: str) -> Path:

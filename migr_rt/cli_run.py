@@ -48,23 +48,21 @@ class RunOptions:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (None: it can), found by writing one beside it.
+    """Why a file cannot be written at ``path`` (None: it can).
 
     Asked before capture starts: the saver writes at the end, and a whole session's video would otherwise be
     lost to a bad folder. A missing folder is created (with its parents) as the saver would create it; the
     caller says so.
     """
-    import tempfile
+    from migr_rt.atomic import check_can_create
 
-    existing = next((folder for folder in path.parents if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is a file, not a folder"
     try:
+        check_can_create(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.stem}.probe-"):
-            pass
+    except NotADirectoryError as exc:
+        return str(exc)
     except OSError as exc:
-        return f"cannot write there ({exc.strerror or exc}: {exc.filename or path.parent})"
+        return f"cannot write there: {exc}"
     return None
 
 

@@ -64,6 +64,19 @@ class WindowPlan:
         first = int(round(self.start(w) * self.sample_rate))
         return first, first + int(round(self.length * self.sample_rate))
 
+    def padded_seconds(self, start: float, frames: int | None, samples: int | None) -> dict[str, float]:
+        """Seconds of the window starting at ``start`` past the end of ``frames`` video frames / ``samples``
+        audio samples from the media's start (None: no such stream, no entry), at most the window length.
+
+        The stream and ``analyze`` both report this, so the same window says the same."""
+        padded = {}
+        if frames is not None:
+            padded["video"] = min(max(start + self.length - frames / self.fps, 0.0), self.length)
+        if samples is not None:
+            last = int(round(start * self.sample_rate)) + int(round(self.length * self.sample_rate))
+            padded["audio"] = min(max(last - samples, 0) / self.sample_rate, self.length)
+        return padded
+
     def frames_needed(self, w: int) -> int:
         """Output frames that must have arrived before window ``w`` closes."""
         return int(round((self.start(w) + self.length) * self.fps))
@@ -314,17 +327,11 @@ class MediaBuffer:
         event says how much of it no media covered. A stream still running covers every window that closed
         (0; frames_needed rounds, so counting frames against it would see half a frame missing now and then).
         """
-        end = self.plan.start(w) + self.plan.length
         with self._cond:
-            padded = {}
-            if self.has_video:
-                covered = self._video_count / self.plan.fps
-                padded["video"] = min(max(end - covered, 0.0), self.plan.length) if self._video_ended else 0.0
-            if self.has_audio:
-                missing = self.plan.audio_span(w)[1] - self._audio_count
-                padded["audio"] = min(max(missing, 0) / self.plan.sample_rate, self.plan.length) \
-                    if self._audio_ended else 0.0
-            return padded
+            padded = self.plan.padded_seconds(self.plan.start(w), self._video_count if self.has_video else None,
+                                              self._audio_count if self.has_audio else None)
+            ended = {"video": self._video_ended, "audio": self._audio_ended}
+            return {kind: seconds if ended[kind] else 0.0 for kind, seconds in padded.items()}
 
     @property
     def finished(self) -> bool:

@@ -18,8 +18,8 @@ serialised by a lock, so several threads may share one.
 from __future__ import annotations
 
 import logging
-import numbers
 import math
+import numbers
 import threading
 import time
 from collections.abc import Iterator
@@ -213,7 +213,6 @@ class Runtime:
             start = time.monotonic()
             detector = self._new_detector()  # each window on its own: the same window gives the same event
             features = None
-            padded: dict[str, float] = {}  # seconds of the window past the end of frames / audio (see stream)
             if frames is not None and len(frames):
                 frames = np.asarray(frames)
                 if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -222,7 +221,6 @@ class Runtime:
                 unique = sorted(set(index))
                 cache = dict(zip(unique, self._frame_features([frames[k] for k in unique], detector)))
                 features = [cache[k] for k in index]
-                padded["video"] = min(max(window_start + plan.length - len(frames) / fps, 0.0), plan.length)
             samples = None
             if audio is not None and len(audio):
                 audio = np.asarray(audio)
@@ -231,9 +229,9 @@ class Runtime:
                                      "divide by 32768)")
                 audio = audio.astype(np.float32).reshape(-1)
                 first = int(round(window_start * plan.sample_rate))
-                last = first + int(round(plan.length * plan.sample_rate))
-                samples = audio[first:last]
-                padded["audio"] = min(max(last - len(audio), 0) / plan.sample_rate, plan.length)
+                samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
+            padded = plan.padded_seconds(window_start, len(frames) if features else None,
+                                         len(audio) if samples is not None else None)
             event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0},
                                                         padded)
             if rationale and tokens is not None:
