@@ -113,18 +113,17 @@ def lexicon_coverage(source: DataSource, lexicon: CueLexicon) -> LexiconCoverage
     # Clauses said on their own in a modality's descriptions: "A and B" with such a piece is a list, not one
     # expression ("salt and pepper hair"), so it is counted as its pieces (CueLexicon.unread).
     alone: dict[str, set[str]] = {m: set() for m in MODALITIES}
-    for _, _, texts in indexed_clips(source):
-        if all(t is not None for t in texts.values()):
-            for modality, text in texts.items():
-                alone[modality].update(w for w, pieces in lexicon.unread_clauses(text) if len(pieces) == 1)
-    for clip_id, _, texts in indexed_clips(source):
-        if not all(t is not None for t in texts.values()):
-            continue
+    clips = [(clip_id, texts, {m: lexicon.unread_clauses(text) for m, text in texts.items()})
+             for clip_id, _, texts in indexed_clips(source) if all(t is not None for t in texts.values())]
+    for _, _, clauses in clips:
+        for modality, found in clauses.items():
+            alone[modality].update(whole for whole, pieces in found if len(pieces) == 1)
+    for clip_id, texts, clauses in clips:
         described += 1
         negated += sum(st.negated for text in texts.values() for st in lexicon.statements(text))
-        for modality, text in texts.items():
+        for modality, found in clauses.items():
             # a clip counts once per clause
-            unread[modality].update(list(dict.fromkeys(lexicon.unread(text, alone[modality]))))
+            unread[modality].update(list(dict.fromkeys(lexicon.unread_of(found, alone[modality]))))
         if described_cues(texts, lexicon) is not None:
             readable += 1
             strengths += bool(described_intensities(texts, lexicon))

@@ -439,8 +439,13 @@ class CueLexicon:
         modality's descriptions: "furrowed brow" said alone makes "furrowed
         brow and clenched jaw" a list).
         """
+        return self.unread_of(self.unread_clauses(text), alone)
+
+    def unread_of(self, clauses: Iterable[tuple[str, tuple[str, ...]]], alone: Container[str] = frozenset()
+                  ) -> list[str]:
+        """:meth:`unread` of clauses :meth:`unread_clauses` already found (a report reads each text once)."""
         out: list[str] = []
-        for whole, pieces in self.unread_clauses(text):
+        for whole, pieces in clauses:
             names_emotion = any(re.search(rf"\b{_words_pattern(w)}", whole) for w in self.emotion_words if w)
             listed = len(pieces) > 1 and (names_emotion or any(p in alone for p in pieces))
             out += pieces if listed else [whole]
