@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 
 from migr_rt.media import write_media
@@ -67,6 +68,44 @@ def write_av(
 def write_wav(path: Path, *, seconds: float = DURATION, sample_rate: int = 16000, freq: float = 440.0) -> Path:
     """A PCM s16 mono WAV, as the audio-only datasets ship."""
     return write_media(path, None, 25.0, tone(seconds, sample_rate, freq), sample_rate, audio_codec="pcm_s16le")
+
+
+def write_with_cover_art(
+    path: Path, cover: np.ndarray, audio: np.ndarray, sample_rate: int = 16000, frames: np.ndarray | None = None,
+    fps: int = 25,
+) -> Path:
+    """An MP4 whose audio carries cover art (an MJPEG attached picture), with or without real video too.
+
+    This is how music and podcast files look: FFmpeg lists the picture as a video
+    stream with the ``attached_pic`` disposition and one packet.
+    """
+    with av.open(str(path), "w") as out:
+        art = out.add_stream("mjpeg")
+        art.height, art.width = cover.shape[:2]
+        art.pix_fmt = "yuvj420p"
+        art.disposition = av.stream.Disposition.attached_pic
+        video = None
+        if frames is not None:
+            video = out.add_stream("libx264", rate=fps)
+            video.height, video.width = frames.shape[1:3]
+            video.pix_fmt = "yuv420p"
+        sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(cover), format="rgb24").reformat(format="yuvj420p")
+        for packet in [*art.encode(picture), *art.encode(None)]:
+            out.mux(packet)
+        if video is not None:
+            for k, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = k
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+        for start in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(audio[None, start : start + 1024].astype(np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, start
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
 
 
 def truncate(path: Path, keep: float = 0.5) -> Path:

@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from data_fixtures import frames_for, tone
+from data_fixtures import frames_for, tone, write_with_cover_art
 
-from migr_rt.media import CorruptMediaError, MediaError, decode_media, write_media
+from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 
 
@@ -130,6 +130,28 @@ class _FailingResampler:
 
     def resample(self, frame: object) -> list:
         raise ValueError("Frame does not match AudioResampler setup.")
+
+
+@pytest.mark.parametrize("with_video", [False, True], ids=["audio-and-cover", "video-audio-and-cover"])
+def test_cover_art_is_not_read_as_video(tmp_path: Path, with_video: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """An album cover is one still picture, not footage of the speaker: the file is its audio (and real video)."""
+    frames = solid(BLUE, 64, 64, 2.0) if with_video else None
+    path = write_with_cover_art(tmp_path / "song.mp4", np.full((64, 64, 3), 220, np.uint8), tone(2.0), 16000, frames)
+    with av.open(str(path)) as container:  # the file is what the test means: the cover is a video stream to FFmpeg
+        assert any(s.disposition & av.stream.Disposition.attached_pic for s in container.streams.video)
+    with caplog.at_level(logging.INFO, logger="migr_rt.media.decode"):
+        media = decode_media(path)
+    assert media.audio is not None and abs(media.audio.size - 32000) < 2048
+    if with_video:
+        assert media.frames is not None and media.frames.shape == (50, 64, 64, 3)
+        colour = np.median(media.frames.reshape(-1, 3), axis=0)
+        assert np.abs(colour - BLUE).max() < 20  # the footage, not the grey cover
+        assert not any("cover art" in r.message for r in caplog.records)
+    else:
+        assert media.frames is None
+        assert any("only video is cover art" in r.message for r in caplog.records)
+        with pytest.raises(MissingStreamError, match="has no video stream .*cover art"):
+            decode_media(path, require_video=True)
 
 
 def test_unexpected_decode_failures_arrive_as_corrupt_media_errors(

@@ -17,6 +17,7 @@ import av
 import jsonschema
 import numpy as np
 import pytest
+from data_fixtures import write_with_cover_art
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.backends.torch_backend import TorchBackend
@@ -220,6 +221,21 @@ def test_video_without_audio_is_visual_only(runtime, clip_file, tmp_path):
     windows = [e for e in events if e["type"] == "window"]
     assert windows and all(e["missing"] == {"audio": "no_audio"} and e["dominant"] == "visual" for e in windows)
     assert all(e["importance"] == {"visual": 1.0, "audio": 0.0} for e in windows)
+
+
+def test_a_face_on_the_cover_art_is_not_the_speakers(runtime, clip_file, tmp_path):
+    """A song or podcast file with a face on its cover is analysed as audio: the picture is no one speaking."""
+    media = decode_media(clip_file)
+    song = write_with_cover_art(tmp_path / "song.mp4", media.frames[0], media.audio)
+    assert runtime.analyze(media.frames[:50], media.audio[:32000], fps=25)["present"]["visual"]  # a face, read as one
+    events = _events("\n".join(json.dumps(e) for e in Runtime(backend=runtime.backend,
+                                                               config=RuntimeConfig(rationale=False)).stream(str(song))))
+    assert events[0]["has_video"] is False and events[0]["has_audio"] is True
+    assert [(e["code"], e["level"]) for e in events if e["type"] == "status"] == [("cover_art", "info")]
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == 5 and events[-1]["drops"]["windows"] == 0
+    assert all(e["missing"] == {"visual": "no_video"} and e["dominant"] == "audio" for e in windows)
+    _assert_windows_match_analyze(runtime, events, None, decode_media(song).audio)
 
 
 class SlowBackend(TorchBackend):

@@ -48,6 +48,33 @@ _MAX_SAMPLE_RATE = 768_000
 #: look-ahead sees the same input as in a full decode and the kept samples are identical.
 _AUDIO_MARGIN = 0.1
 
+#: FFmpeg's ``AV_DISPOSITION_ATTACHED_PIC``: a "video" stream that is one still picture (album or
+#: podcast cover art in an MP3, M4A or MKV), not footage of the speaker.
+_ATTACHED_PIC = 0x0400
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The container's first moving-picture video stream, or ``None``.
+
+    Cover art is skipped: an audio file with an album photo is an audio file,
+    and a face on its cover is not the speaker's. Read as video, that one
+    picture would stand for the speaker's face in every window.
+    """
+    for stream in container.streams.video:
+        if not int(getattr(stream, "disposition", 0)) & _ATTACHED_PIC:
+            return stream
+    return None
+
+
+def has_cover_art_only(container: av.container.InputContainer) -> bool:
+    """Whether the container's only video streams are cover art (so it is read as audio alone)."""
+    return bool(container.streams.video) and video_stream(container) is None
+
+
+def audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The container's first audio stream, or ``None``."""
+    return container.streams.audio[0] if container.streams.audio else None
+
 
 @dataclass
 class DecodedMedia:
@@ -143,10 +170,12 @@ def _decode_open(
     require_audio: bool,
     max_seconds: float | None,
 ) -> DecodedMedia:
-    vstream = container.streams.video[0] if (video and container.streams.video) else None
-    astream = container.streams.audio[0] if (audio and container.streams.audio) else None
+    vstream = video_stream(container) if video else None
+    astream = audio_stream(container) if audio else None
+    if video and has_cover_art_only(container):
+        logger.info("%s: its only video is cover art (an attached picture); reading the audio alone", path)
     if require_video and vstream is None:
-        raise MissingStreamError(path, "video")
+        raise MissingStreamError(path, "video", cover_art=has_cover_art_only(container))
     if require_audio and astream is None:
         raise MissingStreamError(path, "audio")
     frames: list[np.ndarray] = []
@@ -191,8 +220,8 @@ def iter_decoded(
     analysed whole and the same file streamed see identical samples.
     Decoding errors propagate as they are (callers wrap them).
     """
-    vstream = container.streams.video[0] if (video and container.streams.video) else None
-    astream = container.streams.audio[0] if (audio and container.streams.audio) else None
+    vstream = video_stream(container) if video else None
+    astream = audio_stream(container) if audio else None
     streams = [s for s in (vstream, astream) if s is not None]
     if not streams:
         return

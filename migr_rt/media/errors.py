@@ -25,6 +25,9 @@ class CorruptMediaError(MediaError):
 class MissingStreamError(MediaError):
     """The file decodes but lacks a stream the caller needs (``stream`` is "video" or "audio")."""
 
-    def __init__(self, path: str | Path, stream: str) -> None:
+    def __init__(self, path: str | Path, stream: str, *, cover_art: bool = False) -> None:
         self.stream = stream
-        super().__init__(path, f"has no {stream} stream")
+        reason = f"has no {stream} stream"
+        if cover_art:
+            reason += " (its only video is cover art, one still picture, which is not read as video)"
+        super().__init__(path, reason)

@@ -34,6 +34,7 @@ import torch
 from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
+from migr_rt.media.decode import audio_stream, has_cover_art_only, video_stream
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
@@ -265,8 +266,9 @@ class Runtime:
         spec = parse_source(source) if isinstance(source, str) else source
         stop = stop or threading.Event()
         opened = [i.open() for i in spec.inputs]  # fail fast, before any thread starts
-        has_video = any(inp.video and c.streams.video for inp, c in zip(spec.inputs, opened))
-        has_audio = any(inp.audio and c.streams.audio for inp, c in zip(spec.inputs, opened))
+        has_video = any(inp.video and video_stream(c) is not None for inp, c in zip(spec.inputs, opened))
+        has_audio = any(inp.audio and audio_stream(c) is not None for inp, c in zip(spec.inputs, opened))
+        cover_art = [inp.name for inp, c in zip(spec.inputs, opened) if inp.video and has_cover_art_only(c)]
         buffer = MediaBuffer(self.plan, has_video, has_audio, realtime=spec.realtime,
                              max_pending_windows=self.config.max_pending_windows)
         if frame_tap is not None:
@@ -284,6 +286,9 @@ class Runtime:
                          sample_rate=self.plan.sample_rate, labels=list(self.model_config.labels),
                          modalities=list(self.model_config.modalities), has_video=has_video, has_audio=has_audio,
                          realtime=spec.realtime)
+        for name in cover_art:
+            yield make_event("status", level="info", code="cover_art",
+                             message=f"{name}: its only video is cover art (one still picture); reading the audio alone")
         with self._lock:
             detector = self._new_detector()  # this stream's: the first sampled frame gets a full scan
         for capture in captures:
