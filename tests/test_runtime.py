@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
+import http.server
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -426,6 +429,8 @@ def test_a_live_source_that_keeps_failing_its_reads_is_given_up_after_the_timeou
     warnings = [e for e in events if e["type"] == "status" and e["level"] == "warning"]
     assert 1 <= len(warnings) <= 4, warnings  # backoff of 0.25 s, then 0.5 s, within the second: not hundreds
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "source_lost"
+    errors = [e for e in events if e["type"] == "status" and e["level"] == "error"]
+    assert [e["code"] for e in errors] == ["source_lost"]  # said once, not by capture and again at the end
     assert elapsed < 1.0 + 9  # gave up (a hang would not end at all)
 
 
@@ -444,6 +449,70 @@ def test_a_lost_source_that_no_retry_can_fix_ends_the_run_at_once(runtime, tmp_p
     assert events[-1]["reason"] == "source_lost"
     assert "not media FFmpeg can read" in next(e["message"] for e in events if e.get("code") == "source_lost"
                                                and e["level"] == "error")
+
+
+@pytest.fixture(scope="module")
+def web(clip_file, tmp_path_factory):
+    """An HTTP server on this machine serving the clip as a remote file (MKV) and as a live-like stream.
+
+    Python's server answers no range requests, so FFmpeg cannot seek: an MPEG-TS from it states no duration, as
+    a live broadcast does, while Matroska states its duration in its header.
+    """
+    root = tmp_path_factory.mktemp("web")
+    media = decode_media(clip_file)
+    for name in ("clip.mkv", "live.ts"):
+        write_media(root / name, media.frames, 25, media.audio, 16000, video_codec="libx264")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("realtime", [False, True], ids=["lossless", "realtime"])
+def test_a_remote_file_ends_where_it_ends(runtime, web, realtime):
+    # A URL that states a duration is a file on a server: the run ends with it instead of reconnecting (which
+    # replayed it forever), and --no-realtime analyses every window of it.
+    url, root = web
+    media = decode_media(root / "clip.mkv")
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, face_tracking=False))
+    events = _events("\n".join(json.dumps(e) for e in rt.stream(parse_source(f"{url}/clip.mkv", realtime=realtime),
+                                                                  max_windows=12)))  # a replay would not end
+    assert events[0]["realtime"] is realtime
+    assert events[-1]["reason"] == "end_of_stream" and not [e for e in events if e["type"] == "status"]
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) + events[-1]["drops"]["windows"] == 5
+    assert len(windows) == 5 if not realtime else windows
+    _assert_windows_match_analyze(rt, events, media.frames, media.audio)  # the same media as the file here
+
+
+def test_a_live_url_that_ends_is_reconnected(runtime, web):
+    url, root = web
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False))
+    events = list(rt.stream(f"{url}/live.ts", max_windows=8))  # 5 windows a pass: the stream came back
+    assert [(e["level"], e["code"]) for e in events if e["type"] == "status"][:1] == [("warning", "source_lost")]
+    assert "stream ended; reconnecting" in next(e["message"] for e in events if e["type"] == "status")
+    assert len([e for e in events if e["type"] == "window"]) == 8
+
+
+def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
+    # The checkpoint named here does not exist: the source is refused before the model is looked for.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    for source, words in ((f"rtsp://127.0.0.1:{port}/cam", f"nothing answers at that address (connection to "
+                                                              f"127.0.0.1 port {port} refused)"),
+                          ("http://no-such-host.invalid/clip.mp4", "the host name 'no-such-host.invalid' does not "
+                                                                    "resolve (DNS:"),
+                          ("tcp://127.0.0.1:99999", "Port out of range")):
+        result = _cli("--source", source, "--json", "--checkpoint", str(tmp_path / "no-model"))
+        assert result.returncode == 1 and result.stdout == "", result.stderr
+        assert result.stderr.startswith(f"migr-rt run: {source}: cannot be opened: {words}"), result.stderr
 
 
 def test_ctrl_c_flushes_and_exits_zero():

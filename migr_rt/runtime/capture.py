@@ -14,7 +14,10 @@ a window analysis has not read yet, because capture cannot wait for a window
 that still needs video this same thread has yet to decode.
 
 A live input that fails or ends is reopened with exponential backoff until
-``reconnect_timeout``; then the buffer is marked lost and the run ends.
+``reconnect_timeout``; then the buffer is marked lost and the run ends. A URL
+whose media state a duration (a remote file, a VOD playlist) is read like a
+file: its end is the end of the run, and a replay of it is paced to its own
+rate; a live stream (RTSP, an HLS live playlist) states none.
 """
 
 from __future__ import annotations
@@ -345,6 +348,12 @@ class MediaBuffer:
         return self._lost
 
 
+def on_demand(container) -> bool:
+    """Whether an opened URL is a remote file rather than a live stream: only the former states a duration."""
+    duration = container.duration
+    return duration is not None and duration > 0
+
+
 class Capture(threading.Thread):
     """Reads one input into the buffer until it ends, the run stops, or (live) it cannot be reopened."""
 
@@ -355,6 +364,13 @@ class Capture(threading.Thread):
         self.reconnect_timeout = reconnect_timeout
         self._container = first_container
         self.error: BaseException | None = None
+        #: Read like a file (a remote file, known once opened) rather than a live stream that may come back.
+        self.on_demand = not spec.live
+
+    @property
+    def live(self) -> bool:
+        """A device or live stream: it paces itself, and when it ends or fails it is reopened."""
+        return not self.on_demand
 
     def run(self) -> None:
         kinds = [k for k, on in (("video", self.spec.video), ("audio", self.spec.audio)) if on]
@@ -369,6 +385,11 @@ class Capture(threading.Thread):
                 self._container = None
                 if container is None:
                     return
+                if self.spec.live and "://" in self.spec.target and on_demand(container):
+                    if self.live:
+                        logger.info("%s: states a duration (%.1f s): read as a remote file, ending where it ends",
+                                    self.spec.name, container.duration / 1e6)
+                    self.on_demand = True
                 last_frame = None
                 pushed = media["video"] + media["audio"]
                 try:
@@ -385,19 +406,19 @@ class Capture(threading.Thread):
                             else:
                                 media["audio"] += len(data)
                                 ahead = media["audio"] / plan.sample_rate
-                            if self.realtime and not self.spec.live:
+                            if self.realtime and not self.live:
                                 pause = t0 + ahead - time.monotonic()
                                 if pause > 0:
                                     time.sleep(pause)
                             (self.buffer.push_frame if kind == "video" else self.buffer.push_audio)(data)
                     why = "stream ended"
                 except Exception as exc:  # noqa: BLE001 - a live device failing mid-read (unplugged) is reopened
-                    if not self.spec.live:
+                    if not self.live:
                         raise
                     why, failure = str(exc), exc
                 else:
                     failure = None
-                if not self.spec.live:
+                if not self.live:
                     if not self.loop:
                         break
                     self._align_streams(media, last_frame)
@@ -418,8 +439,6 @@ class Capture(threading.Thread):
         except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
             self.error = exc
             logger.warning("%s: capture failed: %s", self.spec.name, exc)
-            if self.spec.live:
-                self.buffer.status("error", "source_lost", f"{self.spec.name}: {exc}")
             self.buffer.lose(f"{self.spec.name}: {exc}")
             return
         for kind in kinds:

@@ -196,10 +196,11 @@ def parse_source(
             raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0)")
         source, camera = None, int(index)
     inputs: list[InputSpec] = []
-    live = False
+    live = False  # a URL: real time unless asked otherwise (a remote file may be read losslessly)
+    device = False  # a camera or microphone: real time always (a device cannot wait for analysis)
     if camera is not None:
         inputs.append(camera_input(camera, fps))
-        description, live = f"camera:{camera}", True
+        description, device = f"camera:{camera}", True
     elif source == DEMO:
         clip = demo_clip()
         inputs.append(InputSpec(f"demo ({clip.name})", str(clip)))
@@ -227,8 +228,9 @@ def parse_source(
         microphone = mic_input(mic)
         if microphone is not None:
             inputs = [InputSpec(**{**i.__dict__, "audio": False}) for i in inputs] + [microphone]
-            live = True
-    return SourceSpec(description, tuple(inputs), realtime=live if realtime is None else realtime or live, loop=loop)
+            device = True
+    realtime = device or (live if realtime is None else realtime)
+    return SourceSpec(description, tuple(inputs), realtime=realtime, loop=loop)
 
 
 def check_inputs(spec: SourceSpec) -> None:
@@ -237,7 +239,7 @@ def check_inputs(spec: SourceSpec) -> None:
     Loading the model takes seconds; a source opened only after it (by :meth:`Runtime.stream
     <migr_rt.runtime.engine.Runtime.stream>`) makes an invalid filter graph or an unknown host fail seconds late.
     Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
-    costs milliseconds and changes nothing, and a URL's host name is resolved. A live device is not opened: the
+    costs milliseconds and changes nothing, and a URL's host name is resolved and its TCP port knocked on. A live device is not opened: the
     stream opens it once, right before capture starts, since opening it here would leave it filling buffers (or
     holding back a producer) while the model loads, and closing it again can lose what it hands over once (a
     pipe behind an ALSA ``file`` PCM). Devices were checked when the spec was parsed (a missing camera, an ALSA
@@ -247,11 +249,49 @@ def check_inputs(spec: SourceSpec) -> None:
         if not item.live:
             item.open().close()
             continue
-        host = urlsplit(item.target).hostname if "://" in item.target else None
-        if host:
-            try:
-                socket.getaddrinfo(host, None)
-            except (socket.gaierror, UnicodeError) as exc:
-                reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-                raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
-                                  f"{reason})", retryable=False) from exc
+        if "://" in item.target:
+            _check_reachable(item)
+
+
+#: Default TCP ports of the URL schemes FFmpeg reads over TCP (``tcp://`` always names its port).
+_TCP_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "rtmpt": 80,
+              "tcp": None}
+
+
+def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
+    """Resolve a URL's host name and, for a TCP scheme, see that something accepts a connection at its port.
+
+    The connection is closed at once without a byte sent, so the server hands over nothing that could be lost.
+    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) host is only resolved, since the
+    proxy, not this machine, connects to it.
+    """
+    parts = urlsplit(item.target)
+    host = parts.hostname
+    if not host:
+        return
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise SourceError(f"{item.name}: cannot be opened: {exc}", retryable=False) from exc
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
+                          f"{reason})", retryable=False) from exc
+    scheme = parts.scheme.lower()
+    proxied = scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY"))
+    port = port or _TCP_PORTS.get(scheme)
+    if scheme not in _TCP_PORTS or port is None or proxied:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError as exc:
+        raise SourceError(f"{item.name}: cannot be opened: nothing answers at that address (connection to "
+                          f"{host} port {port} refused)") from exc
+    except TimeoutError as exc:
+        raise SourceError(f"{item.name}: cannot be opened: no answer within {timeout:g} s (connecting to {host} "
+                          f"port {port})") from exc
+    except OSError as exc:
+        raise SourceError(f"{item.name}: cannot be opened: cannot connect to {host} port {port} "
+                          f"({exc.strerror or exc})") from exc
