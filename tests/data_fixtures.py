@@ -108,6 +108,23 @@ def write_with_cover_art(
     return path
 
 
+def write_rotated(path: Path, upright: np.ndarray, degrees: int, fps: int = 25) -> Path:
+    """An MP4 as a phone records it: frames stored turned, with a display matrix saying to turn them
+    ``degrees`` counter-clockwise (FFmpeg's convention) to show ``upright``."""
+    stored = np.ascontiguousarray(np.rot90(upright, k=-round(degrees / 90), axes=(1, 2)))
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.height, video.width = stored.shape[1:3]
+        video.pix_fmt = "yuv420p"
+        video.set_display_rotation(degrees)
+        for k, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
 def truncate(path: Path, keep: float = 0.5) -> Path:
     """Cut a good file to ``keep`` of its bytes, like an interrupted copy."""
     data = path.read_bytes()

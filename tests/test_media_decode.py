@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from data_fixtures import frames_for, tone, write_with_cover_art
+from data_fixtures import frames_for, tone, write_rotated, write_with_cover_art
 
 from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
@@ -152,6 +152,25 @@ def test_cover_art_is_not_read_as_video(tmp_path: Path, with_video: bool, caplog
         assert any("only video is cover art" in r.message for r in caplog.records)
         with pytest.raises(MissingStreamError, match="has no video stream .*cover art"):
             decode_media(path, require_video=True)
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_phone_video_is_turned_upright(tmp_path: Path, degrees: int) -> None:
+    """Phones store portrait video turned, with a display rotation: frames reach the model as they are shown."""
+    shown = np.zeros((25, 96, 64, 3), np.uint8)  # portrait: a red top half, a blue bottom-left quarter
+    shown[:, :48] = RED
+    shown[:, 48:, :32] = BLUE
+    path = write_rotated(tmp_path / "phone.mp4", shown, degrees)
+    with av.open(str(path)) as container:  # the file is what the test means: stored turned, shown upright
+        stored = next(container.decode(video=0))
+        assert stored.rotation % 360 == degrees % 360
+        assert (stored.height, stored.width) == ((96, 64) if degrees == 180 else (64, 96))
+    frames = decode_media(path).frames
+    assert frames is not None and frames.shape == shown.shape
+    assert np.abs(frames.astype(int) - shown.astype(int)).mean() < 8  # codec noise, not a turned picture
+    with av.open(str(path)) as container:  # the runtime's incremental decode turns them the same way
+        streamed = [data for _, data in iter_decoded(container, path, fps=25, sample_rate=16000)]
+    assert np.array_equal(np.stack(streamed), frames)
 
 
 def test_unexpected_decode_failures_arrive_as_corrupt_media_errors(

@@ -20,7 +20,7 @@ import av
 import jsonschema
 import numpy as np
 import pytest
-from data_fixtures import write_with_cover_art
+from data_fixtures import write_rotated, write_with_cover_art
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.backends.torch_backend import TorchBackend
@@ -239,6 +239,18 @@ def test_a_face_on_the_cover_art_is_not_the_speakers(runtime, clip_file, tmp_pat
     assert len(windows) == 5 and events[-1]["drops"]["windows"] == 0
     assert all(e["missing"] == {"visual": "no_video"} and e["dominant"] == "audio" for e in windows)
     _assert_windows_match_analyze(runtime, events, None, decode_media(song).audio)
+
+
+def test_a_portrait_phone_video_shows_its_face(runtime, clip_file, tmp_path):
+    """A phone stores portrait video turned on its side: read as stored, the detector found no face at all."""
+    face = decode_media(clip_file).frames
+    portrait = np.zeros((len(face), 200, 160, 3), np.uint8)
+    portrait[:, 20:180] = face
+    phone = write_rotated(tmp_path / "phone.mp4", portrait, -90)  # how a phone held upright records
+    events = list(Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False)).stream(str(phone)))
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == 5
+    assert all(e["present"]["visual"] and e["face"]["frames_with_face"] == 8 for e in windows)
 
 
 class SlowBackend(TorchBackend):

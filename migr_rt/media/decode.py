@@ -269,7 +269,7 @@ def iter_decoded(
                 while last_frame is not None and next_k / fps < t - 1e-6:
                     yield "video", last_frame
                     next_k += 1
-                image = frame.to_ndarray(format="rgb24")
+                image = upright(frame)
                 if size is None:
                     size = image.shape[:2]
                 elif image.shape[:2] != size:
@@ -330,6 +330,23 @@ def iter_decoded(
         while next_k == 0 or next_k / fps < end - 1e-6:
             yield "video", last_frame
             next_k += 1
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB, turned the way its display matrix says it is shown.
+
+    Phones store portrait video as landscape frames plus a rotation to apply
+    on display; read as stored, the face lies on its side and the face
+    detector (upright faces only) finds none. FFmpeg's own player turns such
+    frames; so does this. Mirroring in the matrix is ignored (a mirrored face
+    shows the same emotion), and so is a rotation that is not a multiple of 90.
+    """
+    image = frame.to_ndarray(format="rgb24")
+    degrees = getattr(frame, "rotation", 0) or 0  # counter-clockwise; an older PyAV without it reads none
+    turns = round(degrees / 90)
+    if turns % 4 == 0 or abs(degrees - 90 * turns) > 1:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=turns % 4))
 
 
 def _source_rate(stream: av.video.stream.VideoStream) -> float:
