@@ -11,9 +11,11 @@ import csv
 import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from migr_rt.media import write_media
@@ -112,11 +114,29 @@ def write_rotated(path: Path, upright: np.ndarray, degrees: int, fps: int = 25) 
     """An MP4 as a phone records it: frames stored turned, with a display matrix saying to turn them
     ``degrees`` counter-clockwise (FFmpeg's convention) to show ``upright``."""
     stored = np.ascontiguousarray(np.rot90(upright, k=-round(degrees / 90), axes=(1, 2)))
+    return _write_stored(path, stored, fps, lambda video: video.set_display_rotation(degrees))
+
+
+def write_anamorphic(path: Path, shown: np.ndarray, pixel_aspect: Fraction, fps: int = 25) -> Path:
+    """A video stored with non-square pixels (as HDV, DVD and broadcast video are) that shows as ``shown``:
+    frames squeezed to ``width / pixel_aspect`` columns, with the pixel aspect in the stream."""
+    height, width = shown.shape[1:3]
+    stored_width = round(width / pixel_aspect) // 2 * 2
+    stored = np.stack([cv2.resize(f, (stored_width, height), interpolation=cv2.INTER_AREA) for f in shown])
+
+    def set_aspect(video) -> None:
+        video.codec_context.sample_aspect_ratio = pixel_aspect
+
+    return _write_stored(path, stored, fps, set_aspect)
+
+
+def _write_stored(path: Path, stored: np.ndarray, fps: int, prepare) -> Path:
+    """H.264 MP4 of ``stored`` frames as they are, after ``prepare(stream)`` sets how they are shown."""
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
         video.height, video.width = stored.shape[1:3]
         video.pix_fmt = "yuv420p"
-        video.set_display_rotation(degrees)
+        prepare(video)
         for k, image in enumerate(stored):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = k

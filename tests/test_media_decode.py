@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
-from data_fixtures import frames_for, tone, write_rotated, write_with_cover_art
+from data_fixtures import frames_for, tone, write_anamorphic, write_rotated, write_with_cover_art
 
 from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
@@ -171,6 +173,24 @@ def test_phone_video_is_turned_upright(tmp_path: Path, degrees: int) -> None:
     with av.open(str(path)) as container:  # the runtime's incremental decode turns them the same way
         streamed = [data for _, data in iter_decoded(container, path, fps=25, sample_rate=16000)]
     assert np.array_equal(np.stack(streamed), frames)
+
+
+@pytest.mark.parametrize("aspect", [Fraction(4, 3), Fraction(64, 45), Fraction(8, 9)], ids=["hdv", "dvd-wide", "ntsc"])
+def test_non_square_pixels_are_shown_square(tmp_path: Path, aspect: Fraction) -> None:
+    """Broadcast and DVD video store squeezed pixels: a circle stored as an ellipse reaches the model round."""
+    shown = np.zeros((10, 96, 128, 3), np.uint8)
+    cv2.circle(shown[0], (64, 48), 36, (255, 255, 255), -1)
+    shown[1:] = shown[0]
+    path = write_anamorphic(tmp_path / "tv.mp4", shown, aspect)
+    with av.open(str(path)) as container:  # stored squeezed, as the test means
+        assert container.streams.video[0].sample_aspect_ratio == aspect
+        assert container.streams.video[0].width != 128
+    frames = decode_media(path).frames
+    assert frames is not None
+    mask = frames[0, ..., 0] > 127
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    tall, wide = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert abs(tall / wide - 1) < 0.06, (tall, wide, frames.shape)  # round again, at most a few pixels off
 
 
 def test_unexpected_decode_failures_arrive_as_corrupt_media_errors(

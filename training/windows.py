@@ -92,8 +92,8 @@ class WindowSet:
         )
 
 
-#: Bump when what a cached window holds changes.
-CACHE_FORMAT = 5
+#: Bump when what a cached window holds changes. 6: frames as shown (display rotation, square pixels, no cover art).
+CACHE_FORMAT = 6
 #: A modality whose generator evidence is weaker than this has no per-modality target of its own.
 MIN_MODALITY_STRENGTH = 0.3
 

@@ -227,6 +227,7 @@ def iter_decoded(
         return
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
     source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
+    aspect = pixel_aspect(vstream) if vstream is not None else 1.0
     next_k = 0  # index of the next output frame instant
     last_frame: np.ndarray | None = None
     first_time: float | None = None
@@ -269,7 +270,7 @@ def iter_decoded(
                 while last_frame is not None and next_k / fps < t - 1e-6:
                     yield "video", last_frame
                     next_k += 1
-                image = upright(frame)
+                image = upright(frame, aspect)
                 if size is None:
                     size = image.shape[:2]
                 elif image.shape[:2] != size:
@@ -332,21 +333,42 @@ def iter_decoded(
             next_k += 1
 
 
-def upright(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB, turned the way its display matrix says it is shown.
+def upright(frame: av.VideoFrame, pixel_aspect: float = 1.0) -> np.ndarray:
+    """The frame as RGB, shaped and turned the way a player shows it.
 
     Phones store portrait video as landscape frames plus a rotation to apply
     on display; read as stored, the face lies on its side and the face
-    detector (upright faces only) finds none. FFmpeg's own player turns such
-    frames; so does this. Mirroring in the matrix is ignored (a mirrored face
-    shows the same emotion), and so is a rotation that is not a multiple of 90.
+    detector (upright faces only) finds none. Broadcast and DVD video store
+    non-square pixels (``pixel_aspect``: HDV's 1440x1080 is shown 1920 wide);
+    read as stored, faces are squeezed, found less often, and cropped
+    distorted. So the frame is rescaled to square pixels (shrinking one side)
+    and turned as its display matrix says. Mirroring in the matrix is ignored
+    (a mirrored face shows the same emotion), and so is a rotation that is
+    not a multiple of 90.
     """
     image = frame.to_ndarray(format="rgb24")
+    height, width = image.shape[:2]
+    shown = (width, max(1, round(height / pixel_aspect))) if pixel_aspect > 1 else \
+        (max(1, round(width * pixel_aspect)), height)
+    if shown != (width, height):  # bilinear: ~2 ms for HDV's 1440x1080, a third of what swscale takes
+        image = cv2.resize(image, shown, interpolation=cv2.INTER_LINEAR)
     degrees = getattr(frame, "rotation", 0) or 0  # counter-clockwise; an older PyAV without it reads none
     turns = round(degrees / 90)
     if turns % 4 == 0 or abs(degrees - 90 * turns) > 1:
         return image
     return np.ascontiguousarray(np.rot90(image, k=turns % 4))
+
+
+def pixel_aspect(stream: av.video.stream.VideoStream) -> float:
+    """Width of one stored pixel over its height as shown: the container's word first, then the codec's.
+
+    1 when neither says (or says something implausible, beyond 1:10 either way).
+    """
+    codec = stream.codec_context  # None for a stream FFmpeg has no decoder for (a corrupt header)
+    for ratio in (stream.sample_aspect_ratio, codec.sample_aspect_ratio if codec is not None else None):
+        if ratio and 0.1 <= float(ratio) <= 10:
+            return float(ratio)
+    return 1.0
 
 
 def _source_rate(stream: av.video.stream.VideoStream) -> float:
