@@ -474,9 +474,31 @@ def web(clip_file, tmp_path_factory):
     media = decode_media(clip_file)
     for name in ("clip.mkv", "live.ts"):
         write_media(root / name, media.frames, 25, media.audio, 16000, video_codec="libx264")
+    cut: set[str] = set()
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        """Python's file server, plus ``/flaky/NAME``: range requests, and the first download cut half-way."""
+
         def log_message(self, *args) -> None:
             pass
+
+        def do_GET(self) -> None:
+            if not self.path.startswith("/flaky/"):
+                return super().do_GET()
+            data = (root / self.path.removeprefix("/flaky/")).read_bytes()
+            start = int(self.headers.get("Range", "bytes=0-").removeprefix("bytes=").split("-")[0])
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("Accept-Ranges", "bytes")
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            if self.path not in cut:  # the connection drops half-way through the first download
+                cut.add(self.path)
+                self.wfile.write(data[start: start + (len(data) - start) // 2])
+                self.close_connection = True
+                return
+            self.wfile.write(data[start:])
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -501,6 +523,17 @@ def test_a_remote_file_ends_where_it_ends(runtime, web, realtime):
     assert len(windows) + events[-1]["drops"]["windows"] == 5
     assert len(windows) == 5 if not realtime else windows
     _assert_windows_match_analyze(rt, events, media.frames, media.audio)  # the same media as the file here
+
+
+def test_a_remote_file_whose_download_drops_resumes_where_it_dropped(runtime, web):
+    # A remote file is not reopened (that would start it over); FFmpeg asks the server for the rest instead.
+    url, root = web
+    media = decode_media(root / "clip.mkv")
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False, face_tracking=False))
+    events = list(rt.stream(parse_source(f"{url}/flaky/clip.mkv", realtime=False), max_windows=12))
+    assert events[-1]["reason"] == "end_of_stream" and not [e for e in events if e["type"] == "status"], events[-1]
+    assert len([e for e in events if e["type"] == "window"]) == 5
+    _assert_windows_match_analyze(rt, events, media.frames, media.audio)
 
 
 def test_a_live_url_that_ends_is_reconnected(runtime, web):

@@ -183,6 +183,18 @@ def mic_input(spec: str) -> InputSpec | None:
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
+def _url_options(url: str) -> tuple[tuple[str, str], ...]:
+    """FFmpeg options for reading ``url``: an HTTP(S) download cut mid-way resumes where it was cut.
+
+    A remote file is read to its end and not reopened (that would start it over), so a dropped connection
+    would end the run; FFmpeg's ``reconnect`` asks the server for the rest instead (a range request), for up
+    to 10 s. A live HTTP stream cannot be resumed that way and is reopened by the capture thread as before.
+    """
+    if urlsplit(url).scheme.lower() in ("http", "https"):
+        return (("reconnect", "1"), ("reconnect_delay_max", "10"))
+    return ()
+
+
 def parse_source(
     source: str | None = None, *, camera: int | None = None, mic: str | None = None, realtime: bool | None = None,
     loop: bool = False, fps: float = 25.0,
@@ -210,7 +222,7 @@ def parse_source(
         inputs.append(InputSpec(f"lavfi {graph}", graph, "lavfi"))
         description = source
     elif "://" in source:
-        inputs.append(InputSpec(source, source, live=True))
+        inputs.append(InputSpec(source, source, options=_url_options(source), live=True))
         description, live = source, True
     else:
         if not source.strip():
