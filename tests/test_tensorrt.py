@@ -309,3 +309,16 @@ def test_engines_of_another_tensorrt_version_are_refused(trt_fp16, tmp_path):
     path.write_text(json.dumps(seal(data)))
     with pytest.raises(ArtifactError, match="not portable across TensorRT versions"):
         TensorRTBackend(folder)
+
+
+@pytest.mark.gpu
+def test_a_sealed_manifest_whose_config_does_not_fit_the_engines_is_refused_at_load(trt_fp16, tmp_path):
+    folder = tmp_path / "edited"
+    shutil.copytree(trt_fp16, folder)
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    data["model_config"]["num_frames"] = 3  # edited and sealed again: every hash matches
+    path.write_text(json.dumps(seal(data)))
+    with pytest.raises(ArtifactError, match=r"tensor 'frame_embeddings' of graph 'visual_pool' has size 8 at "
+                                            r"dimension .* gives model_config num_frames = 3"):
+        TensorRTBackend(folder)

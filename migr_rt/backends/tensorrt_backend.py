@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from migr_rt.artifact import ArtifactError, Manifest, check_io, read_artifact
+from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, read_artifact
 from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
 from migr_rt.mi import ModalityImportance
 from migr_rt.model.config import MigrConfig
+from migr_rt.model.graphs import graph_dims
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class TensorRTBackend(Backend):
         self.versions = device_info(self.device)
         check_engine_compatibility(self.manifest.extra, *self.versions, folder=self.folder)
         runtime = trt.Runtime(trt_logger())
+        dims = graph_dims(self.config)
         self.engines, self.contexts, self.dtypes = {}, {}, {}
         with torch.cuda.device(self.device):
             self.stream = torch.cuda.Stream(self.device)
@@ -137,6 +139,9 @@ class TensorRTBackend(Backend):
                 outputs = [n for n in names if n not in inputs]
                 check_io(path, spec, _in_manifest_order(inputs, spec.input_names),
                          _in_manifest_order(outputs, spec.output_names))
+                # A sealed but edited manifest: refused here, naming the field, not by a shape error at run time.
+                check_shapes(path, name, spec, {n: list(engine.get_tensor_shape(n)) for n in names},
+                             dims.get(name, {}))
                 self.dtypes[name] = {n: TORCH_DTYPES[str(engine.get_tensor_dtype(n)).rsplit(".", 1)[-1]] for n in names}
                 self.engines[name] = engine
                 self.contexts[name] = engine.create_execution_context()
