@@ -28,7 +28,7 @@ from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.capture import MediaBuffer, WindowPlan
-from migr_rt.runtime.sources import InputSpec, SourceSpec, demo_clip
+from migr_rt.runtime.sources import InputSpec, SourceSpec, check_inputs, demo_clip
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
 
@@ -525,6 +525,21 @@ def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
         result = _cli("--source", source, "--json", "--checkpoint", str(tmp_path / "no-model"))
         assert result.returncode == 1 and result.stdout == "", result.stderr
         assert result.stderr.startswith(f"migr-rt run: {source}: cannot be opened: {words}"), result.stderr
+
+
+def test_a_tcp_url_is_not_knocked_on_before_the_run_connects():
+    # FFmpeg's `tcp://...?listen` serves its first connection and no other: a knock before the model loads was that
+    # connection (the server then failed writing to it), and the run's own was refused.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        check_inputs(parse_source(f"tcp://127.0.0.1:{port}"))
+        with pytest.raises(TimeoutError):
+            listener.accept()[0].close()  # nothing connected
+        check_inputs(parse_source(f"rtsp://127.0.0.1:{port}/cam"))  # an RTSP server serves many: knocked on
+        listener.accept()[0].close()
 
 
 def test_ctrl_c_flushes_and_exits_zero():
