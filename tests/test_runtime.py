@@ -28,7 +28,7 @@ from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.capture import MediaBuffer, WindowPlan
-from migr_rt.runtime.sources import InputSpec, SourceSpec, check_inputs, demo_clip
+from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
 
@@ -540,6 +540,15 @@ def test_a_tcp_url_is_not_knocked_on_before_the_run_connects():
             listener.accept()[0].close()  # nothing connected
         check_inputs(parse_source(f"rtsp://127.0.0.1:{port}/cam"))  # an RTSP server serves many: knocked on
         listener.accept()[0].close()
+
+
+def test_a_url_behind_a_proxy_is_left_to_the_proxy(monkeypatch):
+    # FFmpeg sends an HTTP(S) request to the http_proxy, which resolves the host: behind a proxy the local DNS may know
+    # no outside name, and resolving it here refused a source FFmpeg reads.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    check_inputs(parse_source("http://no-such-host.invalid/clip.mp4"))
+    with pytest.raises(SourceError, match="does not resolve"):  # RTSP goes around the proxy: still checked
+        check_inputs(parse_source("rtsp://no-such-host.invalid/cam"))
 
 
 def test_ctrl_c_flushes_and_exits_zero():

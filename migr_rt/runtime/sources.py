@@ -263,8 +263,9 @@ def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
     """Resolve a URL's host name and, for a TCP scheme, see that something accepts a connection at its port.
 
     The connection is closed at once without a byte sent, so the server hands over nothing that could be lost.
-    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) host is only resolved, since the
-    proxy, not this machine, connects to it.
+    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) URL is not checked at all, since the
+    proxy, not this machine, resolves its host and connects to it (behind a proxy, the local DNS often knows no
+    outside name at all).
     """
     parts = urlsplit(item.target)
     host = parts.hostname
@@ -274,15 +275,16 @@ def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
         port = parts.port
     except ValueError as exc:
         raise SourceError(f"{item.name}: cannot be opened: {exc}", retryable=False) from exc
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY")):
+        return
     try:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
                           f"{reason})", retryable=False) from exc
-    scheme = parts.scheme.lower()
-    proxied = scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY"))
-    if scheme not in _TCP_PORTS or proxied:
+    if scheme not in _TCP_PORTS:
         return
     port = port or _TCP_PORTS[scheme]
     try:
