@@ -512,6 +512,15 @@ def test_a_live_url_that_ends_is_reconnected(runtime, web):
     assert len([e for e in events if e["type"] == "window"]) == 8
 
 
+def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):
+    # --no-realtime is for a remote file: a live stream read losslessly fell ever further behind while capture waited
+    # for analysis (and a server drops a reader that stops reading), so it is read in real time like a camera.
+    url, _ = web
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False))
+    events = list(rt.stream(parse_source(f"{url}/live.ts", realtime=False), max_windows=1))
+    assert events[0]["realtime"] is True
+
+
 def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
     # The checkpoint named here does not exist: the source is refused before the model is looked for.
     with socket.socket() as probe:
