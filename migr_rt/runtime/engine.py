@@ -293,7 +293,8 @@ class Runtime:
                          realtime=realtime)
         for name in cover_art:
             yield make_event("status", level="info", code="cover_art",
-                             message=f"{name}: its only video is cover art (one still picture); reading the audio alone")
+                             message=f"{name}: its only video is cover art (one still picture); "
+                                     "reading the audio alone")
         with self._lock:
             detector = self._new_detector()  # this stream's: the first sampled frame gets a full scan
         for capture in captures:
