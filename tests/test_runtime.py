@@ -551,6 +551,12 @@ def test_a_tcp_url_is_not_knocked_on_before_the_run_connects():
         listener.accept()[0].close()
 
 
+def test_a_url_that_does_not_parse_is_refused_in_words():
+    # An IPv6 host without its closing bracket made urlsplit raise, and run ended in a traceback.
+    with pytest.raises(SourceError, match=r"^rtsp://\[::1/cam: cannot be opened: Invalid IPv6 URL"):
+        check_inputs(parse_source("rtsp://[::1/cam"))
+
+
 def test_a_url_behind_a_proxy_is_left_to_the_proxy(monkeypatch):
     # FFmpeg sends an HTTP(S) request to the http_proxy, which resolves the host: behind a proxy the local DNS may know
     # no outside name, and resolving it here refused a source FFmpeg reads.

@@ -267,14 +267,13 @@ def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
     proxy, not this machine, resolves its host and connects to it (behind a proxy, the local DNS often knows no
     outside name at all).
     """
-    parts = urlsplit(item.target)
-    host = parts.hostname
-    if not host:
-        return
-    try:
-        port = parts.port
+    try:  # an unclosed IPv6 bracket fails on splitting, a port out of range or not a number on reading it
+        parts = urlsplit(item.target)
+        host, port = parts.hostname, parts.port
     except ValueError as exc:
         raise SourceError(f"{item.name}: cannot be opened: {exc}", retryable=False) from exc
+    if not host:
+        return
     scheme = parts.scheme.lower()
     if scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY")):
         return
