@@ -630,8 +630,9 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
 @click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
 @click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")
 @click.option("--realtime/--no-realtime", default=None,
-              help="Replay files at their own rate with drops like a camera (default for URLs; always for cameras "
-                   "and microphones), or analyse every window losslessly (default for files and the demo).")
+              help="Replay files at their own rate with drops like a camera (default for URLs; always for cameras, "
+                   "microphones and live streams), or analyse every window losslessly (default for files and the "
+                   "demo; a URL that states a duration, a remote file, can be read so too).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Checkpoint or exported artifact folder (default: the bundled model).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",

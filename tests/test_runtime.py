@@ -28,7 +28,7 @@ from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.capture import MediaBuffer, WindowPlan
-from migr_rt.runtime.sources import InputSpec, SourceSpec, demo_clip
+from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
 
@@ -545,6 +545,15 @@ def test_a_live_url_that_ends_is_reconnected(runtime, web):
     assert len([e for e in events if e["type"] == "window"]) == 8
 
 
+def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):
+    # --no-realtime is for a remote file: a live stream read losslessly fell ever further behind while capture waited
+    # for analysis (and a server drops a reader that stops reading), so it is read in real time like a camera.
+    url, _ = web
+    rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False))
+    events = list(rt.stream(parse_source(f"{url}/live.ts", realtime=False), max_windows=1))
+    assert events[0]["realtime"] is True
+
+
 def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
     # The checkpoint named here does not exist: the source is refused before the model is looked for.
     with socket.socket() as probe:
@@ -558,6 +567,36 @@ def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
         result = _cli("--source", source, "--json", "--checkpoint", str(tmp_path / "no-model"))
         assert result.returncode == 1 and result.stdout == "", result.stderr
         assert result.stderr.startswith(f"migr-rt run: {source}: cannot be opened: {words}"), result.stderr
+
+
+def test_a_tcp_url_is_not_knocked_on_before_the_run_connects():
+    # FFmpeg's `tcp://...?listen` serves its first connection and no other: a knock before the model loads was that
+    # connection (the server then failed writing to it), and the run's own was refused.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        check_inputs(parse_source(f"tcp://127.0.0.1:{port}"))
+        with pytest.raises(TimeoutError):
+            listener.accept()[0].close()  # nothing connected
+        check_inputs(parse_source(f"rtsp://127.0.0.1:{port}/cam"))  # an RTSP server serves many: knocked on
+        listener.accept()[0].close()
+
+
+def test_a_url_that_does_not_parse_is_refused_in_words():
+    # An IPv6 host without its closing bracket made urlsplit raise, and run ended in a traceback.
+    with pytest.raises(SourceError, match=r"^rtsp://\[::1/cam: cannot be opened: Invalid IPv6 URL"):
+        check_inputs(parse_source("rtsp://[::1/cam"))
+
+
+def test_a_url_behind_a_proxy_is_left_to_the_proxy(monkeypatch):
+    # FFmpeg sends an HTTP(S) request to the http_proxy, which resolves the host: behind a proxy the local DNS may know
+    # no outside name, and resolving it here refused a source FFmpeg reads.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    check_inputs(parse_source("http://no-such-host.invalid/clip.mp4"))
+    with pytest.raises(SourceError, match="does not resolve"):  # RTSP goes around the proxy: still checked
+        check_inputs(parse_source("rtsp://no-such-host.invalid/cam"))
 
 
 def test_ctrl_c_flushes_and_exits_zero():

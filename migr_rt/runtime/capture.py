@@ -354,6 +354,12 @@ def on_demand(container) -> bool:
     return duration is not None and duration > 0
 
 
+def reads_as_file(spec: InputSpec, container) -> bool:
+    """Whether an opened input is read like a file (it ends the run where it ends, and can wait for analysis):
+    anything not live, and a URL whose media state a duration (a remote file rather than a live stream)."""
+    return not spec.live or ("://" in spec.target and on_demand(container))
+
+
 class Capture(threading.Thread):
     """Reads one input into the buffer until it ends, the run stops, or (live) it cannot be reopened."""
 
@@ -385,10 +391,9 @@ class Capture(threading.Thread):
                 self._container = None
                 if container is None:
                     return
-                if self.spec.live and "://" in self.spec.target and on_demand(container):
-                    if self.live:
-                        logger.info("%s: states a duration (%.1f s): read as a remote file, ending where it ends",
-                                    self.spec.name, container.duration / 1e6)
+                if self.live and reads_as_file(self.spec, container):
+                    logger.info("%s: states a duration (%.1f s): read as a remote file, ending where it ends",
+                                self.spec.name, container.duration / 1e6)
                     self.on_demand = True
                 last_frame = None
                 pushed = media["video"] + media["audio"]

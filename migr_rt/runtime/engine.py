@@ -38,7 +38,7 @@ from migr_rt.media.decode import audio_stream, has_cover_art_only, video_stream
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
-from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
+from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan, reads_as_file
 from migr_rt.runtime.events import make_event
 from migr_rt.runtime.sources import SourceSpec, parse_source
 from migr_rt.traces import parse_trace
@@ -269,13 +269,18 @@ class Runtime:
         has_video = any(inp.video and video_stream(c) is not None for inp, c in zip(spec.inputs, opened))
         has_audio = any(inp.audio and audio_stream(c) is not None for inp, c in zip(spec.inputs, opened))
         cover_art = [inp.name for inp, c in zip(spec.inputs, opened) if inp.video and has_cover_art_only(c)]
-        buffer = MediaBuffer(self.plan, has_video, has_audio, realtime=spec.realtime,
+        # A live stream cannot wait for analysis (it would fall ever further behind, and a server stops serving a
+        # reader that stops reading): only files, and URLs that turn out to be remote files, are read losslessly.
+        realtime = spec.realtime or not all(reads_as_file(i, c) for i, c in zip(spec.inputs, opened))
+        if realtime and not spec.realtime:
+            logger.info("%s: a live stream: read in real time (with drops), not losslessly", spec.description)
+        buffer = MediaBuffer(self.plan, has_video, has_audio, realtime=realtime,
                              max_pending_windows=self.config.max_pending_windows)
         if frame_tap is not None:
             buffer.add_tap(frame_tap)
         if audio_tap is not None:
             buffer.add_audio_tap(audio_tap)
-        captures = [Capture(inp, buffer, realtime=spec.realtime, loop=spec.loop,
+        captures = [Capture(inp, buffer, realtime=realtime, loop=spec.loop,
                             reconnect_timeout=self.config.reconnect_timeout, first_container=c)
                     for inp, c in zip(spec.inputs, opened)]
         cache: dict[int, FrameFeature] = {}
@@ -285,10 +290,11 @@ class Runtime:
                          window_seconds=self.plan.length, hop_seconds=self.plan.hop, fps=self.plan.fps,
                          sample_rate=self.plan.sample_rate, labels=list(self.model_config.labels),
                          modalities=list(self.model_config.modalities), has_video=has_video, has_audio=has_audio,
-                         realtime=spec.realtime)
+                         realtime=realtime)
         for name in cover_art:
             yield make_event("status", level="info", code="cover_art",
-                             message=f"{name}: its only video is cover art (one still picture); reading the audio alone")
+                             message=f"{name}: its only video is cover art (one still picture); "
+                                     "reading the audio alone")
         with self._lock:
             detector = self._new_detector()  # this stream's: the first sampled frame gets a full scan
         for capture in captures:
@@ -346,7 +352,7 @@ class Runtime:
                     del cache[old]
                 if self.config.rationale and tokens is not None:
                     # Live: a newer window makes this rationale stale. Lossless replays write every one in full.
-                    stale = buffer.window_waiting if self.config.cancel_stale and spec.realtime else None
+                    stale = buffer.window_waiting if self.config.cancel_stale and realtime else None
                     yield from self._rationale(w, event, tokens, visible, stale=stale)
                 if max_windows is not None and windows >= max_windows:
                     break

@@ -33,7 +33,7 @@ Unix seconds). Types, in the order a run produces them:
     event, ``full``).
 ``status``
     ``level`` (info/warning/error), ``code`` (``source_lost``,
-    ``reconnecting``, ``reconnected``), ``message``.
+    ``reconnecting``, ``reconnected``, ``cover_art``), ``message``.
 ``end``
     ``reason`` (``end_of_stream``, ``interrupted``, ``source_lost``), ``windows``, ``drops``.
 

@@ -251,11 +251,11 @@ def check_inputs(spec: SourceSpec) -> None:
     Loading the model takes seconds; a source opened only after it (by :meth:`Runtime.stream
     <migr_rt.runtime.engine.Runtime.stream>`) makes an invalid filter graph or an unknown host fail seconds late.
     Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
-    costs milliseconds and changes nothing, and a URL's host name is resolved and its TCP port knocked on. A live device is not opened: the
-    stream opens it once, right before capture starts, since opening it here would leave it filling buffers (or
-    holding back a producer) while the model loads, and closing it again can lose what it hands over once (a
-    pipe behind an ALSA ``file`` PCM). Devices were checked when the spec was parsed (a missing camera, an ALSA
-    name that does not resolve).
+    costs milliseconds and changes nothing, and a URL's host name is resolved and its server's TCP port knocked on
+    (see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right before capture
+    starts, since opening it here would leave it filling buffers (or holding back a producer) while the model
+    loads, and closing it again can lose what it hands over once (a pipe behind an ALSA ``file`` PCM). Devices
+    were checked when the spec was parsed (a missing camera, an ALSA name that does not resolve).
     """
     for item in spec.inputs:
         if not item.live:
@@ -265,37 +265,39 @@ def check_inputs(spec: SourceSpec) -> None:
             _check_reachable(item)
 
 
-#: Default TCP ports of the URL schemes FFmpeg reads over TCP (``tcp://`` always names its port).
-_TCP_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "rtmpt": 80,
-              "tcp": None}
+#: Default TCP ports of the URL schemes FFmpeg reads over TCP, from servers that serve many clients. ``tcp://``
+#: is only resolved: its server is typically FFmpeg's own ``tcp://...?listen``, which serves the first connection
+#: and no other, so a knock would be that connection and the run's own would then be refused.
+_TCP_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "rtmpt": 80}
 
 
 def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
     """Resolve a URL's host name and, for a TCP scheme, see that something accepts a connection at its port.
 
     The connection is closed at once without a byte sent, so the server hands over nothing that could be lost.
-    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) host is only resolved, since the
-    proxy, not this machine, connects to it.
+    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) URL is not checked at all, since the
+    proxy, not this machine, resolves its host and connects to it (behind a proxy, the local DNS often knows no
+    outside name at all).
     """
-    parts = urlsplit(item.target)
-    host = parts.hostname
-    if not host:
-        return
-    try:
-        port = parts.port
+    try:  # an unclosed IPv6 bracket fails on splitting, a port out of range or not a number on reading it
+        parts = urlsplit(item.target)
+        host, port = parts.hostname, parts.port
     except ValueError as exc:
         raise SourceError(f"{item.name}: cannot be opened: {exc}", retryable=False) from exc
+    if not host:
+        return
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY")):
+        return
     try:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
                           f"{reason})", retryable=False) from exc
-    scheme = parts.scheme.lower()
-    proxied = scheme in ("http", "https") and any(os.environ.get(v) for v in ("http_proxy", "HTTP_PROXY"))
-    port = port or _TCP_PORTS.get(scheme)
-    if scheme not in _TCP_PORTS or port is None or proxied:
+    if scheme not in _TCP_PORTS:
         return
+    port = port or _TCP_PORTS[scheme]
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except ConnectionRefusedError as exc:
