@@ -10,7 +10,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from data_fixtures import frames_for, tone, write_rotated, write_with_cover_art
+from data_fixtures import (
+    frames_for,
+    tone,
+    write_marked_av,
+    write_rotated,
+    write_with_cover_art,
+)
 
 from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
@@ -152,6 +158,55 @@ def test_cover_art_is_not_read_as_video(tmp_path: Path, with_video: bool, caplog
         assert any("only video is cover art" in r.message for r in caplog.records)
         with pytest.raises(MissingStreamError, match="has no video stream .*cover art"):
             decode_media(path, require_video=True)
+
+
+
+def _marks(path: Path, **kwargs: object) -> tuple[float, float]:
+    """Seconds from the start of the decoded frames / audio to the white frame / the loud burst."""
+    media = decode_media(path, **kwargs)  # type: ignore[arg-type]
+    assert media.frames is not None and media.audio is not None
+    flash = int(np.argmax(media.frames.reshape(len(media.frames), -1).mean(1)))
+    return flash / media.fps, int(np.argmax(np.abs(media.audio) > 0.2)) / media.sample_rate
+
+
+@pytest.mark.parametrize(("suffix", "video_start", "audio_start"), [
+    ("mkv", 0.0, 0.5),  # an edited clip whose sound begins after the picture
+    ("mp4", 0.5, 0.0),  # ... or before it
+    ("ts", 0.0, 0.0),  # MPEG-TS keeps the AAC priming (1024 samples) before the first frame
+    ("ts", 36000.0, 36000.5),  # a capture whose clock read 10 h when it began
+])
+def test_audio_stays_with_the_picture_when_the_streams_start_apart(
+    tmp_path: Path, suffix: str, video_start: float, audio_start: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A player plays each stream from its timestamps: a voice is heard with the face shown at the same instant.
+
+    The audio was laid from the first video frame as if both started there, so every window paired the faces
+    with the voice of half a second earlier or later."""
+    mark = min(video_start, audio_start) + 1.0
+    path = write_marked_av(tmp_path / f"apart.{suffix}", video_start=video_start, audio_start=audio_start, mark=mark)
+    with caplog.at_level(logging.INFO, logger="migr_rt.media.decode"):
+        flash, burst = _marks(path)
+    assert abs(flash - (mark - video_start)) < 0.05  # the video still starts at its first frame
+    assert abs(burst - flash) < 0.01
+    if audio_start > video_start:
+        assert any(f"{path}: audio starts 0." in r.getMessage() and "after" in r.getMessage() for r in caplog.records)
+    assert _marks(path, max_seconds=1.5) == (flash, burst)  # an early stop places the audio the same way
+
+
+def test_lost_audio_packets_leave_silence_and_the_rest_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audio packets lost in transit leave a hole in the timestamps: what follows is still heard at its time.
+
+    Closing the hole moved all later speech 0.5 s ahead of the faces it goes with."""
+    path = write_marked_av(tmp_path / "lost.mkv", mark=1.0, lost=(0.3, 0.8))
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+        flash, burst = _marks(path)
+    assert abs(flash - 1.0) < 0.05 and abs(burst - flash) < 0.01
+    assert sum("audio timestamps skip" in r.getMessage() for r in caplog.records) == 1
+    audio = decode_media(path).audio
+    assert audio is not None and abs(len(audio) / 16000 - 2.0) < 0.1
+    assert np.abs(audio[int(0.4 * 16000) : int(0.75 * 16000)]).max() == 0  # the hole is silence
 
 
 @pytest.mark.parametrize("degrees", [-90, 90, 180])
