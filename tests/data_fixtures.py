@@ -363,3 +363,30 @@ def write_marked_av(
             out.mux(packet)
     return path
 
+
+def write_audio_tracks(path: Path, tracks: Sequence[tuple[float, int]], seconds: float = 1.0,
+                       sample_rate: int = 16000) -> Path:
+    """Video with several AAC tracks, as films and broadcasts carry them: ``(tone Hz, FFmpeg disposition flags)``
+    each, in file order (``av.stream.Disposition.default``, ``.comment``, ``.visual_impaired`` ...)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.height = video.width = SIZE
+        video.pix_fmt = "yuv420p"
+        sounds = []
+        for _, disposition in tracks:
+            sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+            sound.disposition = disposition
+            sounds.append(sound)
+        for k, image in enumerate(frames_for(0, seconds)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for sound, (freq, _) in zip(sounds, tracks):
+            audio = tone(seconds, sample_rate, freq)
+            for first in range(0, len(audio), 1024):
+                frame = av.AudioFrame.from_ndarray(audio[None, first : first + 1024], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = sample_rate, first
+                out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
+    return path

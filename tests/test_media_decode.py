@@ -13,6 +13,7 @@ import pytest
 from data_fixtures import (
     frames_for,
     tone,
+    write_audio_tracks,
     write_marked_av,
     write_rotated,
     write_with_cover_art,
@@ -207,6 +208,30 @@ def test_lost_audio_packets_leave_silence_and_the_rest_in_place(
     audio = decode_media(path).audio
     assert audio is not None and abs(len(audio) / 16000 - 2.0) < 0.1
     assert np.abs(audio[int(0.4 * 16000) : int(0.75 * 16000)]).max() == 0  # the hole is silence
+
+
+
+_D = av.stream.Disposition
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "mp4"])
+@pytest.mark.parametrize(("tracks", "heard"), [
+    ([(300, 0), (600, _D.default)], 600),  # a French dub first, the default (original) track second
+    ([(300, _D.default | _D.comment), (600, 0)], 600),  # a director's commentary (mp4 marks the first default)
+    ([(300, _D.visual_impaired | _D.descriptions), (600, 0)], 600),  # an audio description: a narrator
+    ([(300, 0), (600, 0)], 300),  # nothing said: the first, as before
+], ids=["default", "commentary", "audio-description", "unmarked"])
+def test_the_audio_track_is_the_one_a_viewer_hears(tmp_path: Path, suffix: str, tracks: list, heard: int) -> None:
+    """Of several audio tracks, the default one of the voices on screen is taken, not merely the first: a
+    commentary or a narrator describing the scene is not the voice of the face in the picture."""
+    path = write_audio_tracks(tmp_path / f"film.{suffix}", tracks)
+    with av.open(str(path)) as container:  # the file is what the test means (Matroska has no 'descriptions')
+        said = [int(s.disposition) & ~_D.descriptions for s in container.streams.audio]
+    assert all(flags & ~_D.descriptions == flags & got for (_, flags), got in zip(tracks, said)), said
+    audio = decode_media(path).audio
+    assert audio is not None
+    spectrum = np.abs(np.fft.rfft(audio[:16000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - heard) < 5
 
 
 @pytest.mark.parametrize("degrees", [-90, 90, 180])

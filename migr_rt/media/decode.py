@@ -58,6 +58,14 @@ _AUDIO_MARGIN = 0.1
 #: podcast cover art in an MP3, M4A or MKV), not footage of the speaker.
 _ATTACHED_PIC = 0x0400
 
+#: FFmpeg's ``AV_DISPOSITION_DEFAULT``: the track a player plays unless told otherwise.
+_DEFAULT = 0x0001
+
+#: Audio tracks that are not the voices of the people on screen: a commentary (``COMMENT``), an audio
+#: description for blind viewers (``VISUAL_IMPAIRED``, ``DESCRIPTIONS``: a narrator describing the scene) and a
+#: music-and-effects track without dialogue (``CLEAN_EFFECTS``).
+_NOT_ON_SCREEN = 0x0008 | 0x0100 | 0x20000 | 0x0200
+
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The container's first moving-picture video stream, or ``None``.
@@ -78,8 +86,19 @@ def has_cover_art_only(container: av.container.InputContainer) -> bool:
 
 
 def audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
-    """The container's first audio stream, or ``None``."""
-    return container.streams.audio[0] if container.streams.audio else None
+    """The audio track of the voices on screen that a player plays, or ``None``.
+
+    A film or a broadcast recording carries several: languages, a director's
+    commentary, an audio description; the first is not always the one heard.
+    The rule: tracks marked as commentary, audio description or music and
+    effects only come last (their voice is not the speaker's, or there is
+    none); then the track marked default; then the first in the file.
+    """
+    def rank(stream: av.audio.stream.AudioStream) -> tuple[bool, bool, int]:
+        flags = int(getattr(stream, "disposition", 0))
+        return bool(flags & _NOT_ON_SCREEN), not flags & _DEFAULT, stream.index
+
+    return min(container.streams.audio, key=rank, default=None)
 
 
 @dataclass
