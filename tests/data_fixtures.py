@@ -390,3 +390,20 @@ def write_audio_tracks(path: Path, tracks: Sequence[tuple[float, int]], seconds:
                 out.mux(sound.encode(frame))
             out.mux(sound.encode(None))
     return path
+
+
+def write_stereo(path: Path, left: np.ndarray, right: np.ndarray, *, codec: str = "aac",
+                 sample_rate: int = 16000) -> Path:
+    """An audio file with the two given channels (float32 mono each), e.g. one voice with one side inverted."""
+    data = np.stack([left, right]).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream(codec, rate=sample_rate, layout="stereo")
+        planar = sound.codec_context.format.is_planar
+        for first in range(0, data.shape[1], 1024):
+            block = data[:, first : first + 1024]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block if planar else block.T.reshape(1, -1)),
+                                               format="fltp" if planar else "flt", layout="stereo")
+            frame.sample_rate, frame.pts = sample_rate, first
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path

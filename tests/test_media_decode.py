@@ -16,6 +16,7 @@ from data_fixtures import (
     write_audio_tracks,
     write_marked_av,
     write_rotated,
+    write_stereo,
     write_with_cover_art,
 )
 
@@ -232,6 +233,28 @@ def test_the_audio_track_is_the_one_a_viewer_hears(tmp_path: Path, suffix: str, 
     assert audio is not None
     spectrum = np.abs(np.fft.rfft(audio[:16000]))
     assert abs(np.argmax(spectrum) * 16000 / 16000 - heard) < 5
+
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [("wav", "pcm_s16le"), ("m4a", "aac"), ("mkv", "pcm_f32le")])
+def test_stereo_in_opposite_phase_is_not_mixed_to_silence(
+    tmp_path: Path, suffix: str, codec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A voice recorded with one side's polarity inverted sounds normal in stereo; summed to mono it cancelled
+    to silence and every window said "silent". It now comes out as loud as the same voice in phase."""
+    voice = tone(1.0, 16000, 300.0)
+    loudness = {}
+    for name, right in (("inverted", -voice), ("same", voice), ("left-only", np.zeros_like(voice))):
+        with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+            audio = decode_media(write_stereo(tmp_path / f"{name}.{suffix}", voice, right, codec=codec)).audio
+        assert audio is not None
+        loudness[name] = float(np.sqrt(np.mean(audio[1600:-1600] ** 2)))
+    assert abs(loudness["same"] - 0.3) < 0.02  # 0.3 amplitude in both channels, mixed at -3 dB each
+    assert abs(loudness["inverted"] - loudness["same"]) < 0.02
+    assert abs(loudness["left-only"] - 0.15) < 0.02  # ordinary stereo is mixed as before
+    assert [r.getMessage() for r in caplog.records if "opposite phase" in r.getMessage()] == [
+        f"{tmp_path / f'inverted.{suffix}'}: the two audio channels are in opposite phase (0.000 s of audio in); "
+        "one is turned so that the mono mix does not cancel"]
 
 
 @pytest.mark.parametrize("degrees", [-90, 90, 180])

@@ -47,6 +47,10 @@ _FORWARD_JUMP = 10.0
 #: and are left alone, as ffmpeg's ``aresample=async`` leaves them (its ``min_hard_comp`` is 0.1 s too).
 _AUDIO_GAP = 0.1
 
+#: A stereo frame whose mono mix keeps less than this share of its two channels' energy (-10 dB) holds one
+#: signal in opposite phase on its two sides; ordinary stereo keeps about all of it (uncorrelated sides) or more.
+_CANCELLED = 0.1
+
 #: Highest audio sample rate taken as real (768 kHz PCM exists); anything above is a corrupt header.
 _MAX_SAMPLE_RATE = 768_000
 
@@ -371,7 +375,7 @@ class _AudioTimeline:
         self._held: list[np.ndarray] | None = [] if video else None  # None once the audio's place is known
         self._origin: float | None = None  # the timeline's zero (None: the audio's own start)
         self._skip = 0  # samples still to skip (audio before the first video frame)
-        self._warned_format = self._warned_gap = self._warned_jump = False
+        self._warned_format = self._warned_gap = self._warned_jump = self._warned_phase = False
 
     def push(self, frame: av.AudioFrame) -> list[np.ndarray]:
         """The chunks ``frame`` completes, led by silence where its timestamp leaves a hole."""
@@ -400,7 +404,7 @@ class _AudioTimeline:
         self._layout = layout
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
-        chunks += [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in self._resampler.resample(self._in_phase(frame))]
         self._fed += seconds
         return self._release(chunks)
 
@@ -436,6 +440,32 @@ class _AudioTimeline:
     def finish(self, origin: float | None) -> list[np.ndarray]:
         """The rest, once the input is over (placed from ``origin`` if no video frame placed it)."""
         return self.place(origin) + self._release(self._drain())
+
+    def _in_phase(self, frame: av.AudioFrame) -> av.AudioFrame:
+        """``frame`` with its right channel's polarity turned where its two channels cancel in a mono mix.
+
+        A voice recorded with one side inverted (a balanced cable's pins swapped, a microphone's "wide" mode)
+        sounds normal on headphones or speakers, but summed to mono it cancels to near silence, and every
+        window would be "silent". Turning one side makes the mix the voice again, as loud as in phase.
+        """
+        if len(frame.layout.channels) != 2:
+            return frame
+        data = frame.to_ndarray()
+        if data.dtype.kind not in "fi":  # unsigned 8-bit PCM: not worth the offset arithmetic
+            return frame
+        left, right = (data[0], data[1]) if frame.format.is_planar else (data[0, 0::2], data[0, 1::2])
+        left64, right64 = left.astype(np.float64), right.astype(np.float64)
+        energy = float(np.mean(left64**2) + np.mean(right64**2))
+        if energy == 0 or float(np.mean((left64 + right64) ** 2)) >= _CANCELLED * energy:
+            return frame
+        if not self._warned_phase:
+            logger.warning("%s: the two audio channels are in opposite phase (%.3f s of audio in); one is turned so "
+                           "that the mono mix does not cancel", self.path, self._fed)
+            self._warned_phase = True
+        np.negative(right, out=right)
+        turned = av.AudioFrame.from_ndarray(data, format=frame.format.name, layout=frame.layout)
+        turned.sample_rate, turned.pts, turned.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return turned
 
     def _bridge(self, gap: float) -> list[np.ndarray]:
         """Silence for a hole of ``gap`` seconds before the next frame; jumps like the video's are continued."""
