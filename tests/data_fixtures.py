@@ -331,3 +331,98 @@ def synth_dfew_tree(tmp: Path, n: int, seed: int) -> tuple[Path, list[dict]]:
         shutil.copy(corpus / rec["file"], root / "Clip" / "original" / f"{k}.mp4")
     write_dfew_csv(root, "train", 1, [(k, code[rec["label"]]) for k, rec in enumerate(records, start=1)])
     return root, records
+
+
+def write_marked_av(
+    path: Path,
+    *,
+    video_start: float = 0.0,
+    audio_start: float = 0.0,
+    mark: float = 1.0,
+    seconds: float = 2.0,
+    lost: tuple[float, float] | None = None,
+    fps: int = 25,
+    sample_rate: int = 16000,
+) -> Path:
+    """H.264 + AAC whose streams start at their own timestamps (``video_start``, ``audio_start`` seconds), with a
+    white frame and a loud 1 kHz burst that a player shows and plays together at ``mark`` seconds.
+
+    This is an edited clip, or an MPEG-TS capture, whose audio and video do not start together.
+    ``lost`` drops the audio packets that start in that span of seconds, as a lossy network does.
+    The other frames are dark grey and the other audio a quiet 200 Hz hum (amplitude 0.01).
+    """
+    frames = np.full((int(round(seconds * fps)), SIZE, SIZE, 3), 20, np.uint8)
+    frames[int(round((mark - video_start) * fps))] = 250
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    audio = 0.01 * np.sin(2 * np.pi * 200 * t)
+    burst = (t >= mark - audio_start) & (t < mark - audio_start + 0.1)
+    audio[burst] = 0.5 * np.sin(2 * np.pi * 1000 * t[burst])
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.height = video.width = SIZE
+        video.pix_fmt = "yuv420p"
+        video.time_base = Fraction(1, 1000 * fps)
+        sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+        sound.time_base = Fraction(1, sample_rate)
+        packets = []
+        for k, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = int(round((video_start * fps + k) * 1000)), video.time_base
+            packets += video.encode(frame)
+        packets += video.encode(None)
+        for first in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(audio[None, first : first + 1024].astype(np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.time_base = sample_rate, sound.time_base
+            frame.pts = int(round(audio_start * sample_rate)) + first
+            packets += [p for p in sound.encode(frame)
+                        if lost is None or not lost[0] <= float(p.pts * p.time_base) < lost[1]]
+        packets += sound.encode(None)
+        for packet in sorted(packets, key=lambda p: float(p.dts * p.time_base)):
+            out.mux(packet)
+    return path
+
+
+def write_audio_tracks(path: Path, tracks: Sequence[tuple[float, int]], seconds: float = 1.0,
+                       sample_rate: int = 16000) -> Path:
+    """Video with several AAC tracks, as films and broadcasts carry them: ``(tone Hz, FFmpeg disposition flags)``
+    each, in file order (``av.stream.Disposition.default``, ``.comment``, ``.visual_impaired`` ...)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.height = video.width = SIZE
+        video.pix_fmt = "yuv420p"
+        sounds = []
+        for _, disposition in tracks:
+            sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+            sound.disposition = disposition
+            sounds.append(sound)
+        for k, image in enumerate(frames_for(0, seconds)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for sound, (freq, _) in zip(sounds, tracks):
+            audio = tone(seconds, sample_rate, freq)
+            for first in range(0, len(audio), 1024):
+                frame = av.AudioFrame.from_ndarray(audio[None, first : first + 1024], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = sample_rate, first
+                out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
+    return path
+
+
+def write_stereo(path: Path, left: np.ndarray, right: np.ndarray, *, codec: str = "aac",
+                 sample_rate: int = 16000) -> Path:
+    """An audio file with the two given channels (float32 mono each), e.g. one voice with one side inverted."""
+    data = np.stack([left, right]).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream(codec, rate=sample_rate, layout="stereo")
+        planar = sound.codec_context.format.is_planar
+        for first in range(0, data.shape[1], 1024):
+            block = data[:, first : first + 1024]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block if planar else block.T.reshape(1, -1)),
+                                               format="fltp" if planar else "flt", layout="stereo")
+            frame.sample_rate, frame.pts = sample_rate, first
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path

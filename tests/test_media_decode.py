@@ -12,7 +12,16 @@ import av
 import cv2
 import numpy as np
 import pytest
-from data_fixtures import frames_for, tone, write_anamorphic, write_rotated, write_with_cover_art
+from data_fixtures import (
+    frames_for,
+    tone,
+    write_anamorphic,
+    write_audio_tracks,
+    write_marked_av,
+    write_rotated,
+    write_stereo,
+    write_with_cover_art,
+)
 
 from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
@@ -154,6 +163,101 @@ def test_cover_art_is_not_read_as_video(tmp_path: Path, with_video: bool, caplog
         assert any("only video is cover art" in r.message for r in caplog.records)
         with pytest.raises(MissingStreamError, match="has no video stream .*cover art"):
             decode_media(path, require_video=True)
+
+
+
+def _marks(path: Path, **kwargs: object) -> tuple[float, float]:
+    """Seconds from the start of the decoded frames / audio to the white frame / the loud burst."""
+    media = decode_media(path, **kwargs)  # type: ignore[arg-type]
+    assert media.frames is not None and media.audio is not None
+    flash = int(np.argmax(media.frames.reshape(len(media.frames), -1).mean(1)))
+    return flash / media.fps, int(np.argmax(np.abs(media.audio) > 0.2)) / media.sample_rate
+
+
+@pytest.mark.parametrize(("suffix", "video_start", "audio_start"), [
+    ("mkv", 0.0, 0.5),  # an edited clip whose sound begins after the picture
+    ("mp4", 0.5, 0.0),  # ... or before it
+    ("ts", 0.0, 0.0),  # MPEG-TS keeps the AAC priming (1024 samples) before the first frame
+    ("ts", 36000.0, 36000.5),  # a capture whose clock read 10 h when it began
+])
+def test_audio_stays_with_the_picture_when_the_streams_start_apart(
+    tmp_path: Path, suffix: str, video_start: float, audio_start: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A player plays each stream from its timestamps: a voice is heard with the face shown at the same instant.
+
+    The audio was laid from the first video frame as if both started there, so every window paired the faces
+    with the voice of half a second earlier or later."""
+    mark = min(video_start, audio_start) + 1.0
+    path = write_marked_av(tmp_path / f"apart.{suffix}", video_start=video_start, audio_start=audio_start, mark=mark)
+    with caplog.at_level(logging.INFO, logger="migr_rt.media.decode"):
+        flash, burst = _marks(path)
+    assert abs(flash - (mark - video_start)) < 0.05  # the video still starts at its first frame
+    assert abs(burst - flash) < 0.01
+    if audio_start > video_start:
+        assert any(f"{path}: audio starts 0." in r.getMessage() and "after" in r.getMessage() for r in caplog.records)
+    assert _marks(path, max_seconds=1.5) == (flash, burst)  # an early stop places the audio the same way
+
+
+def test_lost_audio_packets_leave_silence_and_the_rest_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audio packets lost in transit leave a hole in the timestamps: what follows is still heard at its time.
+
+    Closing the hole moved all later speech 0.5 s ahead of the faces it goes with."""
+    path = write_marked_av(tmp_path / "lost.mkv", mark=1.0, lost=(0.3, 0.8))
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+        flash, burst = _marks(path)
+    assert abs(flash - 1.0) < 0.05 and abs(burst - flash) < 0.01
+    assert sum("audio timestamps skip" in r.getMessage() for r in caplog.records) == 1
+    audio = decode_media(path).audio
+    assert audio is not None and abs(len(audio) / 16000 - 2.0) < 0.1
+    assert np.abs(audio[int(0.4 * 16000) : int(0.75 * 16000)]).max() == 0  # the hole is silence
+
+
+
+_D = av.stream.Disposition
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "mp4"])
+@pytest.mark.parametrize(("tracks", "heard"), [
+    ([(300, 0), (600, _D.default)], 600),  # a French dub first, the default (original) track second
+    ([(300, _D.default | _D.comment), (600, 0)], 600),  # a director's commentary (mp4 marks the first default)
+    ([(300, _D.visual_impaired | _D.descriptions), (600, 0)], 600),  # an audio description: a narrator
+    ([(300, 0), (600, 0)], 300),  # nothing said: the first, as before
+], ids=["default", "commentary", "audio-description", "unmarked"])
+def test_the_audio_track_is_the_one_a_viewer_hears(tmp_path: Path, suffix: str, tracks: list, heard: int) -> None:
+    """Of several audio tracks, the default one of the voices on screen is taken, not merely the first: a
+    commentary or a narrator describing the scene is not the voice of the face in the picture."""
+    path = write_audio_tracks(tmp_path / f"film.{suffix}", tracks)
+    with av.open(str(path)) as container:  # the file is what the test means (Matroska has no 'descriptions')
+        said = [int(s.disposition) & ~_D.descriptions for s in container.streams.audio]
+    assert all(flags & ~_D.descriptions == flags & got for (_, flags), got in zip(tracks, said)), said
+    audio = decode_media(path).audio
+    assert audio is not None
+    spectrum = np.abs(np.fft.rfft(audio[:16000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - heard) < 5
+
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [("wav", "pcm_s16le"), ("m4a", "aac"), ("mkv", "pcm_f32le")])
+def test_stereo_in_opposite_phase_is_not_mixed_to_silence(
+    tmp_path: Path, suffix: str, codec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A voice recorded with one side's polarity inverted sounds normal in stereo; summed to mono it cancelled
+    to silence and every window said "silent". It now comes out as loud as the same voice in phase."""
+    voice = tone(1.0, 16000, 300.0)
+    loudness = {}
+    for name, right in (("inverted", -voice), ("same", voice), ("left-only", np.zeros_like(voice))):
+        with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+            audio = decode_media(write_stereo(tmp_path / f"{name}.{suffix}", voice, right, codec=codec)).audio
+        assert audio is not None
+        loudness[name] = float(np.sqrt(np.mean(audio[1600:-1600] ** 2)))
+    assert abs(loudness["same"] - 0.3) < 0.02  # 0.3 amplitude in both channels, mixed at -3 dB each
+    assert abs(loudness["inverted"] - loudness["same"]) < 0.02
+    assert abs(loudness["left-only"] - 0.15) < 0.02  # ordinary stereo is mixed as before
+    assert [r.getMessage() for r in caplog.records if "opposite phase" in r.getMessage()] == [
+        f"{tmp_path / f'inverted.{suffix}'}: the two audio channels are in opposite phase (0.000 s of audio in); "
+        "one is turned so that the mono mix does not cancel"]
 
 
 @pytest.mark.parametrize("degrees", [-90, 90, 180])

@@ -92,7 +92,8 @@ class WindowSet:
         )
 
 
-#: Bump when what a cached window holds changes. 6: frames as shown (display rotation, square pixels, no cover art).
+#: Bump when what a cached window holds changes. 6: media as played (display rotation, square pixels, no cover
+#: art; audio placed by its timestamps, default track, stereo that cancels in mono turned).
 CACHE_FORMAT = 6
 #: A modality whose generator evidence is weaker than this has no per-modality target of its own.
 MIN_MODALITY_STRENGTH = 0.3

@@ -41,6 +41,16 @@ _DECODE_FAILURES: tuple[type[BaseException], ...] = (
 _BACKWARD_JUMP = 0.1
 _FORWARD_JUMP = 10.0
 
+#: Audio whose timestamps leave a hole longer than this (seconds) between two frames has lost packets (a
+#: dropped network packet, a cut in an edit): the hole is filled with silence so that later speech stays with
+#: the faces shown while it is heard. Shorter differences are timestamp rounding (Matroska keeps milliseconds)
+#: and are left alone, as ffmpeg's ``aresample=async`` leaves them (its ``min_hard_comp`` is 0.1 s too).
+_AUDIO_GAP = 0.1
+
+#: A stereo frame whose mono mix keeps less than this share of its two channels' energy (-10 dB) holds one
+#: signal in opposite phase on its two sides; ordinary stereo keeps about all of it (uncorrelated sides) or more.
+_CANCELLED = 0.1
+
 #: Highest audio sample rate taken as real (768 kHz PCM exists); anything above is a corrupt header.
 _MAX_SAMPLE_RATE = 768_000
 
@@ -51,6 +61,14 @@ _AUDIO_MARGIN = 0.1
 #: FFmpeg's ``AV_DISPOSITION_ATTACHED_PIC``: a "video" stream that is one still picture (album or
 #: podcast cover art in an MP3, M4A or MKV), not footage of the speaker.
 _ATTACHED_PIC = 0x0400
+
+#: FFmpeg's ``AV_DISPOSITION_DEFAULT``: the track a player plays unless told otherwise.
+_DEFAULT = 0x0001
+
+#: Audio tracks that are not the voices of the people on screen: a commentary (``COMMENT``), an audio
+#: description for blind viewers (``VISUAL_IMPAIRED``, ``DESCRIPTIONS``: a narrator describing the scene) and a
+#: music-and-effects track without dialogue (``CLEAN_EFFECTS``).
+_NOT_ON_SCREEN = 0x0008 | 0x0100 | 0x20000 | 0x0200
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
@@ -72,8 +90,19 @@ def has_cover_art_only(container: av.container.InputContainer) -> bool:
 
 
 def audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
-    """The container's first audio stream, or ``None``."""
-    return container.streams.audio[0] if container.streams.audio else None
+    """The audio track of the voices on screen that a player plays, or ``None``.
+
+    A film or a broadcast recording carries several: languages, a director's
+    commentary, an audio description; the first is not always the one heard.
+    The rule: tracks marked as commentary, audio description or music and
+    effects only come last (their voice is not the speaker's, or there is
+    none); then the track marked default; then the first in the file.
+    """
+    def rank(stream: av.audio.stream.AudioStream) -> tuple[bool, bool, int]:
+        flags = int(getattr(stream, "disposition", 0))
+        return bool(flags & _NOT_ON_SCREEN), not flags & _DEFAULT, stream.index
+
+    return min(container.streams.audio, key=rank, default=None)
 
 
 @dataclass
@@ -102,7 +131,11 @@ def decode_media(
     Frames are resampled by taking, for each output instant ``k / fps``, the
     most recent source frame (so a 30 fps source gives evenly spaced 25 fps
     output without interpolation artefacts). Audio is resampled to mono
-    float32 at ``sample_rate`` with ffmpeg's resampler.
+    float32 at ``sample_rate`` with ffmpeg's resampler. Both start at the first
+    video frame (without video, at the first audio sample): audio that starts
+    later is led by silence, audio from before it is skipped, and holes in the
+    audio timestamps are silence, so that sample ``n / sample_rate`` is heard
+    with frame ``k / fps`` as a player plays them.
 
     ``max_seconds`` keeps the first ``max_seconds`` of each stream; demuxing
     stops as soon as every requested stream is past it, so cutting a long file
@@ -215,7 +248,8 @@ def iter_decoded(
     Video items are the output frames in order (frame k covers instant
     ``k / fps``, the most recent source frame), each yielded as soon as the
     next source frame closes its instant; audio items are consecutive mono
-    float32 chunks at ``sample_rate``. :func:`decode_media` collects exactly
+    float32 chunks at ``sample_rate``, sample ``n`` at ``n / sample_rate`` on
+    the same timeline (see :class:`_AudioTimeline`). :func:`decode_media` collects exactly
     these items, and the streaming runtime consumes them live, so a file
     analysed whole and the same file streamed see identical samples.
     Decoding errors propagate as they are (callers wrap them).
@@ -225,7 +259,7 @@ def iter_decoded(
     streams = [s for s in (vstream, astream) if s is not None]
     if not streams:
         return
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
+    sound = _AudioTimeline(path, sample_rate, video=vstream is not None) if astream is not None else None
     source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
     aspect = pixel_aspect(vstream) if vstream is not None else 1.0
     next_k = 0  # index of the next output frame instant
@@ -234,12 +268,10 @@ def iter_decoded(
     offset = 0.0  # added to video times after a backward timestamp jump
     last_time = 0.0
     size: tuple[int, int] | None = None  # (height, width) of the first frame: the output size
-    warned_resize = warned_jump = warned_audio = False
-    audio_layout: tuple[str, str, int] | None = None  # (format, layout, rate) the resampler was built for
+    warned_resize = warned_jump = False
     # With max_seconds, demuxing stops once every requested stream is past it.
     video_done = vstream is None
     audio_done = astream is None
-    audio_in = 0.0  # seconds of source audio fed to the resampler
     audio_stop = None if max_seconds is None else max_seconds + _AUDIO_MARGIN
 
     for packet in container.demux(streams):
@@ -251,6 +283,9 @@ def iter_decoded(
                 t = frame.time if frame.time is not None else next_k / fps
                 if first_time is None:
                     first_time = t
+                    if sound is not None:  # the audio's place on the timeline is known now
+                        for chunk in sound.place(first_time):
+                            yield "audio", chunk
                 t = t - first_time + offset
                 if last_frame is not None and not -_BACKWARD_JUMP <= t - last_time <= _FORWARD_JUMP:
                     if not warned_jump:
@@ -291,36 +326,16 @@ def iter_decoded(
                     image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
                 last_frame = image
                 last_time = t
-            elif isinstance(frame, av.AudioFrame) and resampler is not None:
-                if not 0 < frame.sample_rate <= _MAX_SAMPLE_RATE:
-                    # A corrupt header; resampling from e.g. 738 MHz would take seconds to give nothing.
-                    raise CorruptMediaError(path, f"audio sample rate {frame.sample_rate} Hz is not plausible")
-                layout = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if audio_layout is not None and layout != audio_layout:
-                    # A resampler is bound to one input format: finish this one and start another.
-                    if not warned_audio:
-                        logger.warning(
-                            "%s: audio changes from %s %s %d Hz to %s %s %d Hz at %.3f s of audio; resampling both",
-                            path,
-                            *audio_layout,
-                            *layout,
-                            audio_in,
-                        )
-                        warned_audio = True
-                    for out in resampler.resample(None):
-                        yield "audio", out.to_ndarray().reshape(-1)
-                    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-                audio_layout = layout
-                for out in resampler.resample(frame):
-                    yield "audio", out.to_ndarray().reshape(-1)
-                audio_in += frame.samples / frame.sample_rate
-                if audio_stop is not None and audio_in >= audio_stop:
+            elif isinstance(frame, av.AudioFrame) and sound is not None:
+                for chunk in sound.push(frame):
+                    yield "audio", chunk
+                if audio_stop is not None and sound.placed / sample_rate >= audio_stop:
                     audio_done = True
         if max_seconds is not None and video_done and audio_done:
             break
-    if resampler is not None:
-        for out in resampler.resample(None):
-            yield "audio", out.to_ndarray().reshape(-1)
+    if sound is not None:
+        for chunk in sound.finish(first_time):
+            yield "audio", chunk
     if last_frame is not None:
         # The last source frame covers the instants up to the end of the stream: its start plus one
         # source frame (container durations are unreliable: absent in FLV, rounded in AVI).
@@ -331,6 +346,171 @@ def iter_decoded(
         while next_k == 0 or next_k / fps < end - 1e-6:
             yield "video", last_frame
             next_k += 1
+
+
+class _AudioTimeline:
+    """Decoded audio frames as mono chunks at one rate, placed on the video's timeline by their timestamps.
+
+    A player starts each stream at its own timestamps: audio that an editor
+    started 0.5 s after the picture is heard 0.5 s after it, and the AAC priming
+    an MPEG-TS keeps (no edit list trims it) is heard before the first frame. Sample
+    ``n`` of the output belongs at ``n / sample_rate`` from the first video frame,
+    as frame ``k`` at ``k / fps``: audio that starts later is led by silence,
+    audio from before the first frame is skipped, and a hole in the timestamps
+    (lost packets) is filled with silence, so that a window pairs each face with
+    the voice heard while it is shown. Without video the audio's own start is zero.
+    Until the first video frame is decoded (its decoder may lag the audio's), the
+    audio is held; at most ``_FORWARD_JUMP`` seconds of it, then it is placed as it
+    comes, like a timestamp jump.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, *, video: bool) -> None:
+        self.path, self.sample_rate = path, sample_rate
+        self.placed = 0  #: samples handed out (on the timeline, from its zero)
+        self._resampler: av.AudioResampler | None = None
+        self._layout: tuple[str, str, int] | None = None  # (format, layout, rate) the resampler was built for
+        self._fed = 0.0  # seconds of source audio fed to the resampler
+        self._first = True
+        self._start: float | None = None  # timestamp of the first audio frame
+        self._end: float | None = None  # where the previous frame's timestamps say it ended
+        self._held: list[np.ndarray] | None = [] if video else None  # None once the audio's place is known
+        self._origin: float | None = None  # the timeline's zero (None: the audio's own start)
+        self._skip = 0  # samples still to skip (audio before the first video frame)
+        self._warned_format = self._warned_gap = self._warned_jump = self._warned_phase = False
+
+    def push(self, frame: av.AudioFrame) -> list[np.ndarray]:
+        """The chunks ``frame`` completes, led by silence where its timestamp leaves a hole."""
+        if not 0 < frame.sample_rate <= _MAX_SAMPLE_RATE:
+            # A corrupt header; resampling from e.g. 738 MHz would take seconds to give nothing.
+            raise CorruptMediaError(self.path, f"audio sample rate {frame.sample_rate} Hz is not plausible")
+        chunks: list[np.ndarray] = []
+        t, seconds = frame.time, frame.samples / frame.sample_rate
+        if self._first:
+            self._first, self._start = False, t
+            chunks += self._lead()
+        elif t is not None and self._end is not None:
+            chunks += self._bridge(t - self._end)
+        if t is not None:
+            self._end = t + seconds
+        elif self._end is not None:
+            self._end += seconds
+        layout = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._layout is not None and layout != self._layout:
+            # A resampler is bound to one input format: finish this one and start another.
+            if not self._warned_format:
+                logger.warning("%s: audio changes from %s %s %d Hz to %s %s %d Hz at %.3f s of audio; resampling both",
+                               self.path, *self._layout, *layout, self._fed)
+                self._warned_format = True
+            chunks += self._drain()
+        self._layout = layout
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+        chunks += [out.to_ndarray().reshape(-1) for out in self._resampler.resample(self._in_phase(frame))]
+        self._fed += seconds
+        return self._release(chunks)
+
+    def place(self, origin: float | None) -> list[np.ndarray]:
+        """Put the audio on the timeline whose zero is ``origin`` (the first video frame's time; None: the audio's
+        own start), and hand out what was held meanwhile."""
+        if self._held is None:
+            return []
+        held, self._held = self._held, None
+        self._origin = origin
+        return self._release(held if self._first else [*self._lead(), *held])
+
+    def _lead(self) -> list[np.ndarray]:
+        """Silence before the audio when it starts after the timeline's zero (or the number of samples to skip
+        when it starts before), once the first audio frame and the zero are both known."""
+        if self._held is not None or self._origin is None or self._start is None:
+            return []
+        lead = self._start - self._origin
+        if abs(lead) > _FORWARD_JUMP:
+            logger.warning("%s: audio starts %.3f s from the first video frame; taken as a timestamp jump, "
+                           "the audio starts with the video", self.path, lead)
+            return []
+        samples = int(round(lead * self.sample_rate))
+        if samples > 0:
+            logger.info("%s: audio starts %.3f s after the first video frame; silence until then", self.path, lead)
+            return [np.zeros(samples, np.float32)]
+        if samples < 0:
+            logger.info("%s: audio starts %.3f s before the first video frame; that audio is skipped",
+                        self.path, -lead)
+            self._skip = -samples
+        return []
+
+    def finish(self, origin: float | None) -> list[np.ndarray]:
+        """The rest, once the input is over (placed from ``origin`` if no video frame placed it)."""
+        return self.place(origin) + self._release(self._drain())
+
+    def _in_phase(self, frame: av.AudioFrame) -> av.AudioFrame:
+        """``frame`` with its right channel's polarity turned where its two channels cancel in a mono mix.
+
+        A voice recorded with one side inverted (a balanced cable's pins swapped, a microphone's "wide" mode)
+        sounds normal on headphones or speakers, but summed to mono it cancels to near silence, and every
+        window would be "silent". Turning one side makes the mix the voice again, as loud as in phase.
+        """
+        if len(frame.layout.channels) != 2:
+            return frame
+        data = frame.to_ndarray()
+        if data.dtype.kind not in "fi":  # unsigned 8-bit PCM: not worth the offset arithmetic
+            return frame
+        left, right = (data[0], data[1]) if frame.format.is_planar else (data[0, 0::2], data[0, 1::2])
+        left64, right64 = left.astype(np.float64), right.astype(np.float64)
+        energy = float(np.mean(left64**2) + np.mean(right64**2))
+        if energy == 0 or float(np.mean((left64 + right64) ** 2)) >= _CANCELLED * energy:
+            return frame
+        if not self._warned_phase:
+            logger.warning("%s: the two audio channels are in opposite phase (%.3f s of audio in); one is turned so "
+                           "that the mono mix does not cancel", self.path, self._fed)
+            self._warned_phase = True
+        np.negative(right, out=right)
+        turned = av.AudioFrame.from_ndarray(data, format=frame.format.name, layout=frame.layout)
+        turned.sample_rate, turned.pts, turned.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return turned
+
+    def _bridge(self, gap: float) -> list[np.ndarray]:
+        """Silence for a hole of ``gap`` seconds before the next frame; jumps like the video's are continued."""
+        if -_AUDIO_GAP <= gap <= _AUDIO_GAP:
+            return []
+        if not _AUDIO_GAP < gap <= _FORWARD_JUMP:
+            if not self._warned_jump:
+                logger.warning("%s: audio timestamp jumps by %.3f s at %.3f s of audio; continuing the timeline",
+                               self.path, gap, self._fed)
+                self._warned_jump = True
+            return []
+        if not self._warned_gap:
+            logger.warning("%s: audio timestamps skip %.3f s at %.3f s of audio (lost packets); filled with silence",
+                           self.path, gap, self._fed)
+            self._warned_gap = True
+        return [*self._drain(), np.zeros(int(round(gap * self.sample_rate)), np.float32)]
+
+    def _drain(self) -> list[np.ndarray]:
+        """What the resampler still holds; the next frame gets a new one."""
+        if self._resampler is None:
+            return []
+        chunks = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(None)]
+        self._resampler = None
+        return chunks
+
+    def _release(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """Hand out ``chunks`` (less what is skipped), or hold them while the first video frame is still to come."""
+        if self._held is not None:
+            self._held += chunks
+            if sum(len(c) for c in self._held) > _FORWARD_JUMP * self.sample_rate:
+                logger.warning("%s: %.0f s of audio before any video frame; the audio starts with the video",
+                               self.path, _FORWARD_JUMP)
+                chunks, self._held = self._held, None
+            else:
+                return []
+        out = []
+        for chunk in chunks:
+            if self._skip:
+                cut = min(self._skip, len(chunk))
+                chunk, self._skip = chunk[cut:], self._skip - cut
+            if len(chunk):
+                out.append(chunk)
+                self.placed += len(chunk)
+        return out
 
 
 def upright(frame: av.VideoFrame, pixel_aspect: float = 1.0) -> np.ndarray:
