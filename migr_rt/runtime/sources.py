@@ -190,7 +190,7 @@ def _url_options(url: str) -> tuple[tuple[str, str], ...]:
     would end the run; FFmpeg's ``reconnect`` asks the server for the rest instead (a range request), for up
     to 10 s. A live HTTP stream cannot be resumed that way and is reopened by the capture thread as before.
     """
-    if urlsplit(url).scheme.lower() in ("http", "https"):
+    if url.partition("://")[0].lower() in ("http", "https"):  # the scheme alone: a bad host is check_inputs's to name
         return (("reconnect", "1"), ("reconnect_delay_max", "10"))
     return ()
 
