@@ -299,26 +299,27 @@ def test_shapes_outside_the_profile_are_refused(trt_fp16):
         backend.encode_audio(torch.zeros(too_many, backend.config.audio_samples))
 
 
+def _resealed_copy(folder, to, change):
+    """A copy of the artifact ``folder`` whose manifest ``change`` edited and that was sealed again."""
+    shutil.copytree(folder, to)
+    path = to / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(seal(data)))
+    return to
+
+
 @pytest.mark.gpu
 def test_engines_of_another_tensorrt_version_are_refused(trt_fp16, tmp_path):
-    folder = tmp_path / "old"
-    shutil.copytree(trt_fp16, folder)
-    path = folder / "manifest.json"
-    data = json.loads(path.read_text())
-    data["extra"]["tensorrt_version"] = "9.0.0"
-    path.write_text(json.dumps(seal(data)))
+    folder = _resealed_copy(trt_fp16, tmp_path / "old", lambda d: d["extra"].update(tensorrt_version="9.0.0"))
     with pytest.raises(ArtifactError, match="not portable across TensorRT versions"):
         TensorRTBackend(folder)
 
 
 @pytest.mark.gpu
 def test_a_sealed_manifest_whose_config_does_not_fit_the_engines_is_refused_at_load(trt_fp16, tmp_path):
-    folder = tmp_path / "edited"
-    shutil.copytree(trt_fp16, folder)
-    path = folder / "manifest.json"
-    data = json.loads(path.read_text())
-    data["model_config"]["num_frames"] = 3  # edited and sealed again: every hash matches
-    path.write_text(json.dumps(seal(data)))
+    # edited and sealed again: every hash matches, and without the check the first window fails inside TensorRT
+    folder = _resealed_copy(trt_fp16, tmp_path / "edited", lambda d: d["model_config"].update(num_frames=3))
     with pytest.raises(ArtifactError, match=r"tensor 'frame_embeddings' of graph 'visual_pool' has size 8 at "
                                             r"dimension .* gives model_config num_frames = 3"):
         TensorRTBackend(folder)
