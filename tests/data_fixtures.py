@@ -341,6 +341,7 @@ def write_marked_av(
     mark: float = 1.0,
     seconds: float = 2.0,
     lost: tuple[float, float] | None = None,
+    paused: tuple[float, float] | None = None,
     fps: int = 25,
     sample_rate: int = 16000,
 ) -> Path:
@@ -348,7 +349,8 @@ def write_marked_av(
     white frame and a loud 1 kHz burst that a player shows and plays together at ``mark`` seconds.
 
     This is an edited clip, or an MPEG-TS capture, whose audio and video do not start together.
-    ``lost`` drops the audio packets that start in that span of seconds, as a lossy network does.
+    ``lost`` drops the audio packets that start in that span of seconds, as a lossy network does; ``paused``
+    drops the video frames in that span, as a screen recorder does while nothing moves (the sound goes on).
     The other frames are dark grey and the other audio a quiet 200 Hz hum (amplitude 0.01).
     """
     frames = np.full((int(round(seconds * fps)), SIZE, SIZE, 3), 20, np.uint8)
@@ -366,6 +368,8 @@ def write_marked_av(
         sound.time_base = Fraction(1, sample_rate)
         packets = []
         for k, image in enumerate(frames):
+            if paused is not None and paused[0] <= video_start + k / fps < paused[1]:
+                continue
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = int(round((video_start * fps + k) * 1000)), video.time_base
             packets += video.encode(frame)

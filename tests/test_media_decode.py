@@ -214,6 +214,46 @@ def test_lost_audio_packets_leave_silence_and_the_rest_in_place(
     assert np.abs(audio[int(0.4 * 16000) : int(0.75 * 16000)]).max() == 0  # the hole is silence
 
 
+def test_a_long_pause_in_the_picture_is_held_while_the_sound_goes_on(tmp_path: Path) -> None:
+    """A screen recording sends no frames while nothing moves: 12 s without a frame, the voice on throughout.
+
+    Taken for a timestamp jump (over 10 s), the pause was closed up and every later face came 12 s before its
+    voice; the audio, running on through the pause, says it is a pause."""
+    path = write_marked_av(tmp_path / "screen.mkv", mark=13.0, seconds=14.0, paused=(0.2, 12.0))
+    flash, burst = _marks(path)
+    assert abs(flash - 13.0) < 0.05 and abs(burst - flash) < 0.01
+    media = decode_media(path)
+    assert media.frames is not None and abs(len(media.frames) / 25 - 14.0) < 0.1
+    assert np.array_equal(media.frames[100], media.frames[4])  # the last frame before the pause is held
+
+
+def test_a_leap_in_both_streams_is_still_closed_up(tmp_path: Path) -> None:
+    """Both clocks leap 1000 s (a spliced capture): no time passed, so neither stream is filled; they go on together."""
+    path = tmp_path / "leap.mkv"
+    leap, sample_rate = 1000, 16000
+    frames, audio = solid(RED, 48, 64, 2.0), tone(2.0, sample_rate, 300.0)
+    with av.open(str(path), mode="w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.height, video.width, video.pix_fmt = 48, 64, "yuv420p"
+        sound = out.add_stream("aac", rate=sample_rate, layout="mono")
+        packets = []
+        for k, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k if k < 25 else k + leap * 25
+            packets += video.encode(frame)
+        packets += video.encode(None)
+        for first in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(audio[None, first : first + 1024], format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = first if first < sample_rate else first + leap * sample_rate
+            packets += sound.encode(frame)
+        packets += sound.encode(None)
+        for packet in sorted(packets, key=lambda p: float(p.dts * p.time_base)):
+            out.mux(packet)
+    media = decode_media(path)
+    assert media.frames is not None and abs(len(media.frames) / 25 - 2.0) < 0.1
+    assert media.audio is not None and abs(len(media.audio) / sample_rate - 2.0) < 0.1
+
 
 _D = av.stream.Disposition
 

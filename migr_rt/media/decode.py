@@ -51,6 +51,10 @@ _AUDIO_GAP = 0.1
 #: signal in opposite phase on its two sides; ordinary stereo keeps about all of it (uncorrelated sides) or more.
 _CANCELLED = 0.1
 
+#: How far (seconds) demuxed audio may trail a video frame that leaps ahead for that leap to count as a pause
+#: in the picture rather than a discontinuity (containers interleave the streams within about half a second).
+_PAUSE_SLACK = 1.0
+
 #: Highest audio sample rate taken as real (768 kHz PCM exists); anything above is a corrupt header.
 _MAX_SAMPLE_RATE = 768_000
 
@@ -287,7 +291,8 @@ def iter_decoded(
                         for chunk in sound.place(first_time):
                             yield "audio", chunk
                 t = t - first_time + offset
-                if last_frame is not None and not -_BACKWARD_JUMP <= t - last_time <= _FORWARD_JUMP:
+                if last_frame is not None and not -_BACKWARD_JUMP <= t - last_time <= _FORWARD_JUMP and not (
+                        sound is not None and t > last_time and sound.heard_through(t)):
                     if not warned_jump:
                         logger.warning(
                             "%s: video timestamp jumps from %.3f s to %.3f s; continuing the timeline",
@@ -408,6 +413,15 @@ class _AudioTimeline:
         chunks += [out.to_ndarray().reshape(-1) for out in self._resampler.resample(self._in_phase(frame))]
         self._fed += seconds
         return self._release(chunks)
+
+    def heard_through(self, t: float) -> bool:
+        """Whether the audio placed so far runs on to about ``t`` seconds of the timeline.
+
+        A video stream that skips ahead by more than ``_FORWARD_JUMP`` is a discontinuity when the audio
+        skipped with it, but a pause in the picture (a screen recorder sends no frames while nothing moves)
+        when the audio went on through it: then the last frame is held, as a player holds it.
+        """
+        return self.placed / self.sample_rate >= t - _PAUSE_SLACK
 
     def place(self, origin: float | None) -> list[np.ndarray]:
         """Put the audio on the timeline whose zero is ``origin`` (the first video frame's time; None: the audio's
