@@ -227,6 +227,17 @@ def test_a_long_pause_in_the_picture_is_held_while_the_sound_goes_on(tmp_path: P
     assert np.array_equal(media.frames[100], media.frames[4])  # the last frame before the pause is held
 
 
+def test_a_long_pause_cut_by_max_seconds_matches_the_full_decode(tmp_path: Path) -> None:
+    """Whether a leap is a pause depends on the audio demuxed through it: cut at 5 s, the audio past 5.1 s was no
+    longer decoded, so the 12 s pause was taken for a splice and closed up (2.2 s of video instead of 5 s)."""
+    path = write_marked_av(tmp_path / "screen.mkv", mark=13.0, seconds=14.0, paused=(0.2, 12.0))
+    full = decode_media(path)
+    assert full.frames is not None and full.audio is not None
+    cut = decode_media(path, max_seconds=5.0)
+    assert cut.frames is not None and np.array_equal(cut.frames, full.frames[:125])
+    assert cut.audio is not None and np.array_equal(cut.audio, full.audio[:80000])
+
+
 def test_a_leap_in_both_streams_is_still_closed_up(tmp_path: Path) -> None:
     """Both clocks leap 1000 s (a spliced capture): no time passed, so neither stream is filled; they go on together."""
     path = tmp_path / "leap.mkv"

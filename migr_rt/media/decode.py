@@ -273,15 +273,16 @@ def iter_decoded(
     last_time = 0.0
     size: tuple[int, int] | None = None  # (height, width) of the first frame: the output size
     warned_resize = warned_jump = False
-    # With max_seconds, demuxing stops once every requested stream is past it.
+    # With max_seconds, demuxing stops once every requested stream is past it. Audio past it is still decoded
+    # (not handed out) while the video runs: whether a later video leap is a pause depends on it (heard_through).
     video_done = vstream is None
     audio_done = astream is None
     audio_stop = None if max_seconds is None else max_seconds + _AUDIO_MARGIN
 
     for packet in container.demux(streams):
         is_video = vstream is not None and packet.stream.index == vstream.index
-        if (video_done if is_video else audio_done) and max_seconds is not None:
-            continue  # this stream is already past max_seconds: skip the decoding work
+        if is_video and video_done and max_seconds is not None:
+            continue  # the video is already past max_seconds: skip the decoding work
         for frame in packet.decode():
             if isinstance(frame, av.VideoFrame):
                 t = frame.time if frame.time is not None else next_k / fps
@@ -333,12 +334,13 @@ def iter_decoded(
                 last_time = t
             elif isinstance(frame, av.AudioFrame) and sound is not None:
                 for chunk in sound.push(frame):
-                    yield "audio", chunk
+                    if not audio_done:
+                        yield "audio", chunk
                 if audio_stop is not None and sound.placed / sample_rate >= audio_stop:
                     audio_done = True
         if max_seconds is not None and video_done and audio_done:
             break
-    if sound is not None:
+    if sound is not None and not audio_done:
         for chunk in sound.finish(first_time):
             yield "audio", chunk
     if last_frame is not None:
