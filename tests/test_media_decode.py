@@ -311,6 +311,23 @@ def test_stereo_in_opposite_phase_is_not_mixed_to_silence(
         "one is turned so that the mono mix does not cancel"]
 
 
+def test_stereo_in_opposite_phase_under_room_noise_is_turned_throughout(tmp_path: Path) -> None:
+    """Syllables (3 a second) in opposite phase over uncorrelated noise at 3 %, as a room gives it. Judged frame by
+    frame, the quiet starts and ends of syllables (noise kept most of their mix) were not turned: the voice switched
+    between heard and cancelled 23 times in 4 s, a third of the voiced frames were cancelled, with a click at each
+    switch. The polarity is the recording's: every frame comes out as the same voice with that side turned."""
+    rate = 16000
+    t = np.arange(4 * rate) / rate
+    rng = np.random.default_rng(1)
+    voice = np.clip(np.sin(2 * np.pi * 3 * t), 0, None) ** 2 * 0.3 * sum(
+        np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450, 600), 1))
+    left, noise = voice + 0.03 * rng.standard_normal(t.size), 0.03 * rng.standard_normal(t.size)
+    inverted = decode_media(write_stereo(tmp_path / "inverted.wav", left, noise - voice, codec="pcm_s16le")).audio
+    turned = decode_media(write_stereo(tmp_path / "turned.wav", left, voice - noise, codec="pcm_s16le")).audio
+    assert inverted is not None and turned is not None
+    assert np.array_equal(inverted, turned)
+
+
 @pytest.mark.parametrize("degrees", [-90, 90, 180])
 def test_phone_video_is_turned_upright(tmp_path: Path, degrees: int) -> None:
     """Phones store portrait video turned, with a display rotation: frames reach the model as they are shown."""
