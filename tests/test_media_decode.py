@@ -227,6 +227,16 @@ def test_a_long_pause_in_the_picture_is_held_while_the_sound_goes_on(tmp_path: P
     assert np.array_equal(media.frames[100], media.frames[4])  # the last frame before the pause is held
 
 
+def test_a_first_keyframe_long_after_the_sound_stays_with_it(tmp_path: Path) -> None:
+    """A live stream whose first video frame decodes 12 s into its sound (a camera's keyframe every 12 s): over
+    10 s, the audio was handed out from its start as a timestamp jump, and every face came 12 s before its voice.
+    The audio ran on to the frame, so the frame is held from the audio's start and the two stay together."""
+    path = write_marked_av(tmp_path / "late.ts", video_start=12.0, audio_start=0.0, mark=13.0, seconds=15.0)
+    flash, burst = _marks(path)  # both 64 ms later: the timeline starts at the AAC priming MPEG-TS keeps
+    assert abs(flash - 13.064) < 0.04 and abs(burst - flash) < 0.04  # to the output frame (40 ms)
+    assert _marks(path, max_seconds=14.0) == (flash, burst)
+
+
 def test_a_long_pause_cut_by_max_seconds_matches_the_full_decode(tmp_path: Path) -> None:
     """Whether a leap is a pause depends on the audio demuxed through it: cut at 5 s, the audio past 5.1 s was no
     longer decoded, so the 12 s pause was taken for a splice and closed up (2.2 s of video instead of 5 s)."""

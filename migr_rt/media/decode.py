@@ -142,7 +142,8 @@ def decode_media(
     most recent source frame (so a 30 fps source gives evenly spaced 25 fps
     output without interpolation artefacts). Audio is resampled to mono
     float32 at ``sample_rate`` with ffmpeg's resampler. Both start at the first
-    video frame (without video, at the first audio sample): audio that starts
+    video frame (without video, or when the audio ran on for over 10 s before
+    it, at the first audio sample, the first frame held until its time): audio that starts
     later is led by silence, audio from before it is skipped, and holes in the
     audio timestamps are silence, so that sample ``n / sample_rate`` is heard
     with frame ``k / fps`` as a player plays them.
@@ -293,7 +294,7 @@ def iter_decoded(
             if isinstance(frame, av.VideoFrame):
                 t = frame.time if frame.time is not None else next_k / fps
                 if first_time is None:
-                    first_time = t
+                    first_time = t if sound is None else sound.zero(t)
                     if sound is not None:  # the audio's place on the timeline is known now
                         for chunk in sound.place(first_time):
                             yield "audio", chunk
@@ -374,7 +375,7 @@ class _AudioTimeline:
     the voice heard while it is shown. Without video the audio's own start is zero.
     Until the first video frame is decoded (its decoder may lag the audio's), the
     audio is held; at most ``_FORWARD_JUMP`` seconds of it, then it is placed as it
-    comes, like a timestamp jump.
+    comes, like a timestamp jump (unless it runs on to the first frame: see :meth:`zero`).
     """
 
     def __init__(self, path: str | Path, sample_rate: int, *, video: bool) -> None:
@@ -387,6 +388,7 @@ class _AudioTimeline:
         self._start: float | None = None  # timestamp of the first audio frame
         self._end: float | None = None  # where the previous frame's timestamps say it ended
         self._held: list[np.ndarray] | None = [] if video else None  # None once the audio's place is known
+        self._early = False  # the held audio was handed out from its own start before any video frame
         self._origin: float | None = None  # the timeline's zero (None: the audio's own start)
         self._skip = 0  # samples still to skip (audio before the first video frame)
         self._warned_format = self._warned_gap = self._warned_jump = self._warned_phase = False
@@ -432,6 +434,21 @@ class _AudioTimeline:
         when the audio went on through it: then the last frame is held, as a player holds it.
         """
         return self.placed / self.sample_rate >= t - _PAUSE_SLACK
+
+    def zero(self, first_frame: float) -> float:
+        """The timeline's zero for a first video frame at ``first_frame`` seconds: that frame's time, or the audio's
+        start when the audio, handed out from its start (held ``_FORWARD_JUMP`` s without a frame), ran on to it.
+
+        A live stream's first keyframe may come long after its sound (a camera's keyframe every 12 s): that audio
+        is not a timestamp jump but was heard while the picture was still to come, and laid from the frame on it
+        would stay that far from the faces for the whole stream. The frame is then held from the audio's start.
+        """
+        start = self._start
+        if not self._early or start is None or first_frame <= start or not self.heard_through(first_frame - start):
+            return first_frame
+        logger.info("%s: the first video frame comes %.3f s into the audio; it is shown from the audio's start",
+                    self.path, first_frame - start)
+        return start
 
     def place(self, origin: float | None) -> list[np.ndarray]:
         """Put the audio on the timeline whose zero is ``origin`` (the first video frame's time; None: the audio's
@@ -534,7 +551,7 @@ class _AudioTimeline:
             if sum(len(c) for c in self._held) > _FORWARD_JUMP * self.sample_rate:
                 logger.warning("%s: %.0f s of audio before any video frame; the audio starts with the video",
                                self.path, _FORWARD_JUMP)
-                chunks, self._held = self._held, None
+                chunks, self._held, self._early = self._held, None, True
             else:
                 return []
         out = []
