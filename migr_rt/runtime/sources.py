@@ -187,8 +187,9 @@ def _url_options(url: str) -> tuple[tuple[str, str], ...]:
     """FFmpeg options for reading ``url``: an HTTP(S) download cut mid-way resumes where it was cut.
 
     A remote file is read to its end and not reopened (that would start it over), so a dropped connection
-    would end the run; FFmpeg's ``reconnect`` asks the server for the rest instead (a range request), for up
-    to 10 s. A live HTTP stream cannot be resumed that way and is reopened by the capture thread as before.
+    would end the run; FFmpeg's ``reconnect`` asks the server for the rest instead (a range request), retrying
+    with backoff up to 10 s apart; the 5 s read timeout of :meth:`InputSpec.open` may end the wait sooner (not
+    measured). A live HTTP stream cannot be resumed that way and is reopened by the capture thread as before.
     """
     if url.partition("://")[0].lower() in ("http", "https"):  # the scheme alone: a bad host is check_inputs's to name
         return (("reconnect", "1"), ("reconnect_delay_max", "10"))
