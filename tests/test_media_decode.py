@@ -150,7 +150,7 @@ def test_cover_art_is_not_read_as_video(tmp_path: Path, with_video: bool, caplog
     path = write_with_cover_art(tmp_path / "song.mp4", np.full((64, 64, 3), 220, np.uint8), tone(2.0), 16000, frames)
     with av.open(str(path)) as container:  # the file is what the test means: the cover is a video stream to FFmpeg
         assert any(s.disposition & av.stream.Disposition.attached_pic for s in container.streams.video)
-    with caplog.at_level(logging.INFO, logger="migr_rt.media.decode"):
+    with caplog.at_level(logging.INFO, logger="migr_rt.media"):
         media = decode_media(path)
     assert media.audio is not None and abs(media.audio.size - 32000) < 2048
     if with_video:
@@ -189,7 +189,7 @@ def test_audio_stays_with_the_picture_when_the_streams_start_apart(
     with the voice of half a second earlier or later."""
     mark = min(video_start, audio_start) + 1.0
     path = write_marked_av(tmp_path / f"apart.{suffix}", video_start=video_start, audio_start=audio_start, mark=mark)
-    with caplog.at_level(logging.INFO, logger="migr_rt.media.decode"):
+    with caplog.at_level(logging.INFO, logger="migr_rt.media"):
         flash, burst = _marks(path)
     assert abs(flash - (mark - video_start)) < 0.05  # the video still starts at its first frame
     assert abs(burst - flash) < 0.01
@@ -205,7 +205,7 @@ def test_lost_audio_packets_leave_silence_and_the_rest_in_place(
 
     Closing the hole moved all later speech 0.5 s ahead of the faces it goes with."""
     path = write_marked_av(tmp_path / "lost.mkv", mark=1.0, lost=(0.3, 0.8))
-    with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+    with caplog.at_level(logging.WARNING, logger="migr_rt.media"):
         flash, burst = _marks(path)
     assert abs(flash - 1.0) < 0.05 and abs(burst - flash) < 0.01
     assert sum("audio timestamps skip" in r.getMessage() for r in caplog.records) == 1
@@ -309,7 +309,7 @@ def test_stereo_in_opposite_phase_is_not_mixed_to_silence(
     voice = tone(1.0, 16000, 300.0)
     loudness = {}
     for name, right in (("inverted", -voice), ("same", voice), ("left-only", np.zeros_like(voice))):
-        with caplog.at_level(logging.WARNING, logger="migr_rt.media.decode"):
+        with caplog.at_level(logging.WARNING, logger="migr_rt.media"):
             audio = decode_media(write_stereo(tmp_path / f"{name}.{suffix}", voice, right, codec=codec)).audio
         assert audio is not None
         loudness[name] = float(np.sqrt(np.mean(audio[1600:-1600] ** 2)))

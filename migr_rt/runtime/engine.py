@@ -34,7 +34,7 @@ import torch
 from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
-from migr_rt.media.decode import audio_stream, has_cover_art_only, video_stream
+from migr_rt.media.tracks import audio_stream, has_cover_art_only, video_stream
 from migr_rt.preprocess import fit_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
