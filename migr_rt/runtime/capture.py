@@ -348,35 +348,35 @@ class MediaBuffer:
         return self._lost
 
 
-def on_demand(container) -> bool:
-    """Whether an opened URL is a remote file rather than a live stream: only the former states a duration."""
-    duration = container.duration
-    return duration is not None and duration > 0
-
-
 def reads_as_file(spec: InputSpec, container) -> bool:
     """Whether an opened input is read like a file (it ends the run where it ends, and can wait for analysis):
-    anything not live, and a URL whose media state a duration (a remote file rather than a live stream)."""
-    return not spec.live or ("://" in spec.target and on_demand(container))
+    anything not live, and a URL whose media state a duration (a remote file; a live stream states none)."""
+    if not spec.live:
+        return True
+    duration = container.duration
+    return "://" in spec.target and duration is not None and duration > 0
 
 
 class Capture(threading.Thread):
     """Reads one input into the buffer until it ends, the run stops, or (live) it cannot be reopened."""
 
     def __init__(self, spec: InputSpec, buffer: MediaBuffer, *, realtime: bool, loop: bool = False,
-                 reconnect_timeout: float = 10.0, first_container=None) -> None:
+                 reconnect_timeout: float = 10.0, first_container=None, as_file: bool | None = None) -> None:
         super().__init__(name=f"capture {spec.name}", daemon=True)
         self.spec, self.buffer, self.realtime, self.loop = spec, buffer, realtime, loop
         self.reconnect_timeout = reconnect_timeout
         self._container = first_container
         self.error: BaseException | None = None
-        #: Read like a file (a remote file, known once opened) rather than a live stream that may come back.
-        self.on_demand = not spec.live
+        #: Read like a file (:func:`reads_as_file`, decided on the first container) rather than as a live stream
+        #: that may come back.
+        self.as_file = not spec.live if as_file is None else as_file
+        if self.as_file and spec.live:
+            logger.info("%s: states a duration: read as a remote file, ending where it ends", spec.name)
 
     @property
     def live(self) -> bool:
         """A device or live stream: it paces itself, and when it ends or fails it is reopened."""
-        return not self.on_demand
+        return not self.as_file
 
     def run(self) -> None:
         kinds = [k for k, on in (("video", self.spec.video), ("audio", self.spec.audio)) if on]
@@ -391,10 +391,6 @@ class Capture(threading.Thread):
                 self._container = None
                 if container is None:
                     return
-                if self.live and reads_as_file(self.spec, container):
-                    logger.info("%s: states a duration (%.1f s): read as a remote file, ending where it ends",
-                                self.spec.name, container.duration / 1e6)
-                    self.on_demand = True
                 last_frame = None
                 pushed = media["video"] + media["audio"]
                 try:

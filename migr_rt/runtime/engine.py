@@ -271,7 +271,8 @@ class Runtime:
         cover_art = [inp.name for inp, c in zip(spec.inputs, opened) if inp.video and has_cover_art_only(c)]
         # A live stream cannot wait for analysis (it would fall ever further behind, and a server stops serving a
         # reader that stops reading): only files, and URLs that turn out to be remote files, are read losslessly.
-        realtime = spec.realtime or not all(reads_as_file(i, c) for i, c in zip(spec.inputs, opened))
+        as_file = [reads_as_file(i, c) for i, c in zip(spec.inputs, opened)]
+        realtime = spec.realtime or not all(as_file)
         if realtime and not spec.realtime:
             logger.info("%s: a live stream: read in real time (with drops), not losslessly", spec.description)
         buffer = MediaBuffer(self.plan, has_video, has_audio, realtime=realtime,
@@ -281,8 +282,8 @@ class Runtime:
         if audio_tap is not None:
             buffer.add_audio_tap(audio_tap)
         captures = [Capture(inp, buffer, realtime=realtime, loop=spec.loop,
-                            reconnect_timeout=self.config.reconnect_timeout, first_container=c)
-                    for inp, c in zip(spec.inputs, opened)]
+                            reconnect_timeout=self.config.reconnect_timeout, first_container=c, as_file=f)
+                    for inp, c, f in zip(spec.inputs, opened, as_file)]
         cache: dict[int, FrameFeature] = {}
         windows = 0
         reason = "end_of_stream"
