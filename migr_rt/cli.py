@@ -624,8 +624,53 @@ def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def devices(as_json: bool) -> None:
+    """List the cameras and microphones `run` can use, as its --camera and --mic take them."""
+    import json
+
+    import av
+
+    from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
+    from migr_rt.runtime.devices import microphones, video_nodes, why_not_a_camera
+
+    nodes = video_nodes()
+    mics = [{"mic": m.spec, "card": m.card, "name": m.name} for m in microphones()]
+    alsa_note = "" if "alsa" in av.formats_available else "this PyAV's FFmpeg has no ALSA input"
+    if not alsa_note:
+        try:
+            configure_alsa()
+            if pcm_problem("default") is None:
+                mics.append({"mic": "alsa:default", "card": "", "name": "ALSA's default capture device"})
+        except AlsaConfigError as exc:
+            alsa_note = str(exc)
+    cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus}
+            for n in nodes if n.is_camera]
+    others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
+    if as_json:
+        click.echo(json.dumps({"cameras": cams, "other_video_nodes": others, "microphones": mics,
+                               **({"alsa": alsa_note} if alsa_note else {})}))
+        return
+    click.echo("cameras (run --camera N):")
+    for cam in cams:
+        click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
+    if not cams:
+        click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
+    for other in others:
+        click.echo(f"  not a camera: {other['device']} {other['why']}")
+    click.echo("microphones (run --mic SPEC):")
+    for mic in mics:
+        click.echo(f"  --mic {mic['mic']:<28} " + ": ".join(p for p in (mic["card"], mic["name"]) if p))
+    if not mics:
+        click.echo("  none found" + ("" if Path("/proc/asound/cards").exists() else " (no sound card: /proc/asound "
+                                     "is missing)") + "; without --mic, files use their own audio track")
+    if alsa_note:
+        click.echo(f"  ({alsa_note})")
+
+
+@main.command()
 @click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index N (/dev/videoN, v4l2).")
-@click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`arecord -l`), or "
+@click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists them), or "
               "pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
 @click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
 @click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")

@@ -17,7 +17,7 @@ from migr_rt.model import load_checkpoint, save_checkpoint
 
 def test_console_script_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "migr_rt.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("demo", "synth", "data", "train", "eval", "export", "run", "bench"):
+    for command in ("demo", "synth", "data", "train", "eval", "export", "devices", "run", "bench"):
         assert f"  {command} " in out
 
 

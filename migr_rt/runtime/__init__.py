@@ -10,6 +10,7 @@ _EXPORTS = {
     "EVENT_SCHEMA": "migr_rt.runtime.events", "SCHEMA_VERSION": "migr_rt.runtime.events",
     "to_json": "migr_rt.runtime.events", "SourceError": "migr_rt.runtime.sources",
     "SourceSpec": "migr_rt.runtime.sources", "parse_source": "migr_rt.runtime.sources",
+    "cameras": "migr_rt.runtime.devices", "microphones": "migr_rt.runtime.devices",
 }
 __all__ = list(_EXPORTS)
 

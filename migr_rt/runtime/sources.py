@@ -29,6 +29,7 @@ import av
 import av.logging
 
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
+from migr_rt.runtime.devices import capture_problem, describe_cameras
 
 DEMO = "demo"
 
@@ -138,15 +139,20 @@ def demo_clip() -> Path:
     return path
 
 
-def camera_input(index: int, fps: float = 25.0) -> InputSpec:
-    device = Path(f"/dev/video{index}")
+def camera_input(index: int, fps: float = 25.0, dev: Path = Path("/dev")) -> InputSpec:
+    """``/dev/videoN``, checked to be a node that gives pictures (a UVC camera's second node gives metadata)."""
+    device = dev / f"video{index}"
     if not device.exists():
         raise SourceError(
-            f"camera {index}: {device} does not exist (no camera on this machine, or no access to it); "
+            f"camera {index}: {device} does not exist ({describe_cameras(dev)}); "
             "try the demo clip or a file instead (--source demo / --source FILE; stream(\"demo\") in Python)"
         )
     if not os.access(device, os.R_OK):
         raise SourceError(f"camera {index}: {device} is not readable by this user (add it to the 'video' group)")
+    problem = capture_problem(device, index)
+    if problem is not None:
+        raise SourceError(f"camera {index}: {device} {problem}; {describe_cameras(dev)} (`migr-rt devices` lists "
+                          "cameras and microphones)", retryable=False)
     return InputSpec(f"camera {index} ({device})", str(device), "v4l2", (("framerate", str(int(fps))),),
                      live=True, audio=False)
 
@@ -162,7 +168,7 @@ def mic_input(spec: str) -> InputSpec | None:
         raise SourceError(
             f"microphone {spec}: this PyAV's FFmpeg has no {backend} input"
             + (" (PyAV's Linux wheels have alsa, not pulse); " if backend == "pulse" else "; ")
-            + ("use alsa:DEVICE (`arecord -L` lists them)" if "alsa" in av.formats_available else
+            + ("use alsa:DEVICE (`migr-rt devices` lists them)" if "alsa" in av.formats_available else
                "install a PyAV built against a system FFmpeg with ALSA or PulseAudio")
         )
     hint = ""
@@ -172,7 +178,7 @@ def mic_input(spec: str) -> InputSpec | None:
         except AlsaConfigError as exc:
             raise SourceError(f"microphone {spec}: {exc}") from exc
         hint = ("; note that this machine has no sound card (/dev/snd is missing)" if not Path("/dev/snd").exists()
-                else "; `arecord -l` lists capture cards, e.g. alsa:plughw:1,0")
+                else "; `migr-rt devices` lists capture cards, e.g. alsa:plughw:1,0")
         # A name ALSA cannot resolve fails here, in milliseconds, rather than when the stream opens its inputs
         # after the model has loaded (seconds); resolving opens nothing (see pcm_problem).
         problem = pcm_problem(device)

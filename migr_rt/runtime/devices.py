@@ -1,0 +1,173 @@
+"""The cameras and microphones this machine has, found the way the kernel lists them.
+
+A number in ``--camera N`` is a V4L2 node, ``/dev/videoN``, and not every node is a camera: a UVC webcam
+registers two, the picture and a metadata node (so a laptop's camera is ``/dev/video0`` and ``/dev/video1``,
+and a second webcam is ``/dev/video2``), and boards add hardware codecs and scalers as further nodes. FFmpeg's
+v4l2 input checks what the whole device can do, not the node, so it opens a metadata node and only then fails
+to set a picture format. :func:`capture_problem` asks the node itself (``VIDIOC_QUERYCAP``: no streaming is
+started and nothing is configured), so ``migr-rt run`` refuses such a node in plain words before the model
+loads, and :func:`cameras` names the nodes that do give pictures.
+
+Microphones come from ``/proc/asound`` (cards and their capture PCMs), named as ``--mic`` takes them:
+``alsa:plughw:CARD=<id>,DEV=<n>`` (the card's id, which stays put when cards are numbered in another order
+at the next boot; ``plughw`` converts to the rate and channels FFmpeg asks for).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+#: ``_IOR('V', 0, struct v4l2_capability)``: the struct is 104 bytes (linux/videodev2.h).
+VIDIOC_QUERYCAP = 0x80685600
+_CAPABILITY = struct.Struct("<16s32s32sIII12x")  # driver, card, bus_info, version, capabilities, device_caps
+CAP_VIDEO_CAPTURE = 0x00000001
+CAP_VIDEO_OUTPUT = 0x00000002
+CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
+CAP_VIDEO_M2M_MPLANE = 0x00004000
+CAP_VIDEO_M2M = 0x00008000
+CAP_META_CAPTURE = 0x00800000
+CAP_STREAMING = 0x04000000
+CAP_DEVICE_CAPS = 0x80000000
+
+
+@dataclass(frozen=True)
+class VideoNode:
+    """One ``/dev/videoN`` and what the kernel says it does."""
+
+    index: int
+    path: Path
+    card: str  #: the device's name, e.g. "Integrated Camera: Integrated C"
+    driver: str  #: e.g. "uvcvideo"
+    bus: str  #: where it is plugged, e.g. "usb-0000:00:14.0-8"
+    caps: int  #: this node's capabilities (the device's when the driver does not report the node's own)
+
+    @property
+    def is_camera(self) -> bool:
+        """Whether FFmpeg's v4l2 input can read pictures from this node."""
+        return self.caps & CAP_VIDEO_CAPTURE != 0 and self.caps & CAP_STREAMING != 0 and not self.caps & (
+            CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE)
+
+
+def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
+    """A :class:`VideoNode` from the bytes ``VIDIOC_QUERYCAP`` filled in."""
+    driver, card, bus, _version, capabilities, device_caps = _CAPABILITY.unpack(raw[:_CAPABILITY.size])
+
+    def text(field: bytes) -> str:
+        return field.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    caps = device_caps if capabilities & CAP_DEVICE_CAPS else capabilities
+    return VideoNode(index, path, text(card), text(driver), text(bus), caps)
+
+
+def query_node(path: Path, index: int) -> VideoNode:
+    """Ask the node what it is; raises :class:`OSError` (``ENOTTY``: not a V4L2 device at all)."""
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # FFmpeg opens it read-write too; nothing streams until asked
+    try:
+        raw = bytearray(_CAPABILITY.size)
+        fcntl.ioctl(fd, VIDIOC_QUERYCAP, raw)
+    finally:
+        os.close(fd)
+    return decode_capability(bytes(raw), index, path)
+
+
+def why_not_a_camera(node: VideoNode) -> str:
+    """Why ``node`` gives no pictures, as words that follow its name."""
+    name = f" of {node.card!r}" if node.card else ""
+    if node.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE):
+        return f"is a memory-to-memory device{name} (a hardware codec or scaler), not a camera"
+    if node.caps & CAP_META_CAPTURE and not node.caps & CAP_VIDEO_CAPTURE:
+        return (f"is the metadata node{name}, not its picture (a UVC camera has two nodes, /dev/videoN for the "
+                "picture and the next one for metadata)")
+    if node.caps & CAP_VIDEO_CAPTURE_MPLANE and not node.caps & CAP_VIDEO_CAPTURE:
+        return f"captures multi-planar video{name}, which FFmpeg's v4l2 input cannot read"
+    if node.caps & CAP_VIDEO_OUTPUT and not node.caps & CAP_VIDEO_CAPTURE:
+        return f"is a video output{name}, not a camera"
+    if not node.caps & CAP_VIDEO_CAPTURE:
+        return f"captures no video{name} (its V4L2 capabilities are 0x{node.caps:08x})"
+    return f"cannot stream{name} (FFmpeg's v4l2 input needs streaming I/O, and the driver offers only read())"
+
+
+def capture_problem(path: Path, index: int) -> str | None:
+    """Why ``path`` cannot be read as a camera, as words that follow its name, or None if it can."""
+    try:
+        node = query_node(path, index)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            return "is not a V4L2 video device"
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            return "does not answer (unplugged, or its driver is gone)"
+        if exc.errno == errno.EBUSY:
+            return "is busy (another program holds it)"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "is not readable by this user (add it to the 'video' group)"
+        return f"cannot be opened ({exc.strerror or exc})"
+    return None if node.is_camera else why_not_a_camera(node)
+
+
+def video_nodes(dev: Path = Path("/dev")) -> list[VideoNode]:
+    """Every V4L2 node under ``dev`` that answers, by index (cameras and the rest)."""
+    found = []
+    for path in dev.glob("video*"):
+        number = path.name.removeprefix("video")
+        if not number.isdigit():
+            continue
+        try:
+            found.append(query_node(path, int(number)))
+        except OSError:
+            continue  # not a V4L2 device, unplugged meanwhile, or not ours to open: not a camera to offer
+    return sorted(found, key=lambda node: node.index)
+
+
+def cameras(dev: Path = Path("/dev")) -> list[VideoNode]:
+    """The nodes ``--camera N`` can read."""
+    return [node for node in video_nodes(dev) if node.is_camera]
+
+
+def describe_cameras(dev: Path = Path("/dev")) -> str:
+    """One clause naming the cameras there are, for an error about one that is not."""
+    found = cameras(dev)
+    if not found:
+        return "no V4L2 camera is found on this machine"
+    return "cameras here: " + ", ".join(f"--camera {node.index} ({node.card or node.path})" for node in found)
+
+
+@dataclass(frozen=True)
+class Microphone:
+    """One ALSA capture PCM, as ``--mic`` takes it."""
+
+    spec: str  #: e.g. "alsa:plughw:CARD=C920,DEV=0"
+    card: str  #: the card's long name, e.g. "HD Pro Webcam C920"
+    name: str  #: the PCM's name, e.g. "USB Audio"
+
+
+_CARD_LINE = re.compile(r"^\s*(\d+)\s+\[(\S+)\s*\]:\s*(.*?)\s+-\s+(.*?)\s*$")
+_PCM_LINE = re.compile(r"^(\d+)-(\d+):\s*([^:]*?)\s*:\s*([^:]*?)\s*:(.*)$")
+
+
+def microphones(asound: Path = Path("/proc/asound")) -> list[Microphone]:
+    """The sound cards' capture PCMs, from ``cards`` and ``pcm`` under ``asound`` (empty without sound cards)."""
+    try:
+        cards_text = (asound / "cards").read_text()
+        pcm_text = (asound / "pcm").read_text()
+    except OSError:
+        return []
+    cards = {}  # number -> (id, long name)
+    for line in cards_text.splitlines():
+        match = _CARD_LINE.match(line)
+        if match:
+            cards[int(match[1])] = (match[2], match[4] or match[3])
+    found = []
+    for line in pcm_text.splitlines():
+        match = _PCM_LINE.match(line)
+        if not match or not re.search(r"\bcapture\s+\d+", match[5]):
+            continue
+        card, device = int(match[1]), int(match[2])
+        card_id, card_name = cards.get(card, (str(card), f"card {card}"))  # CARD= takes a number as well
+        found.append(Microphone(f"alsa:plughw:CARD={card_id},DEV={device}", card_name, match[3]))
+    return found

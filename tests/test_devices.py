@@ -1,0 +1,133 @@
+"""Cameras and microphones as the kernel lists them (migr_rt.runtime.devices) and how `run` refuses a wrong one.
+
+No V4L2 device exists on CI machines. What the kernel answers for a non-V4L2 node (ENOTTY) is asked of the real
+kernel through /dev/null; the answers of real cameras are the bytes VIDIOC_QUERYCAP fills in, packed here in the
+kernel's layout (linux/videodev2.h) with the capability bits a UVC webcam, its metadata node and a codec report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migr_rt.runtime import devices
+from migr_rt.runtime.devices import (
+    CAP_DEVICE_CAPS, CAP_META_CAPTURE, CAP_STREAMING, CAP_VIDEO_CAPTURE, CAP_VIDEO_M2M_MPLANE, decode_capability,
+    microphones,
+)
+from migr_rt.runtime.sources import SourceError, camera_input, mic_input
+
+EXT_PIX_FORMAT = 0x00200000
+#: What uvcvideo reports for the whole device (both nodes say this in ``capabilities``).
+UVC_DEVICE = CAP_VIDEO_CAPTURE | CAP_META_CAPTURE | CAP_STREAMING | EXT_PIX_FORMAT | CAP_DEVICE_CAPS
+
+
+def querycap(card: str, capabilities: int, device_caps: int, driver: str = "uvcvideo") -> bytes:
+    """struct v4l2_capability as the kernel fills it in (104 bytes, NUL-padded strings)."""
+    raw = struct.pack("<16s32s32sIII3I", driver.encode(), card.encode(), b"usb-0000:00:14.0-8", 0x060800,
+                      capabilities, device_caps, 0, 0, 0)
+    assert len(raw) == 104
+    return raw
+
+
+def test_a_uvc_cameras_picture_node_is_a_camera_and_its_metadata_node_is_not():
+    picture = decode_capability(querycap("Integrated Camera: Integrated C", UVC_DEVICE,
+                                         CAP_VIDEO_CAPTURE | CAP_STREAMING | EXT_PIX_FORMAT), 0, Path("/dev/video0"))
+    # FFmpeg checks ``capabilities``, which has VIDEO_CAPTURE on both nodes: the node's own device_caps decide
+    metadata = decode_capability(querycap("Integrated Camera: Integrated C", UVC_DEVICE,
+                                          CAP_META_CAPTURE | CAP_STREAMING | EXT_PIX_FORMAT), 1, Path("/dev/video1"))
+    assert picture.is_camera and picture.card == "Integrated Camera: Integrated C" and picture.driver == "uvcvideo"
+    assert picture.bus == "usb-0000:00:14.0-8"
+    assert not metadata.is_camera
+    assert "metadata node of 'Integrated Camera: Integrated C'" in devices.why_not_a_camera(metadata)
+
+
+def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_judged_by_the_device():
+    codec = decode_capability(querycap("bcm2835-codec-decode", CAP_VIDEO_M2M_MPLANE | CAP_STREAMING | CAP_DEVICE_CAPS,
+                                       CAP_VIDEO_M2M_MPLANE | CAP_STREAMING, "bcm2835-codec"), 10, Path("/dev/video10"))
+    assert not codec.is_camera and "hardware codec or scaler" in devices.why_not_a_camera(codec)
+    old = decode_capability(querycap("old cam", CAP_VIDEO_CAPTURE | CAP_STREAMING, 0, "gspca"), 0, Path("/dev/video0"))
+    assert old.is_camera  # no DEVICE_CAPS flag: device_caps (0) is not filled in and must not be read
+    no_streaming = decode_capability(querycap("read-only cam", CAP_VIDEO_CAPTURE, 0), 0, Path("/dev/video0"))
+    assert not no_streaming.is_camera and "streaming I/O" in devices.why_not_a_camera(no_streaming)
+
+
+def test_a_camera_index_whose_node_is_not_v4l2_is_refused_by_the_kernels_own_answer(tmp_path):
+    os.symlink("/dev/null", tmp_path / "video0")  # a character device that answers VIDIOC_QUERYCAP with ENOTTY
+    with pytest.raises(SourceError, match=r"camera 0: .*video0 is not a V4L2 video device; no V4L2 camera is found"
+                       ) as caught:
+        camera_input(0, dev=tmp_path)
+    assert not caught.value.retryable  # no retry makes it a camera
+    with pytest.raises(SourceError, match=r"camera 3: .*video3 does not exist \(no V4L2 camera is found on this "
+                       r"machine\).*--source demo"):
+        camera_input(3, dev=tmp_path)
+    assert devices.video_nodes(tmp_path) == []
+
+
+def test_asking_for_a_metadata_node_names_it_and_the_camera_to_ask_for(tmp_path, monkeypatch):
+    # The kernel's answers for a laptop's UVC camera (two nodes) and a USB webcam (two more); the files exist so
+    # that the checks before the query (exists, readable) see a device.
+    answers = {
+        0: querycap("Integrated Camera", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING),
+        1: querycap("Integrated Camera", UVC_DEVICE, CAP_META_CAPTURE | CAP_STREAMING),
+        2: querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING),
+        3: querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_META_CAPTURE | CAP_STREAMING),
+    }
+    for index in answers:
+        (tmp_path / f"video{index}").touch()
+    (tmp_path / "video-not-a-node").touch()
+    monkeypatch.setattr(devices, "query_node", lambda path, index: decode_capability(answers[index], index, path))
+    assert [node.index for node in devices.cameras(tmp_path)] == [0, 2]
+    with pytest.raises(SourceError) as caught:
+        camera_input(1, dev=tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"camera 1: {tmp_path / 'video1'} is the metadata node of 'Integrated Camera'")
+    assert "cameras here: --camera 0 (Integrated Camera), --camera 2 (HD Pro Webcam C920)" in message
+    assert camera_input(2, dev=tmp_path).target == str(tmp_path / "video2")
+
+
+ASOUND_CARDS = """\
+ 0 [PCH            ]: HDA-Intel - HDA Intel PCH
+                      HDA Intel PCH at 0xf7f10000 irq 130
+ 1 [C920           ]: USB-Audio - HD Pro Webcam C920
+                      HD Pro Webcam C920 at usb-0000:00:14.0-2, high speed
+"""
+ASOUND_PCM = """\
+00-00: ALC3246 Analog : ALC3246 Analog : playback 1 : capture 1
+00-03: HDMI 0 : HDMI 0 : playback 1
+01-00: USB Audio : USB Audio : capture 1
+"""
+
+
+def test_microphones_are_the_capture_pcms_named_by_card_id_as_alsa_resolves_them(tmp_path):
+    (tmp_path / "cards").write_text(ASOUND_CARDS)
+    (tmp_path / "pcm").write_text(ASOUND_PCM)
+    found = microphones(tmp_path)
+    assert [(m.spec, m.card, m.name) for m in found] == [
+        ("alsa:plughw:CARD=PCH,DEV=0", "HDA Intel PCH", "ALC3246 Analog"),
+        ("alsa:plughw:CARD=C920,DEV=0", "HD Pro Webcam C920", "USB Audio"),
+    ]  # the HDMI output has no capture
+    # each spec is one --mic takes: this machine's ALSA parses the name (it has no such card to open)
+    if "alsa" in __import__("av").formats_available:
+        for mic in found:
+            assert mic_input(mic.spec).target == mic.spec.removeprefix("alsa:")
+    assert microphones(tmp_path / "missing") == []
+
+
+def test_devices_command_lists_what_this_machine_has_as_json():
+    result = subprocess.run([sys.executable, "-m", "migr_rt.cli", "devices", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [c["camera"] for c in listed["cameras"]] == [n.index for n in devices.cameras()]
+    assert {m["mic"] for m in listed["microphones"]} >= {m.spec for m in microphones()}
+    table = subprocess.run([sys.executable, "-m", "migr_rt.cli", "devices"], capture_output=True, text=True,
+                           timeout=120)
+    assert table.returncode == 0 and table.stdout.startswith("cameras (run --camera N):")
+    assert "microphones (run --mic SPEC):" in table.stdout
