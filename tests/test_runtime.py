@@ -569,19 +569,52 @@ def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
         assert result.stderr.startswith(f"migr-rt run: {source}: cannot be opened: {words}"), result.stderr
 
 
-def test_a_tcp_url_is_not_knocked_on_before_the_run_connects():
-    # FFmpeg's `tcp://...?listen` serves its first connection and no other: a knock before the model loads was that
-    # connection (the server then failed writing to it), and the run's own was refused.
+@pytest.mark.parametrize("scheme", ["tcp", "http", "rtmp"])
+def test_a_url_whose_server_may_serve_one_connection_is_not_knocked_on_before_the_run_connects(scheme):
+    # FFmpeg's `tcp://...?listen` and its HTTP and RTMP `-listen 1` serve their first connection and no other: a
+    # knock before the model loads was that connection (the server failed on it and exited), and the run's own was
+    # refused. The real FFmpeg servers are in test_a_one_shot_ffmpeg_server_is_read_by_the_run below.
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         listener.settimeout(0.5)
         port = listener.getsockname()[1]
-        check_inputs(parse_source(f"tcp://127.0.0.1:{port}"))
+        check_inputs(parse_source(f"{scheme}://127.0.0.1:{port}/live"))
         with pytest.raises(TimeoutError):
             listener.accept()[0].close()  # nothing connected
         check_inputs(parse_source(f"rtsp://127.0.0.1:{port}/cam"))  # an RTSP server serves many: knocked on
         listener.accept()[0].close()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt install ffmpeg)")
+@pytest.mark.parametrize("scheme, muxer, path", [("http", "mpegts", "/"), ("rtmp", "flv", "/live/cam")])
+def test_a_one_shot_ffmpeg_server_is_read_by_the_run(scheme, muxer, path):
+    # The common way to stream a robot's camera to another machine; the emulation above runs where ffmpeg is missing.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"{scheme}://127.0.0.1:{port}{path}"
+    server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                               "testsrc=size=160x120:rate=25", "-t", "20", "-c:v", "libx264", "-f", muxer, "-listen",
+                               "1", url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spec = parse_source(url)
+        check_inputs(spec)
+        with spec.inputs[0].open() as container:
+            frames = [frame for frame, _ in zip(container.decode(video=0), range(10))]
+        assert len(frames) == 10 and frames[0].width == 160
+    finally:
+        server.kill()
+        server.communicate(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on ``port``, asked of the kernel (a connection would be a one-shot server's one)."""
+    with open("/proc/net/tcp") as table:
+        return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table.readlines()[1:])
 
 
 def test_a_url_that_does_not_parse_is_refused_in_words():

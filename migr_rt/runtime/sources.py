@@ -258,9 +258,9 @@ def check_inputs(spec: SourceSpec) -> None:
     Loading the model takes seconds; a source opened only after it (by :meth:`Runtime.stream
     <migr_rt.runtime.engine.Runtime.stream>`) makes an invalid filter graph or an unknown host fail seconds late.
     Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
-    costs milliseconds and changes nothing, and a URL's host name is resolved and its server's TCP port knocked on
-    (see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right before capture
-    starts, since opening it here would leave it filling buffers (or holding back a producer) while the model
+    costs milliseconds and changes nothing, and a URL's host name is resolved (and an RTSP server's TCP port
+    knocked on, see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right
+    before capture starts, since opening it here would leave it filling buffers (or holding back a producer) while the model
     loads, and closing it again can lose what it hands over once (a pipe behind an ALSA ``file`` PCM). Devices
     were checked when the spec was parsed (a missing camera, an ALSA name that does not resolve).
     """
@@ -272,14 +272,17 @@ def check_inputs(spec: SourceSpec) -> None:
             _check_reachable(item)
 
 
-#: Default TCP ports of the URL schemes FFmpeg reads over TCP, from servers that serve many clients. ``tcp://``
-#: is only resolved: its server is typically FFmpeg's own ``tcp://...?listen``, which serves the first connection
-#: and no other, so a knock would be that connection and the run's own would then be refused.
-_TCP_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "rtmpt": 80}
+#: Default TCP ports of the URL schemes whose servers serve many clients, knocked on before the model loads. The
+#: other schemes are only resolved: FFmpeg serves HTTP and RTMP with ``-listen 1`` and raw TCP with
+#: ``tcp://...?listen`` to its first connection and no other (``ffmpeg -f v4l2 -i /dev/video0 -f mpegts -listen 1
+#: http://0.0.0.0:8080`` streams a robot's camera), so a knock would be that connection: the server fails on it
+#: and exits, and the run's own connection is refused. FFmpeg has no RTSP server, and RTSP servers (IP cameras,
+#: MediaMTX) take every client.
+_TCP_PORTS = {"rtsp": 554, "rtsps": 322}
 
 
 def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
-    """Resolve a URL's host name and, for a TCP scheme, see that something accepts a connection at its port.
+    """Resolve a URL's host name and, for RTSP, see that something accepts a connection at its port.
 
     The connection is closed at once without a byte sent, so the server hands over nothing that could be lost.
     FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) URL is not checked at all, since the
