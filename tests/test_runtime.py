@@ -28,7 +28,7 @@ from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.capture import MediaBuffer, WindowPlan
-from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip
+from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip, read_problem
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
 
@@ -615,6 +615,41 @@ def _listening(port: int) -> bool:
     """Whether something listens on ``port``, asked of the kernel (a connection would be a one-shot server's one)."""
     with open("/proc/net/tcp") as table:
         return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table.readlines()[1:])
+
+
+def test_a_live_udp_stream_whose_sender_stops_is_said_to_have_sent_nothing_not_to_have_exited():
+    # PyAV's timeout stops FFmpeg with AVERROR_EXIT, whose own words ("Immediate exit requested") read as if migr-rt
+    # had been told to quit; a UDP sender that stops (a robot's `ffmpeg ... -f mpegts udp://`) times out so.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"udp://127.0.0.1:{port}"
+
+    def send(seconds: float) -> None:
+        time.sleep(0.2)  # the reader binds the port first: UDP keeps nothing for a reader that is not there yet
+        with av.open(url, "w", format="mpegts") as out:
+            video = out.add_stream("mpeg2video", rate=25)
+            video.width, video.height, video.pix_fmt, video.codec_context.gop_size = 64, 64, "yuv420p", 5
+            for i in range(int(seconds * 25)):
+                frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i % 256, np.uint8), format="rgb24")
+                for packet in video.encode(frame):
+                    out.mux(packet)
+                time.sleep(0.04)
+
+    sender = threading.Thread(target=send, args=(1.0,))
+    sender.start()
+    spec = parse_source(url).inputs[0]
+    frames = 0
+    with spec.open(timeout=2.0) as container:
+        with pytest.raises(av.error.FFmpegError) as stopped:
+            for _ in container.decode(video=0):
+                frames += 1
+    sender.join()
+    assert frames > 5
+    assert read_problem(stopped.value, 2.0) == "nothing received for 2 s"
+    with pytest.raises(SourceError, match=rf"^{url}: cannot be opened: nothing received within 0.5 s$") as silent:
+        spec.open(timeout=0.5)
+    assert silent.value.retryable  # a sender may start again
 
 
 def test_a_url_that_does_not_parse_is_refused_in_words():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from migr_rt.media.decode import iter_decoded
-from migr_rt.runtime.sources import InputSpec, SourceError
+from migr_rt.runtime.sources import InputSpec, SourceError, read_problem
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ class Capture(threading.Thread):
                 except Exception as exc:  # noqa: BLE001 - a live device failing mid-read (unplugged) is reopened
                     if not self.live:
                         raise
-                    why, failure = str(exc), exc
+                    why, failure = read_problem(exc), exc
                 else:
                     failure = None
                 if not self.live:
@@ -439,8 +439,8 @@ class Capture(threading.Thread):
                     delay = min(delay * 2, 4.0)
         except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
             self.error = exc
-            logger.warning("%s: capture failed: %s", self.spec.name, exc)
-            self.buffer.lose(f"{self.spec.name}: {exc}")
+            logger.warning("%s: capture failed: %s", self.spec.name, read_problem(exc))
+            self.buffer.lose(f"{self.spec.name}: {read_problem(exc)}")
             return
         for kind in kinds:
             self.buffer.end(kind)

@@ -34,6 +34,10 @@ from migr_rt.runtime.devices import capture_problem, describe_cameras
 DEMO = "demo"
 
 
+#: Seconds an open, and then each read, may wait for data before it fails (PyAV's ``timeout``).
+IO_TIMEOUT = 5.0
+
+
 class SourceError(RuntimeError):
     """A source that cannot be opened (or was lost); the message names it and what to try.
 
@@ -56,6 +60,8 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
     specific = [line for line in lines if not line.startswith("Error processing filtergraph")] or lines
     detail = "; ".join(dict.fromkeys(specific)) or getattr(exc, "strerror", None) or str(exc)
     errors = av.error
+    if isinstance(exc, errors.ExitError):  # PyAV's own timeout interrupted FFmpeg: its words would be "Immediate exit"
+        return f"nothing received within {timeout:g} s", True
     if any("resolve hostname" in line for line in lines):
         plain, retryable = "the host name does not resolve (DNS)", False
     elif input_format == "lavfi" and isinstance(exc, (errors.FilterNotFoundError, errors.OptionNotFoundError,
@@ -85,6 +91,14 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
     return f"{plain} (FFmpeg: {detail})" if detail != plain else plain, retryable
 
 
+def read_problem(exc: BaseException, timeout: float = IO_TIMEOUT) -> str:
+    """Why reading an opened input failed, in words: a live stream whose sender stopped times out in PyAV, which
+    FFmpeg reports as "Immediate exit requested"."""
+    if isinstance(exc, av.error.ExitError):
+        return f"nothing received for {timeout:g} s"
+    return str(exc)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One container to open: what ffmpeg calls the input, its format, and whether it is a live device."""
@@ -98,7 +112,7 @@ class InputSpec:
     audio: bool = True
     hint: str = ""  #: appended to the message when it cannot be opened
 
-    def open(self, timeout: float = 5.0) -> av.container.InputContainer:
+    def open(self, timeout: float = IO_TIMEOUT) -> av.container.InputContainer:
         """Open it with PyAV, or raise :class:`SourceError` naming it and saying why in plain words."""
         quiet = av.logging.get_level() is None
         if quiet:  # FFmpeg says why only in its log (a bad filter option, a host name): capture it meanwhile
