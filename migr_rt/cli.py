@@ -670,8 +670,8 @@ def devices(as_json: bool) -> None:
 
 @main.command()
 @click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index N (/dev/videoN, v4l2).")
-@click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists them), or "
-              "pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
+@click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
+              "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
 @click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
 @click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")
 @click.option("--realtime/--no-realtime", default=None,

@@ -614,7 +614,8 @@ def test_a_one_shot_ffmpeg_server_is_read_by_the_run(scheme, muxer, path):
 def _listening(port: int) -> bool:
     """Whether something listens on ``port``, asked of the kernel (a connection would be a one-shot server's one)."""
     with open("/proc/net/tcp") as table:
-        return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table.readlines()[1:])
+        rows = [line.split() for line in table.readlines()[1:]]
+    return any(row[1].endswith(f":{port:04X}") and row[3] == "0A" for row in rows)  # 0A: TCP_LISTEN
 
 
 def test_a_live_udp_stream_whose_sender_stops_is_said_to_have_sent_nothing_not_to_have_exited():

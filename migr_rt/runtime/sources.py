@@ -274,9 +274,10 @@ def check_inputs(spec: SourceSpec) -> None:
     Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
     costs milliseconds and changes nothing, and a URL's host name is resolved (and an RTSP server's TCP port
     knocked on, see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right
-    before capture starts, since opening it here would leave it filling buffers (or holding back a producer) while the model
-    loads, and closing it again can lose what it hands over once (a pipe behind an ALSA ``file`` PCM). Devices
-    were checked when the spec was parsed (a missing camera, an ALSA name that does not resolve).
+    before capture starts, since opening it here would leave it filling buffers (or holding back a producer)
+    while the model loads, and closing it again can lose what it hands over once (a pipe behind an ALSA ``file``
+    PCM). Devices were checked when the spec was parsed (a missing camera, an ALSA name that does not resolve, a
+    node that gives no pictures).
     """
     for item in spec.inputs:
         if not item.live:
