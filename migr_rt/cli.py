@@ -632,7 +632,7 @@ def devices(as_json: bool) -> None:
     import av
 
     from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-    from migr_rt.runtime.devices import microphones, video_nodes, why_not_a_camera
+    from migr_rt.runtime.devices import microphones, silent_nodes, video_nodes, why_not_a_camera
 
     nodes = video_nodes()
     mics = [{"mic": m.spec, "card": m.card, "name": m.name} for m in microphones()]
@@ -647,6 +647,7 @@ def devices(as_json: bool) -> None:
     cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus}
             for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
+    others += [{"device": str(path), "name": "", "why": why} for path, why in silent_nodes()]
     if as_json:
         click.echo(json.dumps({"cameras": cams, "other_video_nodes": others, "microphones": mics,
                                **({"alsa": alsa_note} if alsa_note else {})}))
@@ -656,8 +657,8 @@ def devices(as_json: bool) -> None:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
     if not cams:
         click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
-    for other in others:
-        click.echo(f"  not a camera: {other['device']} {other['why']}")
+    for other in others:  # why a /dev/videoN is not offered: a metadata node, a codec, not readable by this user
+        click.echo(f"  (not usable: {other['device']} {other['why']})")
     click.echo("microphones (run --mic SPEC):")
     for mic in mics:
         click.echo(f"  --mic {mic['mic']:<28} " + ": ".join(p for p in (mic["card"], mic["name"]) if p))

@@ -68,6 +68,7 @@ def test_a_camera_index_whose_node_is_not_v4l2_is_refused_by_the_kernels_own_ans
                        r"machine\).*--source demo"):
         camera_input(3, dev=tmp_path)
     assert devices.video_nodes(tmp_path) == []
+    assert devices.silent_nodes(tmp_path) == [(tmp_path / "video0", "is not a V4L2 video device")]
 
 
 def test_asking_for_a_metadata_node_names_it_and_the_camera_to_ask_for(tmp_path, monkeypatch):

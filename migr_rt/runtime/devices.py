@@ -93,35 +93,54 @@ def why_not_a_camera(node: VideoNode) -> str:
     return f"cannot stream{name} (FFmpeg's v4l2 input needs streaming I/O, and the driver offers only read())"
 
 
+def _open_problem(exc: OSError) -> str:
+    """Why a node did not answer ``VIDIOC_QUERYCAP``, as words that follow its name."""
+    if exc.errno in (errno.ENOTTY, errno.EINVAL):
+        return "is not a V4L2 video device"
+    if exc.errno in (errno.ENODEV, errno.ENXIO):
+        return "does not answer (unplugged, or its driver is gone)"
+    if exc.errno == errno.EBUSY:
+        return "is busy (another program holds it)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "is not readable by this user (add it to the 'video' group)"
+    return f"cannot be opened ({exc.strerror or exc})"
+
+
 def capture_problem(path: Path, index: int) -> str | None:
     """Why ``path`` cannot be read as a camera, as words that follow its name, or None if it can."""
     try:
         node = query_node(path, index)
     except OSError as exc:
-        if exc.errno in (errno.ENOTTY, errno.EINVAL):
-            return "is not a V4L2 video device"
-        if exc.errno in (errno.ENODEV, errno.ENXIO):
-            return "does not answer (unplugged, or its driver is gone)"
-        if exc.errno == errno.EBUSY:
-            return "is busy (another program holds it)"
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return "is not readable by this user (add it to the 'video' group)"
-        return f"cannot be opened ({exc.strerror or exc})"
+        return _open_problem(exc)
     return None if node.is_camera else why_not_a_camera(node)
+
+
+def _node_paths(dev: Path) -> list[tuple[int, Path]]:
+    """``dev/videoN`` by N."""
+    found = [(int(path.name[5:]), path) for path in dev.glob("video*") if path.name[5:].isdigit()]
+    return sorted(found)
 
 
 def video_nodes(dev: Path = Path("/dev")) -> list[VideoNode]:
     """Every V4L2 node under ``dev`` that answers, by index (cameras and the rest)."""
     found = []
-    for path in dev.glob("video*"):
-        number = path.name.removeprefix("video")
-        if not number.isdigit():
-            continue
+    for index, path in _node_paths(dev):
         try:
-            found.append(query_node(path, int(number)))
+            found.append(query_node(path, index))
         except OSError:
-            continue  # not a V4L2 device, unplugged meanwhile, or not ours to open: not a camera to offer
-    return sorted(found, key=lambda node: node.index)
+            continue  # not a V4L2 device, unplugged meanwhile, or not ours to open: see silent_nodes
+    return found
+
+
+def silent_nodes(dev: Path = Path("/dev")) -> list[tuple[Path, str]]:
+    """The ``videoN`` under ``dev`` that do not answer, and why (not readable by this user, not V4L2 ...)."""
+    silent = []
+    for index, path in _node_paths(dev):
+        try:
+            query_node(path, index)
+        except OSError as exc:
+            silent.append((path, _open_problem(exc)))
+    return silent
 
 
 def cameras(dev: Path = Path("/dev")) -> list[VideoNode]:
