@@ -71,6 +71,22 @@ def _error(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _sound_hint(spec) -> str | None:
+    """A camera read without --mic gives a visual-only analysis: say so, naming the microphone to add."""
+    from migr_rt.runtime.devices import mic_suggestion, microphones, query_node
+
+    cameras = [i for i in spec.inputs if i.format == "v4l2"]
+    if len(cameras) != 1 or any(not i.video for i in spec.inputs):  # no camera, or a microphone is read with it
+        return None
+    path = Path(cameras[0].target)
+    try:
+        node = query_node(path, int(path.name.removeprefix("video")))
+    except (OSError, ValueError):
+        return None
+    suggestion = mic_suggestion(node, microphones())
+    return f"{cameras[0].name} is analysed without sound (no --mic); {suggestion}" if suggestion else None
+
+
 def run_stream(o: RunOptions) -> int:
     from migr_rt.runtime.sources import SourceError, check_inputs, parse_source
 
@@ -79,6 +95,8 @@ def run_stream(o: RunOptions) -> int:
         check_inputs(spec)
     except SourceError as exc:
         return _error(str(exc))
+    if hint := _sound_hint(spec):
+        print(f"migr-rt run: {hint}", file=sys.stderr, flush=True)
     if o.save is not None and o.save.suffix.lower() != ".mp4":
         return _error(f"--save {o.save}: the annotated video is written as .mp4")
     if o.save is not None:

@@ -110,15 +110,32 @@ def test_microphones_are_the_capture_pcms_named_by_card_id_as_alsa_resolves_them
     (tmp_path / "cards").write_text(ASOUND_CARDS)
     (tmp_path / "pcm").write_text(ASOUND_PCM)
     found = microphones(tmp_path)
-    assert [(m.spec, m.card, m.name) for m in found] == [
-        ("alsa:plughw:CARD=PCH,DEV=0", "HDA Intel PCH", "ALC3246 Analog"),
-        ("alsa:plughw:CARD=C920,DEV=0", "HD Pro Webcam C920", "USB Audio"),
+    assert [(m.spec, m.card, m.name, m.bus) for m in found] == [
+        ("alsa:plughw:CARD=PCH,DEV=0", "HDA Intel PCH", "ALC3246 Analog", ""),
+        ("alsa:plughw:CARD=C920,DEV=0", "HD Pro Webcam C920", "USB Audio", "usb-0000:00:14.0-2"),
     ]  # the HDMI output has no capture
     # each spec is one --mic takes: this machine's ALSA parses the name (it has no such card to open)
     if "alsa" in __import__("av").formats_available:
         for mic in found:
             assert mic_input(mic.spec).target == mic.spec.removeprefix("alsa:")
     assert microphones(tmp_path / "missing") == []
+
+
+def test_a_webcam_read_without_a_mic_is_pointed_to_its_own_microphone_by_usb_port(tmp_path):
+    (tmp_path / "cards").write_text(ASOUND_CARDS)
+    (tmp_path / "pcm").write_text(ASOUND_PCM)
+    found = microphones(tmp_path)
+    webcam = decode_capability(querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING)
+                               .replace(b"usb-0000:00:14.0-8", b"usb-0000:00:14.0-2"), 2, Path("/dev/video2"))
+    laptop = decode_capability(querycap("Integrated Camera", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING), 0,
+                               Path("/dev/video0"))  # on port -8, where no sound card is
+    assert devices.microphone_of(webcam, found) == found[1]
+    assert devices.mic_suggestion(webcam, found) == ("its own microphone is --mic alsa:plughw:CARD=C920,DEV=0 "
+                                                     "(HD Pro Webcam C920)")
+    assert devices.microphone_of(laptop, found) is None
+    assert devices.mic_suggestion(laptop, found) == ("microphones here: --mic alsa:plughw:CARD=PCH,DEV=0 (HDA Intel "
+                                                     "PCH), --mic alsa:plughw:CARD=C920,DEV=0 (HD Pro Webcam C920)")
+    assert devices.mic_suggestion(laptop, []) is None
 
 
 def test_devices_command_lists_what_this_machine_has_as_json():
@@ -132,3 +149,22 @@ def test_devices_command_lists_what_this_machine_has_as_json():
                            timeout=120)
     assert table.returncode == 0 and table.stdout.startswith("cameras (run --camera N):")
     assert "microphones (run --mic SPEC):" in table.stdout
+
+
+def test_run_names_the_microphone_to_add_when_a_webcam_is_read_without_one(tmp_path, monkeypatch):
+    from migr_rt.cli_run import _sound_hint
+    from migr_rt.runtime.sources import InputSpec, SourceSpec
+
+    (tmp_path / "cards").write_text(ASOUND_CARDS)
+    (tmp_path / "pcm").write_text(ASOUND_PCM)
+    webcam = querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING).replace(
+        b"usb-0000:00:14.0-8", b"usb-0000:00:14.0-2")
+    monkeypatch.setattr(devices, "query_node", lambda path, index: decode_capability(webcam, index, path))
+    monkeypatch.setattr(devices, "microphones", lambda asound=tmp_path: microphones(tmp_path))
+    camera = InputSpec("camera 2 (/dev/video2)", "/dev/video2", "v4l2", live=True, audio=False)
+    assert _sound_hint(SourceSpec("camera:2", (camera,))) == (
+        "camera 2 (/dev/video2) is analysed without sound (no --mic); its own microphone is --mic "
+        "alsa:plughw:CARD=C920,DEV=0 (HD Pro Webcam C920)")
+    mic = InputSpec("microphone alsa:default", "default", "alsa", live=True, video=False)
+    assert _sound_hint(SourceSpec("camera:2", (camera, mic))) is None  # a microphone is read with it
+    assert _sound_hint(SourceSpec("demo", (InputSpec("demo", "demo.mp4"),))) is None

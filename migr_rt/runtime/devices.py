@@ -161,8 +161,9 @@ class Microphone:
     """One ALSA capture PCM, as ``--mic`` takes it."""
 
     spec: str  #: e.g. "alsa:plughw:CARD=C920,DEV=0"
-    card: str  #: the card's long name, e.g. "HD Pro Webcam C920"
+    card: str  #: the card's name, e.g. "HD Pro Webcam C920"
     name: str  #: the PCM's name, e.g. "USB Audio"
+    bus: str = ""  #: a USB card's port, e.g. "usb-0000:00:14.0-2": a webcam's camera node names the same one
 
 
 _CARD_LINE = re.compile(r"^\s*(\d+)\s+\[(\S+)\s*\]:\s*(.*?)\s+-\s+(.*?)\s*$")
@@ -176,17 +177,45 @@ def microphones(asound: Path = Path("/proc/asound")) -> list[Microphone]:
         pcm_text = (asound / "pcm").read_text()
     except OSError:
         return []
-    cards = {}  # number -> (id, long name)
+    cards = {}  # number -> (id, name, USB port)
+    last = None
     for line in cards_text.splitlines():
         match = _CARD_LINE.match(line)
         if match:
-            cards[int(match[1])] = (match[2], match[4] or match[3])
+            last = int(match[1])
+            cards[last] = (match[2], match[4] or match[3], "")
+        elif last is not None:  # the long name: "HD Pro Webcam C920 at usb-0000:00:14.0-2, high speed"
+            port = re.search(r" at (usb-[^,\s]+)", line)
+            if port:
+                cards[last] = (*cards[last][:2], port[1])
     found = []
     for line in pcm_text.splitlines():
         match = _PCM_LINE.match(line)
         if not match or not re.search(r"\bcapture\s+\d+", match[5]):
             continue
         card, device = int(match[1]), int(match[2])
-        card_id, card_name = cards.get(card, (str(card), f"card {card}"))  # CARD= takes a number as well
-        found.append(Microphone(f"alsa:plughw:CARD={card_id},DEV={device}", card_name, match[3]))
+        card_id, card_name, bus = cards.get(card, (str(card), f"card {card}", ""))  # CARD= takes a number as well
+        found.append(Microphone(f"alsa:plughw:CARD={card_id},DEV={device}", card_name, match[3], bus))
     return found
+
+
+def microphone_of(camera: VideoNode, found: list[Microphone]) -> Microphone | None:
+    """The microphone built into ``camera`` (a USB webcam's sound card sits on the same USB port), if any.
+
+    A webcam's own microphone hears the person the camera sees, with no clock between them to drift; a user
+    who asks for a camera alone may not know the webcam has one.
+    """
+    if not camera.bus.startswith("usb-"):
+        return None
+    return next((mic for mic in found if mic.bus == camera.bus), None)
+
+
+def mic_suggestion(camera: VideoNode, found: list[Microphone]) -> str | None:
+    """What to add for sound when ``camera`` is read alone: its own microphone, else the ones there are."""
+    own = microphone_of(camera, found)
+    if own is not None:
+        return f"its own microphone is --mic {own.spec} ({own.card})"
+    if not found:
+        return None
+    listed = ", ".join(f"--mic {mic.spec} ({mic.card})" for mic in found[:3])
+    return f"microphones here: {listed}" + (", ..." if len(found) > 3 else "")
