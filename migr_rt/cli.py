@@ -632,7 +632,7 @@ def devices(as_json: bool) -> None:
     import av
 
     from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-    from migr_rt.runtime.devices import microphones, silent_nodes, video_nodes, why_not_a_camera
+    from migr_rt.runtime.devices import microphones, silent_nodes, stable_names, video_nodes, why_not_a_camera
 
     nodes = video_nodes()
     mics = [{"mic": m.spec, "card": m.card, "name": m.name} for m in microphones()]
@@ -644,8 +644,9 @@ def devices(as_json: bool) -> None:
                 mics.append({"mic": "alsa:default", "card": "", "name": "ALSA's default capture device"})
         except AlsaConfigError as exc:
             alsa_note = str(exc)
-    cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus}
-            for n in nodes if n.is_camera]
+    stable = stable_names()
+    cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus,
+             "stable_name": str(stable.get(n.path.resolve(), ""))} for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
     others += [{"device": str(path), "name": "", "why": why} for path, why in silent_nodes()]
     if as_json:
@@ -655,6 +656,8 @@ def devices(as_json: bool) -> None:
     click.echo("cameras (run --camera N):")
     for cam in cams:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
+        if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
+            click.echo(f"  --camera {cam['stable_name']}")
     if not cams:
         click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
     for other in others:  # why a /dev/videoN is not offered: a metadata node, a codec, not readable by this user
@@ -669,8 +672,27 @@ def devices(as_json: bool) -> None:
         click.echo(f"  ({alsa_note})")
 
 
+class CameraParam(click.ParamType):
+    """``--camera``: an index N (``/dev/videoN``) or a device path (a stable ``/dev/v4l/by-id/...`` name)."""
+
+    name = "N|PATH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and value >= 0:
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        if text.startswith("/"):
+            return text
+        self.fail(f"{value!r}: a camera is its index N (/dev/videoN) or its device path (/dev/v4l/by-id/...)",
+                  param, ctx)
+
+
 @main.command()
-@click.option("--camera", type=click.IntRange(min=0), default=None, help="Camera index N (/dev/videoN, v4l2).")
+@click.option("--camera", type=CameraParam(), default=None,
+              help="Camera index N (/dev/videoN, v4l2) or device path, e.g. a stable /dev/v4l/by-id/... name "
+                   "(`migr-rt devices` lists them).")
 @click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
               "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
 @click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
@@ -706,7 +728,7 @@ def devices(as_json: bool) -> None:
 @click.option("--face-tracking/--no-face-tracking", default=True, show_default=True,
               help="Follow the face between sampled frames (a full detector scan every 8 sampled frames or when "
                    "the face is lost) or scan every sampled frame in full.")
-def run(camera: int | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
+def run(camera: int | str | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
         checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
         max_rationale_tokens: int, rationale_answer: str, as_json: bool, save: Path | None, view: bool,
         reconnect_timeout: float,

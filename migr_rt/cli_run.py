@@ -25,7 +25,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_SOURCE_LOST = 0, 1, 3
 
 @dataclass(frozen=True)
 class RunOptions:
-    camera: int | None = None
+    camera: int | str | None = None  #: an index N (/dev/videoN) or a device path
     mic: str | None = None
     source: str | None = None
     loop: bool = False
@@ -79,9 +79,10 @@ def _sound_hint(spec) -> str | None:
     if len(cameras) != 1 or any(not i.video for i in spec.inputs):  # no camera, or a microphone is read with it
         return None
     path = Path(cameras[0].target)
+    number = path.resolve().name.removeprefix("video")  # a stable /dev/v4l/by-id/... name links to /dev/videoN
     try:
-        node = query_node(path, int(path.name.removeprefix("video")))
-    except (OSError, ValueError):
+        node = query_node(path, int(number) if number.isdigit() else -1)
+    except OSError:
         return None
     suggestion = mic_suggestion(node, microphones())
     return f"{cameras[0].name} is analysed without sound (no --mic); {suggestion}" if suggestion else None

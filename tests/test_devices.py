@@ -168,3 +168,31 @@ def test_run_names_the_microphone_to_add_when_a_webcam_is_read_without_one(tmp_p
     mic = InputSpec("microphone alsa:default", "default", "alsa", live=True, video=False)
     assert _sound_hint(SourceSpec("camera:2", (camera, mic))) is None  # a microphone is read with it
     assert _sound_hint(SourceSpec("demo", (InputSpec("demo", "demo.mp4"),))) is None
+
+
+def test_a_camera_is_also_named_by_its_device_path_such_as_its_stable_udev_name(tmp_path):
+    # A robot with two webcams cannot rely on /dev/videoN, numbered in the order they were found at boot; udev's
+    # /dev/v4l/by-id names stay. Here the "camera" is /dev/null behind such a name: the kernel refuses it as V4L2.
+    from migr_rt.runtime.sources import parse_source
+
+    by_id = tmp_path / "v4l" / "by-id"
+    by_id.mkdir(parents=True)
+    (tmp_path / "video0").touch()
+    os.symlink("../../video0", by_id / "usb-046d_HD_Pro_Webcam_C920-video-index0")
+    os.symlink("../../video9", by_id / "usb-gone-video-index0")  # unplugged: its link dangles
+    assert devices.stable_names(tmp_path) == {(tmp_path / "video0").resolve(): by_id /
+                                              "usb-046d_HD_Pro_Webcam_C920-video-index0"}
+    link = tmp_path / "usb-fake-video-index0"
+    os.symlink("/dev/null", link)
+    for source in (str(link), f"camera:{link}"):
+        with pytest.raises(SourceError, match=rf"^camera {link} is not a V4L2 video device; "):
+            parse_source(source)
+    with pytest.raises(SourceError, match=r"camera:front: a camera source is camera:N.* or camera:PATH"):
+        parse_source("camera:front")
+    result = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--camera", str(link)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith(f"migr-rt run: camera {link} is not a V4L2"), \
+        result.stderr
+    bad = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--camera", "front"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "a camera is its index N (/dev/videoN) or its device path" in bad.stderr

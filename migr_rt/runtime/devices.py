@@ -148,6 +148,19 @@ def cameras(dev: Path = Path("/dev")) -> list[VideoNode]:
     return [node for node in video_nodes(dev) if node.is_camera]
 
 
+def stable_names(dev: Path = Path("/dev")) -> dict[Path, Path]:
+    """Each node's stable name: udev's link under ``v4l/by-id`` (the device's USB identity), else ``v4l/by-path``
+    (the port it is plugged into). ``/dev/videoN`` numbers follow the order devices were found at boot."""
+    names: dict[Path, Path] = {}
+    for folder in ("by-path", "by-id"):  # by-id last: it wins
+        for link in sorted((dev / "v4l" / folder).glob("*")):
+            try:
+                names[link.resolve(strict=True)] = link
+            except OSError:
+                continue  # a link whose device is gone
+    return names
+
+
 def describe_cameras(dev: Path = Path("/dev")) -> str:
     """One clause naming the cameras there are, for an error about one that is not."""
     found = cameras(dev)

@@ -1,6 +1,7 @@
 """Where the runtime's frames and audio come from: cameras, microphones, files, URLs, lavfi, the demo clip.
 
-A source spec is a string: ``camera:N`` (``/dev/videoN`` through v4l2),
+A source spec is a string: ``camera:N`` (``/dev/videoN`` through v4l2; ``camera:PATH``
+or the device path itself for a stable name such as ``/dev/v4l/by-id/...``),
 ``demo`` (the bundled synthetic clip), ``lavfi:GRAPH`` (an ffmpeg filter
 graph, e.g. ``lavfi:testsrc=size=320x240:rate=25[out0];sine=f=220:r=16000[out1]``),
 a URL (``rtsp://``, ``http://`` ...) or a file path. A microphone spec is
@@ -153,22 +154,32 @@ def demo_clip() -> Path:
     return path
 
 
-def camera_input(index: int, fps: float = 25.0, dev: Path = Path("/dev")) -> InputSpec:
-    """``/dev/videoN``, checked to be a node that gives pictures (a UVC camera's second node gives metadata)."""
-    device = dev / f"video{index}"
+def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("/dev")) -> InputSpec:
+    """A camera by index (``/dev/videoN``) or by device path, such as its stable name under ``/dev/v4l/by-id``
+    (a robot with two cameras cannot rely on their numbers, which follow the order they were found at boot).
+
+    The node is checked to give pictures: a UVC camera's second node gives metadata.
+    """
+    if isinstance(camera, int):
+        device = dev / f"video{camera}"
+        who = f"camera {camera}: {device}"
+    else:
+        device = Path(camera)
+        who = f"camera {device}"
     if not device.exists():
         raise SourceError(
-            f"camera {index}: {device} does not exist ({describe_cameras(dev)}); "
+            f"{who} does not exist ({describe_cameras(dev)}); "
             "try the demo clip or a file instead (--source demo / --source FILE; stream(\"demo\") in Python)"
         )
     if not os.access(device, os.R_OK):
-        raise SourceError(f"camera {index}: {device} is not readable by this user (add it to the 'video' group)")
-    problem = capture_problem(device, index)
+        raise SourceError(f"{who} is not readable by this user (add it to the 'video' group)")
+    number = device.resolve().name.removeprefix("video")
+    problem = capture_problem(device, int(number) if number.isdigit() else -1)
     if problem is not None:
-        raise SourceError(f"camera {index}: {device} {problem}; {describe_cameras(dev)} (`migr-rt devices` lists "
-                          "cameras and microphones)", retryable=False)
-    return InputSpec(f"camera {index} ({device})", str(device), "v4l2", (("framerate", str(int(fps))),),
-                     live=True, audio=False)
+        raise SourceError(f"{who} {problem}; {describe_cameras(dev)} (`migr-rt devices` lists cameras and "
+                          "microphones)", retryable=False)
+    name = f"camera {camera} ({device})" if isinstance(camera, int) else f"camera {device}"
+    return InputSpec(name, str(device), "v4l2", (("framerate", str(int(fps))),), live=True, audio=False)
 
 
 def mic_input(spec: str) -> InputSpec | None:
@@ -217,7 +228,7 @@ def _url_options(url: str) -> tuple[tuple[str, str], ...]:
 
 
 def parse_source(
-    source: str | None = None, *, camera: int | None = None, mic: str | None = None, realtime: bool | None = None,
+    source: str | None = None, *, camera: int | str | None = None, mic: str | None = None, realtime: bool | None = None,
     loop: bool = False, fps: float = 25.0,
 ) -> SourceSpec:
     """Resolve what the user asked for into inputs, checking devices and files exist (fast, before any thread)."""
@@ -225,9 +236,12 @@ def parse_source(
         raise SourceError("give exactly one of a camera index or a source (FILE, URL, lavfi:GRAPH or demo)")
     if source is not None and source.startswith("camera:"):
         index = source.removeprefix("camera:")
-        if not index.isdigit():
-            raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0)")
-        source, camera = None, int(index)
+        if not index.isdigit() and not index.startswith("/"):
+            raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0), "
+                              "or camera:PATH, PATH its device (/dev/v4l/by-id/...)")
+        source, camera = None, int(index) if index.isdigit() else index
+    elif source is not None and Path(source).is_char_device():  # /dev/video0, /dev/v4l/by-id/usb-...-video-index0
+        source, camera = None, source
     inputs: list[InputSpec] = []
     live = False  # a URL: real time unless asked otherwise (a remote file may be read losslessly)
     device = False  # a camera or microphone: real time always (a device cannot wait for analysis)
