@@ -196,3 +196,19 @@ def test_a_camera_is_also_named_by_its_device_path_such_as_its_stable_udev_name(
     bad = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--camera", "front"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "a camera is its index N (/dev/videoN) or its device path" in bad.stderr
+
+
+@pytest.mark.parametrize("input_format, nodes", [("v4l2", "/dev/video*"), ("alsa", "/dev/snd/*")])
+def test_a_device_another_program_holds_is_said_to_be_busy(input_format, nodes):
+    # FFmpeg's EBUSY as PyAV raises it (VIDIOC_S_FMT / snd_pcm_open while a video call holds the device)
+    import errno
+
+    import av
+
+    from migr_rt.runtime.sources import _ffmpeg_problem
+
+    with pytest.raises(av.error.FFmpegError) as busy:
+        av.error.err_check(-errno.EBUSY, "/dev/video0")
+    plain, retryable = _ffmpeg_problem(busy.value, [], input_format, 5.0, True)
+    assert plain.startswith(f"the device is busy: another program is using it (`fuser -v {nodes}` names it)")
+    assert retryable  # the other program may let go within --reconnect-timeout

@@ -19,6 +19,7 @@ so a file streamed here yields exactly the frames and samples
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         plain, retryable = "no such file or device", live  # a device may be plugged in again
     elif isinstance(exc, errors.InvalidDataError):
         plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", False
+    elif input_format in ("alsa", "v4l2") and getattr(exc, "errno", None) == errno.EBUSY:
+        nodes = "/dev/video*" if input_format == "v4l2" else "/dev/snd/*"
+        plain, retryable = f"the device is busy: another program is using it (`fuser -v {nodes}` names it)", True
     elif input_format in ("alsa", "v4l2"):
         plain, retryable = "the device cannot be opened (busy, unplugged or not a capture device)", True
     else:
