@@ -58,6 +58,27 @@ def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_jud
     assert not no_streaming.is_camera and "streaming I/O" in devices.why_not_a_camera(no_streaming)
 
 
+def test_nodes_ffmpeg_reads_are_not_refused_a_loopback_with_a_writer_and_a_multi_planar_capture():
+    # FFmpeg's v4l2 input asks only for VIDEO_CAPTURE (or, since it reads the multi-planar API,
+    # VIDEO_CAPTURE_MPLANE) and STREAMING in ``capabilities`` (libavdevice/v4l2.c device_open).
+    # v4l2loopback before 0.13 adds VIDEO_M2M to every answer (v4l2loopback.c vidioc_querycap); with a writer
+    # attached (OBS's virtual camera) it captures: 0x85208001 / 0x05208001.
+    loop = CAP_VIDEO_CAPTURE | devices.CAP_VIDEO_M2M | CAP_STREAMING | 0x01000000 | EXT_PIX_FORMAT
+    obs = decode_capability(querycap("OBS Virtual Camera", loop | CAP_DEVICE_CAPS, loop, "v4l2 loopback"), 10,
+                            Path("/dev/video10"))
+    assert obs.is_camera
+    # the same device before a writer attaches (exclusive_caps=1): an output only, and said to wait for one
+    idle = loop & ~CAP_VIDEO_CAPTURE | devices.CAP_VIDEO_OUTPUT
+    waiting = decode_capability(querycap("OBS Virtual Camera", idle | CAP_DEVICE_CAPS, idle, "v4l2 loopback"), 10,
+                                Path("/dev/video10"))
+    assert not waiting.is_camera and "no program writes to yet" in devices.why_not_a_camera(waiting)
+    # Rockchip's HDMI input (rk_hdmirx) captures through the multi-planar API only: 0x84201000 / 0x04201000
+    mplane = devices.CAP_VIDEO_CAPTURE_MPLANE | CAP_STREAMING | EXT_PIX_FORMAT
+    hdmirx = decode_capability(querycap("rk_hdmirx", mplane | CAP_DEVICE_CAPS, mplane, "rk_hdmirx"), 0,
+                               Path("/dev/video0"))
+    assert hdmirx.is_camera
+
+
 def test_a_camera_index_whose_node_is_not_v4l2_is_refused_by_the_kernels_own_answer(tmp_path):
     os.symlink("/dev/null", tmp_path / "video0")  # a character device that answers VIDIOC_QUERYCAP with ENOTTY
     with pytest.raises(SourceError, match=r"camera 0: .*video0 is not a V4L2 video device; no V4L2 camera is found"

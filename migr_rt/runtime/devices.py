@@ -49,9 +49,14 @@ class VideoNode:
 
     @property
     def is_camera(self) -> bool:
-        """Whether FFmpeg's v4l2 input can read pictures from this node."""
-        return self.caps & CAP_VIDEO_CAPTURE != 0 and self.caps & CAP_STREAMING != 0 and not self.caps & (
-            CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE)
+        """Whether FFmpeg's v4l2 input can read pictures from this node: it captures video and streams.
+
+        FFmpeg asks for nothing more (libavdevice/v4l2.c, ``device_open``). The FFmpeg of PyAV's wheels (8.0) reads
+        multi-planar capture too (Rockchip's HDMI input and ISP); an older one refuses such a node when it opens it.
+        A memory-to-memory flag is not held against a node that captures: v4l2loopback before 0.13 reports
+        VIDEO_M2M beside VIDEO_CAPTURE once a program writes to it.
+        """
+        return self.caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE) != 0 and self.caps & CAP_STREAMING != 0
 
 
 def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
@@ -79,13 +84,13 @@ def query_node(path: Path, index: int) -> VideoNode:
 def why_not_a_camera(node: VideoNode) -> str:
     """Why ``node`` gives no pictures, as words that follow its name."""
     name = f" of {node.card!r}" if node.card else ""
+    if node.driver == "v4l2 loopback" and not node.caps & CAP_VIDEO_CAPTURE:  # exclusive_caps: output until written
+        return f"is a loopback device{name} no program writes to yet (start its producer, e.g. OBS's virtual camera)"
     if node.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE):
         return f"is a memory-to-memory device{name} (a hardware codec or scaler), not a camera"
     if node.caps & CAP_META_CAPTURE and not node.caps & CAP_VIDEO_CAPTURE:
         return (f"is the metadata node{name}, not its picture (a UVC camera has two nodes, /dev/videoN for the "
                 "picture and the next one for metadata)")
-    if node.caps & CAP_VIDEO_CAPTURE_MPLANE and not node.caps & CAP_VIDEO_CAPTURE:
-        return f"captures multi-planar video{name}, which FFmpeg's v4l2 input cannot read"
     if node.caps & CAP_VIDEO_OUTPUT and not node.caps & CAP_VIDEO_CAPTURE:
         return f"is a video output{name}, not a camera"
     if not node.caps & CAP_VIDEO_CAPTURE:
