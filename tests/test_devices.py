@@ -219,6 +219,16 @@ def test_a_camera_is_also_named_by_its_device_path_such_as_its_stable_udev_name(
     assert bad.returncode == 2 and "a camera is its index N (/dev/videoN) or its device path" in bad.stderr
 
 
+def test_a_source_longer_than_a_file_name_is_not_taken_for_a_device():
+    # Asking whether a source is a device node stats it: a lavfi graph of more than 255 characters before any '/'
+    # is a file name too long for the kernel (ENAMETOOLONG), which Path.is_char_device raises instead of answering
+    from migr_rt.runtime.sources import parse_source
+
+    graph = "testsrc=size=320x240:rate=25" + ",null" * 60 + "[out0];sine=f=220:r=16000[out1]"
+    spec = parse_source(f"lavfi:{graph}")
+    assert [(i.format, i.target) for i in spec.inputs] == [("lavfi", graph)]
+
+
 @pytest.mark.parametrize("input_format, nodes", [("v4l2", "/dev/video*"), ("alsa", "/dev/snd/*")])
 def test_a_device_another_program_holds_is_said_to_be_busy(input_format, nodes):
     # FFmpeg's EBUSY as PyAV raises it (VIDIOC_S_FMT / snd_pcm_open while a video call holds the device)

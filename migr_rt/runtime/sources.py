@@ -231,6 +231,15 @@ def _url_options(url: str) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+def _is_device(path: str) -> bool:
+    """Whether ``path`` names a character device, such as a camera's node. A lavfi graph or URL may be longer than
+    a file name can be: Path.is_char_device raises that (ENAMETOOLONG) rather than answering False."""
+    try:
+        return Path(path).is_char_device()
+    except OSError:
+        return False
+
+
 def parse_source(
     source: str | None = None, *, camera: int | str | None = None, mic: str | None = None, realtime: bool | None = None,
     loop: bool = False, fps: float = 25.0,
@@ -244,7 +253,7 @@ def parse_source(
             raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0), "
                               "or camera:PATH, PATH its device (/dev/v4l/by-id/...)")
         source, camera = None, int(index) if index.isdigit() else index
-    elif source is not None and Path(source).is_char_device():  # /dev/video0, /dev/v4l/by-id/usb-...-video-index0
+    elif source is not None and _is_device(source):  # /dev/video0, /dev/v4l/by-id/usb-...-video-index0
         source, camera = None, source
     inputs: list[InputSpec] = []
     live = False  # a URL: real time unless asked otherwise (a remote file may be read losslessly)
