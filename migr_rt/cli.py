@@ -632,9 +632,9 @@ def devices(as_json: bool) -> None:
     import av
 
     from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-    from migr_rt.runtime.devices import microphones, silent_nodes, stable_names, video_nodes, why_not_a_camera
+    from migr_rt.runtime.devices import microphones, scan, stable_names, why_not_a_camera
 
-    nodes = video_nodes()
+    nodes, silent = scan()
     mics = [{"mic": m.spec, "card": m.card, "name": m.name} for m in microphones()]
     alsa_note = "" if "alsa" in av.formats_available else "this PyAV's FFmpeg has no ALSA input"
     if not alsa_note:
@@ -648,7 +648,7 @@ def devices(as_json: bool) -> None:
     cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus,
              "stable_name": str(stable.get(n.path.resolve(), ""))} for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
-    others += [{"device": str(path), "name": "", "why": why} for path, why in silent_nodes()]
+    others += [{"device": str(path), "name": "", "why": why} for path, why in silent]
     if as_json:
         click.echo(json.dumps({"cameras": cams, "other_video_nodes": others, "microphones": mics,
                                **({"alsa": alsa_note} if alsa_note else {})}))
@@ -677,7 +677,7 @@ class CameraParam(click.ParamType):
 
     name = "N|PATH"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
         if isinstance(value, int) and value >= 0:
             return value
         text = str(value).strip()

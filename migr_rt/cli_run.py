@@ -15,8 +15,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migr_rt.interrupt import interrupt_guard
+
+if TYPE_CHECKING:
+    from migr_rt.runtime.sources import SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ def _error(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _sound_hint(spec) -> str | None:
+def _sound_hint(spec: SourceSpec) -> str | None:
     """A camera read without --mic gives a visual-only analysis: say so, naming the microphone to add."""
     from migr_rt.runtime.devices import mic_suggestion, microphones, query_node
 

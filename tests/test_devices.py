@@ -54,6 +54,9 @@ def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_jud
     assert not codec.is_camera and "hardware codec or scaler" in devices.why_not_a_camera(codec)
     old = decode_capability(querycap("old cam", CAP_VIDEO_CAPTURE | CAP_STREAMING, 0, "gspca"), 0, Path("/dev/video0"))
     assert old.is_camera  # no DEVICE_CAPS flag: device_caps (0) is not filled in and must not be read
+    touch = decode_capability(querycap("sur40", CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_TOUCH, 0, "sur40"), 1,
+                              Path("/dev/video1"))  # a touch sensor streams its pressure map as "video"
+    assert not touch.is_camera and devices.why_not_a_camera(touch) == "is a touch sensor of 'sur40', not a camera"
     no_streaming = decode_capability(querycap("read-only cam", CAP_VIDEO_CAPTURE, 0), 0, Path("/dev/video0"))
     assert not no_streaming.is_camera and "streaming I/O" in devices.why_not_a_camera(no_streaming)
 
@@ -89,7 +92,7 @@ def test_a_camera_index_whose_node_is_not_v4l2_is_refused_by_the_kernels_own_ans
                        r"machine\).*--source demo"):
         camera_input(3, dev=tmp_path)
     assert devices.video_nodes(tmp_path) == []
-    assert devices.silent_nodes(tmp_path) == [(tmp_path / "video0", "is not a V4L2 video device")]
+    assert devices.scan(tmp_path) == ([], [(tmp_path / "video0", "is not a V4L2 video device")])
 
 
 def test_asking_for_a_metadata_node_names_it_and_the_camera_to_ask_for(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ loads, and :func:`cameras` names the nodes that do give pictures.
 
 Microphones come from ``/proc/asound`` (cards and their capture PCMs), named as ``--mic`` takes them:
 ``alsa:plughw:CARD=<id>,DEV=<n>`` (the card's id, which stays put when cards are numbered in another order
-at the next boot; ``plughw`` converts to the rate and channels FFmpeg asks for).
+at the next boot, as long as no two cards are the same model: two C920s get ``C920`` and ``C920_1`` in the
+order they were found; ``plughw`` converts to the rate and channels FFmpeg asks for).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,9 @@ CAP_VIDEO_M2M_MPLANE = 0x00004000
 CAP_VIDEO_M2M = 0x00008000
 CAP_META_CAPTURE = 0x00800000
 CAP_STREAMING = 0x04000000
+CAP_TOUCH = 0x10000000
+#: The character-device major of every V4L2 node (include/uapi/linux/major.h).
+VIDEO_MAJOR = 81
 CAP_DEVICE_CAPS = 0x80000000
 
 
@@ -56,7 +61,8 @@ class VideoNode:
         A memory-to-memory flag is not held against a node that captures: v4l2loopback before 0.13 reports
         VIDEO_M2M beside VIDEO_CAPTURE once a program writes to it.
         """
-        return self.caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE) != 0 and self.caps & CAP_STREAMING != 0
+        return (self.caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE) != 0 and self.caps & CAP_STREAMING != 0
+                and not self.caps & CAP_TOUCH)  # a touch sensor's node "captures" its pressure map
 
 
 def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
@@ -71,7 +77,14 @@ def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
 
 
 def query_node(path: Path, index: int) -> VideoNode:
-    """Ask the node what it is; raises :class:`OSError` (``ENOTTY``: not a V4L2 device at all)."""
+    """Ask the node what it is; raises :class:`OSError` (``ENOTTY``: not a V4L2 device at all).
+
+    Only a V4L2 node (a character device of major 81) is opened: opening another device read-write can act on
+    it (a serial port resets the board behind it, ``/dev/watchdog`` arms the watchdog).
+    """
+    info = os.stat(path)
+    if not stat.S_ISCHR(info.st_mode) or os.major(info.st_rdev) != VIDEO_MAJOR:
+        raise OSError(errno.ENOTTY, "not a V4L2 device node", str(path))
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # FFmpeg opens it read-write too; nothing streams until asked
     try:
         raw = bytearray(_CAPABILITY.size)
@@ -86,6 +99,8 @@ def why_not_a_camera(node: VideoNode) -> str:
     name = f" of {node.card!r}" if node.card else ""
     if node.driver == "v4l2 loopback" and not node.caps & CAP_VIDEO_CAPTURE:  # exclusive_caps: output until written
         return f"is a loopback device{name} no program writes to yet (start its producer, e.g. OBS's virtual camera)"
+    if node.caps & CAP_TOUCH:
+        return f"is a touch sensor{name}, not a camera"
     if node.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE):
         return f"is a memory-to-memory device{name} (a hardware codec or scaler), not a camera"
     if node.caps & CAP_META_CAPTURE and not node.caps & CAP_VIDEO_CAPTURE:
@@ -107,7 +122,7 @@ def _open_problem(exc: OSError) -> str:
     if exc.errno == errno.EBUSY:
         return "is busy (another program holds it)"
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return "is not readable by this user (add it to the 'video' group)"
+        return "cannot be opened by this user (add the user to the 'video' group)"
     return f"cannot be opened ({exc.strerror or exc})"
 
 
@@ -126,26 +141,21 @@ def _node_paths(dev: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def video_nodes(dev: Path = Path("/dev")) -> list[VideoNode]:
-    """Every V4L2 node under ``dev`` that answers, by index (cameras and the rest)."""
-    found = []
+def scan(dev: Path = Path("/dev")) -> tuple[list[VideoNode], list[tuple[Path, str]]]:
+    """Every ``videoN`` under ``dev``, by N: the nodes that answered, and the others with why they did not (not
+    readable by this user, not V4L2, unplugged meanwhile)."""
+    answered, silent = [], []
     for index, path in _node_paths(dev):
         try:
-            found.append(query_node(path, index))
-        except OSError:
-            continue  # not a V4L2 device, unplugged meanwhile, or not ours to open: see silent_nodes
-    return found
-
-
-def silent_nodes(dev: Path = Path("/dev")) -> list[tuple[Path, str]]:
-    """The ``videoN`` under ``dev`` that do not answer, and why (not readable by this user, not V4L2 ...)."""
-    silent = []
-    for index, path in _node_paths(dev):
-        try:
-            query_node(path, index)
+            answered.append(query_node(path, index))
         except OSError as exc:
             silent.append((path, _open_problem(exc)))
-    return silent
+    return answered, silent
+
+
+def video_nodes(dev: Path = Path("/dev")) -> list[VideoNode]:
+    """Every V4L2 node under ``dev`` that answers, by index (cameras and the rest)."""
+    return scan(dev)[0]
 
 
 def cameras(dev: Path = Path("/dev")) -> list[VideoNode]:

@@ -176,7 +176,7 @@ def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("
             "try the demo clip or a file instead (--source demo / --source FILE; stream(\"demo\") in Python)"
         )
     if not os.access(device, os.R_OK):
-        raise SourceError(f"{who} is not readable by this user (add it to the 'video' group)")
+        raise SourceError(f"{who} is not readable by this user (add the user to the 'video' group)")
     number = device.resolve().name.removeprefix("video")
     problem = capture_problem(device, int(number) if number.isdigit() else -1)
     if problem is not None:
