@@ -27,7 +27,7 @@ from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
-from migr_rt.runtime.capture import MediaBuffer, WindowPlan
+from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip, read_problem
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
@@ -543,6 +543,56 @@ def test_a_live_url_that_ends_is_reconnected(runtime, web):
     assert [(e["level"], e["code"]) for e in events if e["type"] == "status"][:1] == [("warning", "source_lost")]
     assert "stream ended; reconnecting" in next(e["message"] for e in events if e["type"] == "status")
     assert len([e for e in events if e["type"] == "window"]) == 8
+
+
+def _marked_sender(path: Path, seconds: float, audio_seconds: float, fps: int = 25) -> Path:
+    """A clip whose face flashes white and whose voice beeps (1 kHz) for its first 0.1 s, its audio cut short."""
+    frames = np.zeros((int(seconds * fps), 64, 64, 3), np.uint8)
+    frames[: max(int(0.1 * fps), 1)] = 255
+    audio = np.zeros(int(audio_seconds * 16000), np.float32)
+    audio[:1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / 16000)
+    return write_media(path, frames, fps, audio, 16000)
+
+
+def _marks(frames: list[float], audio: list[np.ndarray], fps: float = 25.0) -> tuple[list[float], list[float]]:
+    """Seconds on the buffer's timeline where a flash begins (frame mean over 128) and where a beep begins."""
+    bright = np.array(frames, float) > 128
+    flashes = [k / fps for k in np.flatnonzero(bright & ~np.concatenate([[False], bright[:-1]]))]
+    loud = np.flatnonzero(np.abs(np.concatenate([np.zeros(0, np.float32), *audio])) > 0.2)
+    beeps = [n / 16000 for i, n in enumerate(loud) if i == 0 or n - loud[i - 1] > 8000]
+    return flashes, beeps
+
+
+def _capture_live(spec: InputSpec, until, seconds: float = 20.0,
+                  reconnect_timeout: float = 5.0) -> tuple[list[float], list[float], MediaBuffer]:
+    """Run one live capture thread (no model) until ``until(flashes, beeps)`` holds; the marks it saw, and its buffer."""
+    buffer = MediaBuffer(WindowPlan(2.0, 0.5, 25.0, 16000, 8), spec.video, spec.audio, realtime=True)
+    frames: list[float] = []
+    audio: list[np.ndarray] = []
+    buffer.add_tap(lambda k, image: frames.append(float(image.mean())))
+    buffer.add_audio_tap(audio.append)
+    capture = Capture(spec, buffer, realtime=True, reconnect_timeout=reconnect_timeout, as_file=False)
+    capture.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while not until(*_marks(frames, audio)) and time.monotonic() < deadline and capture.is_alive():
+            buffer.take(timeout=0.05)
+    finally:
+        buffer.stop()
+        capture.join(timeout=5)
+    return (*_marks(frames, audio), buffer)
+
+
+def test_a_live_stream_cut_off_short_of_its_audio_is_reopened_with_voice_and_face_together(tmp_path):
+    # A sender stopped mid-stream (ffmpeg killed) loses the second of audio its muxer still held: the stream ends
+    # with its audio short of its video, and the reopened stream starts both at one instant. Reopened as they were,
+    # every later voice was heard that second before its face (measured on a real `ffmpeg -listen 1` sender).
+    path = _marked_sender(tmp_path / "cut.mp4", seconds=2.0, audio_seconds=1.5)
+    spec = InputSpec("cut sender", str(path), live=True)
+    flashes, beeps, _ = _capture_live(spec, lambda flashes, beeps: len(flashes) >= 3 and len(beeps) >= 3)
+    assert len(flashes) >= 3 and len(beeps) >= 3, (flashes, beeps)
+    assert flashes[:3] == pytest.approx([0.0, 2.0, 4.0], abs=0.05)
+    assert beeps[:3] == pytest.approx(flashes[:3], abs=0.05)
 
 
 def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):

@@ -385,13 +385,13 @@ class Capture(threading.Thread):
         plan = self.buffer.plan
         failing_since: float | None = None  # live: when reads began to fail (or end) without handing over media
         delay = 0.25
+        last_frame = None  # the newest frame pushed, held to pad the video (across passes: one may bring no video)
         try:
             while not self.buffer.stopped:
                 container = self._container or self._reopen()
                 self._container = None
                 if container is None:
                     return
-                last_frame = None
                 pushed = media["video"] + media["audio"]
                 try:
                     with container:
@@ -426,6 +426,9 @@ class Capture(threading.Thread):
                     continue
                 # A camera unplugged mid-read fails (ENODEV) rather than ending: both are reopened. Reads that keep
                 # failing or ending without media are retried with the same backoff and deadline as opening.
+                # A sender stopped mid-stream leaves its two streams cut at different places (its muxer's last
+                # second of audio is lost): the reopened stream starts both at one instant, so they are evened first.
+                self._align_streams(media, last_frame)
                 now = time.monotonic()
                 progressed = media["video"] + media["audio"] > pushed
                 if progressed or failing_since is None:
@@ -452,11 +455,14 @@ class Capture(threading.Thread):
             time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
     def _align_streams(self, media: dict[str, int], last_frame: np.ndarray | None) -> None:
-        """Before a looped file plays again, pad the shorter stream (last frame held / silence) to the longer one.
+        """Before a looped file plays again or a live input is reopened, pad the shorter stream (last frame held /
+        silence) to the longer one.
 
         A file's audio and video seldom end at the same instant (AAC padding alone adds ~24 ms to the demo
         clip); left alone, the difference adds up pass after pass until the audio a window needs has left
-        the buffer, and from then on every window is dropped.
+        the buffer, and from then on every window is dropped. A live stream cut off mid-way (its sender
+        stopped: ``ffmpeg`` killed loses the second of audio its muxer held) ends with its audio a second
+        short of its video; reopened without padding, every later voice was heard a second before its face.
         """
         plan = self.buffer.plan
         if last_frame is None or media["audio"] == 0:
