@@ -595,6 +595,39 @@ def test_a_live_stream_cut_off_short_of_its_audio_is_reopened_with_voice_and_fac
     assert beeps[:3] == pytest.approx(flashes[:3], abs=0.05)
 
 
+def test_a_live_hls_stream_whose_sender_stopped_is_not_replayed(web):
+    # A live HLS sender that stops (`ffmpeg ... -f hls -hls_list_size 5 live.m3u8` ended) closes its playlist with
+    # #EXT-X-ENDLIST: reopened, it read as a file of its last segments, was replayed as fast as it downloaded,
+    # reopened at its end and replayed again, forever. Now it is waited on until it goes live again or the timeout.
+    url, root = web
+    folder = root / "hls-ended"
+    folder.mkdir()
+    with av.open(str(folder / "live.m3u8"), "w", format="hls", options={"hls_time": "1", "hls_list_size": "0"}) as out:
+        video = out.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt, video.codec_context.gop_size = 64, 64, "yuv420p", 25
+        for i in range(75):  # three 1 s segments, the first beginning with a white flash
+            image = np.full((64, 64, 3), 255 if i < 3 else 0, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+    playlist = (folder / "live.m3u8").read_text()
+    assert playlist.endswith("#EXT-X-ENDLIST\n")
+    (folder / "live.m3u8").write_text(playlist.removesuffix("#EXT-X-ENDLIST\n"))  # still live
+
+    def stop_sending(flashes: list[float], beeps: list[float]) -> bool:
+        if flashes and not stopped:  # written aside and renamed, as FFmpeg does: a reader never sees half a file
+            stopped.append((folder / "ended.m3u8").write_text(playlist))
+            (folder / "ended.m3u8").rename(folder / "live.m3u8")
+        return len(flashes) > 1  # played again
+
+    stopped: list[int] = []
+
+    spec = parse_source(f"{url}/hls-ended/live.m3u8").inputs[0]
+    flashes, _, buffer = _capture_live(spec, stop_sending, reconnect_timeout=1.0)
+    assert flashes == [0.0]
+    assert buffer.lost.startswith(f"{url}/hls-ended/live.m3u8: the live stream has ended: it now states a duration")
+    assert buffer.lost.endswith("which is not played again (gave up after 1 s)")
+
+
 def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):
     # --no-realtime is for a remote file: a live stream read losslessly fell ever further behind while capture waited
     # for analysis (and a server drops a reader that stops reading), so it is read in real time like a camera.

@@ -480,13 +480,22 @@ class Capture(threading.Thread):
         """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout.
 
         An error waiting cannot fix (``SourceError.retryable`` False: an invalid graph, an unknown host, data that
-        is not media) ends the run at once instead of after ``reconnect_timeout``.
+        is not media) ends the run at once instead of after ``reconnect_timeout``. A live stream that now states a
+        duration is over and serves a recording of itself: a live HLS playlist whose sender stopped is closed with
+        ``#EXT-X-ENDLIST`` and then reads as a file of its last segments. Read, it was replayed as fast as it could
+        be downloaded, reopened at its end and replayed again (minutes of old media a second, forever); it is waited
+        on like a stream that is not there, until it goes live again (the sender restarted) or the timeout.
         """
         deadline = time.monotonic() + self.reconnect_timeout
         delay, attempt = 0.25, 0
         while not self.buffer.stopped:
             try:
                 container = self.spec.open()
+                if self.live and reads_as_file(self.spec, container):
+                    container.close()
+                    raise SourceError(f"{self.spec.name}: the live stream has ended: it now states a duration (a "
+                                      "recording of what was streamed, e.g. an HLS playlist closed with "
+                                      "#EXT-X-ENDLIST), which is not played again")
                 if attempt:
                     self.buffer.status("info", "reconnected", f"{self.spec.name}: reconnected")
                 return container
