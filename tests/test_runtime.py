@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import jsonschema
 import numpy as np
 import pytest
@@ -483,6 +484,8 @@ def web(clip_file, tmp_path_factory):
             pass
 
         def do_GET(self) -> None:
+            if self.path == "/mjpeg":
+                return self.send_mjpeg()
             if not self.path.startswith("/flaky/"):
                 return super().do_GET()
             data = (root / self.path.removeprefix("/flaky/")).read_bytes()
@@ -499,6 +502,23 @@ def web(clip_file, tmp_path_factory):
                 self.close_connection = True
                 return
             self.wfile.write(data[start:])
+
+        def send_mjpeg(self) -> None:
+            """2 s of MJPEG at 10 fps as an ESP32-CAM or an IP camera serves it (multipart/x-mixed-replace, no
+            timestamps), the first frame white; then the connection closes, as when the camera restarts."""
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace;boundary=frame")
+            self.end_headers()
+            self.close_connection = True
+            for i in range(20):
+                ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 255 if i == 0 else 0, np.uint8))
+                try:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpeg) + jpeg.tobytes() + b"\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the reader went away (the test has seen enough)
+                time.sleep(0.1)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -626,6 +646,18 @@ def test_a_live_hls_stream_whose_sender_stopped_is_not_replayed(web):
     assert flashes == [0.0]
     assert buffer.lost.startswith(f"{url}/hls-ended/live.m3u8: the live stream has ended: it now states a duration")
     assert buffer.lost.endswith("which is not played again (gave up after 1 s)")
+
+
+def test_mjpeg_over_http_runs_at_the_rate_it_is_sent(web):
+    # MJPEG over HTTP (ESP32-CAM, IP cameras, mjpg-streamer, `ffmpeg -f mpjpeg -listen 1`) carries no timestamps and
+    # FFmpeg counts its frames at 25 fps: a 10 fps camera ran at 0.4 times real time, each "2 s" window holding 5 s.
+    # Timed by their arrival, the 2 s the server sends before it closes fill 2 s of the timeline (50 frames at 25 fps),
+    # where the reopened stream's first (white) frame begins; counted at 25 fps they filled 0.8 s.
+    url, _ = web
+    spec = parse_source(f"{url}/mjpeg").inputs[0]
+    flashes, _, buffer = _capture_live(spec, lambda flashes, beeps: len(flashes) >= 2)
+    assert len(flashes) >= 2, buffer.lost
+    assert flashes[1] > 1.6, flashes  # no upper bound: a server slowed by a loaded machine sends more slowly
 
 
 def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +179,7 @@ def iter_decoded(
     video: bool = True,
     audio: bool = True,
     max_seconds: float | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Decode an open container incrementally: ``("video", frame)`` at ``fps`` and ``("audio", samples)``.
 
@@ -190,6 +191,10 @@ def iter_decoded(
     these items, and the streaming runtime consumes them live, so a file
     analysed whole and the same file streamed see identical samples.
     Decoding errors propagate as they are (callers wrap them).
+
+    ``clock`` (seconds, e.g. ``time.monotonic``) times each video frame by when it is decoded instead of by its
+    timestamp: for a live stream whose format carries none (:func:`~migr_rt.media.tracks.states_times`), which
+    FFmpeg counts at 25 fps; a 10 fps MJPEG camera then ran at 0.4 times real time, each 2 s window holding 5 s.
     """
     vstream = video_stream(container) if video else None
     astream = audio_stream(container) if audio else None
@@ -218,7 +223,7 @@ def iter_decoded(
             continue  # the video is already past max_seconds: skip the decoding work
         for frame in packet.decode():
             if isinstance(frame, av.VideoFrame):
-                t = frame.time if frame.time is not None else next_k / fps
+                t = clock() if clock is not None else frame.time if frame.time is not None else next_k / fps
                 if first_time is None:
                     first_time = t if sound is None else sound.zero(t)
                     if sound is not None:  # the audio's place on the timeline is known now

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from migr_rt.media.decode import iter_decoded
+from migr_rt.media.tracks import states_times
 from migr_rt.runtime.sources import InputSpec, SourceError, read_problem
 
 logger = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ class Capture(threading.Thread):
         self.reconnect_timeout = reconnect_timeout
         self._container = first_container
         self.error: BaseException | None = None
+        self._said_untimed = False
         #: Read like a file (:func:`reads_as_file`, decided on the first container) rather than as a live stream
         #: that may come back.
         self.as_file = not spec.live if as_file is None else as_file
@@ -393,11 +395,12 @@ class Capture(threading.Thread):
                 if container is None:
                     return
                 pushed = media["video"] + media["audio"]
+                clock = self._arrival_clock(container)
                 try:
                     with container:
                         for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
                                                        sample_rate=plan.sample_rate, video=self.spec.video,
-                                                       audio=self.spec.audio):
+                                                       audio=self.spec.audio, clock=clock):
                             if self.buffer.stopped:
                                 return
                             if kind == "video":
@@ -447,6 +450,22 @@ class Capture(threading.Thread):
             return
         for kind in kinds:
             self.buffer.end(kind)
+
+    def _arrival_clock(self, container) -> Callable[[], float] | None:
+        """``time.monotonic`` for a live stream whose format carries no timestamps (its frames are then timed by
+        their arrival, as sent), else None (timed by their timestamps).
+
+        FFmpeg counts such frames at 25 fps: an ESP32-CAM's 10 fps MJPEG over HTTP ran at 0.4 times real time (the
+        first window after 5 s, then one every 1.25 s, each "2 s" window holding 5 s), a 30 fps one 1.2 times.
+        A file in such a format (a ``.mjpeg``, a raw ``.h264``) has no arrival times: it keeps FFmpeg's count.
+        """
+        if not self.live or states_times(container):
+            return None
+        if not self._said_untimed:
+            self._said_untimed = True
+            logger.info("%s: its format (%s) carries no timestamps: frames are timed by their arrival",
+                        self.spec.name, container.format.name)
+        return time.monotonic
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake within 50 ms when the run stops (a backoff must not hold up Ctrl-C)."""
