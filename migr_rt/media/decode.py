@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from migr_rt.media.errors import CorruptMediaError, MediaError, MediaNotFoundError, MissingStreamError
-from migr_rt.media.timeline import BACKWARD_JUMP, FORWARD_JUMP, AudioTimeline
+from migr_rt.media.timeline import BACKWARD_JUMP, FORWARD_JUMP, AudioTimeline, Restart
 from migr_rt.media.tracks import audio_stream, has_cover_art_only, pixel_aspect, upright, video_stream
 
 logger = logging.getLogger(__name__)
@@ -201,8 +201,17 @@ def iter_decoded(
     streams = [s for s in (vstream, astream) if s is not None]
     if not streams:
         return
-    sound = AudioTimeline(path, sample_rate, video=vstream is not None) if astream is not None else None
     source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
+    restart = Restart()
+
+    def video_end() -> float:
+        return last_time + source_period if last_frame is not None else 0.0
+
+    def audio_resumes(t: float, end: float) -> float:
+        return restart.place("audio", t, max(end, video_end()))
+
+    sound = AudioTimeline(path, sample_rate, video=vstream is not None,
+                          resume=audio_resumes if vstream is not None else None) if astream is not None else None
     aspect = pixel_aspect(vstream) if vstream is not None else 1.0
     next_k = 0  # index of the next output frame instant
     last_frame: np.ndarray | None = None
@@ -240,8 +249,12 @@ def iter_decoded(
                             t,
                         )
                         warned_jump = True
-                    offset += last_time + source_period - t
-                    t = last_time + source_period
+                    resume = video_end()
+                    if sound is not None:  # both go on together (a sender restarted; see Restart)
+                        stamped = t - offset + first_time  # the frame's own timestamp, as the audio's are given
+                        resume = restart.place("video", stamped, max(resume, sound.placed / sample_rate))
+                    offset += resume - t
+                    t = resume
                 if max_seconds is not None and t >= max_seconds:
                     video_done = True  # frames leave the decoder in presentation order: none earlier follows
                     break
