@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import jsonschema
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
-from migr_rt.runtime.capture import MediaBuffer, WindowPlan
+from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
 from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip, read_problem
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
@@ -483,6 +484,8 @@ def web(clip_file, tmp_path_factory):
             pass
 
         def do_GET(self) -> None:
+            if self.path == "/mjpeg":
+                return self.send_mjpeg()
             if not self.path.startswith("/flaky/"):
                 return super().do_GET()
             data = (root / self.path.removeprefix("/flaky/")).read_bytes()
@@ -499,6 +502,23 @@ def web(clip_file, tmp_path_factory):
                 self.close_connection = True
                 return
             self.wfile.write(data[start:])
+
+        def send_mjpeg(self) -> None:
+            """2 s of MJPEG at 10 fps as an ESP32-CAM or an IP camera serves it (multipart/x-mixed-replace, no
+            timestamps), the first frame white; then the connection closes, as when the camera restarts."""
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace;boundary=frame")
+            self.end_headers()
+            self.close_connection = True
+            for i in range(20):
+                ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 255 if i == 0 else 0, np.uint8))
+                try:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpeg) + jpeg.tobytes() + b"\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the reader went away (the test has seen enough)
+                time.sleep(0.1)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -543,6 +563,101 @@ def test_a_live_url_that_ends_is_reconnected(runtime, web):
     assert [(e["level"], e["code"]) for e in events if e["type"] == "status"][:1] == [("warning", "source_lost")]
     assert "stream ended; reconnecting" in next(e["message"] for e in events if e["type"] == "status")
     assert len([e for e in events if e["type"] == "window"]) == 8
+
+
+def _marked_sender(path: Path, seconds: float, audio_seconds: float, fps: int = 25) -> Path:
+    """A clip whose face flashes white and whose voice beeps (1 kHz) for its first 0.1 s, its audio cut short."""
+    frames = np.zeros((int(seconds * fps), 64, 64, 3), np.uint8)
+    frames[: max(int(0.1 * fps), 1)] = 255
+    audio = np.zeros(int(audio_seconds * 16000), np.float32)
+    audio[:1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / 16000)
+    return write_media(path, frames, fps, audio, 16000)
+
+
+def _marks(frames: list[float], audio: list[np.ndarray], fps: float = 25.0) -> tuple[list[float], list[float]]:
+    """Seconds on the buffer's timeline where a flash begins (frame mean over 128) and where a beep begins."""
+    bright = np.array(frames, float) > 128
+    flashes = [k / fps for k in np.flatnonzero(bright & ~np.concatenate([[False], bright[:-1]]))]
+    loud = np.flatnonzero(np.abs(np.concatenate([np.zeros(0, np.float32), *audio])) > 0.2)
+    beeps = [n / 16000 for i, n in enumerate(loud) if i == 0 or n - loud[i - 1] > 8000]
+    return flashes, beeps
+
+
+def _capture_live(spec: InputSpec, until, seconds: float = 20.0,
+                  reconnect_timeout: float = 5.0) -> tuple[list[float], list[float], MediaBuffer]:
+    """Run one live capture thread (no model) until ``until(flashes, beeps)`` holds; the marks it saw, and its buffer."""
+    buffer = MediaBuffer(WindowPlan(2.0, 0.5, 25.0, 16000, 8), spec.video, spec.audio, realtime=True)
+    frames: list[float] = []
+    audio: list[np.ndarray] = []
+    buffer.add_tap(lambda k, image: frames.append(float(image.mean())))
+    buffer.add_audio_tap(audio.append)
+    capture = Capture(spec, buffer, realtime=True, reconnect_timeout=reconnect_timeout, as_file=False)
+    capture.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while not until(*_marks(frames, audio)) and time.monotonic() < deadline and capture.is_alive():
+            buffer.take(timeout=0.05)
+    finally:
+        buffer.stop()
+        capture.join(timeout=5)
+    return (*_marks(frames, audio), buffer)
+
+
+def test_a_live_stream_cut_off_short_of_its_audio_is_reopened_with_voice_and_face_together(tmp_path):
+    # A sender stopped mid-stream (ffmpeg killed) loses the second of audio its muxer still held: the stream ends
+    # with its audio short of its video, and the reopened stream starts both at one instant. Reopened as they were,
+    # every later voice was heard that second before its face (measured on a real `ffmpeg -listen 1` sender).
+    path = _marked_sender(tmp_path / "cut.mp4", seconds=2.0, audio_seconds=1.5)
+    spec = InputSpec("cut sender", str(path), live=True)
+    flashes, beeps, _ = _capture_live(spec, lambda flashes, beeps: len(flashes) >= 3 and len(beeps) >= 3)
+    assert len(flashes) >= 3 and len(beeps) >= 3, (flashes, beeps)
+    assert flashes[:3] == pytest.approx([0.0, 2.0, 4.0], abs=0.05)
+    assert beeps[:3] == pytest.approx(flashes[:3], abs=0.05)
+
+
+def test_a_live_hls_stream_whose_sender_stopped_is_not_replayed(web):
+    # A live HLS sender that stops (`ffmpeg ... -f hls -hls_list_size 5 live.m3u8` ended) closes its playlist with
+    # #EXT-X-ENDLIST: reopened, it read as a file of its last segments, was replayed as fast as it downloaded,
+    # reopened at its end and replayed again, forever. Now it is waited on until it goes live again or the timeout.
+    url, root = web
+    folder = root / "hls-ended"
+    folder.mkdir()
+    with av.open(str(folder / "live.m3u8"), "w", format="hls", options={"hls_time": "1", "hls_list_size": "0"}) as out:
+        video = out.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt, video.codec_context.gop_size = 64, 64, "yuv420p", 25
+        for i in range(75):  # three 1 s segments, the first beginning with a white flash
+            image = np.full((64, 64, 3), 255 if i < 3 else 0, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+    playlist = (folder / "live.m3u8").read_text()
+    assert playlist.endswith("#EXT-X-ENDLIST\n")
+    (folder / "live.m3u8").write_text(playlist.removesuffix("#EXT-X-ENDLIST\n"))  # still live
+
+    def stop_sending(flashes: list[float], beeps: list[float]) -> bool:
+        if flashes and not stopped:  # written aside and renamed, as FFmpeg does: a reader never sees half a file
+            stopped.append((folder / "ended.m3u8").write_text(playlist))
+            (folder / "ended.m3u8").rename(folder / "live.m3u8")
+        return len(flashes) > 1  # played again
+
+    stopped: list[int] = []
+
+    spec = parse_source(f"{url}/hls-ended/live.m3u8").inputs[0]
+    flashes, _, buffer = _capture_live(spec, stop_sending, reconnect_timeout=1.0)
+    assert flashes == [0.0]
+    assert buffer.lost.startswith(f"{url}/hls-ended/live.m3u8: the live stream has ended: it now states a duration")
+    assert buffer.lost.endswith("which is not played again (gave up after 1 s)")
+
+
+def test_mjpeg_over_http_runs_at_the_rate_it_is_sent(web):
+    # MJPEG over HTTP (ESP32-CAM, IP cameras, mjpg-streamer, `ffmpeg -f mpjpeg -listen 1`) carries no timestamps and
+    # FFmpeg counts its frames at 25 fps: a 10 fps camera ran at 0.4 times real time, each "2 s" window holding 5 s.
+    # Timed by their arrival, the 2 s the server sends before it closes fill 2 s of the timeline (50 frames at 25 fps),
+    # where the reopened stream's first (white) frame begins; counted at 25 fps they filled 0.8 s.
+    url, _ = web
+    spec = parse_source(f"{url}/mjpeg").inputs[0]
+    flashes, _, buffer = _capture_live(spec, lambda flashes, beeps: len(flashes) >= 2)
+    assert len(flashes) >= 2, buffer.lost
+    assert flashes[1] > 1.6, flashes  # no upper bound: a server slowed by a loaded machine sends more slowly
 
 
 def test_a_live_url_is_read_in_real_time_even_when_asked_for_a_lossless_replay(runtime, web):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from migr_rt.media.errors import CorruptMediaError, MediaError, MediaNotFoundError, MissingStreamError
-from migr_rt.media.timeline import BACKWARD_JUMP, FORWARD_JUMP, AudioTimeline
+from migr_rt.media.timeline import BACKWARD_JUMP, FORWARD_JUMP, AudioTimeline, Restart
 from migr_rt.media.tracks import audio_stream, has_cover_art_only, pixel_aspect, upright, video_stream
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ def iter_decoded(
     video: bool = True,
     audio: bool = True,
     max_seconds: float | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Decode an open container incrementally: ``("video", frame)`` at ``fps`` and ``("audio", samples)``.
 
@@ -190,14 +191,27 @@ def iter_decoded(
     these items, and the streaming runtime consumes them live, so a file
     analysed whole and the same file streamed see identical samples.
     Decoding errors propagate as they are (callers wrap them).
+
+    ``clock`` (seconds, e.g. ``time.monotonic``) times each video frame by when it is decoded instead of by its
+    timestamp: for a live stream whose format carries none (:func:`~migr_rt.media.tracks.states_times`), which
+    FFmpeg counts at 25 fps; a 10 fps MJPEG camera then ran at 0.4 times real time, each 2 s window holding 5 s.
     """
     vstream = video_stream(container) if video else None
     astream = audio_stream(container) if audio else None
     streams = [s for s in (vstream, astream) if s is not None]
     if not streams:
         return
-    sound = AudioTimeline(path, sample_rate, video=vstream is not None) if astream is not None else None
     source_period = 1.0 / _source_rate(vstream) if vstream is not None else 1.0 / fps
+    restart = Restart()
+
+    def video_end() -> float:
+        return last_time + source_period if last_frame is not None else 0.0
+
+    def audio_resumes(t: float, end: float) -> float:
+        return restart.place("audio", t, max(end, video_end()))
+
+    sound = AudioTimeline(path, sample_rate, video=vstream is not None,
+                          resume=audio_resumes if vstream is not None else None) if astream is not None else None
     aspect = pixel_aspect(vstream) if vstream is not None else 1.0
     next_k = 0  # index of the next output frame instant
     last_frame: np.ndarray | None = None
@@ -218,7 +232,7 @@ def iter_decoded(
             continue  # the video is already past max_seconds: skip the decoding work
         for frame in packet.decode():
             if isinstance(frame, av.VideoFrame):
-                t = frame.time if frame.time is not None else next_k / fps
+                t = clock() if clock is not None else frame.time if frame.time is not None else next_k / fps
                 if first_time is None:
                     first_time = t if sound is None else sound.zero(t)
                     if sound is not None:  # the audio's place on the timeline is known now
@@ -235,8 +249,12 @@ def iter_decoded(
                             t,
                         )
                         warned_jump = True
-                    offset += last_time + source_period - t
-                    t = last_time + source_period
+                    resume = video_end()
+                    if sound is not None:  # both go on together (a sender restarted; see Restart)
+                        stamped = t - offset + first_time  # the frame's own timestamp, as the audio's are given
+                        resume = restart.place("video", stamped, max(resume, sound.placed / sample_rate))
+                    offset += resume - t
+                    t = resume
                 if max_seconds is not None and t >= max_seconds:
                     video_done = True  # frames leave the decoder in presentation order: none earlier follows
                     break

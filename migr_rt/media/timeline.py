@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -46,8 +47,39 @@ _PHASE_MEMORY = 0.5
 #: in the picture rather than a discontinuity (containers interleave the streams within about half a second).
 _PAUSE_SLACK = 1.0
 
+#: How far apart (seconds, in their own timestamps) the video and the audio may start again after a discontinuity
+#: for the two to be one restart (a sender started over): the muxer interleaves them within about a second.
+_RESTART_SPAN = 2.0
+
 #: Highest audio sample rate taken as real (768 kHz PCM exists); anything above is a corrupt header.
 _MAX_SAMPLE_RATE = 768_000
+
+
+class Restart:
+    """Where the video and the audio go on after a timestamp discontinuity: from the later of their two ends, each
+    at its place relative to the other by its new timestamps.
+
+    A sender restarted on the same UDP port (or MPEG-TS segments joined) starts its timestamps over in mid-stream,
+    and the stream cut off before it seldom ends its two streams together: killed, ``ffmpeg`` loses the second of
+    audio its muxer held. Each going on from its own end, every later voice was heard that second before its face.
+    The first stream to find the jump sets where the new timestamps start (silence or the last frame held over
+    the shorter one's part of the gap); the other, finding its own jump at a nearby timestamp, goes on from there.
+    A jump in one stream alone (a corrupt timestamp) also waits for the other's end: when the other was decoded
+    ahead (MPEG-TS carries audio up to 0.7 s before its picture), that stream is delayed by as much.
+    """
+
+    def __init__(self) -> None:
+        self._anchor: tuple[str, float, float] | None = None  # (stream, new timestamp, its place on the timeline)
+
+    def place(self, stream: str, raw: float, end: float) -> float:
+        """The timeline's seconds for ``stream``'s first frame after its jump, stamped ``raw``; ``end``: the later
+        of the two streams' ends on the timeline."""
+        anchor = self._anchor
+        if anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN:
+            self._anchor = None
+            return anchor[2] + raw - anchor[1]
+        self._anchor = (stream, raw, end)
+        return end
 
 
 class AudioTimeline:
@@ -66,8 +98,11 @@ class AudioTimeline:
     comes, like a timestamp jump (unless it runs on to the first frame: see :meth:`zero`).
     """
 
-    def __init__(self, path: str | Path, sample_rate: int, *, video: bool) -> None:
-        self.path, self.sample_rate = path, sample_rate
+    def __init__(self, path: str | Path, sample_rate: int, *, video: bool,
+                 resume: Callable[[float, float], float] | None = None) -> None:
+        #: ``resume(timestamp, end)``: where (timeline seconds) audio stamped ``timestamp`` goes on after a jump, the
+        #: audio ending at ``end`` (see :class:`Restart`); None: from where it ended
+        self.path, self.sample_rate, self.resume = path, sample_rate, resume
         self.placed = 0  #: samples handed out (on the timeline, from its zero)
         self._resampler: av.AudioResampler | None = None
         self._layout: tuple[str, str, int] | None = None  # (format, layout, rate) the resampler was built for
@@ -94,7 +129,7 @@ class AudioTimeline:
             self._first, self._start = False, t
             chunks += self._lead()
         elif t is not None and self._end is not None:
-            chunks += self._bridge(t - self._end)
+            chunks += self._bridge(t - self._end, t)
         if t is not None:
             self._end = t + seconds
         elif self._end is not None:
@@ -208,8 +243,9 @@ class AudioTimeline:
         turned.sample_rate, turned.pts, turned.time_base = frame.sample_rate, frame.pts, frame.time_base
         return turned
 
-    def _bridge(self, gap: float) -> list[np.ndarray]:
-        """Silence for a hole of ``gap`` seconds before the next frame; jumps like the video's are continued."""
+    def _bridge(self, gap: float, t: float) -> list[np.ndarray]:
+        """Silence for a hole of ``gap`` seconds before the next frame (stamped ``t``); jumps like the video's are
+        continued, from where :attr:`resume` says once the audio is on the video's timeline."""
         if -_AUDIO_GAP <= gap <= _AUDIO_GAP:
             return []
         if not _AUDIO_GAP < gap <= FORWARD_JUMP:
@@ -217,12 +253,24 @@ class AudioTimeline:
                 logger.warning("%s: audio timestamp jumps by %.3f s at %.3f s of audio; continuing the timeline",
                                self.path, gap, self._fed)
                 self._warned_jump = True
-            return []
+            if self.resume is None or self._held is not None:
+                return []
+            drained = self._drain()
+            end = (self.placed + self._pending(drained)) / self.sample_rate
+            lead = self.resume(t, end) - end
+            if lead > 0:
+                return [*drained, np.zeros(int(round(lead * self.sample_rate)), np.float32)]
+            self._skip += int(round(-lead * self.sample_rate))  # the video's restart is placed before the audio's
+            return drained
         if not self._warned_gap:
             logger.warning("%s: audio timestamps skip %.3f s at %.3f s of audio (lost packets); filled with silence",
                            self.path, gap, self._fed)
             self._warned_gap = True
         return [*self._drain(), np.zeros(int(round(gap * self.sample_rate)), np.float32)]
+
+    def _pending(self, chunks: list[np.ndarray]) -> int:
+        """Samples of ``chunks`` that :meth:`_release` will hand out (less those still to skip)."""
+        return max(sum(len(c) for c in chunks) - self._skip, 0)
 
     def _drain(self) -> list[np.ndarray]:
         """What the resampler still holds; the next frame gets a new one."""

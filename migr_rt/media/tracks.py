@@ -16,6 +16,10 @@ import numpy as np
 #: podcast cover art in an MP3, M4A or MKV), not footage of the speaker.
 _ATTACHED_PIC = 0x0400
 
+#: FFmpeg's ``AVFMT_NOTIMESTAMPS``: a format whose frames carry no time (MJPEG over HTTP, a raw H.264 stream);
+#: FFmpeg counts them at a rate it assumes (25 fps), whatever rate they were sent at.
+_NO_TIMESTAMPS = 0x0080
+
 #: FFmpeg's ``AV_DISPOSITION_DEFAULT``: the track a player plays unless told otherwise.
 _DEFAULT = 0x0001
 
@@ -36,6 +40,15 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
         if not int(getattr(stream, "disposition", 0)) & _ATTACHED_PIC:
             return stream
     return None
+
+
+def states_times(container: av.container.InputContainer) -> bool:
+    """Whether the container's format times its frames, rather than leaving FFmpeg to count them at 25 fps.
+
+    ``multipart/x-mixed-replace`` MJPEG (what an ESP32-CAM, an IP camera's ``/video`` or mjpg-streamer serve over
+    HTTP) and raw H.264 or HEVC (a Raspberry Pi's ``rpicam-vid --listen -o tcp://...``) carry no time at all.
+    """
+    return not int(container.format.flags) & _NO_TIMESTAMPS
 
 
 def has_cover_art_only(container: av.container.InputContainer) -> bool:

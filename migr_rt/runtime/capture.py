@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from migr_rt.media.decode import iter_decoded
+from migr_rt.media.tracks import states_times
 from migr_rt.runtime.sources import InputSpec, SourceError, read_problem
 
 logger = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ class Capture(threading.Thread):
         self.reconnect_timeout = reconnect_timeout
         self._container = first_container
         self.error: BaseException | None = None
+        self._said_untimed = False
         #: Read like a file (:func:`reads_as_file`, decided on the first container) rather than as a live stream
         #: that may come back.
         self.as_file = not spec.live if as_file is None else as_file
@@ -385,19 +387,20 @@ class Capture(threading.Thread):
         plan = self.buffer.plan
         failing_since: float | None = None  # live: when reads began to fail (or end) without handing over media
         delay = 0.25
+        last_frame = None  # the newest frame pushed, held to pad the video (across passes: one may bring no video)
         try:
             while not self.buffer.stopped:
                 container = self._container or self._reopen()
                 self._container = None
                 if container is None:
                     return
-                last_frame = None
                 pushed = media["video"] + media["audio"]
+                clock = self._arrival_clock(container)
                 try:
                     with container:
                         for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
                                                        sample_rate=plan.sample_rate, video=self.spec.video,
-                                                       audio=self.spec.audio):
+                                                       audio=self.spec.audio, clock=clock):
                             if self.buffer.stopped:
                                 return
                             if kind == "video":
@@ -426,6 +429,9 @@ class Capture(threading.Thread):
                     continue
                 # A camera unplugged mid-read fails (ENODEV) rather than ending: both are reopened. Reads that keep
                 # failing or ending without media are retried with the same backoff and deadline as opening.
+                # A sender stopped mid-stream leaves its two streams cut at different places (its muxer's last
+                # second of audio is lost): the reopened stream starts both at one instant, so they are evened first.
+                self._align_streams(media, last_frame)
                 now = time.monotonic()
                 progressed = media["video"] + media["audio"] > pushed
                 if progressed or failing_since is None:
@@ -445,6 +451,22 @@ class Capture(threading.Thread):
         for kind in kinds:
             self.buffer.end(kind)
 
+    def _arrival_clock(self, container) -> Callable[[], float] | None:
+        """``time.monotonic`` for a live stream whose format carries no timestamps (its frames are then timed by
+        their arrival, as sent), else None (timed by their timestamps).
+
+        FFmpeg counts such frames at 25 fps: an ESP32-CAM's 10 fps MJPEG over HTTP ran at 0.4 times real time (the
+        first window after 5 s, then one every 1.25 s, each "2 s" window holding 5 s), a 30 fps one 1.2 times.
+        A file in such a format (a ``.mjpeg``, a raw ``.h264``) has no arrival times: it keeps FFmpeg's count.
+        """
+        if not self.live or states_times(container):
+            return None
+        if not self._said_untimed:
+            self._said_untimed = True
+            logger.info("%s: its format (%s) carries no timestamps: frames are timed by their arrival",
+                        self.spec.name, container.format.name)
+        return time.monotonic
+
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake within 50 ms when the run stops (a backoff must not hold up Ctrl-C)."""
         deadline = time.monotonic() + seconds
@@ -452,11 +474,14 @@ class Capture(threading.Thread):
             time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
     def _align_streams(self, media: dict[str, int], last_frame: np.ndarray | None) -> None:
-        """Before a looped file plays again, pad the shorter stream (last frame held / silence) to the longer one.
+        """Before a looped file plays again or a live input is reopened, pad the shorter stream (last frame held /
+        silence) to the longer one.
 
         A file's audio and video seldom end at the same instant (AAC padding alone adds ~24 ms to the demo
         clip); left alone, the difference adds up pass after pass until the audio a window needs has left
-        the buffer, and from then on every window is dropped.
+        the buffer, and from then on every window is dropped. A live stream cut off mid-way (its sender
+        stopped: ``ffmpeg`` killed loses the second of audio its muxer held) ends with its audio a second
+        short of its video; reopened without padding, every later voice was heard a second before its face.
         """
         plan = self.buffer.plan
         if last_frame is None or media["audio"] == 0:
@@ -474,13 +499,22 @@ class Capture(threading.Thread):
         """Open the input; a live one is retried with backoff (0.25 s doubling to 4 s) until the timeout.
 
         An error waiting cannot fix (``SourceError.retryable`` False: an invalid graph, an unknown host, data that
-        is not media) ends the run at once instead of after ``reconnect_timeout``.
+        is not media) ends the run at once instead of after ``reconnect_timeout``. A live stream that now states a
+        duration is over and serves a recording of itself: a live HLS playlist whose sender stopped is closed with
+        ``#EXT-X-ENDLIST`` and then reads as a file of its last segments. Read, it was replayed as fast as it could
+        be downloaded, reopened at its end and replayed again (minutes of old media a second, forever); it is waited
+        on like a stream that is not there, until it goes live again (the sender restarted) or the timeout.
         """
         deadline = time.monotonic() + self.reconnect_timeout
         delay, attempt = 0.25, 0
         while not self.buffer.stopped:
             try:
                 container = self.spec.open()
+                if self.live and reads_as_file(self.spec, container):
+                    container.close()
+                    raise SourceError(f"{self.spec.name}: the live stream has ended: it now states a duration (a "
+                                      "recording of what was streamed, e.g. an HLS playlist closed with "
+                                      "#EXT-X-ENDLIST), which is not played again")
                 if attempt:
                     self.buffer.status("info", "reconnected", f"{self.spec.name}: reconnected")
                 return container
