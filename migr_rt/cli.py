@@ -695,7 +695,8 @@ class CameraParam(click.ParamType):
                    "(`migr-rt devices` lists them).")
 @click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
               "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
-@click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, or demo (the bundled clip).")
+@click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, demo (the bundled clip), - (media piped to "
+              "stdin, e.g. from rpicam-vid) or a camera device path.")
 @click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")
 @click.option("--realtime/--no-realtime", default=None,
               help="Replay files at their own rate with drops like a camera (default for URLs; always for cameras, "

@@ -6,7 +6,10 @@ import dataclasses
 import errno
 import functools
 import http.server
+import io
 import json
+import os
+import pty
 import shutil
 import signal
 import socket
@@ -766,6 +769,53 @@ def test_a_live_udp_stream_whose_sender_stops_is_said_to_have_sent_nothing_not_t
     with pytest.raises(SourceError, match=rf"^{url}: cannot be opened: nothing received within 0.5 s$") as silent:
         spec.open(timeout=0.5)
     assert silent.value.retryable  # a sender may start again
+
+
+def _as_mpegts(path: Path) -> bytes:
+    """The clip remuxed to MPEG-TS, a format a pipe carries (no seeking), as a producer would write it."""
+    buffer = io.BytesIO()
+    with av.open(str(path)) as source, av.open(buffer, "w", format="mpegts") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams if s.type in ("video", "audio")}
+        for packet in source.demux():
+            if packet.dts is not None and packet.stream.index in streams:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_media_piped_to_stdin_is_read_until_the_pipe_ends():
+    # `rpicam-vid -t 0 -o - | migr-rt run --source -` (a Raspberry Pi camera module, which FFmpeg cannot open itself)
+    # or a GStreamer fdsink: read live, and the run ends with the pipe instead of reopening what cannot be reopened.
+    proc = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "-", "--json", "--no-rationale"],
+                          input=_as_mpegts(demo_clip()), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    events = _events(proc.stdout.decode())
+    assert events[0]["realtime"] is True and events[-1]["reason"] == "end_of_stream"
+    assert [e for e in events if e["type"] == "window"]  # a producer this fast outruns analysis: some are dropped
+    assert not [e for e in events if e["type"] == "status"]  # no "reconnecting": a pipe is not opened again
+
+
+def test_a_file_redirected_to_stdin_is_read_as_that_file_and_a_terminal_is_refused(clip_file):
+    with open(clip_file, "rb") as redirected:  # `< clip.mp4`: an MP4 needs seeking, which a file allows
+        proc = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "-", "--json",
+                               "--no-rationale"], stdin=redirected, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = _events(proc.stdout)
+    direct = _events(_cli("--source", str(clip_file), "--json", "--no-rationale").stdout)
+    assert events[0]["realtime"] is False  # a file: every window, as for its name
+    windows, expected = ([(e["t_end"], e["label"], e["probs"]) for e in run if e["type"] == "window"]
+                         for run in (events, direct))
+    assert [w[:2] for w in windows] == [w[:2] for w in expected] and len(windows) >= 4
+    for (_, _, probs), (_, _, want) in zip(windows, expected):
+        assert probs == pytest.approx(want, abs=1e-6)  # the same samples; float sums may differ in the last bits
+    leader, follower = pty.openpty()
+    try:
+        tty = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "-"], stdin=follower,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert tty.returncode == 1 and "--source -: reads media piped to stdin, and stdin is a terminal" in tty.stderr
 
 
 def test_a_url_that_does_not_parse_is_refused_in_words():

@@ -422,6 +422,10 @@ class Capture(threading.Thread):
                     why, failure = read_problem(exc), exc
                 else:
                     failure = None
+                if self.live and not self.spec.reopen:  # a pipe: what ended or failed cannot be opened again
+                    if failure is not None:
+                        raise SourceError(f"{why}{self.spec.hint}") from failure
+                    break
                 if not self.live:
                     if not self.loop:
                         break

@@ -1,7 +1,7 @@
 """Where the runtime's frames and audio come from: cameras, microphones, files, URLs, lavfi, the demo clip.
 
 A source spec is a string: ``camera:N`` (``/dev/videoN`` through v4l2; ``camera:PATH``
-or the device path itself for a stable name such as ``/dev/v4l/by-id/...``),
+or the device path itself for a stable name such as ``/dev/v4l/by-id/...``), ``-`` (media piped to stdin),
 ``demo`` (the bundled synthetic clip), ``lavfi:GRAPH`` (an ffmpeg filter
 graph, e.g. ``lavfi:testsrc=size=320x240:rate=25[out0];sine=f=220:r=16000[out1]``),
 a URL (``rtsp://``, ``http://`` ...) or a file path. A microphone spec is
@@ -22,6 +22,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +36,8 @@ from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
 from migr_rt.runtime.devices import capture_problem, describe_cameras
 
 DEMO = "demo"
+#: The source spec of media piped to stdin.
+STDIN = "-"
 
 
 #: Seconds an open, and then each read, may wait for data before it fails (PyAV's ``timeout``).
@@ -116,6 +120,7 @@ class InputSpec:
     video: bool = True
     audio: bool = True
     hint: str = ""  #: appended to the message when it cannot be opened
+    reopen: bool = True  #: a live input that ends or fails is opened again (not a pipe: it cannot be)
 
     def open(self, timeout: float = IO_TIMEOUT) -> av.container.InputContainer:
         """Open it with PyAV, or raise :class:`SourceError` naming it and saying why in plain words."""
@@ -184,6 +189,23 @@ def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("
                           "microphones)", retryable=False)
     name = f"camera {camera} ({device})" if isinstance(camera, int) else f"camera {device}"
     return InputSpec(name, str(device), "v4l2", (("framerate", str(int(fps))),), live=True, audio=False)
+
+
+def stdin_input() -> InputSpec:
+    """Media piped to this process: a Raspberry Pi camera module (``rpicam-vid -t 0 -o - | migr-rt run --source
+    -``), a GStreamer pipeline (``fdsink``), an ``ffmpeg ... -f mpegts -`` producer.
+
+    Read as a live stream (as fast as the producer writes, windows dropped when analysis falls behind) that is
+    not opened again when it ends: the run ends with the pipe.
+    """
+    if sys.stdin is None or sys.stdin.isatty():
+        raise SourceError("--source -: reads media piped to stdin, and stdin is a terminal (e.g. rpicam-vid -t 0 "
+                          "-o - | migr-rt run --source -)")
+    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):  # `< clip.mp4`: a file, which can seek (an MP4 must)
+        return InputSpec("stdin", f"/proc/self/fd/{sys.stdin.fileno()}")
+    return InputSpec("stdin", "pipe:0", live=True, reopen=False,
+                     hint=" (a pipe carries a format that needs no seeking: MPEG-TS, Matroska, fragmented MP4, MJPEG "
+                          "or raw H.264; an MP4 file is read by its name instead)")
 
 
 def mic_input(spec: str) -> InputSpec | None:
@@ -265,6 +287,9 @@ def parse_source(
         clip = demo_clip()
         inputs.append(InputSpec(f"demo ({clip.name})", str(clip)))
         description = DEMO
+    elif source == STDIN:
+        inputs.append(stdin_input())
+        description, live = "stdin", inputs[-1].live
     elif source.startswith("lavfi:"):
         graph = source.removeprefix("lavfi:")
         inputs.append(InputSpec(f"lavfi {graph}", graph, "lavfi"))
@@ -274,12 +299,12 @@ def parse_source(
         description, live = source, True
     else:
         if not source.strip():
-            raise SourceError("the source is empty (sources are a file, a URL, lavfi:GRAPH, demo or --camera N)")
+            raise SourceError("the source is empty (sources are a file, a URL, lavfi:GRAPH, demo, - for stdin or --camera N)")
         path = Path(source)
         if path.is_dir():
             raise SourceError(f"{path}: is a folder; a file source is one media file")
         if not path.is_file():
-            raise SourceError(f"{path}: no such file (sources are a file, a URL, lavfi:GRAPH, demo or --camera N)")
+            raise SourceError(f"{path}: no such file (sources are a file, a URL, lavfi:GRAPH, demo, - for stdin or --camera N)")
         if path.stat().st_size == 0:
             raise SourceError(f"{path}: file is empty (0 bytes)")
         inputs.append(InputSpec(str(path), str(path)))
