@@ -766,6 +766,9 @@ def test_a_live_udp_stream_whose_sender_stops_is_said_to_have_sent_nothing_not_t
     sender.join()
     assert frames > 5
     assert read_problem(stopped.value, 2.0) == "nothing received for 2 s"
+    with pytest.raises(av.error.InvalidDataError) as garbled:  # an MJPEG sender stopped in the middle of a picture
+        av.error.err_check(-1094995529, url)
+    assert read_problem(garbled.value) == "the data stopped making sense to FFmpeg (cut off mid-frame, or corrupt)"
     with pytest.raises(SourceError, match=rf"^{url}: cannot be opened: nothing received within 0.5 s$") as silent:
         spec.open(timeout=0.5)
     assert silent.value.retryable  # a sender may start again

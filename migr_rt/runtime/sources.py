@@ -105,6 +105,8 @@ def read_problem(exc: BaseException, timeout: float = IO_TIMEOUT) -> str:
     FFmpeg reports as "Immediate exit requested"."""
     if isinstance(exc, av.error.ExitError):
         return f"nothing received for {timeout:g} s"
+    if isinstance(exc, av.error.InvalidDataError):  # e.g. an MJPEG sender stopped in the middle of a picture
+        return "the data stopped making sense to FFmpeg (cut off mid-frame, or corrupt)"
     return str(exc)
 
 
