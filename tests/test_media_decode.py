@@ -25,6 +25,7 @@ from data_fixtures import (
 
 from migr_rt.media import CorruptMediaError, MediaError, MissingStreamError, decode_media, write_media
 from migr_rt.media.decode import iter_decoded
+from migr_rt.media.timeline import Restart
 
 
 def solid(colour: tuple[int, int, int], height: int, width: int, seconds: float, fps: float = 25.0) -> np.ndarray:
@@ -159,6 +160,63 @@ def test_after_a_timestamp_jump_voice_and_face_go_on_together(tmp_path: Path) ->
     assert flash == pytest.approx(3.0, abs=0.1)
     assert beep == pytest.approx(flash, abs=0.05)
 
+
+
+def _audio_only_ts(path: Path, seconds: float) -> Path:
+    """Silence alone in MPEG-TS, on the PID that the audio of :func:`concatenated_ts`'s segments has (0x101)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout, stream.id = "mono", 0x101
+        for start in range(0, int(seconds * 16000), 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _audio_later(source: Path, path: Path, seconds: float) -> Path:
+    """``source`` (MPEG-TS) with its audio stamped ``seconds`` later, the streams keeping their PIDs."""
+    with av.open(str(source)) as src, av.open(str(path), mode="w", format="mpegts") as out:
+        streams = {}
+        for stream in src.streams:
+            streams[stream.index] = out.add_stream_from_template(stream)
+            streams[stream.index].id = stream.id
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio":
+                shift = int(round(seconds / packet.time_base))
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return path
+
+
+def test_restarts_are_not_paired_with_an_older_one_stream_jump(tmp_path: Path) -> None:
+    """A sender restarted without its camera (sound alone, timestamps starting over), then again with it, its voice
+    stamped 0.5 s after its picture: the first restart's audio jump had no video jump to pair with, and the video's
+    jump at the second restart was placed by that stale one, 3 s back where the picture had stopped (every later
+    face 3 s before its voice). It goes on from the later of the two ends, as at any restart."""
+    first = concatenated_ts(tmp_path, "first", _flash_and_beep(3.0, 3.0, False))
+    last = _audio_later(concatenated_ts(tmp_path, "last", _flash_and_beep(2.0, 2.0, True)), tmp_path / "late.ts", 0.5)
+    path = tmp_path / "camera-off.ts"
+    path.write_bytes(first.read_bytes() + _audio_only_ts(tmp_path / "sound.ts", 3.0).read_bytes() + last.read_bytes())
+    media = decode_media(path)
+    bright = media.frames.reshape(len(media.frames), -1).mean(1) > 128
+    flash = int(np.flatnonzero(bright)[0]) / 25
+    beep = int(np.flatnonzero(np.abs(media.audio) > 0.2)[0]) / 16000
+    assert flash == pytest.approx(6.0, abs=0.25)
+    assert beep - flash == pytest.approx(0.5, abs=0.1)
+
+
+def test_a_restart_pairs_only_with_a_jump_near_it_on_the_timeline() -> None:
+    restart = Restart()
+    assert restart.place("audio", 1.4, 8.0) == 8.0  # the camera was off: no video jump follows this one
+    assert restart.place("video", 1.42, 16.02) == 16.02  # 8 s later: another restart, not the same one
+    assert restart.place("audio", 1.4, 16.3) == pytest.approx(16.0)  # this restart's audio pairs with its video
 
 class _FailingResampler:
     """Stands in for av.AudioResampler when ffmpeg rejects a conversion (PyAV raises a plain ValueError)."""

@@ -821,6 +821,23 @@ def test_a_file_redirected_to_stdin_is_read_as_that_file_and_a_terminal_is_refus
     assert tty.returncode == 1 and "--source -: reads media piped to stdin, and stdin is a terminal" in tty.stderr
 
 
+
+def test_stdin_is_judged_by_its_file_descriptor_and_a_closed_one_is_said_so(clip_file):
+    # FFmpeg reads descriptor 0 (pipe:0); sys.stdin may be a stand-in without one (a notebook's, a test runner's:
+    # fileno() raised io.UnsupportedOperation), or None when the process started with descriptor 0 closed (it was
+    # called a terminal).
+    judge = ("import io, sys; sys.stdin = io.StringIO(); from migr_rt.runtime.sources import stdin_input; "
+             "print(stdin_input().target)")
+    with open(clip_file, "rb") as redirected:
+        as_file = subprocess.run([sys.executable, "-c", judge], stdin=redirected, capture_output=True, text=True,
+                                 timeout=120)
+    assert as_file.returncode == 0 and as_file.stdout.strip() == "/proc/self/fd/0", as_file.stderr
+    piped = subprocess.run([sys.executable, "-c", judge], input="", capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stdout.strip() == "pipe:0", piped.stderr
+    closed = subprocess.run([sys.executable, "-m", "migr_rt.cli", "run", "--source", "-"], capture_output=True,
+                            text=True, timeout=120, preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 1 and "--source -: reads media piped to stdin, and stdin is closed" in closed.stderr
+
 def test_a_url_that_does_not_parse_is_refused_in_words():
     # An IPv6 host without its closing bracket made urlsplit raise, and run ended in a traceback.
     with pytest.raises(SourceError, match=r"^rtsp://\[::1/cam: cannot be opened: Invalid IPv6 URL"):

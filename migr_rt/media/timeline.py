@@ -76,8 +76,13 @@ class Restart:
         of the two streams' ends on the timeline."""
         anchor = self._anchor
         if anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN:
-            self._anchor = None
-            return anchor[2] + raw - anchor[1]
+            placed = anchor[2] + raw - anchor[1]
+            # One restart's two jumps come near each other on the timeline too. A jump far behind is an older one
+            # that the other stream had no part in (a sender restarted without its camera, then with it; senders
+            # start their timestamps at the same value each time): paired with it, this one went back there.
+            if placed >= end - _RESTART_SPAN:
+                self._anchor = None
+                return placed
         self._anchor = (stream, raw, end)
         return end
 

@@ -23,7 +23,6 @@ import errno
 import os
 import socket
 import stat
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -200,11 +199,18 @@ def stdin_input() -> InputSpec:
     Read as a live stream (as fast as the producer writes, windows dropped when analysis falls behind) that is
     not opened again when it ends: the run ends with the pipe.
     """
-    if sys.stdin is None or sys.stdin.isatty():
+    # File descriptor 0 itself, which FFmpeg's pipe:0 reads: sys.stdin may stand in for it (a notebook's, a test
+    # runner's), whose fileno() raises, and is None when the process was started with it closed.
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        raise SourceError("--source -: reads media piped to stdin, and stdin is closed (e.g. rpicam-vid -t 0 -o - | "
+                          "migr-rt run --source -)") from None
+    if os.isatty(0):
         raise SourceError("--source -: reads media piped to stdin, and stdin is a terminal (e.g. rpicam-vid -t 0 "
                           "-o - | migr-rt run --source -)")
-    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):  # `< clip.mp4`: a file, which can seek (an MP4 must)
-        return InputSpec("stdin", f"/proc/self/fd/{sys.stdin.fileno()}")
+    if stat.S_ISREG(mode):  # `< clip.mp4`: a file, which can seek (an MP4 must)
+        return InputSpec("stdin", "/proc/self/fd/0")
     return InputSpec("stdin", "pipe:0", live=True, reopen=False,
                      hint=" (a pipe carries a format that needs no seeking: MPEG-TS, Matroska, fragmented MP4, MJPEG "
                           "or raw H.264; an MP4 file is read by its name instead)")
