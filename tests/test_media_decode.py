@@ -136,30 +136,58 @@ def test_timestamp_leap_ahead_is_not_filled_with_copies(tmp_path: Path, caplog: 
     assert sum("timestamp jumps" in r.getMessage() for r in caplog.records) == 1
 
 
-def _flash_and_beep(seconds: float, audio_seconds: float, marked: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """A segment of black frames and silence, its audio ``audio_seconds`` long; ``marked``: it opens with 0.1 s of
-    white frames and of a 1 kHz beep."""
+def _flash_and_beep(seconds: float, audio_seconds: float, marked: bool,
+                    at: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """A segment of black frames and silence, its audio ``audio_seconds`` long; ``marked``: 0.1 s of white frames
+    and of a 1 kHz beep at ``at`` seconds into it."""
     frames = np.zeros((int(seconds * 25), 64, 64, 3), np.uint8)
     audio = np.zeros(int(audio_seconds * 16000), np.float32)
     if marked:
-        frames[:3] = 255
-        audio[:1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / 16000)
+        frame, sample = int(round(at * 25)), int(round(at * 16000))
+        frames[frame:frame + 3] = 255
+        audio[sample:sample + 1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / 16000)
     return frames, audio, 16000
+
+
+def _first_marks(media) -> tuple[float, float]:
+    """Seconds of the first white frame and of the first loud sample."""
+    bright = media.frames.reshape(len(media.frames), -1).mean(1) > 128
+    return int(np.flatnonzero(bright)[0]) / 25, int(np.flatnonzero(np.abs(media.audio) > 0.2)[0]) / 16000
 
 
 def test_after_a_timestamp_jump_voice_and_face_go_on_together(tmp_path: Path) -> None:
     """A sender restarted on the same UDP port (a robot's `ffmpeg ... -f mpegts udp://`): its timestamps start over
     mid-stream, and the stream cut off before it has its audio a second short of its video (the muxer's held audio
     is lost when ffmpeg is killed). Each stream went on from its own end, so every later voice was heard a second
-    before its face (measured with the real ffmpeg); both now go on from the later end."""
-    path = concatenated_ts(tmp_path, "restart", _flash_and_beep(3.0, 2.0, False), _flash_and_beep(2.0, 2.0, True))
-    media = decode_media(path)
-    bright = media.frames.reshape(len(media.frames), -1).mean(1) > 128
-    flash = int(np.flatnonzero(bright)[0]) / 25
-    beep = int(np.flatnonzero(np.abs(media.audio) > 0.2)[0]) / 16000
-    assert flash == pytest.approx(3.0, abs=0.1)
+    before its face (measured with the real ffmpeg). Now the audio, which jumped first, is delayed by that second
+    once the video's jump shows where the restart is: what it gave before then (here under 0.1 s) is early."""
+    path = concatenated_ts(tmp_path, "restart", _flash_and_beep(3.0, 2.0, False),
+                           _flash_and_beep(2.0, 2.0, True, at=0.5))
+    flash, beep = _first_marks(decode_media(path))
+    assert flash == pytest.approx(3.5, abs=0.1)
     assert beep == pytest.approx(flash, abs=0.05)
 
+
+@pytest.mark.parametrize("stream", ["video", "audio"])
+def test_a_timestamp_jump_in_one_stream_alone_keeps_voice_and_face_together(tmp_path: Path, stream: str) -> None:
+    """A corrupt or edited timestamp in one stream: the other stream, demuxed up to ~10 s ahead of it by the
+    muxer's interleaving, is no guide to where the jumping one ends (going on from the later of the two ends
+    put every later face up to 10 s after its voice); it goes on from its own end."""
+    path = concatenated_ts(tmp_path, "plain", _flash_and_beep(14.0, 14.0, True, at=12.0))
+    jumped = tmp_path / "jumped.ts"
+    with av.open(str(path)) as src, av.open(str(jumped), mode="w", format="mpegts") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == stream and packet.pts * packet.time_base >= 7.0:  # +100 s from 7 s on, there only
+                shift = int(round(100 / packet.time_base))
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    flash, beep = _first_marks(decode_media(jumped))
+    assert flash == pytest.approx(12.0, abs=0.1)
+    assert beep == pytest.approx(flash, abs=0.05)
 
 
 def _audio_only_ts(path: Path, seconds: float) -> Path:
@@ -214,9 +242,12 @@ def test_restarts_are_not_paired_with_an_older_one_stream_jump(tmp_path: Path) -
 
 def test_a_restart_pairs_only_with_a_jump_near_it_on_the_timeline() -> None:
     restart = Restart()
-    assert restart.place("audio", 1.4, 8.0) == 8.0  # the camera was off: no video jump follows this one
-    assert restart.place("video", 1.42, 16.02) == 16.02  # 8 s later: another restart, not the same one
-    assert restart.place("audio", 1.4, 16.3) == pytest.approx(16.0)  # this restart's audio pairs with its video
+    assert restart.place("audio", 1.4, 8.0, 8.0) == (8.0, 0.0)  # the camera was off: no video jump follows this one
+    # 8 s later: another restart, not the same one; the video sat out the audio's restart, so it goes on from the
+    # later end, where the audio has got to
+    assert restart.place("video", 1.42, 8.0, 16.02) == (16.02, 0.0)
+    assert restart.place("audio", 1.4, 16.3, 16.2) == pytest.approx((16.3, 0.3))  # pairs; the video waits 0.3 s
+    assert restart.place("video", 50.0, 20.0, 26.0) == (20.0, 0.0)  # a jump in the video alone: from its own end
 
 class _FailingResampler:
     """Stands in for av.AudioResampler when ffmpeg rejects a conversion (PyAV raises a plain ValueError)."""

@@ -208,7 +208,10 @@ def iter_decoded(
         return last_time + source_period if last_frame is not None else 0.0
 
     def audio_resumes(t: float, end: float) -> float:
-        return restart.place("audio", t, max(end, video_end()))
+        nonlocal offset
+        resume, delay_video = restart.place("audio", t, end, video_end())
+        offset += delay_video  # later frames come that much later: the last one is held over the difference
+        return resume
 
     sound = AudioTimeline(path, sample_rate, video=vstream is not None,
                           resume=audio_resumes if vstream is not None else None) if astream is not None else None
@@ -252,7 +255,10 @@ def iter_decoded(
                     resume = video_end()
                     if sound is not None:  # both go on together (a sender restarted; see Restart)
                         stamped = t - offset + first_time  # the frame's own timestamp, as the audio's are given
-                        resume = restart.place("video", stamped, max(resume, sound.placed / sample_rate))
+                        resume, delay_audio = restart.place("video", stamped, resume, sound.placed / sample_rate)
+                        for chunk in sound.delay(delay_audio):
+                            if not audio_done:
+                                yield "audio", chunk
                     offset += resume - t
                     t = resume
                 if max_seconds is not None and t >= max_seconds:

@@ -56,35 +56,41 @@ _MAX_SAMPLE_RATE = 768_000
 
 
 class Restart:
-    """Where the video and the audio go on after a timestamp discontinuity: from the later of their two ends, each
-    at its place relative to the other by its new timestamps.
+    """Where the video and the audio go on after a timestamp discontinuity, so that they go on together.
 
     A sender restarted on the same UDP port (or MPEG-TS segments joined) starts its timestamps over in mid-stream,
     and the stream cut off before it seldom ends its two streams together: killed, ``ffmpeg`` loses the second of
     audio its muxer held. Each going on from its own end, every later voice was heard that second before its face.
-    The first stream to find the jump sets where the new timestamps start (silence or the last frame held over
-    the shorter one's part of the gap); the other, finding its own jump at a nearby timestamp, goes on from there.
-    A jump in one stream alone (a corrupt timestamp) also waits for the other's end: when the other was decoded
-    ahead (MPEG-TS carries audio up to 0.7 s before its picture), that stream is delayed by as much.
+    So the first stream to jump goes on from its own end, and the other, finding its own jump at a nearby
+    timestamp, is placed relative to it by their new timestamps; where that is before its own end (the first had
+    ended short), it goes on from its end and the first is delayed by the difference from where it has got to
+    (silence or the last frame held: the first moments after the restart are that much early, the rest together).
+    A jump in one stream alone (a corrupt timestamp, or an edit) goes on from its own end, as it did before:
+    the other stream, demuxed up to ~10 s ahead of it by the muxer's interleaving, is no guide to where it ends.
+    Except when the other restarted on its own before (a sender restarted without its camera, then with it): the
+    stream that sat out that restart goes on from the later of the two ends, where the other has got to.
     """
 
     def __init__(self) -> None:
         self._anchor: tuple[str, float, float] | None = None  # (stream, new timestamp, its place on the timeline)
 
-    def place(self, stream: str, raw: float, end: float) -> float:
-        """The timeline's seconds for ``stream``'s first frame after its jump, stamped ``raw``; ``end``: the later
-        of the two streams' ends on the timeline."""
+    def place(self, stream: str, raw: float, end: float, other_end: float) -> tuple[float, float]:
+        """``(where stream's first frame after its jump goes, how far to delay the other stream from where it has
+        got to)``; ``raw``: that frame's timestamp; ``end``, ``other_end``: where the two streams end on the
+        timeline."""
         anchor = self._anchor
         if anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN:
             placed = anchor[2] + raw - anchor[1]
             # One restart's two jumps come near each other on the timeline too. A jump far behind is an older one
-            # that the other stream had no part in (a sender restarted without its camera, then with it; senders
-            # start their timestamps at the same value each time): paired with it, this one went back there.
-            if placed >= end - _RESTART_SPAN:
+            # that the other stream had no part in (senders start their timestamps at the same value each time):
+            # paired with it, this one went back there.
+            if placed >= max(end, other_end) - _RESTART_SPAN:
                 self._anchor = None
-                return placed
-        self._anchor = (stream, raw, end)
-        return end
+                return (placed, 0.0) if placed >= end else (end, end - placed)
+        sat_out = anchor is not None and anchor[0] != stream  # the other restarted on its own since this one's last
+        resume = max(end, other_end) if sat_out else end
+        self._anchor = (stream, raw, resume)
+        return resume, 0.0
 
 
 class AudioTimeline:
@@ -262,16 +268,20 @@ class AudioTimeline:
                 return []
             drained = self._drain()
             end = (self.placed + self._pending(drained)) / self.sample_rate
-            lead = self.resume(t, end) - end
-            if lead > 0:
-                return [*drained, np.zeros(int(round(lead * self.sample_rate)), np.float32)]
-            self._skip += int(round(-lead * self.sample_rate))  # the video's restart is placed before the audio's
-            return drained
+            lead = max(self.resume(t, end) - end, 0.0)  # never before its own end (see Restart)
+            return [*drained, np.zeros(int(round(lead * self.sample_rate)), np.float32)]
         if not self._warned_gap:
             logger.warning("%s: audio timestamps skip %.3f s at %.3f s of audio (lost packets); filled with silence",
                            self.path, gap, self._fed)
             self._warned_gap = True
         return [*self._drain(), np.zeros(int(round(gap * self.sample_rate)), np.float32)]
+
+    def delay(self, seconds: float) -> list[np.ndarray]:
+        """Silence of ``seconds`` from where the audio has got to: the video's restart came after the audio's (see
+        :class:`Restart`)."""
+        if self._held is not None or seconds <= 0:
+            return []
+        return self._release([*self._drain(), np.zeros(int(round(seconds * self.sample_rate)), np.float32)])
 
     def _pending(self, chunks: list[np.ndarray]) -> int:
         """Samples of ``chunks`` that :meth:`_release` will hand out (less those still to skip)."""
