@@ -93,8 +93,9 @@ class WindowSet:
 
 
 #: Bump when what a cached window holds changes. 6: media as played (display rotation, square pixels, no cover
-#: art; audio placed by its timestamps, default track, stereo that cancels in mono turned).
-CACHE_FORMAT = 6
+#: art; audio placed by its timestamps, default track, stereo that cancels in mono turned). 7: after a timestamp
+#: restart in both streams (joined segments) voice and face go on together.
+CACHE_FORMAT = 7
 #: A modality whose generator evidence is weaker than this has no per-modality target of its own.
 MIN_MODALITY_STRENGTH = 0.3
 
