@@ -694,7 +694,8 @@ class CameraParam(click.ParamType):
               help="Camera index N (/dev/videoN, v4l2) or device path, e.g. a stable /dev/v4l/by-id/... name "
                    "(`migr-rt devices` lists them).")
 @click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
-              "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own audio track).")
+              "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own "
+              "audio track).")
 @click.option("--source", default=None, help="FILE, URL, lavfi:GRAPH, demo (the bundled clip), - (media piped to "
               "stdin, e.g. from rpicam-vid) or a camera device path.")
 @click.option("--loop", is_flag=True, help="Replay a file or the demo forever.")

@@ -37,6 +37,7 @@ from migr_rt.runtime.devices import capture_problem, describe_cameras
 DEMO = "demo"
 #: The source spec of media piped to stdin.
 STDIN = "-"
+_SOURCES = "sources are a file, a URL, lavfi:GRAPH, demo, - for stdin or --camera N"
 
 
 #: Seconds an open, and then each read, may wait for data before it fails (PyAV's ``timeout``).
@@ -307,12 +308,12 @@ def parse_source(
         description, live = source, True
     else:
         if not source.strip():
-            raise SourceError("the source is empty (sources are a file, a URL, lavfi:GRAPH, demo, - for stdin or --camera N)")
+            raise SourceError(f"the source is empty ({_SOURCES})")
         path = Path(source)
         if path.is_dir():
             raise SourceError(f"{path}: is a folder; a file source is one media file")
         if not path.is_file():
-            raise SourceError(f"{path}: no such file (sources are a file, a URL, lavfi:GRAPH, demo, - for stdin or --camera N)")
+            raise SourceError(f"{path}: no such file ({_SOURCES})")
         if path.stat().st_size == 0:
             raise SourceError(f"{path}: file is empty (0 bytes)")
         inputs.append(InputSpec(str(path), str(path)))
