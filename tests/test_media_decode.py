@@ -248,6 +248,10 @@ def test_a_restart_pairs_only_with_a_jump_near_it_on_the_timeline() -> None:
     assert restart.place("video", 1.42, 8.0, 16.02) == (16.02, 0.0)
     assert restart.place("audio", 1.4, 16.3, 16.2) == pytest.approx((16.3, 0.3))  # pairs; the video waits 0.3 s
     assert restart.place("video", 50.0, 20.0, 26.0) == (20.0, 0.0)  # a jump in the video alone: from its own end
+    restart = Restart()
+    assert restart.place("audio", 130.0, 5.0, 5.2) == (5.0, 0.0)  # a corrupt audio timestamp...
+    assert restart.place("audio", 5.02, 5.02, 5.3) == (5.02, 0.0)  # ...and the jump back
+    assert restart.place("video", 90.0, 60.0, 68.0) == (60.0, 0.0)  # much later, a lone video jump: its own end
 
 class _FailingResampler:
     """Stands in for av.AudioResampler when ffmpeg rejects a conversion (PyAV raises a plain ValueError)."""

@@ -67,8 +67,9 @@ class Restart:
     (silence or the last frame held: the first moments after the restart are that much early, the rest together).
     A jump in one stream alone (a corrupt timestamp, or an edit) goes on from its own end, as it did before:
     the other stream, demuxed up to ~10 s ahead of it by the muxer's interleaving, is no guide to where it ends.
-    Except when the other restarted on its own before (a sender restarted without its camera, then with it): the
-    stream that sat out that restart goes on from the later of the two ends, where the other has got to.
+    Except when the other restarted on its own before, its timestamps starting where this one's now do (a sender
+    restarted without its camera, then with it): the stream that sat out that restart goes on from the later of
+    the two ends, where the other has got to.
     """
 
     def __init__(self) -> None:
@@ -87,7 +88,10 @@ class Restart:
             if placed >= max(end, other_end) - _RESTART_SPAN:
                 self._anchor = None
                 return (placed, 0.0) if placed >= end else (end, end - placed)
-        sat_out = anchor is not None and anchor[0] != stream  # the other restarted on its own since this one's last
+        # The other restarted on its own since this one's last jump, its timestamps starting where this one's now
+        # do (senders start them at the same value each time): this one sat that restart out. A jump of the other
+        # elsewhere (a corrupt timestamp and the jump back) says nothing of this one.
+        sat_out = anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN
         resume = max(end, other_end) if sat_out else end
         self._anchor = (stream, raw, resume)
         return resume, 0.0
