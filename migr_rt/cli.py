@@ -646,7 +646,8 @@ def devices(as_json: bool) -> None:
             alsa_note = str(exc)
     stable = stable_names()
     cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus,
-             "stable_name": str(stable.get(n.path.resolve(), ""))} for n in nodes if n.is_camera]
+             "stable_name": str(stable.get(n.path.resolve(), "")), "media_controller": n.media_controller}
+            for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
     others += [{"device": str(path), "name": "", "why": why} for path, why in silent]
     if as_json:
@@ -658,6 +659,9 @@ def devices(as_json: bool) -> None:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
         if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
             click.echo(f"  --camera {cam['stable_name']}")
+        if cam["media_controller"]:
+            click.echo("      (a stage of a media-controller pipeline that libcamera sets up: a camera module reads "
+                       "through `rpicam-vid -t 0 --inline -o - | migr-rt run --source -`)")
     if not cams:
         click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
     for other in others:  # why a /dev/videoN is not offered: a metadata node, a codec, not readable by this user

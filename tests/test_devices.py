@@ -48,6 +48,11 @@ def test_a_uvc_cameras_picture_node_is_a_camera_and_its_metadata_node_is_not():
     assert "metadata node of 'Integrated Camera: Integrated C'" in devices.why_not_a_camera(metadata)
 
 
+def picture_node():
+    return decode_capability(querycap("Integrated Camera", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING), 0,
+                             Path("/dev/video0"))
+
+
 def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_judged_by_the_device():
     codec = decode_capability(querycap("bcm2835-codec-decode", CAP_VIDEO_M2M_MPLANE | CAP_STREAMING | CAP_DEVICE_CAPS,
                                        CAP_VIDEO_M2M_MPLANE | CAP_STREAMING, "bcm2835-codec"), 10, Path("/dev/video10"))
@@ -57,6 +62,11 @@ def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_jud
     touch = decode_capability(querycap("sur40", CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_TOUCH, 0, "sur40"), 1,
                               Path("/dev/video1"))  # a touch sensor streams its pressure map as "video"
     assert not touch.is_camera and devices.why_not_a_camera(touch) == "is a touch sensor of 'sur40', not a camera"
+    receiver = decode_capability(querycap("rp1-cfe", CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_IO_MC
+                                          | CAP_DEVICE_CAPS, CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_IO_MC,
+                                          "rp1-cfe"), 0, Path("/dev/video0"))  # a Pi 5's camera-module receiver
+    assert receiver.is_camera and receiver.media_controller  # offered, with the note that libcamera sets it up
+    assert not picture_node().media_controller
     no_streaming = decode_capability(querycap("read-only cam", CAP_VIDEO_CAPTURE, 0), 0, Path("/dev/video0"))
     assert not no_streaming.is_camera and "streaming I/O" in devices.why_not_a_camera(no_streaming)
 

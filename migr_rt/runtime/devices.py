@@ -36,6 +36,7 @@ CAP_VIDEO_M2M = 0x00008000
 CAP_META_CAPTURE = 0x00800000
 CAP_STREAMING = 0x04000000
 CAP_TOUCH = 0x10000000
+CAP_IO_MC = 0x20000000
 #: The character-device major of every V4L2 node (include/uapi/linux/major.h).
 VIDEO_MAJOR = 81
 CAP_DEVICE_CAPS = 0x80000000
@@ -51,6 +52,13 @@ class VideoNode:
     driver: str  #: e.g. "uvcvideo"
     bus: str  #: where it is plugged, e.g. "usb-0000:00:14.0-8"
     caps: int  #: this node's capabilities (the device's when the driver does not report the node's own)
+
+    @property
+    def media_controller(self) -> bool:
+        """Whether the node is one stage of a media-controller pipeline (a Raspberry Pi's camera-module receiver or
+        its ISP, a Rockchip ISP): it gives pictures only once that pipeline is set up (libcamera does it), which
+        FFmpeg's v4l2 input does not do; ``rpicam-vid ... -o - | migr-rt run --source -`` reads such a camera."""
+        return self.caps & CAP_IO_MC != 0
 
     @property
     def is_camera(self) -> bool:
