@@ -256,3 +256,17 @@ def test_a_device_another_program_holds_is_said_to_be_busy(input_format, nodes):
     plain, retryable = _ffmpeg_problem(busy.value, [], input_format, 5.0, True)
     assert plain.startswith(f"the device is busy: another program is using it (`fuser -v {nodes}` names it)")
     assert retryable  # the other program may let go within --reconnect-timeout
+
+
+def test_data_that_is_not_media_is_retried_only_from_a_live_server():
+    # An HLS sender killed mid-write leaves an empty playlist, served until it restarts: a live URL is retried; a
+    # local file or device whose data is not media stays so (the run ends at once).
+    import av
+
+    from migr_rt.runtime.sources import _ffmpeg_problem
+
+    with pytest.raises(av.error.InvalidDataError) as garbled:
+        av.error.err_check(-1094995529, "http://cam.local/live.m3u8")
+    assert _ffmpeg_problem(garbled.value, [], None, 5.0, live=True, remote=True)[1]
+    assert not _ffmpeg_problem(garbled.value, [], None, 5.0, live=True, remote=False)[1]
+    assert not _ffmpeg_problem(garbled.value, [], None, 5.0, live=False, remote=True)[1]  # a remote file

@@ -57,7 +57,7 @@ class SourceError(RuntimeError):
 
 
 def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_format: str | None,
-                    timeout: float, live: bool) -> tuple[str, bool]:
+                    timeout: float, live: bool, remote: bool = False) -> tuple[str, bool]:
     """What went wrong opening an input, in plain words with FFmpeg's own words after them, and whether a retry
     could help. PyAV's exceptions carry FFmpeg's errno text ("[Errno 1279870712] Filter not found"); the cause
     ("No such filter: 'nonsense'", "Failed to resolve hostname ...") is only in FFmpeg's log, captured in ``said``."""
@@ -89,7 +89,9 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
     elif isinstance(exc, FileNotFoundError):
         plain, retryable = "no such file or device", live  # a device may be plugged in again
     elif isinstance(exc, errors.InvalidDataError):
-        plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", False
+        # A local file or device that is not media stays so; a live stream's server restarting (an HLS sender killed
+        # mid-write leaves an empty playlist) may serve media again within the reconnect timeout.
+        plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", live and remote
     elif input_format in ("alsa", "v4l2") and getattr(exc, "errno", None) == errno.EBUSY:
         nodes = "/dev/video*" if input_format == "v4l2" else "/dev/snd/*"
         plain, retryable = f"the device is busy: another program is using it (`fuser -v {nodes}` names it)", True
@@ -135,7 +137,7 @@ class InputSpec:
                 return av.open(self.target, mode="r", format=self.format, options=dict(self.options),
                                timeout=timeout)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live)
+            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live, "://" in self.target)
             raise SourceError(f"{self.name}: cannot be opened: {problem}{self.hint}", retryable=retryable) from exc
         finally:
             if quiet:
