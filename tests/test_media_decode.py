@@ -168,6 +168,19 @@ def test_after_a_timestamp_jump_voice_and_face_go_on_together(tmp_path: Path) ->
     assert beep == pytest.approx(flash, abs=0.05)
 
 
+def test_a_restart_cut_by_max_seconds_matches_the_full_decode(tmp_path: Path) -> None:
+    """The video's jump at a restart delays the audio, which jumped first and ended short, from where it has got
+    to. Cut before the video's jump, the video was no longer decoded, so the jump never came: the audio after its
+    own jump was the new segment's at once, not the full decode's silence (cut at 2.7 s: from 2.6 s on)."""
+    path = concatenated_ts(tmp_path, "restart", _flash_and_beep(3.0, 2.0, False),
+                           _flash_and_beep(2.0, 2.0, True, at=0.5))
+    full = decode_media(path)
+    for seconds in (2.3, 2.7, 3.2):
+        cut = decode_media(path, max_seconds=seconds)
+        assert np.array_equal(cut.frames, full.frames[: int(np.ceil(seconds * 25 - 1e-6))]), seconds
+        assert np.array_equal(cut.audio, full.audio[: int(round(seconds * 16000))]), seconds
+
+
 @pytest.mark.parametrize("stream", ["video", "audio"])
 def test_a_timestamp_jump_in_one_stream_alone_keeps_voice_and_face_together(tmp_path: Path, stream: str) -> None:
     """A corrupt or edited timestamp in one stream: the other stream, demuxed up to ~10 s ahead of it by the

@@ -225,14 +225,13 @@ def iter_decoded(
     warned_resize = warned_jump = False
     # With max_seconds, demuxing stops once every requested stream is past it. Audio past it is still decoded
     # (not handed out) while the video runs: whether a later video leap is a pause depends on it (heard_through).
+    # Video past it is still decoded and timed (not handed out) while the audio runs: a video restart there
+    # places the audio before the cut (Restart: silence inserted, or where it goes on), as in the full decode.
     video_done = vstream is None
     audio_done = astream is None
     audio_stop = None if max_seconds is None else max_seconds + _AUDIO_MARGIN
 
     for packet in container.demux(streams):
-        is_video = vstream is not None and packet.stream.index == vstream.index
-        if is_video and video_done and max_seconds is not None:
-            continue  # the video is already past max_seconds: skip the decoding work
         for frame in packet.decode():
             if isinstance(frame, av.VideoFrame):
                 t = clock() if clock is not None else frame.time if frame.time is not None else next_k / fps
@@ -263,7 +262,9 @@ def iter_decoded(
                     t = resume
                 if max_seconds is not None and t >= max_seconds:
                     video_done = True  # frames leave the decoder in presentation order: none earlier follows
-                    break
+                if video_done:
+                    last_time = t  # timed for the audio's sake (video_end, the next jump), not shown
+                    continue
                 # Emit every output instant that this frame's arrival closes.
                 while last_frame is not None and next_k / fps < t - 1e-6:
                     yield "video", last_frame
