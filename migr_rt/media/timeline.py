@@ -80,7 +80,10 @@ class Restart:
         got to)``; ``raw``: that frame's timestamp; ``end``, ``other_end``: where the two streams end on the
         timeline."""
         anchor = self._anchor
-        if anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN:
+        # The other stream's last jump, to timestamps near this one's: the two started over together, or (below)
+        # the other restarted on its own before and this one sat that restart out.
+        near = anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN
+        if near:
             placed = anchor[2] + raw - anchor[1]
             # One restart's two jumps come near each other on the timeline too. A jump far behind is an older one
             # that the other stream had no part in (senders start their timestamps at the same value each time):
@@ -88,11 +91,10 @@ class Restart:
             if placed >= max(end, other_end) - _RESTART_SPAN:
                 self._anchor = None
                 return (placed, 0.0) if placed >= end else (end, end - placed)
-        # The other restarted on its own since this one's last jump, its timestamps starting where this one's now
-        # do (senders start them at the same value each time): this one sat that restart out. A jump of the other
-        # elsewhere (a corrupt timestamp and the jump back) says nothing of this one.
-        sat_out = anchor is not None and anchor[0] != stream and abs(raw - anchor[1]) <= _RESTART_SPAN
-        resume = max(end, other_end) if sat_out else end
+        # Near but far behind on the timeline: the other restarted on its own since this one's last jump (senders
+        # start their timestamps at the same value each time), and this one goes on where the other has got to. A
+        # jump of the other elsewhere (a corrupt timestamp and the jump back) says nothing of this one.
+        resume = max(end, other_end) if near else end
         self._anchor = (stream, raw, resume)
         return resume, 0.0
 
