@@ -82,10 +82,8 @@ def _sound_hint(spec: SourceSpec) -> str | None:
     cameras = [i for i in spec.inputs if i.format == "v4l2"]
     if len(cameras) != 1 or any(not i.video for i in spec.inputs):  # no camera, or a microphone is read with it
         return None
-    path = Path(cameras[0].target)
-    number = path.resolve().name.removeprefix("video")  # a stable /dev/v4l/by-id/... name links to /dev/videoN
     try:
-        node = query_node(path, int(number) if number.isdigit() else -1)
+        node = query_node(Path(cameras[0].target))
     except OSError:
         return None
     suggestion = mic_suggestion(node, microphones())

@@ -117,7 +117,11 @@ def test_asking_for_a_metadata_node_names_it_and_the_camera_to_ask_for(tmp_path,
     for index in answers:
         (tmp_path / f"video{index}").touch()
     (tmp_path / "video-not-a-node").touch()
-    monkeypatch.setattr(devices, "query_node", lambda path, index: decode_capability(answers[index], index, path))
+    def answer(path: Path) -> devices.VideoNode:
+        index = devices.node_index(path)
+        return decode_capability(answers[index], index, path)
+
+    monkeypatch.setattr(devices, "query_node", answer)
     assert [node.index for node in devices.cameras(tmp_path)] == [0, 2]
     with pytest.raises(SourceError) as caught:
         camera_input(1, dev=tmp_path)
@@ -193,7 +197,7 @@ def test_run_names_the_microphone_to_add_when_a_webcam_is_read_without_one(tmp_p
     (tmp_path / "pcm").write_text(ASOUND_PCM)
     webcam = querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING).replace(
         b"usb-0000:00:14.0-8", b"usb-0000:00:14.0-2")
-    monkeypatch.setattr(devices, "query_node", lambda path, index: decode_capability(webcam, index, path))
+    monkeypatch.setattr(devices, "query_node", lambda path: decode_capability(webcam, devices.node_index(path), path))
     monkeypatch.setattr(devices, "microphones", lambda asound=tmp_path: microphones(tmp_path))
     camera = InputSpec("camera 2 (/dev/video2)", "/dev/video2", "v4l2", live=True, audio=False)
     assert _sound_hint(SourceSpec("camera:2", (camera,))) == (

@@ -84,7 +84,13 @@ def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
     return VideoNode(index, path, text(card), text(driver), text(bus), caps)
 
 
-def query_node(path: Path, index: int) -> VideoNode:
+def node_index(path: Path) -> int:
+    """N of the ``/dev/videoN`` that ``path`` is or links to (a stable ``/dev/v4l/by-id/...`` name), else -1."""
+    number = path.resolve().name.removeprefix("video")
+    return int(number) if number.isdigit() else -1
+
+
+def query_node(path: Path) -> VideoNode:
     """Ask the node what it is; raises :class:`OSError` (``ENOTTY``: not a V4L2 device at all).
 
     Only a V4L2 node (a character device of major 81) is opened: opening another device read-write can act on
@@ -99,7 +105,7 @@ def query_node(path: Path, index: int) -> VideoNode:
         fcntl.ioctl(fd, VIDIOC_QUERYCAP, raw)
     finally:
         os.close(fd)
-    return decode_capability(bytes(raw), index, path)
+    return decode_capability(bytes(raw), node_index(path), path)
 
 
 def why_not_a_camera(node: VideoNode) -> str:
@@ -134,28 +140,27 @@ def _open_problem(exc: OSError) -> str:
     return f"cannot be opened ({exc.strerror or exc})"
 
 
-def capture_problem(path: Path, index: int) -> str | None:
+def capture_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a camera, as words that follow its name, or None if it can."""
     try:
-        node = query_node(path, index)
+        node = query_node(path)
     except OSError as exc:
         return _open_problem(exc)
     return None if node.is_camera else why_not_a_camera(node)
 
 
-def _node_paths(dev: Path) -> list[tuple[int, Path]]:
+def _node_paths(dev: Path) -> list[Path]:
     """``dev/videoN`` by N."""
-    found = [(int(path.name[5:]), path) for path in dev.glob("video*") if path.name[5:].isdigit()]
-    return sorted(found)
+    return sorted((path for path in dev.glob("video*") if path.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
 
 
 def scan(dev: Path = Path("/dev")) -> tuple[list[VideoNode], list[tuple[Path, str]]]:
     """Every ``videoN`` under ``dev``, by N: the nodes that answered, and the others with why they did not (not
     readable by this user, not V4L2, unplugged meanwhile)."""
     answered, silent = [], []
-    for index, path in _node_paths(dev):
+    for path in _node_paths(dev):
         try:
-            answered.append(query_node(path, index))
+            answered.append(query_node(path))
         except OSError as exc:
             silent.append((path, _open_problem(exc)))
     return answered, silent

@@ -186,8 +186,7 @@ def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("
         )
     if not os.access(device, os.R_OK):
         raise SourceError(f"{who} is not readable by this user (add the user to the 'video' group)")
-    number = device.resolve().name.removeprefix("video")
-    problem = capture_problem(device, int(number) if number.isdigit() else -1)
+    problem = capture_problem(device)
     if problem is not None:
         raise SourceError(f"{who} {problem}; {describe_cameras(dev)} (`migr-rt devices` lists cameras and "
                           "microphones)", retryable=False)
