@@ -682,13 +682,13 @@ class CameraParam(click.ParamType):
     name = "N|PATH"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        from migr_rt.runtime.sources import camera_ref
+
         if isinstance(value, int) and value >= 0:
             return value
-        text = str(value).strip()
-        if text.isdigit():
-            return int(text)
-        if text.startswith("/"):
-            return text
+        camera = camera_ref(str(value).strip())
+        if camera is not None:
+            return camera
         self.fail(f"{value!r}: a camera is its index N (/dev/videoN) or its device path (/dev/v4l/by-id/...)",
                   param, ctx)
 

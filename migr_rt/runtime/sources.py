@@ -194,6 +194,14 @@ def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("
     return InputSpec(name, str(device), "v4l2", (("framerate", str(int(fps))),), live=True, audio=False)
 
 
+def camera_ref(text: str) -> int | str | None:
+    """A camera as ``--camera`` and ``camera:`` name it: an index N (``/dev/videoN``) or a device path; None if
+    ``text`` is neither."""
+    if text.isdigit():
+        return int(text)
+    return text if text.startswith("/") else None
+
+
 def stdin_input() -> InputSpec:
     """Media piped to this process: a Raspberry Pi camera module (``rpicam-vid -t 0 -o - | migr-rt run --source
     -``), a GStreamer pipeline (``fdsink``), an ``ffmpeg ... -f mpegts -`` producer.
@@ -280,11 +288,11 @@ def parse_source(
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index or a source (FILE, URL, lavfi:GRAPH or demo)")
     if source is not None and source.startswith("camera:"):
-        index = source.removeprefix("camera:")
-        if not index.isdigit() and not index.startswith("/"):
+        camera = camera_ref(source.removeprefix("camera:"))
+        if camera is None:
             raise SourceError(f"{source}: a camera source is camera:N, N the device index (camera:0 is /dev/video0), "
                               "or camera:PATH, PATH its device (/dev/v4l/by-id/...)")
-        source, camera = None, int(index) if index.isdigit() else index
+        source = None
     elif source is not None and _is_device(source):  # /dev/video0, /dev/v4l/by-id/usb-...-video-index0
         source, camera = None, source
     inputs: list[InputSpec] = []
