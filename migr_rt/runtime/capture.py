@@ -448,9 +448,9 @@ class Capture(threading.Thread):
                     self._sleep(delay)
                     delay = min(delay * 2, 4.0)
         except Exception as exc:  # a decoding failure of the input: report it, end the run cleanly
-            self.error = exc
-            logger.warning("%s: capture failed: %s", self.spec.name, read_problem(exc))
-            self.buffer.lose(f"{self.spec.name}: {read_problem(exc)}")
+            self.error, why = exc, read_problem(exc)
+            logger.warning("%s: capture failed: %s", self.spec.name, why)
+            self.buffer.lose(f"{self.spec.name}: {why}")
             return
         for kind in kinds:
             self.buffer.end(kind)

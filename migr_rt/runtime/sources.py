@@ -211,14 +211,16 @@ def stdin_input() -> InputSpec:
     """
     # File descriptor 0 itself, which FFmpeg's pipe:0 reads: sys.stdin may stand in for it (a notebook's, a test
     # runner's), whose fileno() raises, and is None when the process was started with it closed.
+    def refused(what: str) -> SourceError:
+        return SourceError(f"--source -: reads media piped to stdin, and stdin is {what} (e.g. rpicam-vid -t 0 -o - "
+                           "| migr-rt run --source -)")
+
     try:
         mode = os.fstat(0).st_mode
     except OSError:
-        raise SourceError("--source -: reads media piped to stdin, and stdin is closed (e.g. rpicam-vid -t 0 -o - | "
-                          "migr-rt run --source -)") from None
+        raise refused("closed") from None
     if os.isatty(0):
-        raise SourceError("--source -: reads media piped to stdin, and stdin is a terminal (e.g. rpicam-vid -t 0 "
-                          "-o - | migr-rt run --source -)")
+        raise refused("a terminal")
     if stat.S_ISREG(mode):  # `< clip.mp4`: a file, which can seek (an MP4 must)
         return InputSpec("stdin", "/proc/self/fd/0")
     return InputSpec("stdin", "pipe:0", live=True, reopen=False,
