@@ -632,22 +632,40 @@ def devices(as_json: bool) -> None:
     import av
 
     from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-    from migr_rt.runtime.devices import microphones, scan, stable_names, why_not_a_camera
+    from migr_rt.runtime.devices import (
+        held_by, holders, microphones, pcm_holders, process_names, scan, stable_names, streaming_elsewhere,
+        why_not_a_camera,
+    )
+
+    def in_use(busy: bool, found: list[tuple[int, str]]) -> dict:  # who holds a device another program records from
+        return {"busy": busy, "held_by": [{"pid": pid, "name": name} for pid, name in found]}
+
+    def camera_use(node) -> dict:
+        try:
+            busy = streaming_elsewhere(node)
+        except OSError:  # unplugged since the scan: its open will say
+            busy = False
+        return in_use(busy, holders(node.path) if busy else [])
+
+    def mic_use(spec: str) -> dict:
+        owners = pcm_holders(spec.removeprefix("alsa:"))
+        return in_use(owners is not None, process_names(owners or []))
 
     nodes, silent = scan()
-    mics = [{"mic": m.spec, "card": m.card, "name": m.name} for m in microphones()]
+    mics = [{"mic": m.spec, "card": m.card, "name": m.name, **mic_use(m.spec)} for m in microphones()]
     alsa_note = "" if "alsa" in av.formats_available else "this PyAV's FFmpeg has no ALSA input"
     if not alsa_note:
         try:
             configure_alsa()
             if pcm_problem("default") is None:
-                mics.append({"mic": "alsa:default", "card": "", "name": "ALSA's default capture device"})
+                mics.append({"mic": "alsa:default", "card": "", "name": "ALSA's default capture device",
+                             **in_use(False, [])})
         except AlsaConfigError as exc:
             alsa_note = str(exc)
     stable = stable_names()
     cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus,
-             "stable_name": str(stable.get(n.path.resolve(), "")), "media_controller": n.media_controller}
-            for n in nodes if n.is_camera]
+             "stable_name": str(stable.get(n.path.resolve(), "")), "media_controller": n.media_controller,
+             **camera_use(n)} for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
     others += [{"device": str(path), "name": "", "why": why} for path, why in silent]
     if as_json:
@@ -659,6 +677,9 @@ def devices(as_json: bool) -> None:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
         if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
             click.echo(f"  --camera {cam['stable_name']}")
+        if cam["busy"]:  # FFmpeg's open would fail with EBUSY (a video call holds it)
+            click.echo(f"      (busy: another program is streaming from it, "
+                       f"{held_by([(h['pid'], h['name']) for h in cam['held_by']], cam['device'])})")
         if cam["media_controller"]:
             click.echo("      (a stage of a media-controller pipeline that libcamera sets up: a camera module reads "
                        "through `rpicam-vid -t 0 --inline -o - | migr-rt run --source -`)")
@@ -669,6 +690,9 @@ def devices(as_json: bool) -> None:
     click.echo("microphones (run --mic SPEC):")
     for mic in mics:
         click.echo(f"  --mic {mic['mic']:<28} " + ": ".join(p for p in (mic["card"], mic["name"]) if p))
+        if mic["busy"]:
+            click.echo(f"      (busy: another program is recording from it, "
+                       f"{held_by([(h['pid'], h['name']) for h in mic['held_by']], '/dev/snd/*')})")
     if not mics:
         click.echo("  none found" + ("" if Path("/proc/asound/cards").exists() else " (no sound card: /proc/asound "
                                      "is missing)") + "; without --mic, files use their own audio track")

@@ -7,8 +7,10 @@ kernel's layout (linux/videodev2.h) with the capability bits a UVC webcam, its m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -274,3 +276,207 @@ def test_data_that_is_not_media_is_retried_only_from_a_live_server():
     assert _ffmpeg_problem(garbled.value, [], None, 5.0, live=True, remote=True)[1]
     assert not _ffmpeg_problem(garbled.value, [], None, 5.0, live=True, remote=False)[1]
     assert not _ffmpeg_problem(garbled.value, [], None, 5.0, live=False, remote=True)[1]  # a remote file
+
+
+@pytest.mark.skipif(not Path("/usr/include/linux/videodev2.h").exists() or shutil.which("cc") is None,
+                    reason="needs a C compiler and the kernel's linux/videodev2.h")
+def test_the_ioctl_numbers_and_layouts_are_the_kernel_headers(tmp_path):
+    program = tmp_path / "v4l2.c"
+    program.write_text("""
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <linux/videodev2.h>
+        int main(void) {
+            printf("%lu %lu %zu %zu %zu %zu %d %d %d\\n", (unsigned long)VIDIOC_QUERYCAP,
+                   (unsigned long)VIDIOC_REQBUFS, sizeof(struct v4l2_capability),
+                   sizeof(struct v4l2_requestbuffers), offsetof(struct v4l2_requestbuffers, type),
+                   offsetof(struct v4l2_requestbuffers, memory), V4L2_BUF_TYPE_VIDEO_CAPTURE,
+                   V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, V4L2_MEMORY_MMAP);
+            return 0;
+        }""")
+    subprocess.run(["cc", "-o", str(tmp_path / "v4l2"), str(program)], check=True, timeout=60)
+    said = subprocess.run([str(tmp_path / "v4l2")], capture_output=True, text=True, check=True).stdout.split()
+    assert [int(x) for x in said] == [devices.VIDIOC_QUERYCAP, devices.VIDIOC_REQBUFS, 104,
+                                      devices._REQUEST_BUFFERS.size, 4, 8, devices.BUF_TYPE_VIDEO_CAPTURE,
+                                      devices.BUF_TYPE_VIDEO_CAPTURE_MPLANE, devices.MEMORY_MMAP]
+
+
+@pytest.fixture
+def holder():
+    """Another process that holds a file open (as a video call holds a camera), once given its path."""
+    started = []
+
+    def hold(path: Path) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\n"
+                                    "print('holding', flush=True)\ntime.sleep(120)", str(path)],
+                                   stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout.readline().strip() == "holding"
+        return process
+
+    yield hold
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+class KernelQueue:
+    """The kernel's answers to VIDIOC_REQBUFS on a camera's capture queue: EBUSY while another file handle owns
+    it (vb2_ioctl_reqbufs), else the zero buffers asked for. Every request is kept, as the bytes passed in."""
+
+    def __init__(self, owned: bool) -> None:
+        self.owned, self.requests = owned, []
+        self.real = fcntl_ioctl
+
+    def __call__(self, fd, request, arg=0, mutate=True):
+        if request != devices.VIDIOC_REQBUFS:
+            return self.real(fd, request, arg, mutate)
+        self.requests.append(devices._REQUEST_BUFFERS.unpack(bytes(arg)))
+        if self.owned:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        return 0
+
+
+fcntl_ioctl = __import__("fcntl").ioctl
+
+
+def test_a_camera_another_program_streams_from_is_refused_naming_that_program(tmp_path, monkeypatch, holder):
+    # A video call holds the laptop's camera: FFmpeg's open fails with EBUSY only once the model has loaded, and
+    # then after --reconnect-timeout of retries. The node is asked first, and the program holding it is named.
+    node = tmp_path / "video0"
+    node.touch()
+    webcam = querycap("Integrated Camera", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING)
+    monkeypatch.setattr(devices, "query_node", lambda path: decode_capability(webcam, devices.node_index(path), path))
+    queue = KernelQueue(owned=True)
+    monkeypatch.setattr("fcntl.ioctl", queue)
+    call = holder(node)
+    name = Path(f"/proc/{call.pid}/comm").read_text().strip()
+    with open(node, "rb"):  # this process holding it too is not named: the check's own handle is no other program
+        with pytest.raises(SourceError) as caught:
+            camera_input(0, dev=tmp_path)
+    assert str(caught.value).startswith(f"camera 0: {node} is busy: another program is streaming from it (held by "
+                                        f"{name} (pid {call.pid}))")
+    assert not caught.value.retryable
+    # zero buffers of the node's own queue type, memory-mapped: a request that changes nothing on a free queue
+    assert queue.requests == [(0, devices.BUF_TYPE_VIDEO_CAPTURE, devices.MEMORY_MMAP, 0, 0)]
+    call.kill()
+    call.wait()
+    queue.owned = False  # the call ended: the camera is read
+    assert camera_input(0, dev=tmp_path).target == str(node)
+
+
+def test_a_busy_multi_planar_camera_is_asked_about_its_own_queue_and_an_unknown_holder_is_left_to_fuser(
+        tmp_path, monkeypatch):
+    node = tmp_path / "video0"
+    node.touch()
+    hdmi = querycap("rk_hdmirx", devices.CAP_VIDEO_CAPTURE_MPLANE | CAP_STREAMING | CAP_DEVICE_CAPS,
+                    devices.CAP_VIDEO_CAPTURE_MPLANE | CAP_STREAMING, "snps_hdmirx")
+    monkeypatch.setattr(devices, "query_node", lambda path: decode_capability(hdmi, 0, path))
+    queue = KernelQueue(owned=True)
+    monkeypatch.setattr("fcntl.ioctl", queue)
+    # another user's process holds it: its descriptors cannot be read, so fuser (as root) is named instead
+    assert devices.capture_problem(node) == f"is busy: another program is streaming from it (`fuser -v {node}` " \
+                                            "names it)"
+    assert queue.requests[0][1] == devices.BUF_TYPE_VIDEO_CAPTURE_MPLANE
+
+
+def test_the_kernels_own_answer_for_a_node_without_buffers_is_not_taken_for_busy():
+    # /dev/null answers VIDIOC_REQBUFS with ENOTTY, as a driver without streaming I/O would: not busy
+    null = decode_capability(querycap("null", CAP_VIDEO_CAPTURE | CAP_STREAMING, 0), -1, Path("/dev/null"))
+    assert devices.streaming_elsewhere(null) is False
+
+
+def asound_tree(root: Path, statuses: dict[str, str]) -> Path:
+    """/proc/asound as the kernel lays it out: cards, pcm, cardN/pcmDc/subS/status, and the card id's link."""
+    root.mkdir()
+    (root / "cards").write_text(ASOUND_CARDS)
+    (root / "pcm").write_text(ASOUND_PCM)
+    for sub, status in statuses.items():
+        folder = root / "card1" / "pcm0c" / sub
+        folder.mkdir(parents=True)
+        (folder / "status").write_text(status)
+    (root / "C920").symlink_to("card1")
+    return root
+
+
+def running(pid: int) -> str:
+    # the lines of snd_pcm_substream_proc_status_read for an open substream
+    return (f"state: RUNNING\nowner_pid   : {pid}\ntrigger_time: 1234.5\ntstamp      : 0.0\ndelay       : 256\n"
+            "avail       : 0\navail_max   : 512\n-----\nhw_ptr      : 96000\nappl_ptr    : 95744\n")
+
+
+def test_a_microphone_another_program_records_from_is_refused_naming_that_program(tmp_path, monkeypatch, holder):
+    # On a desktop, PipeWire holds a card's capture PCM while any application records from it; plughw then fails
+    # with EBUSY, once the model has loaded. /proc/asound says so beforehand, and who it is.
+    (tmp_path / "pcmC1D0c").touch()
+    call = holder(tmp_path / "pcmC1D0c")  # the program recording (its pid is what the kernel's status names)
+    name = Path(f"/proc/{call.pid}/comm").read_text().strip()
+    asound = asound_tree(tmp_path / "asound", {"sub0": running(call.pid)})
+    for spec in ("plughw:CARD=C920,DEV=0", "hw:1,0", "plughw:1", "hw:C920,0,0"):
+        assert devices.pcm_holders(spec, asound) == [call.pid], spec
+    assert devices.pcm_holders("hw:0,0", asound) is None  # another card: not found here, so not said to be busy
+    assert devices.pcm_holders("dsnoop:CARD=C920", asound) is None  # shared by design
+    if "alsa" not in __import__("av").formats_available:
+        return
+    from migr_rt.runtime import sources
+
+    monkeypatch.setattr(sources, "pcm_holders", lambda device: devices.pcm_holders(device, asound))
+    with pytest.raises(SourceError) as caught:
+        mic_input("alsa:plughw:CARD=C920,DEV=0")
+    assert str(caught.value).startswith(f"microphone alsa:plughw:CARD=C920,DEV=0: cannot be opened: the device is "
+                                        f"busy: another program is recording from it (held by {name} (pid "
+                                        f"{call.pid})); close it")
+
+
+def test_a_microphone_with_a_free_substream_or_a_closed_one_is_not_busy(tmp_path):
+    two = asound_tree(tmp_path / "two", {"sub0": running(4242), "sub1": "closed\n"})
+    assert devices.pcm_holders("plughw:C920", two) is None  # ALSA opens the free one
+    assert devices.pcm_holders("hw:C920,0,0", two) == [4242]  # unless that very substream is asked for
+    assert devices.pcm_holders("hw:C920,0,1", two) is None
+    closed = asound_tree(tmp_path / "closed", {"sub0": "closed\n"})
+    assert devices.pcm_holders("plughw:CARD=C920,DEV=0", closed) is None
+    assert devices.held_by(devices.process_names([4242], tmp_path), "/dev/snd/*") == "held by ? (pid 4242)"
+    assert devices.held_by([], "/dev/snd/*") == "`fuser -v /dev/snd/*` names it"
+
+
+def test_devices_command_says_which_camera_and_microphone_another_program_holds(tmp_path, monkeypatch, holder):
+    from functools import partial
+
+    from click.testing import CliRunner
+
+    from migr_rt.cli import main
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for index in (0, 2):
+        (dev / f"video{index}").touch()
+    answers = {0: querycap("Integrated Camera", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING),
+               2: querycap("HD Pro Webcam C920", UVC_DEVICE, CAP_VIDEO_CAPTURE | CAP_STREAMING)}
+    monkeypatch.setattr(devices, "query_node", lambda path: decode_capability(answers[devices.node_index(path)],
+                                                                              devices.node_index(path), path))
+    monkeypatch.setattr(devices, "scan", partial(devices.scan, dev))
+    monkeypatch.setattr(devices, "stable_names", partial(devices.stable_names, dev))
+    call = holder(dev / "video2")  # a video call streams from the webcam, and records from its microphone
+    asound = asound_tree(tmp_path / "asound", {"sub0": running(call.pid)})
+    monkeypatch.setattr(devices, "microphones", partial(devices.microphones, asound))
+    monkeypatch.setattr(devices, "pcm_holders", partial(devices.pcm_holders, asound=asound))
+    real = fcntl_ioctl
+
+    def queue(fd, request, arg=0, mutate=True):  # the webcam's queue is owned by the call, the laptop's is free
+        if request == devices.VIDIOC_REQBUFS and os.readlink(f"/proc/self/fd/{fd}") == str(dev / "video2"):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        return 0 if request == devices.VIDIOC_REQBUFS else real(fd, request, arg, mutate)
+
+    monkeypatch.setattr("fcntl.ioctl", queue)
+    name = Path(f"/proc/{call.pid}/comm").read_text().strip()
+    listed = json.loads(CliRunner().invoke(main, ["devices", "--json"]).output)
+    assert [(c["camera"], c["busy"], c["held_by"]) for c in listed["cameras"]] == [
+        (0, False, []), (2, True, [{"pid": call.pid, "name": name}])]
+    mics = {m["mic"]: (m["busy"], m["held_by"]) for m in listed["microphones"]}
+    assert mics["alsa:plughw:CARD=C920,DEV=0"] == (True, [{"pid": call.pid, "name": name}])
+    assert mics["alsa:plughw:CARD=PCH,DEV=0"] == (False, [])
+    table = CliRunner().invoke(main, ["devices"]).output
+    held = f"held by {name} (pid {call.pid})"
+    assert f"(busy: another program is streaming from it, {held})" in table
+    assert f"(busy: another program is recording from it, {held})" in table
+    assert table.count("busy:") == 2, table

@@ -40,6 +40,12 @@ CAP_IO_MC = 0x20000000
 #: The character-device major of every V4L2 node (include/uapi/linux/major.h).
 VIDEO_MAJOR = 81
 CAP_DEVICE_CAPS = 0x80000000
+#: ``_IOWR('V', 8, struct v4l2_requestbuffers)``: count, type, memory, capabilities, flags, 3 reserved (20 bytes).
+VIDIOC_REQBUFS = 0xC0145608
+_REQUEST_BUFFERS = struct.Struct("<IIIIB3x")
+BUF_TYPE_VIDEO_CAPTURE = 1
+BUF_TYPE_VIDEO_CAPTURE_MPLANE = 9
+MEMORY_MMAP = 1
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,64 @@ def query_node(path: Path) -> VideoNode:
     return decode_capability(bytes(raw), node_index(path), path)
 
 
+def streaming_elsewhere(node: VideoNode) -> bool:
+    """Whether another program holds the camera's capture queue (it streams from it, e.g. a video call), so that
+    FFmpeg's open would fail with EBUSY, which it does only after the model has loaded.
+
+    Asking for zero buffers is how a V4L2 program hands its buffers back. From a new file handle on a queue nobody
+    holds it changes nothing; on a queue another handle holds, the kernel answers EBUSY: vb2's queue owner
+    (``vb2_ioctl_reqbufs``), and uvcvideo's streaming privilege before it moved to vb2's helpers. A driver that
+    answers anything else (no such ioctl, no memory-mapped buffers) is taken as free: FFmpeg's open then says.
+    """
+    buffer_type = BUF_TYPE_VIDEO_CAPTURE if node.caps & CAP_VIDEO_CAPTURE else BUF_TYPE_VIDEO_CAPTURE_MPLANE
+    request = bytearray(_REQUEST_BUFFERS.pack(0, buffer_type, MEMORY_MMAP, 0, 0))
+    fd = os.open(node.path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, VIDIOC_REQBUFS, request)
+    except OSError as exc:
+        return exc.errno == errno.EBUSY
+    finally:
+        os.close(fd)
+    return False
+
+
+def holders(path: Path, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """The processes that hold ``path`` open, as (pid, name), by pid: what ``fuser`` finds, for the processes this
+    user may look into (all of them as root). This process is left out."""
+    target = os.path.realpath(path)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if not any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
+                continue
+            name = (entry / "comm").read_text().strip()
+        except OSError:  # another user's process, or one that ended meanwhile
+            continue
+        found.append((int(entry.name), name))
+    return sorted(found)
+
+
+def process_names(pids: list[int], proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, name) of each of ``pids`` ("?" for one that ended meanwhile)."""
+    named = []
+    for pid in pids:
+        try:
+            named.append((pid, (proc / str(pid) / "comm").read_text().strip()))
+        except OSError:
+            named.append((pid, "?"))
+    return named
+
+
+def held_by(found: list[tuple[int, str]], nodes: str) -> str:
+    """Who holds a device, as words for an error: the processes ``found``, else how to find them (``fuser`` sees
+    other users' processes as root)."""
+    if not found:
+        return f"`fuser -v {nodes}` names it"
+    return "held by " + ", ".join(f"{name} (pid {pid})" for pid, name in found)
+
+
 def why_not_a_camera(node: VideoNode) -> str:
     """Why ``node`` gives no pictures, as words that follow its name."""
     name = f" of {node.card!r}" if node.card else ""
@@ -144,9 +208,12 @@ def capture_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a camera, as words that follow its name, or None if it can."""
     try:
         node = query_node(path)
+        if not node.is_camera:
+            return why_not_a_camera(node)
+        busy = streaming_elsewhere(node)
     except OSError as exc:
         return _open_problem(exc)
-    return None if node.is_camera else why_not_a_camera(node)
+    return f"is busy: another program is streaming from it ({held_by(holders(path), str(path))})" if busy else None
 
 
 def _node_paths(dev: Path) -> list[Path]:
@@ -238,6 +305,61 @@ def microphones(asound: Path = Path("/proc/asound")) -> list[Microphone]:
         card_id, card_name, bus = cards.get(card, (str(card), f"card {card}", ""))  # CARD= takes a number as well
         found.append(Microphone(f"alsa:plughw:CARD={card_id},DEV={device}", card_name, match[3], bus))
     return found
+
+
+def hardware_pcm(device: str) -> tuple[str, int, int | None] | None:
+    """(card, device, subdevice or None) that an ALSA ``hw:``/``plughw:`` name opens, else None (``default``,
+    ``dsnoop``, a name from the configuration: shared or resolved elsewhere).
+
+    The forms are ALSA's: positional ``hw:1,0,0`` or named ``hw:CARD=C920,DEV=0``; the card is its number or
+    its id, the device defaults to 0.
+    """
+    kind, _, args = device.partition(":")
+    if kind not in ("hw", "plughw") or not args:
+        return None
+    card, pcm, sub = None, "0", None
+    for position, arg in enumerate(args.split(",")):
+        key, equals, value = arg.partition("=")
+        key, value = (key.strip().upper(), value) if equals else (("CARD", "DEV", "SUBDEV")[min(position, 2)], arg)
+        value = value.strip().strip("'\"")
+        if key == "CARD":
+            card = value
+        elif key == "DEV":
+            pcm = value
+        elif key == "SUBDEV":
+            sub = value
+    if not re.fullmatch(r"\w+", card or "") or not pcm.isdigit() or (sub is not None and not sub.lstrip("-").isdigit()):
+        return None
+    sub_number = int(sub) if sub is not None and int(sub) >= 0 else None  # -1: any free one
+    return card, int(pcm), sub_number
+
+
+def pcm_holders(device: str, asound: Path = Path("/proc/asound")) -> list[int] | None:
+    """The pids recording from the ALSA capture device ``device`` when every one of its substreams is taken (so that
+    opening it fails with EBUSY), else None: free, shared (``dsnoop``, ``default``), or not found here.
+
+    A ``hw``/``plughw`` PCM is one program's at a time. On a desktop a sound server (PipeWire, PulseAudio) holds a
+    card's PCM while any application records from it. ``/proc/asound/<card>/pcm<D>c/sub<S>/status`` reads
+    "closed" when a substream is free and names its ``owner_pid`` when not; reading it opens nothing.
+    """
+    address = hardware_pcm(device)
+    if address is None:
+        return None
+    card, pcm, sub = address
+    folder = asound / (f"card{card}" if card.isdigit() else card) / f"pcm{pcm}c"
+    subs = [folder / f"sub{sub}"] if sub is not None else sorted(folder.glob("sub*"))
+    pids = []
+    for substream in subs:
+        try:
+            status = (substream / "status").read_text()
+        except OSError:
+            return None
+        if status.startswith("closed"):
+            return None
+        owner = re.search(r"^owner_pid\s*:\s*(\d+)", status, re.MULTILINE)
+        if owner and int(owner[1]) not in pids:
+            pids.append(int(owner[1]))
+    return pids if subs else None
 
 
 def microphone_of(camera: VideoNode, found: list[Microphone]) -> Microphone | None:

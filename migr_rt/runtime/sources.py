@@ -32,7 +32,7 @@ import av
 import av.logging
 
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-from migr_rt.runtime.devices import capture_problem, describe_cameras
+from migr_rt.runtime.devices import capture_problem, describe_cameras, held_by, pcm_holders, process_names
 
 DEMO = "demo"
 #: The source spec of media piped to stdin.
@@ -257,6 +257,11 @@ def mic_input(spec: str) -> InputSpec | None:
             raise SourceError(f"microphone {spec}: cannot be opened: ALSA cannot resolve the device name {device!r} "
                               f"({problem}: a name it does not know, or one whose sound card is not there){hint}",
                               retryable=False)
+        owners = pcm_holders(device)  # a card's PCM records for one program at a time (see pcm_holders)
+        if owners is not None:
+            raise SourceError(f"microphone {spec}: cannot be opened: the device is busy: another program is recording "
+                              f"from it ({held_by(process_names(owners), '/dev/snd/*')}); close it, or record from "
+                              "a device that is free (`migr-rt devices` lists them)", retryable=False)
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
