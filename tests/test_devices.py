@@ -264,6 +264,25 @@ def test_a_device_another_program_holds_is_said_to_be_busy(input_format, nodes):
     assert retryable  # the other program may let go within --reconnect-timeout
 
 
+def test_a_camera_taken_by_another_program_while_the_run_reconnects_names_that_program(tmp_path, holder):
+    # The camera was unplugged and a video call took it before the run reopened it: FFmpeg's EBUSY, with the holder
+    import errno
+
+    import av
+
+    from migr_rt.runtime.sources import _ffmpeg_problem
+
+    node = tmp_path / "video0"
+    node.touch()
+    call = holder(node)
+    name = Path(f"/proc/{call.pid}/comm").read_text().strip()
+    with pytest.raises(av.error.FFmpegError) as busy:
+        av.error.err_check(-errno.EBUSY, str(node))
+    plain, retryable = _ffmpeg_problem(busy.value, [], "v4l2", 5.0, True, target=str(node))
+    assert plain.startswith(f"the device is busy: another program is using it (held by {name} (pid {call.pid}))")
+    assert retryable
+
+
 def test_data_that_is_not_media_is_retried_only_from_a_live_server():
     # An HLS sender killed mid-write leaves an empty playlist, served until it restarts: a live URL is retried; a
     # local file or device whose data is not media stays so (the run ends at once).

@@ -32,7 +32,7 @@ import av
 import av.logging
 
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-from migr_rt.runtime.devices import capture_problem, describe_cameras, held_by, pcm_holders, process_names
+from migr_rt.runtime.devices import capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names
 
 DEMO = "demo"
 #: The source spec of media piped to stdin.
@@ -57,7 +57,7 @@ class SourceError(RuntimeError):
 
 
 def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_format: str | None,
-                    timeout: float, live: bool, remote: bool = False) -> tuple[str, bool]:
+                    timeout: float, live: bool, remote: bool = False, target: str = "") -> tuple[str, bool]:
     """What went wrong opening an input, in plain words with FFmpeg's own words after them, and whether a retry
     could help. PyAV's exceptions carry FFmpeg's errno text ("[Errno 1279870712] Filter not found"); the cause
     ("No such filter: 'nonsense'", "Failed to resolve hostname ...") is only in FFmpeg's log, captured in ``said``."""
@@ -93,8 +93,11 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         # mid-write leaves an empty playlist) may serve media again within the reconnect timeout.
         plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", live and remote
     elif input_format in ("alsa", "v4l2") and getattr(exc, "errno", None) == errno.EBUSY:
-        nodes = "/dev/video*" if input_format == "v4l2" else "/dev/snd/*"
-        plain, retryable = f"the device is busy: another program is using it (`fuser -v {nodes}` names it)", True
+        if input_format == "v4l2":
+            who = held_by(holders(Path(target)) if target else [], target or "/dev/video*")
+        else:
+            who = held_by(process_names(pcm_holders(target) or []), "/dev/snd/*")
+        plain, retryable = f"the device is busy: another program is using it ({who})", True
     elif input_format in ("alsa", "v4l2"):
         plain, retryable = "the device cannot be opened (busy, unplugged or not a capture device)", True
     else:
@@ -137,7 +140,8 @@ class InputSpec:
                 return av.open(self.target, mode="r", format=self.format, options=dict(self.options),
                                timeout=timeout)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live, "://" in self.target)
+            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live, "://" in self.target,
+                                                 self.target)
             raise SourceError(f"{self.name}: cannot be opened: {problem}{self.hint}", retryable=retryable) from exc
         finally:
             if quiet:
