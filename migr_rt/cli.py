@@ -640,6 +640,12 @@ def devices(as_json: bool) -> None:
     def in_use(busy: bool, found: list[tuple[int, str]]) -> dict:  # who holds a device another program records from
         return {"busy": busy, "held_by": [{"pid": pid, "name": name} for pid, name in found]}
 
+    def camera_mode(node) -> dict:  # the mode `run --camera` asks for at the default --fps
+        from migr_rt.runtime.sources import camera_mode
+
+        mode = camera_mode(node.path, 25.0)
+        return {"mode": str(mode) if mode is not None else None}
+
     def camera_use(node) -> dict:
         try:
             busy = streaming_elsewhere(node)
@@ -664,8 +670,8 @@ def devices(as_json: bool) -> None:
             alsa_note = str(exc)
     stable = stable_names()
     cams = [{"camera": n.index, "device": str(n.path), "name": n.card, "driver": n.driver, "bus": n.bus,
-             "stable_name": str(stable.get(n.path.resolve(), "")), "media_controller": n.media_controller,
-             **camera_use(n)} for n in nodes if n.is_camera]
+             "stable_name": str(stable.get(n.path.resolve(), "")), **camera_mode(n), **camera_use(n)}
+            for n in nodes if n.is_camera]
     others = [{"device": str(n.path), "name": n.card, "why": why_not_a_camera(n)} for n in nodes if not n.is_camera]
     others += [{"device": str(path), "name": "", "why": why} for path, why in silent]
     if as_json:
@@ -675,14 +681,13 @@ def devices(as_json: bool) -> None:
     click.echo("cameras (run --camera N):")
     for cam in cams:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
+        if cam["mode"]:
+            click.echo(f"      read as {cam['mode']} (the smallest picture at least 640 wide that keeps up)")
         if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
             click.echo(f"  --camera {cam['stable_name']}")
         if cam["busy"]:  # FFmpeg's open would fail with EBUSY (a video call holds it)
             click.echo(f"      (busy: another program is streaming from it, "
                        f"{held_by([(h['pid'], h['name']) for h in cam['held_by']], cam['device'])})")
-        if cam["media_controller"]:
-            click.echo("      (a stage of a media-controller pipeline that libcamera sets up: a camera module reads "
-                       "through `rpicam-vid -t 0 --inline -o - | migr-rt run --source -`)")
     if not cams:
         click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
     for other in others:  # why a /dev/videoN is not offered: a metadata node, a codec, not readable by this user
@@ -698,6 +703,20 @@ def devices(as_json: bool) -> None:
                                      "is missing)") + "; without --mic, files use their own audio track")
     if alsa_note:
         click.echo(f"  ({alsa_note})")
+
+
+class SizeParam(click.ParamType):
+    """``--camera-size``: WIDTHxHEIGHT."""
+
+    name = "WxH"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        width, _, height = str(value).strip().lower().partition("x")
+        if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
+            return int(width), int(height)
+        self.fail(f"{value!r}: a picture size is WIDTHxHEIGHT, e.g. 1280x720", param, ctx)
 
 
 class CameraParam(click.ParamType):
@@ -721,6 +740,9 @@ class CameraParam(click.ParamType):
 @click.option("--camera", type=CameraParam(), default=None,
               help="Camera index N (/dev/videoN, v4l2) or device path, e.g. a stable /dev/v4l/by-id/... name "
                    "(`migr-rt devices` lists them).")
+@click.option("--camera-size", type=SizeParam(), default=None,
+              help="Picture size to ask the camera for, e.g. 1280x720 for faces far away (default: the smallest it "
+                   "gives at least 640 wide that keeps up with --fps; `migr-rt devices` shows it).")
 @click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
               "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own "
               "audio track).")
@@ -758,7 +780,8 @@ class CameraParam(click.ParamType):
 @click.option("--face-tracking/--no-face-tracking", default=True, show_default=True,
               help="Follow the face between sampled frames (a full detector scan every 8 sampled frames or when "
                    "the face is lost) or scan every sampled frame in full.")
-def run(camera: int | str | None, mic: str | None, source: str | None, loop: bool, realtime: bool | None,
+def run(camera: int | str | None, camera_size: tuple[int, int] | None, mic: str | None, source: str | None,
+        loop: bool, realtime: bool | None,
         checkpoint: Path | None, backend: str, window: float | None, hop: float, fps: float, rationale: bool,
         max_rationale_tokens: int, rationale_answer: str, as_json: bool, save: Path | None, view: bool,
         reconnect_timeout: float,
@@ -770,7 +793,8 @@ def run(camera: int | str | None, mic: str | None, source: str | None, loop: boo
     """
     from migr_rt.cli_run import RunOptions, run_stream
 
-    options = RunOptions(camera=camera, mic=mic, source=source, loop=loop, realtime=realtime, checkpoint=checkpoint,
+    options = RunOptions(camera=camera, camera_size=camera_size, mic=mic, source=source, loop=loop,
+                         realtime=realtime, checkpoint=checkpoint,
                          backend=backend, window=window, hop=hop, fps=fps, rationale=rationale,
                          max_rationale_tokens=max_rationale_tokens, rationale_answer=rationale_answer,
                          as_json=as_json, save=save, view=view, reconnect_timeout=reconnect_timeout,

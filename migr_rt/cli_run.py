@@ -30,6 +30,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_SOURCE_LOST = 0, 1, 3
 @dataclass(frozen=True)
 class RunOptions:
     camera: int | str | None = None  #: an index N (/dev/videoN) or a device path
+    camera_size: tuple[int, int] | None = None  #: (width, height) to ask the camera for; None: chosen
     mic: str | None = None
     source: str | None = None
     loop: bool = False
@@ -94,7 +95,10 @@ def run_stream(o: RunOptions) -> int:
     from migr_rt.runtime.sources import SourceError, check_inputs, parse_source
 
     try:  # devices, files, graphs and host names are checked before the model loads: a bad one fails in milliseconds
-        spec = parse_source(o.source, camera=o.camera, mic=o.mic, realtime=o.realtime, loop=o.loop, fps=o.fps)
+        if o.camera_size is not None and o.camera is None and not (o.source or "").startswith(("camera:", "/dev/")):
+            raise SourceError("--camera-size is for a camera (--camera N or a device path)", retryable=False)
+        spec = parse_source(o.source, camera=o.camera, mic=o.mic, realtime=o.realtime, loop=o.loop, fps=o.fps,
+                            camera_size=o.camera_size)
         check_inputs(spec)
     except SourceError as exc:
         return _error(str(exc))

@@ -67,8 +67,17 @@ def test_a_codec_node_is_not_a_camera_and_an_old_driver_without_node_caps_is_jud
     receiver = decode_capability(querycap("rp1-cfe", CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_IO_MC
                                           | CAP_DEVICE_CAPS, CAP_VIDEO_CAPTURE | CAP_STREAMING | devices.CAP_IO_MC,
                                           "rp1-cfe"), 0, Path("/dev/video0"))  # a Pi 5's camera-module receiver
-    assert receiver.is_camera and receiver.media_controller  # offered, with the note that libcamera sets it up
+    # raw Bayer behind links libcamera enables (rp1-cfe sets IO_MC on every node): FFmpeg cannot read it
+    assert not receiver.is_camera and receiver.media_controller
+    assert "media-controller pipeline of 'rp1-cfe'" in devices.why_not_a_camera(receiver)
+    assert "rpicam-vid -t 0 --inline -o - | migr-rt run --source -" in devices.why_not_a_camera(receiver)
     assert not picture_node().media_controller
+    # the ISPs that flag their outputs as plain capture: the Pi 5's back end (multi-planar) and the Pi 4's firmware ISP
+    for driver, caps in (("pispbe", devices.CAP_VIDEO_CAPTURE_MPLANE), ("bcm2835-isp", CAP_VIDEO_CAPTURE)):
+        isp = decode_capability(querycap(driver, caps | CAP_STREAMING | CAP_DEVICE_CAPS, caps | CAP_STREAMING,
+                                         driver), 20, Path("/dev/video20"))
+        assert not isp.is_camera
+        assert devices.why_not_a_camera(isp).startswith(f"is an output of the image signal processor of {driver!r}")
     no_streaming = decode_capability(querycap("read-only cam", CAP_VIDEO_CAPTURE, 0), 0, Path("/dev/video0"))
     assert not no_streaming.is_camera and "streaming I/O" in devices.why_not_a_camera(no_streaming)
 

@@ -37,6 +37,10 @@ CAP_META_CAPTURE = 0x00800000
 CAP_STREAMING = 0x04000000
 CAP_TOUCH = 0x10000000
 CAP_IO_MC = 0x20000000
+#: Drivers of image signal processors that take pictures in and give processed ones out, and flag their output
+#: nodes as plain capture (not memory-to-memory, not media controller): the Raspberry Pi 5's back end and the Pi 4's
+#: firmware ISP. Such a node gives a picture only for one fed to it.
+ISP_DRIVERS = frozenset({"pispbe", "bcm2835-isp"})
 #: The character-device major of every V4L2 node (include/uapi/linux/major.h).
 VIDEO_MAJOR = 81
 CAP_DEVICE_CAPS = 0x80000000
@@ -64,7 +68,12 @@ class VideoNode:
         """Whether the node is one stage of a media-controller pipeline (a Raspberry Pi's camera-module receiver or
         its ISP, a Rockchip ISP): it gives pictures only once that pipeline is set up (libcamera does it), which
         FFmpeg's v4l2 input does not do; ``rpicam-vid ... -o - | migr-rt run --source -`` reads such a camera."""
-        return self.caps & CAP_IO_MC != 0
+        return self.caps & CAP_IO_MC != 0  # rp1-cfe, unicam, rkisp1, ipu3-cio2, Intel IPU6's isys: raw Bayer
+
+    @property
+    def buffer_type(self) -> int:
+        """The V4L2 buffer type of its picture queue: single-planar capture, else multi-planar."""
+        return BUF_TYPE_VIDEO_CAPTURE if self.caps & CAP_VIDEO_CAPTURE else BUF_TYPE_VIDEO_CAPTURE_MPLANE
 
     @property
     def is_camera(self) -> bool:
@@ -76,7 +85,8 @@ class VideoNode:
         VIDEO_M2M beside VIDEO_CAPTURE once a program writes to it.
         """
         return (self.caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE) != 0 and self.caps & CAP_STREAMING != 0
-                and not self.caps & CAP_TOUCH)  # a touch sensor's node "captures" its pressure map
+                and not self.caps & CAP_TOUCH  # a touch sensor's node "captures" its pressure map
+                and not self.media_controller and self.driver not in ISP_DRIVERS)
 
 
 def decode_capability(raw: bytes, index: int, path: Path) -> VideoNode:
@@ -123,8 +133,7 @@ def streaming_elsewhere(node: VideoNode) -> bool:
     (``vb2_ioctl_reqbufs``), and uvcvideo's streaming privilege before it moved to vb2's helpers. A driver that
     answers anything else (no such ioctl, no memory-mapped buffers) is taken as free: FFmpeg's open then says.
     """
-    buffer_type = BUF_TYPE_VIDEO_CAPTURE if node.caps & CAP_VIDEO_CAPTURE else BUF_TYPE_VIDEO_CAPTURE_MPLANE
-    request = bytearray(_REQUEST_BUFFERS.pack(0, buffer_type, MEMORY_MMAP, 0, 0))
+    request = bytearray(_REQUEST_BUFFERS.pack(0, node.buffer_type, MEMORY_MMAP, 0, 0))
     fd = os.open(node.path, os.O_RDWR | os.O_NONBLOCK)
     try:
         fcntl.ioctl(fd, VIDIOC_REQBUFS, request)
@@ -179,6 +188,14 @@ def why_not_a_camera(node: VideoNode) -> str:
         return f"is a loopback device{name} no program writes to yet (start its producer, e.g. OBS's virtual camera)"
     if node.caps & CAP_TOUCH:
         return f"is a touch sensor{name}, not a camera"
+    if node.driver in ISP_DRIVERS:
+        return (f"is an output of the image signal processor{name}, which gives pictures only for those fed to it, "
+                "not a camera")
+    if node.media_controller:
+        return (f"is a stage of a media-controller pipeline{name} (a camera module's raw sensor receiver or an ISP), "
+                "which gives pictures once libcamera sets the pipeline up, and FFmpeg does not: read a Raspberry "
+                "Pi camera module through `rpicam-vid -t 0 --inline -o - | migr-rt run --source -`, or another "
+                "board's through a libcamera program writing to stdout")
     if node.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE):
         return f"is a memory-to-memory device{name} (a hardware codec or scaler), not a camera"
     if node.caps & CAP_META_CAPTURE and not node.caps & CAP_VIDEO_CAPTURE:

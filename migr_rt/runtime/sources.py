@@ -20,6 +20,7 @@ so a file streamed here yields exactly the frames and samples
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
@@ -31,8 +32,14 @@ from urllib.parse import urlsplit
 import av
 import av.logging
 
+from migr_rt.runtime import devices
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
-from migr_rt.runtime.devices import capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names
+from migr_rt.runtime.camera_modes import FFMPEG_NAMES, CaptureMode, capture_modes, choose_mode
+from migr_rt.runtime.devices import (
+    capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names,
+)
+
+logger = logging.getLogger(__name__)
 
 DEMO = "demo"
 #: The source spec of media piped to stdin.
@@ -171,11 +178,13 @@ def demo_clip() -> Path:
     return path
 
 
-def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("/dev")) -> InputSpec:
+def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("/dev"),
+                 size: tuple[int, int] | None = None) -> InputSpec:
     """A camera by index (``/dev/videoN``) or by device path, such as its stable name under ``/dev/v4l/by-id``
     (a robot with two cameras cannot rely on their numbers, which follow the order they were found at boot).
 
-    The node is checked to give pictures: a UVC camera's second node gives metadata.
+    The node is checked to give pictures: a UVC camera's second node gives metadata. ``size`` (width, height) asks
+    for that picture size rather than the one :func:`~migr_rt.runtime.camera_modes.choose_mode` picks.
     """
     if isinstance(camera, int):
         device = dev / f"video{camera}"
@@ -195,7 +204,32 @@ def camera_input(camera: int | str | Path, fps: float = 25.0, dev: Path = Path("
         raise SourceError(f"{who} {problem}; {describe_cameras(dev)} (`migr-rt devices` lists cameras and "
                           "microphones)", retryable=False)
     name = f"camera {camera} ({device})" if isinstance(camera, int) else f"camera {device}"
-    return InputSpec(name, str(device), "v4l2", (("framerate", str(int(fps))),), live=True, audio=False)
+    mode = camera_mode(device, fps, size, who)
+    if mode is not None:
+        options = mode.options
+    else:  # the camera lists no mode FFmpeg reads: its own, at the size asked for if any
+        options = (("video_size", f"{size[0]}x{size[1]}"),) if size else ()
+    return InputSpec(name, str(device), "v4l2", (("framerate", str(int(fps))),) + options, live=True, audio=False)
+
+
+def camera_mode(device: Path, fps: float, size: tuple[int, int] | None = None, who: str = "") -> CaptureMode | None:
+    """The mode the camera at ``device`` is asked for (see :mod:`~migr_rt.runtime.camera_modes`), or None to read it
+    in its own: it lists none FFmpeg reads, or does not answer. A ``size`` it does not list is refused, naming the
+    sizes it does."""
+    try:
+        modes = capture_modes(device, devices.query_node(device).buffer_type)
+    except OSError as exc:
+        logger.info("%s: its modes could not be listed (%s); it is read in the mode it is in", device, exc)
+        return None
+    mode = choose_mode(modes, fps, size)
+    if mode is None and size is not None and any(m.fourcc in FFMPEG_NAMES for m in modes):
+        sizes = sorted({(m.width, m.height) for m in modes if m.fourcc in FFMPEG_NAMES})
+        listed = ", ".join(f"{w}x{h}" for w, h in sizes)
+        raise SourceError(f"{who or device} gives no {size[0]}x{size[1]} picture; it gives {listed}",
+                          retryable=False)
+    if mode is not None:
+        logger.info("%s: asking for %s", device, mode)
+    return mode
 
 
 def camera_ref(text: str) -> int | str | None:
@@ -293,9 +327,12 @@ def _is_device(path: str) -> bool:
 
 def parse_source(
     source: str | None = None, *, camera: int | str | None = None, mic: str | None = None, realtime: bool | None = None,
-    loop: bool = False, fps: float = 25.0,
+    loop: bool = False, fps: float = 25.0, camera_size: tuple[int, int] | None = None,
 ) -> SourceSpec:
-    """Resolve what the user asked for into inputs, checking devices and files exist (fast, before any thread)."""
+    """Resolve what the user asked for into inputs, checking devices and files exist (fast, before any thread).
+
+    ``camera_size`` (width, height) is the picture size a camera is asked for (default: see
+    :func:`~migr_rt.runtime.camera_modes.choose_mode`)."""
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index or a source (FILE, URL, lavfi:GRAPH or demo)")
     if source is not None and source.startswith("camera:"):
@@ -310,7 +347,7 @@ def parse_source(
     live = False  # a URL: real time unless asked otherwise (a remote file may be read losslessly)
     device = False  # a camera or microphone: real time always (a device cannot wait for analysis)
     if camera is not None:
-        inputs.append(camera_input(camera, fps))
+        inputs.append(camera_input(camera, fps, size=camera_size))
         description, device = f"camera:{camera}", True
     elif source == DEMO:
         clip = demo_clip()
