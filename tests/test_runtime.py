@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno
 import functools
+import hashlib
 import http.server
 import io
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -687,6 +690,224 @@ def test_a_url_that_cannot_work_is_refused_before_the_model_loads(tmp_path):
         assert result.stderr.startswith(f"migr-rt run: {source}: cannot be opened: {words}"), result.stderr
 
 
+class _FakeRtsp:
+    """A tiny RTSP server on 127.0.0.1 for the check before the model loads, replying per scenario and recording
+    each request (method, URI, headers and whether its Authorization proved the password).
+
+    ``auth`` is None, "basic" or "digest" (with ``algorithm`` and ``qop`` offered as given); the Digest answer is
+    verified here from the known password (RFC 2617's formula), so a client that hashes wrongly is refused.
+    ``describe`` is the status of an authorized DESCRIBE (OPTIONS, which FFmpeg sends first, gets 200). ``raw``
+    is sent instead of any reply (a server that is not RTSP); ``silent`` answers nothing.
+    """
+
+    USER, PASSWORD, REALM, NONCE, OPAQUE = "admin", "se:cr@t", "IP Camera", "5ca1ab1e0ddba11", "0paque"
+    USER_INFO = "admin:se%3Acr%40t"  # the password percent-encoded, as in a URL
+
+    def __init__(self, describe: str = "200 OK", auth: str | None = None, algorithm: str = "", qop: str = "",
+                 raw: bytes | None = None, silent: bool = False) -> None:
+        self.describe, self.auth, self.algorithm, self.qop = describe, auth, algorithm, qop
+        self.raw, self.silent = raw, silent
+        self.requests: list[dict] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/cam", user_info: str | None = None) -> str:
+        return f"rtsp://{user_info + '@' if user_info else ''}127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> "_FakeRtsp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        data = b""
+        with conn:
+            while not self._stop.is_set():
+                if b"\r\n\r\n" not in data:
+                    try:
+                        chunk = conn.recv(4096)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        return
+                    data += chunk
+                    continue
+                head, data = data.split(b"\r\n\r\n", 1)
+                if self.silent:
+                    continue
+                if self.raw is not None:
+                    conn.sendall(self.raw)
+                    continue
+                conn.sendall(self._reply(head.decode()))
+
+    def _reply(self, head: str) -> bytes:
+        method, uri, _ = head.split("\r\n")[0].split(" ")
+        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:])
+        verified = self._verified(method, uri, headers.get("Authorization"))
+        self.requests.append({"method": method, "uri": uri, "headers": headers, "verified": verified})
+        cseq = f"CSeq: {headers.get('CSeq', '0')}\r\n"
+        if not verified:
+            if self.auth == "basic":
+                challenge = f'Basic realm="{self.REALM}"'
+            else:
+                challenge = f'Digest realm="{self.REALM}", nonce="{self.NONCE}", opaque="{self.OPAQUE}"'
+                challenge += f", algorithm={self.algorithm}" if self.algorithm else ""
+                challenge += f', qop="{self.qop}"' if self.qop else ""
+            body = "401 Unauthorized\n"  # a body to be skipped before the next reply is read
+            return (f"RTSP/1.0 401 Unauthorized\r\n{cseq}WWW-Authenticate: {challenge}\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+        if method == "OPTIONS":
+            return f"RTSP/1.0 200 OK\r\n{cseq}Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n".encode()
+        if self.describe.startswith("200"):
+            sdp = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+                   "a=rtpmap:96 H264/90000\r\n")
+            return (f"RTSP/1.0 200 OK\r\n{cseq}Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+                    f"{sdp}").encode()
+        return f"RTSP/1.0 {self.describe}\r\n{cseq}\r\n".encode()
+
+    def _verified(self, method: str, uri: str, authorization: str | None) -> bool:
+        if self.auth is None:
+            return True
+        if authorization is None:
+            return False
+        scheme, _, params = authorization.partition(" ")
+        if self.auth == "basic":
+            return scheme == "Basic" and base64.b64decode(params) == f"{self.USER}:{self.PASSWORD}".encode()
+        fields = {key: quoted or plain for key, quoted, plain in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]*))', params)}
+
+        def md5(*parts: str) -> str:
+            return hashlib.md5(":".join(parts).encode()).hexdigest()
+
+        ha1 = md5(self.USER, self.REALM, self.PASSWORD)
+        if self.algorithm == "MD5-sess":
+            ha1 = md5(ha1, self.NONCE, fields.get("cnonce", ""))
+        ha2 = md5(method, uri)
+        if self.qop:  # the server's own offer decides the formula, not what the client claims
+            expected = md5(ha1, self.NONCE, fields.get("nc", ""), fields.get("cnonce", ""), "auth", ha2)
+        else:
+            expected = md5(ha1, self.NONCE, ha2)
+        return (scheme == "Digest" and fields.get("username") == self.USER and fields.get("realm") == self.REALM
+                and fields.get("nonce") == self.NONCE and fields.get("opaque") == self.OPAQUE
+                and fields.get("uri") == uri and fields.get("response") == expected)
+
+
+def test_an_rtsp_url_is_asked_for_its_stream_before_the_model_loads():
+    with _FakeRtsp() as server:
+        check_inputs(parse_source(server.url()))
+    [request] = server.requests
+    assert request["method"] == "DESCRIBE" and request["uri"] == server.url()
+    assert request["headers"]["Accept"] == "application/sdp" and request["headers"]["CSeq"] == "1"
+    assert request["headers"]["User-Agent"].startswith("migr-rt/") and "Authorization" not in request["headers"]
+
+
+def test_an_rtsp_path_the_server_has_no_stream_at_is_refused_before_the_model_loads(tmp_path):
+    # The checkpoint named here does not exist: the source is refused before the model is looked for.
+    with _FakeRtsp(describe="404 Not Found") as server:
+        url = server.url("/stream2")
+        result = _cli("--source", url, "--json", "--checkpoint", str(tmp_path / "no-model"))
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith(f"migr-rt run: {url}: cannot be opened: the server has no stream at the path "
+                                    "'/stream2' (RTSP 404 Not Found"), result.stderr
+    assert [r["method"] for r in server.requests] == ["DESCRIBE"]
+
+
+@pytest.mark.parametrize("auth", ["basic", "digest"])
+def test_an_rtsp_camera_that_asks_for_a_password_is_refused_without_one_in_words_saying_how(auth):
+    with _FakeRtsp(auth=auth) as server:
+        for user_info, extra in ((None, ""), ("admin", " (the URL gives a user name but no password)")):
+            with pytest.raises(SourceError) as refused:
+                check_inputs(parse_source(server.url(user_info=user_info)))
+            assert str(refused.value) == (
+                f"{server.url(user_info=user_info)}: cannot be opened: the camera asks for a user name and password "
+                f"(RTSP 401 Unauthorized){extra}; give them in the URL: rtsp://USER:PASSWORD@127.0.0.1:{server.port}"
+                "/cam (an @ or : in them written as %40 or %3A)")
+            assert not refused.value.retryable
+
+
+@pytest.mark.parametrize("auth, algorithm, qop", [("basic", "", ""), ("digest", "", ""), ("digest", "MD5", "auth"),
+                                                  ("digest", "MD5-sess", "auth"), ("digest", "", "auth,auth-int")])
+def test_an_rtsp_password_is_answered_as_ffmpeg_answers_it(auth, algorithm, qop):
+    with _FakeRtsp(auth=auth, algorithm=algorithm, qop=qop) as server:
+        check_inputs(parse_source(server.url(user_info=server.USER_INFO)))
+    first, second = server.requests  # one connection: the 401's body was read past
+    assert not first["verified"] and second["verified"], second
+    assert second["uri"] == server.url() and second["headers"]["CSeq"] == "2"
+
+
+@pytest.mark.parametrize("auth", ["basic", "digest"])
+def test_a_wrong_rtsp_password_is_refused_without_showing_it(auth):
+    with _FakeRtsp(auth=auth, qop="auth") as server:
+        with pytest.raises(SourceError) as refused:
+            check_inputs(parse_source(server.url(user_info="admin:Wr0ngPa55")))
+    assert str(refused.value) == (f"rtsp://admin:****@127.0.0.1:{server.port}/cam: cannot be opened: the user name "
+                                  "'admin' or its password was refused (RTSP 401 Unauthorized)")
+    assert not refused.value.retryable and len(server.requests) == 2
+    assert all("Wr0ngPa55" not in r["uri"] for r in server.requests)
+
+
+def test_an_rtsp_challenge_that_cannot_be_answered_here_is_left_to_ffmpeg():
+    with _FakeRtsp(auth="digest", algorithm="SHA-256") as server:
+        check_inputs(parse_source(server.url(user_info=server.USER_INFO)))
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n",
+                                 b"\x00\x17\xff"])
+def test_a_port_that_does_not_answer_as_rtsp_is_refused(raw):
+    # The last two never end their headers: they are refused on their first bytes, not waited on.
+    with _FakeRtsp(raw=raw) as server:
+        with pytest.raises(SourceError) as refused:
+            check_inputs(parse_source(server.url()))
+    first = raw.split(b"\r\n")[0].decode("latin-1")
+    assert str(refused.value) == (f"{server.url()}: cannot be opened: 127.0.0.1 port {server.port} does not answer "
+                                  f"as an RTSP server (its reply begins {first!r})")
+    assert not refused.value.retryable
+
+
+def test_an_rtsp_server_that_never_answers_is_given_up_after_the_timeout():
+    with _FakeRtsp(silent=True) as server:
+        started = time.monotonic()
+        with pytest.raises(SourceError) as refused:
+            check_inputs(parse_source(server.url()), timeout=0.3)
+        assert time.monotonic() - started < 2
+    assert str(refused.value) == (f"{server.url()}: cannot be opened: no answer within 0.3 s (to an RTSP DESCRIBE "
+                                  f"sent to 127.0.0.1 port {server.port})")
+    assert refused.value.retryable
+
+
+@pytest.mark.parametrize("auth, user_info, status, error", [
+    (None, None, "404 Not Found", "HTTPNotFoundError"),
+    ("digest", None, "200 OK", "HTTPUnauthorizedError"),
+    ("digest", "admin:Wr0ngPa55", "200 OK", "HTTPUnauthorizedError"),
+    ("digest", _FakeRtsp.USER_INFO, "404 Not Found", "HTTPNotFoundError"),  # let in, then no stream
+    ("basic", _FakeRtsp.USER_INFO, "404 Not Found", "HTTPNotFoundError"),
+])
+def test_ffmpeg_agrees_with_the_fake_rtsp_server(auth, user_info, status, error):
+    # The fake server stands for a camera only where FFmpeg reads it as one: its 404 and 401 are FFmpeg's, and
+    # FFmpeg's own Digest and Basic answers pass its verification (then its DESCRIBE gets the 404).
+    with _FakeRtsp(describe=status, auth=auth, qop="auth") as server:
+        with pytest.raises(getattr(av.error, error)):
+            av.open(server.url(user_info=user_info), timeout=2).close()
+    if user_info == _FakeRtsp.USER_INFO:
+        assert any(r["method"] == "DESCRIBE" and r["verified"] for r in server.requests), server.requests
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http", "rtmp"])
 def test_a_url_whose_server_may_serve_one_connection_is_not_knocked_on_before_the_run_connects(scheme):
     # FFmpeg's `tcp://...?listen` and its HTTP and RTMP `-listen 1` serve their first connection and no other: a
@@ -700,8 +921,9 @@ def test_a_url_whose_server_may_serve_one_connection_is_not_knocked_on_before_th
         check_inputs(parse_source(f"{scheme}://127.0.0.1:{port}/live"))
         with pytest.raises(TimeoutError):
             listener.accept()[0].close()  # nothing connected
-        check_inputs(parse_source(f"rtsp://127.0.0.1:{port}/cam"))  # an RTSP server serves many: knocked on
-        listener.accept()[0].close()
+    with _FakeRtsp() as server:  # an RTSP server serves many: asked for the stream
+        check_inputs(parse_source(server.url()))
+    assert [r["method"] for r in server.requests] == ["DESCRIBE"]
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt install ffmpeg)")

@@ -38,6 +38,7 @@ from migr_rt.runtime.camera_modes import FFMPEG_NAMES, CaptureMode, capture_mode
 from migr_rt.runtime.devices import (
     capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names,
 )
+from migr_rt.runtime.rtsp_check import RtspRefusal, check_rtsp, mask_password
 
 logger = logging.getLogger(__name__)
 
@@ -384,49 +385,53 @@ def parse_source(
     return SourceSpec(description, tuple(inputs), realtime=realtime, loop=loop)
 
 
-def check_inputs(spec: SourceSpec) -> None:
+def check_inputs(spec: SourceSpec, timeout: float = IO_TIMEOUT) -> None:
     """Refuse, before the model loads, a source that cannot work: the command line calls this first.
 
     Loading the model takes seconds; a source opened only after it (by :meth:`Runtime.stream
     <migr_rt.runtime.engine.Runtime.stream>`) makes an invalid filter graph or an unknown host fail seconds late.
     Here every input that is not live (a file, a lavfi graph, the demo clip) is opened and closed again, which
-    costs milliseconds and changes nothing, and a URL's host name is resolved (and an RTSP server's TCP port
-    knocked on, see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right
+    costs milliseconds and changes nothing, and a URL's host name is resolved (and an RTSP server asked for the
+    stream, see :func:`_check_reachable`). A live device is not opened: the stream opens it once, right
     before capture starts, since opening it here would leave it filling buffers (or holding back a producer)
     while the model loads, and closing it again can lose what it hands over once (a pipe behind an ALSA ``file``
     PCM). Devices were checked when the spec was parsed (a missing camera, an ALSA name that does not resolve, a
-    node that gives no pictures).
+    node that gives no pictures). ``timeout``: the seconds each check may wait for an answer.
     """
     for item in spec.inputs:
         if not item.live:
-            item.open().close()
+            item.open(timeout).close()
             continue
         if "://" in item.target:
-            _check_reachable(item)
+            _check_reachable(item, timeout)
 
 
-#: Default TCP ports of the URL schemes whose servers serve many clients, knocked on before the model loads. The
+#: Default TCP ports of the URL schemes whose servers serve many clients, contacted before the model loads. The
 #: other schemes are only resolved: FFmpeg serves HTTP and RTMP with ``-listen 1`` and raw TCP with
 #: ``tcp://...?listen`` to its first connection and no other (``ffmpeg -f v4l2 -i /dev/video0 -f mpegts -listen 1
 #: http://0.0.0.0:8080`` streams a robot's camera), so a knock would be that connection: the server fails on it
 #: and exits, and the run's own connection is refused. FFmpeg has no RTSP server, and RTSP servers (IP cameras,
-#: MediaMTX) take every client.
+#: MediaMTX) take every client: an ``rtsp://`` URL is asked for its stream with a DESCRIBE, which opens no session
+#: (see :mod:`migr_rt.runtime.rtsp_check`); an ``rtsps://`` server's port is only knocked on (connected to and
+#: closed without a byte sent), since asking it would take a TLS handshake first.
 _TCP_PORTS = {"rtsp": 554, "rtsps": 322}
 
 
-def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
-    """Resolve a URL's host name and, for RTSP, see that something accepts a connection at its port.
+def _check_reachable(item: InputSpec, timeout: float = IO_TIMEOUT) -> None:
+    """Resolve a URL's host name and, for RTSP, ask the server for the stream (:func:`check_rtsp
+    <migr_rt.runtime.rtsp_check.check_rtsp>`): a wrong path or a missing or wrong password is said before the
+    model loads, not after it as FFmpeg's HTTP error.
 
-    The connection is closed at once without a byte sent, so the server hands over nothing that could be lost.
-    FFmpeg's HTTP client honours ``http_proxy``: with a proxy set, an HTTP(S) URL is not checked at all, since the
-    proxy, not this machine, resolves its host and connects to it (behind a proxy, the local DNS often knows no
-    outside name at all).
+    The messages name the URL with its password masked. FFmpeg's HTTP client honours ``http_proxy``: with a proxy
+    set, an HTTP(S) URL is not checked at all, since the proxy, not this machine, resolves its host and connects
+    to it (behind a proxy, the local DNS often knows no outside name at all).
     """
+    name = mask_password(item.name)  # a URL's own text names it, password and all
     try:  # an unclosed IPv6 bracket fails on splitting, a port out of range or not a number on reading it
         parts = urlsplit(item.target)
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise SourceError(f"{item.name}: cannot be opened: {exc}", retryable=False) from exc
+        raise SourceError(f"{name}: cannot be opened: {exc}", retryable=False) from exc
     if not host:
         return
     scheme = parts.scheme.lower()
@@ -436,19 +441,24 @@ def _check_reachable(item: InputSpec, timeout: float = 5.0) -> None:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-        raise SourceError(f"{item.name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
+        raise SourceError(f"{name}: cannot be opened: the host name {host!r} does not resolve (DNS: "
                           f"{reason})", retryable=False) from exc
     if scheme not in _TCP_PORTS:
         return
     port = port or _TCP_PORTS[scheme]
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        if scheme == "rtsp":
+            check_rtsp(item.target, host, port, timeout)
+        else:  # rtsps: only the port is knocked on (see _TCP_PORTS)
+            socket.create_connection((host, port), timeout=timeout).close()
+    except RtspRefusal as exc:
+        raise SourceError(f"{name}: cannot be opened: {exc}", retryable=exc.retryable) from exc
     except ConnectionRefusedError as exc:
-        raise SourceError(f"{item.name}: cannot be opened: nothing answers at that address (connection to "
+        raise SourceError(f"{name}: cannot be opened: nothing answers at that address (connection to "
                           f"{host} port {port} refused)") from exc
     except TimeoutError as exc:
-        raise SourceError(f"{item.name}: cannot be opened: no answer within {timeout:g} s (connecting to {host} "
+        raise SourceError(f"{name}: cannot be opened: no answer within {timeout:g} s (connecting to {host} "
                           f"port {port})") from exc
     except OSError as exc:
-        raise SourceError(f"{item.name}: cannot be opened: cannot connect to {host} port {port} "
+        raise SourceError(f"{name}: cannot be opened: cannot connect to {host} port {port} "
                           f"({exc.strerror or exc})") from exc
