@@ -1257,3 +1257,33 @@ def test_a_window_far_from_the_models_own_is_run_with_a_warning(runtime, caplog)
     assert not caplog.records
     Runtime(backend=runtime.backend, config=RuntimeConfig(window=own * 5))
     assert f"this model was trained on {own:g} s windows" in caplog.text
+
+
+def test_a_urls_password_is_kept_out_of_events_names_and_errors(runtime, web, caplog):
+    # `--source rtsp://admin:PASSWORD@camera/...`: the name of a URL goes into the start event (JSON on stdout),
+    # logs, status messages and errors, which end up in terminals, log files and bug reports. Only FFmpeg is given
+    # the password. The web fixture's server ignores the credentials, as a camera that needs none would.
+    from migr_rt.runtime.sources import read_problem
+
+    url, _ = web
+    with_password = url.replace("http://", "http://viewer:hunter2@") + "/live.ts"
+    spec = parse_source(with_password)
+    assert spec.inputs[0].target == with_password
+    assert "hunter2" not in spec.description and "hunter2" not in spec.inputs[0].name
+    assert spec.inputs[0].name == url.replace("http://", "http://viewer:****@") + "/live.ts"
+    caplog.set_level("DEBUG")
+    events = list(Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False)).stream(spec, max_windows=1))
+    assert events[0]["type"] == "start" and "hunter2" not in json.dumps(events)
+    assert events[0]["source"] == spec.description
+    assert "hunter2" not in caplog.text
+    # PyAV's exception names the URL it opened: what capture says of a failed read does not
+    with pytest.raises(av.error.FFmpegError) as failed:
+        av.error.err_check(-errno.EIO, with_password)
+    assert "hunter2" in str(failed.value) and "hunter2" not in read_problem(failed.value)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    closed = parse_source(f"http://viewer:hunter2@127.0.0.1:{port}/live.ts").inputs[0]
+    with pytest.raises(SourceError) as refused:
+        closed.open(timeout=2)
+    assert "hunter2" not in str(refused.value)

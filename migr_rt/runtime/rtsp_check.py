@@ -82,6 +82,15 @@ def mask_password(text: str) -> str:
     return f"{scheme}://{info.partition(':')[0]}:****@{rest}"
 
 
+_USER_INFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/?#@:]*:)[^\s/?#@]*@")
+
+
+def mask_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it masked: an error of FFmpeg's, as PyAV raises it, ends with the
+    URL it opened, which is the one with the password."""
+    return _USER_INFO.sub(r"\1****@", text)
+
+
 def check_rtsp(url: str, host: str, port: int, timeout: float) -> None:
     """Send ``DESCRIBE`` for ``url`` to ``host``:``port`` and raise :class:`RtspRefusal` when the answer says the
     stream cannot be read; a 2xx or 3xx (FFmpeg follows a redirect) passes. Connecting is not worded here: an

@@ -38,7 +38,7 @@ from migr_rt.runtime.camera_modes import FFMPEG_NAMES, CaptureMode, capture_mode
 from migr_rt.runtime.devices import (
     capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names,
 )
-from migr_rt.runtime.rtsp_check import RtspRefusal, check_rtsp, mask_password
+from migr_rt.runtime.rtsp_check import RtspRefusal, check_rtsp, mask_password, mask_passwords
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def read_problem(exc: BaseException, timeout: float = IO_TIMEOUT) -> str:
         return f"nothing received for {timeout:g} s"
     if isinstance(exc, av.error.InvalidDataError):  # e.g. an MJPEG sender stopped in the middle of a picture
         return "the data stopped making sense to FFmpeg (cut off mid-frame, or corrupt)"
-    return str(exc)
+    return mask_passwords(str(exc))  # PyAV's message ends with the URL opened, password and all
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ class InputSpec:
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live, "://" in self.target,
                                                  self.target)
-            raise SourceError(f"{self.name}: cannot be opened: {problem}{self.hint}", retryable=retryable) from exc
+            raise SourceError(f"{self.name}: cannot be opened: {mask_passwords(problem)}{self.hint}",
+                              retryable=retryable) from exc
         finally:
             if quiet:
                 av.logging.set_level(None)
@@ -362,8 +363,9 @@ def parse_source(
         inputs.append(InputSpec(f"lavfi {graph}", graph, "lavfi"))
         description = source
     elif "://" in source:
-        inputs.append(InputSpec(source, source, options=_url_options(source), live=True))
-        description, live = source, True
+        # named with its password masked: the name goes into the start event, logs and status messages
+        inputs.append(InputSpec(mask_password(source), source, options=_url_options(source), live=True))
+        description, live = mask_password(source), True
     else:
         if not source.strip():
             raise SourceError(f"the source is empty ({_SOURCES})")
@@ -426,7 +428,7 @@ def _check_reachable(item: InputSpec, timeout: float = IO_TIMEOUT) -> None:
     set, an HTTP(S) URL is not checked at all, since the proxy, not this machine, resolves its host and connects
     to it (behind a proxy, the local DNS often knows no outside name at all).
     """
-    name = mask_password(item.name)  # a URL's own text names it, password and all
+    name = mask_password(item.name)  # masked by parse_source already; a spec built by hand may not be
     try:  # an unclosed IPv6 bracket fails on splitting, a port out of range or not a number on reading it
         parts = urlsplit(item.target)
         host, port = parts.hostname, parts.port
