@@ -180,6 +180,7 @@ def iter_decoded(
     audio: bool = True,
     max_seconds: float | None = None,
     clock: Callable[[], float] | None = None,
+    audio_gaps_trusted: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Decode an open container incrementally: ``("video", frame)`` at ``fps`` and ``("audio", samples)``.
 
@@ -195,6 +196,8 @@ def iter_decoded(
     ``clock`` (seconds, e.g. ``time.monotonic``) times each video frame by when it is decoded instead of by its
     timestamp: for a live stream whose format carries none (:func:`~migr_rt.media.tracks.states_times`), which
     FFmpeg counts at 25 fps; a 10 fps MJPEG camera then ran at 0.4 times real time, each 2 s window holding 5 s.
+    ``audio_gaps_trusted`` says when a hole in the audio's timestamps is one in the audio (see
+    :class:`~migr_rt.media.timeline.AudioTimeline`).
     """
     vstream = video_stream(container) if video else None
     astream = audio_stream(container) if audio else None
@@ -214,7 +217,8 @@ def iter_decoded(
         return resume
 
     sound = AudioTimeline(path, sample_rate, video=vstream is not None,
-                          resume=audio_resumes if vstream is not None else None) if astream is not None else None
+                          resume=audio_resumes if vstream is not None else None,
+                          gaps_trusted=audio_gaps_trusted) if astream is not None else None
     aspect = pixel_aspect(vstream) if vstream is not None else 1.0
     next_k = 0  # index of the next output frame instant
     last_frame: np.ndarray | None = None

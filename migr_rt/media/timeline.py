@@ -116,10 +116,15 @@ class AudioTimeline:
     """
 
     def __init__(self, path: str | Path, sample_rate: int, *, video: bool,
-                 resume: Callable[[float, float], float] | None = None) -> None:
+                 resume: Callable[[float, float], float] | None = None,
+                 gaps_trusted: Callable[[], bool] | None = None) -> None:
         #: ``resume(timestamp, end)``: where (timeline seconds) audio stamped ``timestamp`` goes on after a jump, the
         #: audio ending at ``end`` (see :class:`Restart`); None: from where it ended
         self.path, self.sample_rate, self.resume = path, sample_rate, resume
+        #: ``gaps_trusted()``: False while a hole or jump in the timestamps says nothing of the audio (a sound card's
+        #: timestamps follow the wall clock, which NTP may have just stepped: see ``runtime/clock_steps.py``); the
+        #: frames then follow on from each other. None: always trusted
+        self.gaps_trusted = gaps_trusted
         self.placed = 0  #: samples handed out (on the timeline, from its zero)
         self._resampler: av.AudioResampler | None = None
         self._layout: tuple[str, str, int] | None = None  # (format, layout, rate) the resampler was built for
@@ -145,7 +150,7 @@ class AudioTimeline:
         if self._first:
             self._first, self._start = False, t
             chunks += self._lead()
-        elif t is not None and self._end is not None:
+        elif t is not None and self._end is not None and (self.gaps_trusted is None or self.gaps_trusted()):
             chunks += self._bridge(t - self._end, t)
         if t is not None:
             self._end = t + seconds

@@ -33,6 +33,7 @@ import numpy as np
 
 from migr_rt.media.decode import iter_decoded
 from migr_rt.media.tracks import states_times
+from migr_rt.runtime.clock_steps import ClockSteps
 from migr_rt.runtime.sources import InputSpec, SourceError, read_problem
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The most audio (seconds) a live buffer keeps beyond one window for analysis that lags.
 LIVE_AUDIO_SLACK_S = 120.0
+#: FFmpeg's inputs that stamp a sound card's audio with the wall clock (see clock_steps.py).
+WALL_CLOCK_AUDIO = ("alsa", "pulse", "oss", "jack")
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,8 @@ class Capture(threading.Thread):
         failing_since: float | None = None  # live: when reads began to fail (or end) without handing over media
         delay = 0.25
         last_frame = None  # the newest frame pushed, held to pad the video (across passes: one may bring no video)
+        # a sound card's timestamps follow the wall clock, so its holes mean nothing just after NTP steps it
+        steps = ClockSteps(self.spec.name) if self.spec.format in WALL_CLOCK_AUDIO else None
         try:
             while not self.buffer.stopped:
                 container = self._container or self._reopen()
@@ -400,7 +405,8 @@ class Capture(threading.Thread):
                     with container:
                         for kind, data in iter_decoded(container, self.spec.name, fps=plan.fps,
                                                        sample_rate=plan.sample_rate, video=self.spec.video,
-                                                       audio=self.spec.audio, clock=clock):
+                                                       audio=self.spec.audio, clock=clock,
+                                                       audio_gaps_trusted=steps.settled if steps else None):
                             if self.buffer.stopped:
                                 return
                             if kind == "video":
