@@ -242,3 +242,25 @@ def test_run_refuses_a_camera_size_that_is_not_one_or_not_for_a_camera(tmp_path)
                                            str(tmp_path / "no-model")])
     assert not_camera.exit_code == 1
     assert "--camera-size is for a camera (--camera N or a device path)" in not_camera.output
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="needs a writable /dev/shm")
+def test_a_camera_size_for_a_file_under_dev_is_refused_not_ignored(tmp_path):
+    # A file kept in /dev/shm (a RAM disk) is a file source, not a camera: its size is its own
+    import uuid
+
+    from click.testing import CliRunner
+
+    from migr_rt.cli import main
+    from migr_rt.runtime.sources import SourceError, demo_clip, parse_source
+
+    clip = Path("/dev/shm") / f"migr-rt-test-{uuid.uuid4().hex}.mp4"
+    shutil.copy(demo_clip(), clip)
+    try:
+        with pytest.raises(SourceError, match="--camera-size is for a camera"):
+            parse_source(str(clip), camera_size=(1280, 720))
+        refused = CliRunner().invoke(main, ["run", "--source", str(clip), "--camera-size", "1280x720",
+                                            "--checkpoint", str(tmp_path / "no-model")])
+        assert refused.exit_code == 1 and "--camera-size is for a camera" in refused.output, refused.output
+    finally:
+        clip.unlink()
