@@ -525,3 +525,11 @@ def test_a_descriptor_closed_while_the_holders_are_looked_for_does_not_hide_its_
             else:
                 (proc / str(pid) / "fd" / fd).symlink_to(target)
     assert devices.holders(node, proc) == [(100001, "zoom"), (100002, "zoom")]
+
+
+def test_a_microphone_held_from_outside_this_containers_pid_namespace_is_busy_without_a_pid_0(tmp_path):
+    # The kernel words owner_pid with pid_vnr: 0 for a process this namespace cannot see (the host's PipeWire, this
+    # runtime in a Docker container given /dev/snd). Busy all the same; no "pid 0" to name, so fuser is pointed to.
+    asound = asound_tree(tmp_path / "asound", {"sub0": running(0)})
+    assert devices.pcm_holders("plughw:CARD=C920,DEV=0", asound) == []
+    assert devices.held_by(devices.process_names([]), "/dev/snd/*") == "`fuser -v /dev/snd/*` names it"

@@ -383,7 +383,8 @@ def pcm_holders(device: str, asound: Path = Path("/proc/asound")) -> list[int] |
         if status.startswith("closed"):
             return None
         owner = re.search(r"^owner_pid\s*:\s*(\d+)", status, re.MULTILINE)
-        if owner and int(owner[1]) not in pids:
+        # 0: a process outside this PID namespace (this runs in a container, the sound server on the host)
+        if owner and int(owner[1]) > 0 and int(owner[1]) not in pids:
             pids.append(int(owner[1]))
     return pids if subs else None
 
