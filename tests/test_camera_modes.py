@@ -264,3 +264,22 @@ def test_a_camera_size_for_a_file_under_dev_is_refused_not_ignored(tmp_path):
         assert refused.exit_code == 1 and "--camera-size is for a camera" in refused.output, refused.output
     finally:
         clip.unlink()
+
+
+def test_a_driver_that_ignores_the_index_is_read_to_its_first_repeat_not_16_million_times(node, monkeypatch):
+    # A driver that ignores the index answers every VIDIOC_ENUM_* with its first entry and never ends a list
+    kernel = FakeCameraKernel({"YUYV": [((640, 480), (30,))]})
+
+    def first_entry_forever(fd, request, arg=0, mutate=True):
+        kernel.calls = getattr(kernel, "calls", 0) + 1
+        if kernel.calls > 10_000:  # each list cut off at 256 entries, three deep: 16.8 million questions
+            raise AssertionError("still asking")
+        [index] = struct.unpack_from("<I", arg)
+        struct.pack_into("<I", arg, 0, 0)  # whatever is asked, entry 0 is given, under the index asked for
+        result = kernel(fd, request, arg, mutate)
+        struct.pack_into("<I", arg, 0, index)
+        return result
+
+    monkeypatch.setattr(fcntl, "ioctl", first_entry_forever)
+    assert capture_modes(node, devices.BUF_TYPE_VIDEO_CAPTURE) == [CaptureMode("YUYV", 640, 480, 30.0)]
+    assert kernel.calls <= 10
