@@ -238,6 +238,13 @@ def test_run_refuses_a_camera_size_that_is_not_one_or_not_for_a_camera(tmp_path)
 
     bad = CliRunner().invoke(main, ["run", "--camera", "0", "--camera-size", "1280"])
     assert bad.exit_code == 2 and "'1280': a picture size is WIDTHxHEIGHT, e.g. 1280x720" in bad.output
+    from migr_rt.cli import SizeParam
+
+    assert SizeParam().convert("1280X720", None, None) == (1280, 720)
+    assert SizeParam().convert(" 640x480 ", None, None) == (640, 480)
+    for text in ("0x0", "640x480x3", "\u00b2x2", "640x\u00b9"):  # "²" passes str.isdigit, not int()
+        bad = CliRunner().invoke(main, ["run", "--camera", "0", "--camera-size", text])
+        assert bad.exit_code == 2 and f"{text!r}: a picture size is WIDTHxHEIGHT" in bad.output, (text, bad)
     not_camera = CliRunner().invoke(main, ["run", "--source", "demo", "--camera-size", "1280x720", "--checkpoint",
                                            str(tmp_path / "no-model")])
     assert not_camera.exit_code == 1
