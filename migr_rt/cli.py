@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -714,8 +715,8 @@ class SizeParam(click.ParamType):
         if isinstance(value, tuple):
             return value
         width, _, height = str(value).strip().lower().partition("x")
-        if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
-            return int(width), int(height)
+        if re.fullmatch(r"[0-9]+", width) and re.fullmatch(r"[0-9]+", height) and int(width) > 0 and int(height) > 0:
+            return int(width), int(height)  # ASCII digits: str.isdigit also passes "²", which int() refuses
         self.fail(f"{value!r}: a picture size is WIDTHxHEIGHT, e.g. 1280x720", param, ctx)
 
 

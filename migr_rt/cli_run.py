@@ -95,8 +95,6 @@ def run_stream(o: RunOptions) -> int:
     from migr_rt.runtime.sources import SourceError, check_inputs, parse_source
 
     try:  # devices, files, graphs and host names are checked before the model loads: a bad one fails in milliseconds
-        if o.camera_size is not None and o.camera is None and not (o.source or "").startswith(("camera:", "/dev/")):
-            raise SourceError("--camera-size is for a camera (--camera N or a device path)", retryable=False)
         spec = parse_source(o.source, camera=o.camera, mic=o.mic, realtime=o.realtime, loop=o.loop, fps=o.fps,
                             camera_size=o.camera_size)
         check_inputs(spec)

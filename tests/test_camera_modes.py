@@ -238,7 +238,55 @@ def test_run_refuses_a_camera_size_that_is_not_one_or_not_for_a_camera(tmp_path)
 
     bad = CliRunner().invoke(main, ["run", "--camera", "0", "--camera-size", "1280"])
     assert bad.exit_code == 2 and "'1280': a picture size is WIDTHxHEIGHT, e.g. 1280x720" in bad.output
+    from migr_rt.cli import SizeParam
+
+    assert SizeParam().convert("1280X720", None, None) == (1280, 720)
+    assert SizeParam().convert(" 640x480 ", None, None) == (640, 480)
+    for text in ("0x0", "640x480x3", "\u00b2x2", "640x\u00b9"):  # "²" passes str.isdigit, not int()
+        bad = CliRunner().invoke(main, ["run", "--camera", "0", "--camera-size", text])
+        assert bad.exit_code == 2 and f"{text!r}: a picture size is WIDTHxHEIGHT" in bad.output, (text, bad)
     not_camera = CliRunner().invoke(main, ["run", "--source", "demo", "--camera-size", "1280x720", "--checkpoint",
                                            str(tmp_path / "no-model")])
     assert not_camera.exit_code == 1
     assert "--camera-size is for a camera (--camera N or a device path)" in not_camera.output
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="needs a writable /dev/shm")
+def test_a_camera_size_for_a_file_under_dev_is_refused_not_ignored(tmp_path):
+    # A file kept in /dev/shm (a RAM disk) is a file source, not a camera: its size is its own
+    import uuid
+
+    from click.testing import CliRunner
+
+    from migr_rt.cli import main
+    from migr_rt.runtime.sources import SourceError, demo_clip, parse_source
+
+    clip = Path("/dev/shm") / f"migr-rt-test-{uuid.uuid4().hex}.mp4"
+    shutil.copy(demo_clip(), clip)
+    try:
+        with pytest.raises(SourceError, match="--camera-size is for a camera"):
+            parse_source(str(clip), camera_size=(1280, 720))
+        refused = CliRunner().invoke(main, ["run", "--source", str(clip), "--camera-size", "1280x720",
+                                            "--checkpoint", str(tmp_path / "no-model")])
+        assert refused.exit_code == 1 and "--camera-size is for a camera" in refused.output, refused.output
+    finally:
+        clip.unlink()
+
+
+def test_a_driver_that_ignores_the_index_is_read_to_its_first_repeat_not_16_million_times(node, monkeypatch):
+    # A driver that ignores the index answers every VIDIOC_ENUM_* with its first entry and never ends a list
+    kernel = FakeCameraKernel({"YUYV": [((640, 480), (30,))]})
+
+    def first_entry_forever(fd, request, arg=0, mutate=True):
+        kernel.calls = getattr(kernel, "calls", 0) + 1
+        if kernel.calls > 10_000:  # each list cut off at 256 entries, three deep: 16.8 million questions
+            raise AssertionError("still asking")
+        [index] = struct.unpack_from("<I", arg)
+        struct.pack_into("<I", arg, 0, 0)  # whatever is asked, entry 0 is given, under the index asked for
+        result = kernel(fd, request, arg, mutate)
+        struct.pack_into("<I", arg, 0, index)
+        return result
+
+    monkeypatch.setattr(fcntl, "ioctl", first_entry_forever)
+    assert capture_modes(node, devices.BUF_TYPE_VIDEO_CAPTURE) == [CaptureMode("YUYV", 640, 480, 30.0)]
+    assert kernel.calls <= 10

@@ -508,3 +508,28 @@ def test_devices_command_says_which_camera_and_microphone_another_program_holds(
     assert f"(busy: another program is streaming from it, {held})" in table
     assert f"(busy: another program is recording from it, {held})" in table
     assert table.count("busy:") == 2, table
+
+
+def test_a_descriptor_closed_while_the_holders_are_looked_for_does_not_hide_its_process(tmp_path):
+    # /proc as the kernel shows it to a scan that lists a process's descriptors and then reads each: one closed in
+    # between (a video call opens and closes sockets all the while) no longer reads (here: a file that is no link)
+    node = tmp_path / "video0"
+    node.touch()
+    proc = tmp_path / "proc"
+    for pid, entries in ((100001, (("3", None), ("4", node))), (100002, (("3", node), ("4", None)))):
+        (proc / str(pid) / "fd").mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text("zoom\n")
+        for fd, target in entries:  # created in both orders under both names: listed first, whatever the order
+            if target is None:
+                (proc / str(pid) / "fd" / fd).write_text("")
+            else:
+                (proc / str(pid) / "fd" / fd).symlink_to(target)
+    assert devices.holders(node, proc) == [(100001, "zoom"), (100002, "zoom")]
+
+
+def test_a_microphone_held_from_outside_this_containers_pid_namespace_is_busy_without_a_pid_0(tmp_path):
+    # The kernel words owner_pid with pid_vnr: 0 for a process this namespace cannot see (the host's PipeWire, this
+    # runtime in a Docker container given /dev/snd). Busy all the same; no "pid 0" to name, so fuser is pointed to.
+    asound = asound_tree(tmp_path / "asound", {"sub0": running(0)})
+    assert devices.pcm_holders("plughw:CARD=C920,DEV=0", asound) == []
+    assert devices.held_by(devices.process_names([]), "/dev/snd/*") == "`fuser -v /dev/snd/*` names it"

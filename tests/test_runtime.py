@@ -1287,3 +1287,22 @@ def test_a_urls_password_is_kept_out_of_events_names_and_errors(runtime, web, ca
     with pytest.raises(SourceError) as refused:
         closed.open(timeout=2)
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("rtsp://admin:p@ss@cam.local/live", "rtsp://admin:****@cam.local/live"),  # an @ left unencoded in the password
+    ("rtsp://me@mail.example:s3cret@cam.local/live", "rtsp://me@mail.example:****@cam.local/live"),  # in the user
+    ("rtsp://admin:se:cr@t@[::1]:8554/x", "rtsp://admin:****@[::1]:8554/x"),
+    ("http://u:p%2F%40@[::1]:8080/x", "http://u:****@[::1]:8080/x"),
+    ("rtsp://viewer@cam.local:554/live@2", "rtsp://viewer@cam.local:554/live@2"),  # no password: as it is
+    ("http://cam.local:8080/a@b", "http://cam.local:8080/a@b"),
+])
+def test_a_password_is_masked_in_ffmpegs_words_wherever_its_at_signs_fall(url, masked):
+    # PyAV's error ends with the URL opened; FFmpeg's av_url_split ends the user info at the last @ before the path
+    from migr_rt.runtime.rtsp_check import mask_password, mask_passwords
+
+    with pytest.raises(av.error.FFmpegError) as failed:
+        av.error.err_check(-errno.ECONNREFUSED, url)
+    assert mask_passwords(str(failed.value)) == str(failed.value).replace(url, masked)
+    assert mask_passwords(f"{url} and {url}") == f"{masked} and {masked}"
+    assert mask_password(url) == masked

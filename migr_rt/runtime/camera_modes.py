@@ -42,6 +42,22 @@ COMMON_SIZES = ((640, 480), (640, 360), (800, 600), (1280, 720), (1920, 1080))
 _LIMIT = 256  # entries read from each list: a driver that never ends its list is cut off
 
 
+def _entries(fd: int, request: int, layout: struct.Struct, *fields: int):
+    """The driver's answers for indexes 0, 1, ... of one list, each without its index, until the end of the list.
+
+    A driver that ignores the index gives its first entry again and again: a list ends at an entry it already
+    gave (no list repeats an entry), rather than after :data:`_LIMIT` of them, which nested three lists deep (formats,
+    sizes, intervals) were 16 million questions.
+    """
+    seen = set()
+    for index in range(_LIMIT):
+        answer = _ask(fd, request, layout, index, *fields)
+        if answer is None or answer[1:] in seen:
+            return
+        seen.add(answer[1:])
+        yield answer[1:]
+
+
 @dataclass(frozen=True)
 class CaptureMode:
     """One picture a camera gives: pixel format (its FourCC), size, and the fastest frame rate at that size."""
@@ -86,11 +102,8 @@ def _ask(fd: int, request: int, layout: struct.Struct, *fields: int) -> tuple | 
 def _fastest(fd: int, code: int, width: int, height: int) -> float | None:
     """The highest frame rate the camera gives ``code`` at ``width`` x ``height``."""
     best = None
-    for index in range(_LIMIT):
-        answer = _ask(fd, VIDIOC_ENUM_FRAMEINTERVALS, _FRMIVAL, index, code, width, height)
-        if answer is None:
-            break
-        kind, numerator, denominator = answer[4], answer[5], answer[6]  # discrete, or a range's shortest interval
+    for answer in _entries(fd, VIDIOC_ENUM_FRAMEINTERVALS, _FRMIVAL, code, width, height):
+        kind, numerator, denominator = answer[3], answer[4], answer[5]  # discrete, or a range's shortest interval
         if numerator and denominator:
             best = max(best or 0.0, denominator / numerator)
         if kind != FRMIVAL_DISCRETE:
@@ -100,11 +113,8 @@ def _fastest(fd: int, code: int, width: int, height: int) -> float | None:
 
 def _sizes(fd: int, code: int) -> list[tuple[int, int]]:
     sizes = []
-    for index in range(_LIMIT):
-        answer = _ask(fd, VIDIOC_ENUM_FRAMESIZES, _FRMSIZE, index, code)
-        if answer is None:
-            break
-        kind, values = answer[2], answer[3:]
+    for answer in _entries(fd, VIDIOC_ENUM_FRAMESIZES, _FRMSIZE, code):
+        kind, values = answer[1], answer[2:]
         if kind == FRMSIZE_DISCRETE:
             sizes.append((values[0], values[1]))
             continue
@@ -123,11 +133,8 @@ def capture_modes(path: Path, buffer_type: int) -> list[CaptureMode]:
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     try:
         modes = []
-        for index in range(_LIMIT):
-            answer = _ask(fd, VIDIOC_ENUM_FMT, _FMTDESC, index, buffer_type)
-            if answer is None:
-                break
-            code = answer[4]
+        for answer in _entries(fd, VIDIOC_ENUM_FMT, _FMTDESC, buffer_type):
+            code = answer[3]
             modes += [CaptureMode(fourcc(code), w, h, _fastest(fd, code, w, h)) for w, h in _sizes(fd, code)]
         return modes
     finally:

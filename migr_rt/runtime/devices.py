@@ -153,13 +153,22 @@ def holders(path: Path, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if not any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
+            if not any(_link(fd) == target for fd in (entry / "fd").iterdir()):
                 continue
             name = (entry / "comm").read_text().strip()
         except OSError:  # another user's process, or one that ended meanwhile
             continue
         found.append((int(entry.name), name))
     return sorted(found)
+
+
+def _link(fd: Path) -> str | None:
+    """What the descriptor ``fd`` (``/proc/PID/fd/N``) refers to, or None when it was closed since it was listed: a
+    program streaming from a camera opens and closes sockets and files all the while."""
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return None
 
 
 def process_names(pids: list[int], proc: Path = Path("/proc")) -> list[tuple[int, str]]:
@@ -374,7 +383,8 @@ def pcm_holders(device: str, asound: Path = Path("/proc/asound")) -> list[int] |
         if status.startswith("closed"):
             return None
         owner = re.search(r"^owner_pid\s*:\s*(\d+)", status, re.MULTILINE)
-        if owner and int(owner[1]) not in pids:
+        # 0: a process outside this PID namespace (this runs in a container, the sound server on the host)
+        if owner and int(owner[1]) > 0 and int(owner[1]) not in pids:
             pids.append(int(owner[1]))
     return pids if subs else None
 

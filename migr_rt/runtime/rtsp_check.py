@@ -82,12 +82,15 @@ def mask_password(text: str) -> str:
     return f"{scheme}://{info.partition(':')[0]}:****@{rest}"
 
 
-_USER_INFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/?#@:]*:)[^\s/?#@]*@")
+#: A URL's user info, ``USER:PASSWORD@``, up to the last ``@`` before the path, as FFmpeg's av_url_split reads it
+#: (``rtsp://me@mail.example:p@ss@cam/``: the user ``me@mail.example``, the password ``p@ss``).
+_USER_INFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/?#:]*:)[^\s/?#]*@")
 
 
 def mask_passwords(text: str) -> str:
     """``text`` with the password of every URL in it masked: an error of FFmpeg's, as PyAV raises it, ends with the
-    URL it opened, which is the one with the password."""
+    URL it opened, which is the one with the password. An ``@`` left unencoded in the user name or password is
+    read as FFmpeg reads it (the last one before the path ends the user info)."""
     return _USER_INFO.sub(r"\1****@", text)
 
 

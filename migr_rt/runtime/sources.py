@@ -345,6 +345,8 @@ def parse_source(
         source = None
     elif source is not None and _is_device(source):  # /dev/video0, /dev/v4l/by-id/usb-...-video-index0
         source, camera = None, source
+    if camera_size is not None and camera is None:  # a file under /dev (/dev/shm/clip.mp4) included
+        raise SourceError("--camera-size is for a camera (--camera N or a device path)", retryable=False)
     inputs: list[InputSpec] = []
     live = False  # a URL: real time unless asked otherwise (a remote file may be read losslessly)
     device = False  # a camera or microphone: real time always (a device cannot wait for analysis)
