@@ -683,7 +683,7 @@ def devices(as_json: bool) -> None:
     for cam in cams:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
         if cam["mode"]:
-            click.echo(f"      read as {cam['mode']} (the smallest picture at least 640 wide that keeps up)")
+            click.echo(f"      read as {cam['mode']} (--camera-size asks for another)")
         if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
             click.echo(f"  --camera {cam['stable_name']}")
         if cam["busy"]:  # FFmpeg's open would fail with EBUSY (a video call holds it)

@@ -290,3 +290,9 @@ def test_a_driver_that_ignores_the_index_is_read_to_its_first_repeat_not_16_mill
     monkeypatch.setattr(fcntl, "ioctl", first_entry_forever)
     assert capture_modes(node, devices.BUF_TYPE_VIDEO_CAPTURE) == [CaptureMode("YUYV", 640, 480, 30.0)]
     assert kernel.calls <= 10
+
+
+def test_a_camera_with_only_jpeg_is_read_in_its_own_mode():
+    # FFmpeg's input_format=mjpeg asks for MJPG first; a JPEG-only driver answers with its own default format and
+    # size, which FFmpeg keeps when it goes on to JPEG: the size asked for would be lost
+    assert choose_mode([CaptureMode("JPEG", 640, 480, 30.0), CaptureMode("JPEG", 1280, 720, 30.0)], 25) is None

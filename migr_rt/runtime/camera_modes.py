@@ -36,7 +36,9 @@ MIN_WIDTH = 640
 #: The V4L2 pixel formats FFmpeg's v4l2 input reads, as its ``input_format`` option names them, in the order they
 #: are preferred: uncompressed first (no decoding), then MJPEG (half a USB 2 link carries it at any size), H.264.
 FFMPEG_NAMES = {"YUYV": "yuyv422", "UYVY": "uyvy422", "NV12": "nv12", "YU12": "yuv420p", "RGB3": "rgb24",
-                "BGR3": "bgr24", "GREY": "gray", "MJPG": "mjpeg", "JPEG": "mjpeg", "H264": "h264"}
+                "BGR3": "bgr24", "GREY": "gray", "MJPG": "mjpeg", "H264": "h264"}
+# Not "JPEG": FFmpeg's "mjpeg" asks for MJPG first, and a driver that has only JPEG answers with its own default
+# format and size, which FFmpeg then keeps when it tries JPEG: a camera with only JPEG is read in its own mode.
 #: The sizes tried within a camera that states a range of sizes rather than a list.
 COMMON_SIZES = ((640, 480), (640, 360), (800, 600), (1280, 720), (1920, 1080))
 _LIMIT = 256  # entries read from each list: a driver that never ends its list is cut off
