@@ -296,3 +296,10 @@ def test_a_camera_with_only_jpeg_is_read_in_its_own_mode():
     # FFmpeg's input_format=mjpeg asks for MJPG first; a JPEG-only driver answers with its own default format and
     # size, which FFmpeg keeps when it goes on to JPEG: the size asked for would be lost
     assert choose_mode([CaptureMode("JPEG", 640, 480, 30.0), CaptureMode("JPEG", 1280, 720, 30.0)], 25) is None
+
+
+def test_a_range_holding_no_common_size_offers_its_largest(node, monkeypatch):
+    # a machine-vision sensor read as a window of 2048x1536 up to its full 2592x1944, in steps of 16
+    monkeypatch.setattr(fcntl, "ioctl", FakeCameraKernel({}, {"GREY": {"sizes": (2048, 2592, 16, 1536, 1944, 8),
+                                                                       "fps": (1, 60)}}))
+    assert capture_modes(node, devices.BUF_TYPE_VIDEO_CAPTURE) == [CaptureMode("GREY", 2592, 1944, 60.0)]

@@ -533,3 +533,19 @@ def test_a_microphone_held_from_outside_this_containers_pid_namespace_is_busy_wi
     asound = asound_tree(tmp_path / "asound", {"sub0": running(0)})
     assert devices.pcm_holders("plughw:CARD=C920,DEV=0", asound) == []
     assert devices.held_by(devices.process_names([]), "/dev/snd/*") == "`fuser -v /dev/snd/*` names it"
+
+
+def test_a_camera_the_usb_bus_has_no_bandwidth_for_says_so():
+    # uvcvideo's VIDIOC_STREAMON fails with ENOSPC when the controller cannot reserve the isochronous bandwidth:
+    # two uncompressed 640x480 cameras at 30 fps fill a USB 2 bus
+    import errno
+
+    import av
+
+    from migr_rt.runtime.sources import _ffmpeg_problem
+
+    with pytest.raises(av.error.FFmpegError) as full:
+        av.error.err_check(-errno.ENOSPC, "/dev/video2")
+    plain, retryable = _ffmpeg_problem(full.value, [], "v4l2", 5.0, True, target="/dev/video2")
+    assert plain.startswith("the USB bus has no bandwidth left for this picture (another camera on the same USB "
+                            "controller takes it): ask for less with --camera-size")

@@ -122,9 +122,10 @@ def _sizes(fd: int, code: int) -> list[tuple[int, int]]:
             continue
         min_w, max_w, step_w, min_h, max_h, step_h = values  # a range (continuous: steps of 1)
         step_w, step_h = max(step_w, 1), max(step_h, 1)
-        sizes += [(w, h) for w, h in COMMON_SIZES
+        common = [(w, h) for w, h in COMMON_SIZES
                   if min_w <= w <= max_w and min_h <= h <= max_h and (w - min_w) % step_w == 0
                   and (h - min_h) % step_h == 0]
+        sizes += common or [(max_w, max_h)]  # a range holding no common size: its largest
         break
     return sizes
 

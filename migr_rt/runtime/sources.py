@@ -106,6 +106,11 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         else:
             who = held_by(process_names(pcm_holders(target) or []), "/dev/snd/*")
         plain, retryable = f"the device is busy: another program is using it ({who})", True
+    elif input_format == "v4l2" and getattr(exc, "errno", None) == errno.ENOSPC:
+        # uvcvideo at VIDIOC_STREAMON: the USB controller cannot reserve the camera's isochronous bandwidth
+        plain, retryable = ("the USB bus has no bandwidth left for this picture (another camera on the same USB "
+                            "controller takes it): ask for less with --camera-size, or plug the camera into another "
+                            "controller's port"), True
     elif input_format in ("alsa", "v4l2"):
         plain, retryable = "the device cannot be opened (busy, unplugged or not a capture device)", True
     else:
