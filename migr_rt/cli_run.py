@@ -1,9 +1,9 @@
 """``migr-rt run``: the command-line edge of the streaming runtime (prints; the runtime itself only yields).
 
 Ctrl-C sets a stop flag: the runtime ends the current step, the last events
-are flushed, a ``--save`` video is finalised, and the exit status is 0. A
-second Ctrl-C aborts at once. Ctrl-C while the model loads ends the command
-with one line on stderr, also with status 0.
+are flushed, a ``--save`` video is finalised, and the exit status is 0. SIGTERM
+(a service stopped) does the same. A second Ctrl-C aborts at once. Ctrl-C while
+the model loads ends the command with one line on stderr, also with status 0.
 """
 
 from __future__ import annotations
@@ -140,11 +140,14 @@ def run_stream(o: RunOptions) -> int:
 
     stop = threading.Event()
 
-    def interrupt(signum, frame):  # first Ctrl-C: finish cleanly; the second one aborts
+    def interrupt(signum, frame):  # first Ctrl-C or SIGTERM: finish cleanly; a second Ctrl-C aborts
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM is how `systemctl stop`, `docker stop` and a supervising process end a service: it finishes as Ctrl-C
+    # does (the last events flushed, --save finalised), where Python's default would end it on the spot
+    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     view = saver = window = None
     reason = "end_of_stream"
     try:
@@ -187,8 +190,8 @@ def run_stream(o: RunOptions) -> int:
         for closer in (saver, view, window):
             if closer is not None:
                 closer.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if saver is not None:
         logger.info("wrote %s", o.save)
     return EXIT_SOURCE_LOST if reason == "source_lost" else EXIT_OK

@@ -1090,6 +1090,28 @@ def test_ctrl_c_flushes_and_exits_zero():
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
 
 
+def test_a_service_stopped_with_sigterm_finishes_like_ctrl_c(tmp_path):
+    # `systemctl stop` / `docker stop` send SIGTERM: Python's default ended the run on the spot, the last events
+    # unflushed and the --save video without its index (unplayable)
+    saved = tmp_path / "session.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--loop", "--realtime",
+                             "--json", "--no-rationale", "--save", str(saved)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if json.loads(line)["type"] == "window":
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = _events("".join(lines) + out)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
+    with av.open(str(saved)) as container:  # finalised: it opens, with its picture and sound
+        assert container.streams.video and container.streams.audio
+        assert sum(1 for _ in container.decode(video=0)) > 0
+
+
 def test_ctrl_c_while_the_model_loads_ends_as_cleanly_as_during_the_run():
     # `-v` logs when loading starts; importing torch and loading the backend take a second or more from there,
     # so a SIGINT sent on that line lands during the load. --max-windows bounds the run if it ever did not.
