@@ -682,10 +682,10 @@ def devices(as_json: bool) -> None:
     click.echo("cameras (run --camera N):")
     for cam in cams:
         click.echo(f"  --camera {cam['camera']:<3} {cam['device']:<13} {cam['name']}  ({cam['driver']}, {cam['bus']})")
-        if cam["mode"]:
-            click.echo(f"      read as {cam['mode']} (--camera-size asks for another)")
         if cam["stable_name"]:  # the same camera after a reboot or a replug, whatever its number then
             click.echo(f"  --camera {cam['stable_name']}")
+        if cam["mode"]:
+            click.echo(f"      read as {cam['mode']} (--camera-size asks for another)")
         if cam["busy"]:  # FFmpeg's open would fail with EBUSY (a video call holds it)
             click.echo(f"      (busy: another program is streaming from it, "
                        f"{held_by([(h['pid'], h['name']) for h in cam['held_by']], cam['device'])})")
