@@ -549,3 +549,11 @@ def test_a_camera_the_usb_bus_has_no_bandwidth_for_says_so():
     plain, retryable = _ffmpeg_problem(full.value, [], "v4l2", 5.0, True, target="/dev/video2")
     assert plain.startswith("the USB bus has no bandwidth left for this picture (another camera on the same USB "
                             "controller takes it): ask for less with --camera-size")
+
+
+def test_alsa_names_that_are_not_a_cards_pcm_are_not_looked_up():
+    # ALSA refuses these itself; here they must neither raise nor read /proc/asound outside a card's folder
+    for name in ("hw:1,0,--1", "hw:1,\u00b2", "hw:\u00b2", "hw:../../etc,0", "hw:", "default", "dsnoop:1"):
+        assert devices.hardware_pcm(name) is None, name
+    assert devices.hardware_pcm("hw:1,0,-1") == ("1", 0, None)  # -1: any free substream
+    assert devices.hardware_pcm("plughw:CARD=C920,DEV=1,SUBDEV=2") == ("C920", 1, 2)

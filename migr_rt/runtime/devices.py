@@ -354,8 +354,9 @@ def hardware_pcm(device: str) -> tuple[str, int, int | None] | None:
             pcm = value
         elif key == "SUBDEV":
             sub = value
-    if not re.fullmatch(r"\w+", card or "") or not pcm.isdigit() or (sub is not None and not sub.lstrip("-").isdigit()):
-        return None
+    if (not re.fullmatch(r"\w+", card or "", re.ASCII) or not re.fullmatch(r"\d+", pcm, re.ASCII)
+            or (sub is not None and not re.fullmatch(r"-?\d+", sub, re.ASCII))):
+        return None  # not a name ALSA would open (it refuses such a name itself)
     sub_number = int(sub) if sub is not None and int(sub) >= 0 else None  # -1: any free one
     return card, int(pcm), sub_number
 
