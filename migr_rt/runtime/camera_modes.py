@@ -84,10 +84,6 @@ def fourcc(code: int) -> str:
     return code.to_bytes(4, "little").decode("ascii", "replace").rstrip()
 
 
-def _code(text: str) -> int:
-    return int.from_bytes(text.ljust(4).encode("ascii"), "little")
-
-
 def _ask(fd: int, request: int, layout: struct.Struct, *fields: int) -> tuple | None:
     """One enumeration step: the driver's answer, or None at the end of the list (EINVAL) or when it has none."""
     raw = bytearray(layout.size)  # zeroed: the fields the driver fills in, and the reserved ones it checks
