@@ -742,8 +742,8 @@ class CameraParam(click.ParamType):
               help="Camera index N (/dev/videoN, v4l2) or device path, e.g. a stable /dev/v4l/by-id/... name "
                    "(`migr-rt devices` lists them).")
 @click.option("--camera-size", type=SizeParam(), default=None,
-              help="Picture size to ask the camera for, e.g. 1280x720 for faces far away (default: the smallest it "
-                   "gives at least 640 wide that keeps up with --fps; `migr-rt devices` shows it).")
+              help="Picture size to ask the camera for, e.g. 1280x720 for sharper face crops (default: the smallest "
+                   "it gives at least 640 wide that keeps up with --fps; `migr-rt devices` shows it).")
 @click.option("--mic", default=None, help="Microphone: alsa:DEVICE, e.g. alsa:plughw:1,0 (`migr-rt devices` lists "
               "them), or pulse:DEVICE where PyAV has PulseAudio (default: none for a camera; files use their own "
               "audio track).")

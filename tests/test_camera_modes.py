@@ -221,7 +221,7 @@ def test_a_size_asked_for_is_read_in_the_format_that_keeps_up_and_one_the_camera
                     devices.CAP_VIDEO_CAPTURE | devices.CAP_STREAMING, 0), 0, node)
     monkeypatch.setattr(devices, "query_node", lambda path: webcam)
     monkeypatch.setattr(fcntl, "ioctl", FakeCameraKernel(CHEAP))
-    # faces far away: 1280x720, which this camera gives at 30 fps in MJPEG only (YUYV: 10 fps)
+    # sharper crops: 1280x720, which this camera gives at 30 fps in MJPEG only (YUYV: 10 fps)
     assert dict(camera_input(0, fps=25, dev=node.parent, size=(1280, 720)).options) == {
         "framerate": "25", "video_size": "1280x720", "input_format": "mjpeg"}
     assert dict(parse_source(camera=str(node), camera_size=(1280, 720)).inputs[0].options)["video_size"] == \
