@@ -1328,3 +1328,53 @@ def test_a_password_is_masked_in_ffmpegs_words_wherever_its_at_signs_fall(url, m
     assert mask_passwords(str(failed.value)) == str(failed.value).replace(url, masked)
     assert mask_passwords(f"{url} and {url}") == f"{masked} and {masked}"
     assert mask_password(url) == masked
+
+
+def test_a_remote_file_whose_server_stalls_mid_way_is_resumed_where_it_stalled(runtime, clip_file, tmp_path):
+    # A server that stops sending without closing the connection (a NAS spinning up, a proxy hiccup) left FFmpeg
+    # waiting until PyAV's read timeout ended the run after the first window (exit status 3). FFmpeg now drops the
+    # stalled connection after HTTP_STALL seconds and asks for the rest (a range request).
+    from migr_rt.runtime.sources import HTTP_STALL, IO_TIMEOUT
+
+    media = decode_media(clip_file)
+    served = write_media(tmp_path / "clip.mkv", media.frames, 25, media.audio, 16000, video_codec="libx264")
+    data = served.read_bytes()
+    ranges: list[str | None] = []
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked = self.headers.get("Range")
+            ranges.append(asked)
+            start = int(asked[6:].split("-")[0]) if asked and asked.startswith("bytes=") else 0
+            self.send_response(206 if asked else 200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            if len(ranges) == 1:  # the first answer stalls after a third of the file, longer than PyAV waits
+                self.wfile.write(data[:len(data) // 3])
+                self.wfile.flush()
+                time.sleep(IO_TIMEOUT + 1.0)
+                return
+            self.wfile.write(data[start:])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mkv"
+        rt = Runtime(backend=runtime.backend, config=RuntimeConfig(rationale=False))
+        began = time.monotonic()
+        events = list(rt.stream(parse_source(url, realtime=False)))
+        took = time.monotonic() - began
+    finally:
+        server.shutdown()
+    local = list(rt.stream(parse_source(str(served))))
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "end_of_stream"
+    windows = [e for e in events if e["type"] == "window"]
+    assert [(w["t_start"], w["label"]) for w in windows] == [(w["t_start"], w["label"]) for w in local
+                                                              if w["type"] == "window"]
+    assert f"bytes={len(data) // 3}-" in ranges[1:], ranges  # resumed where it stalled, not started over
+    assert took > HTTP_STALL  # it did wait out the stall

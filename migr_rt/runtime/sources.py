@@ -90,8 +90,9 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         plain, retryable = "the server refuses to send it (HTTP error)", False
     elif isinstance(exc, ConnectionRefusedError):
         plain, retryable = "nothing answers at that address", True
-    elif isinstance(exc, TimeoutError):
-        plain, retryable = f"no answer within {timeout:g} s", True
+    elif isinstance(exc, TimeoutError):  # an HTTP server's stall ends at rw_timeout (see _url_options)
+        waited = HTTP_STALL if target.lower().startswith(("http://", "https://")) else timeout
+        plain, retryable = f"no answer within {waited:g} s", True
     elif isinstance(exc, PermissionError):
         plain, retryable = "permission denied", False
     elif isinstance(exc, FileNotFoundError):
@@ -125,6 +126,8 @@ def read_problem(exc: BaseException, timeout: float = IO_TIMEOUT) -> str:
         return f"nothing received for {timeout:g} s"
     if isinstance(exc, av.error.InvalidDataError):  # e.g. an MJPEG sender stopped in the middle of a picture
         return "the data stopped making sense to FFmpeg (cut off mid-frame, or corrupt)"
+    if isinstance(exc, TimeoutError):  # FFmpeg's rw_timeout: an HTTP server stalled (see _url_options)
+        return f"the connection stalled: nothing received for {HTTP_STALL:g} s"
     return mask_passwords(str(exc))  # PyAV's message ends with the URL opened, password and all
 
 
@@ -310,16 +313,26 @@ def mic_input(spec: str) -> InputSpec | None:
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
 
+#: Seconds an HTTP(S) connection may stall (send nothing, yet stay open) before FFmpeg drops it: below
+#: :data:`IO_TIMEOUT`, so that its reconnect resumes a remote file before PyAV's timeout ends the read.
+HTTP_STALL = 2.5
+
+
 def _url_options(url: str) -> tuple[tuple[str, str], ...]:
-    """FFmpeg options for reading ``url``: an HTTP(S) download cut mid-way resumes where it was cut.
+    """FFmpeg options for reading ``url``: an HTTP(S) download cut or stalled mid-way resumes where it stopped.
 
     A remote file is read to its end and not reopened (that would start it over), so a dropped connection
     would end the run; FFmpeg's ``reconnect`` asks the server for the rest instead (a range request), retrying
-    with backoff up to 10 s apart; the 5 s read timeout of :meth:`InputSpec.open` may end the wait sooner (not
-    measured). A live HTTP stream cannot be resumed that way and is reopened by the capture thread as before.
+    with backoff up to 10 s apart. A server that stops sending without closing the connection left FFmpeg
+    waiting until PyAV's read timeout (:data:`IO_TIMEOUT`) ended the run: ``rw_timeout`` makes FFmpeg drop such a
+    connection after :data:`HTTP_STALL` seconds and resume in the same way. Measured with a server that cuts its
+    first answer off after 40 kB, at once or after stalling 3, 8 or 30 s: every window was analysed, as from the
+    file on disk (before, the 8 and 30 s stalls ended the run after one window, exit status 3). A live HTTP
+    stream cannot be resumed that way and is reopened by the capture thread as before, after a stall of
+    :data:`HTTP_STALL` seconds rather than :data:`IO_TIMEOUT`.
     """
     if url.partition("://")[0].lower() in ("http", "https"):  # the scheme alone: a bad host is check_inputs's to name
-        return (("reconnect", "1"), ("reconnect_delay_max", "10"))
+        return (("reconnect", "1"), ("reconnect_delay_max", "10"), ("rw_timeout", str(int(HTTP_STALL * 1e6))))
     return ()
 
 
