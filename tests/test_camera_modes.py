@@ -107,20 +107,23 @@ def test_every_mode_a_camera_lists_is_read_with_its_fastest_rate(node, monkeypat
 
 
 @pytest.mark.parametrize("camera, fps, chosen", [
-    # the smallest picture at least 640 wide that keeps 25 fps: uncompressed, not the 5 fps full HD
-    (C920, 25, CaptureMode("YUYV", 640, 360, 30.0)),
-    # a camera whose own first mode is full-HD MJPEG: 640x480 in YUYV, no JPEG to decode
-    (CHEAP, 25, CaptureMode("YUYV", 640, 480, 30.0)),
+    # the smallest picture at least 640 wide that keeps 25 fps, in MJPEG (a fifteenth of YUYV's USB bandwidth, and
+    # as cheap to turn into RGB), not the camera's first mode or the 5 fps full HD
+    (C920, 25, CaptureMode("MJPG", 640, 360, 30.0)),
+    # a camera whose own first mode is full-HD MJPEG: 640x480 MJPEG
+    (CHEAP, 25, CaptureMode("MJPG", 640, 480, 30.0)),
     # faster than any mode: the fastest there is
-    (CHEAP, 60, CaptureMode("YUYV", 640, 480, 30.0)),
+    (CHEAP, 60, CaptureMode("MJPG", 640, 480, 30.0)),
 ])
 def test_the_smallest_mode_that_keeps_up_is_chosen(node, monkeypatch, camera, fps, chosen):
     monkeypatch.setattr(fcntl, "ioctl", FakeCameraKernel(camera))
     assert choose_mode(capture_modes(node, devices.BUF_TYPE_VIDEO_CAPTURE), fps) == chosen
-    assert chosen.options == (("video_size", f"{chosen.width}x{chosen.height}"), ("input_format", "yuyv422"))
+    assert chosen.options == (("video_size", f"{chosen.width}x{chosen.height}"), ("input_format", "mjpeg"))
 
 
 def test_a_camera_only_fast_in_mjpeg_is_read_in_mjpeg_and_a_small_one_at_its_largest():
+    raw_only = [CaptureMode("YUYV", 640, 480, 30.0), CaptureMode("NV12", 640, 480, 30.0)]
+    assert choose_mode(raw_only, 25).options[1] == ("input_format", "yuyv422")  # no MJPEG: uncompressed
     slow_raw = [CaptureMode("YUYV", 640, 480, 10.0), CaptureMode("MJPG", 640, 480, 30.0),
                 CaptureMode("MJPG", 1280, 720, 30.0)]
     assert choose_mode(slow_raw, 25) == CaptureMode("MJPG", 640, 480, 30.0)
@@ -152,7 +155,7 @@ def test_camera_input_asks_ffmpeg_for_the_chosen_mode(node, monkeypatch):
     kernel = FakeCameraKernel(CHEAP)
     monkeypatch.setattr(fcntl, "ioctl", kernel)
     spec = camera_input(0, fps=25, dev=node.parent)
-    assert dict(spec.options) == {"framerate": "25", "video_size": "640x480", "input_format": "yuyv422"}
+    assert dict(spec.options) == {"framerate": "25", "video_size": "640x480", "input_format": "mjpeg"}
     monkeypatch.setattr(fcntl, "ioctl", FakeCameraKernel({"Y10B": [((640, 480), (30,))]}))
     assert dict(camera_input(0, fps=25, dev=node.parent).options) == {"framerate": "25"}  # as it is
 
@@ -209,8 +212,8 @@ def test_devices_command_says_which_mode_each_camera_is_read_in(node, monkeypatc
 
     monkeypatch.setattr(fcntl, "ioctl", answer)
     listed = json.loads(CliRunner().invoke(main, ["devices", "--json"]).output)
-    assert [(c["camera"], c["mode"]) for c in listed["cameras"]] == [(0, "640x360 YUYV at 30 fps")]
-    assert "read as 640x360 YUYV at 30 fps" in CliRunner().invoke(main, ["devices"]).output
+    assert [(c["camera"], c["mode"]) for c in listed["cameras"]] == [(0, "640x360 MJPG at 30 fps")]
+    assert "read as 640x360 MJPG at 30 fps" in CliRunner().invoke(main, ["devices"]).output
 
 
 def test_a_size_asked_for_is_read_in_the_format_that_keeps_up_and_one_the_camera_lacks_is_refused(node, monkeypatch):

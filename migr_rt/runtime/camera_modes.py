@@ -3,11 +3,12 @@
 FFmpeg's v4l2 input, given no size or format, reads a camera in whatever mode it is in, usually the first one
 its descriptor lists. For many USB webcams that is 1920x1080: in YUYV a USB 2 camera gives it at 5 fps (the
 stream then holds 5 pictures a second, not 25), and in MJPEG every frame costs a full-HD JPEG decode and RGB
-conversion, a large share of a Raspberry Pi's CPU, for a face that is cropped to a few dozen pixels. So the
+conversion (7.8 ms on two EPYC cores, against 1.4 to 1.7 ms at 640 wide: benchmarks/results/camera_modes.md), for
+a face that is cropped to a few dozen pixels. So the
 camera's modes are listed first (``VIDIOC_ENUM_FMT``, ``VIDIOC_ENUM_FRAMESIZES``,
 ``VIDIOC_ENUM_FRAMEINTERVALS``: questions only, nothing is set or streamed), and :func:`choose_mode` picks the
-smallest picture at least :data:`MIN_WIDTH` wide that keeps up with the frame rate asked for, uncompressed when
-the camera has one. A camera that answers none of this is read as before, in its own mode.
+smallest picture at least :data:`MIN_WIDTH` wide that keeps up with the frame rate asked for, in MJPEG when the
+camera has it. A camera that answers none of this is read as before, in its own mode.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ FRMIVAL_DISCRETE = 1  # 2 continuous and 3 stepwise give a range whose fastest e
 #: The narrowest picture asked for: a face a metre or two away is then still ~100 pixels wide.
 MIN_WIDTH = 640
 #: The V4L2 pixel formats FFmpeg's v4l2 input reads, as its ``input_format`` option names them, in the order they
-#: are preferred: uncompressed first (no decoding), then MJPEG (half a USB 2 link carries it at any size), H.264.
-FFMPEG_NAMES = {"YUYV": "yuyv422", "UYVY": "uyvy422", "NV12": "nv12", "YU12": "yuv420p", "RGB3": "rgb24",
-                "BGR3": "bgr24", "GREY": "gray", "MJPG": "mjpeg", "H264": "h264"}
+#: are preferred: MJPEG first, then uncompressed, then H.264. Turning a 640x480 frame into RGB costs as much from
+#: MJPEG (decoded) as from YUYV (converted), 1.7 ms either way on two EPYC cores (benchmarks/camera_modes.py), but
+#: MJPEG takes a fifteenth of the USB bandwidth: two uncompressed cameras at 30 fps do not fit one USB 2 controller.
+FFMPEG_NAMES = {"MJPG": "mjpeg", "YUYV": "yuyv422", "UYVY": "uyvy422", "NV12": "nv12", "YU12": "yuv420p",
+                "RGB3": "rgb24", "BGR3": "bgr24", "GREY": "gray", "H264": "h264"}
 # Not "JPEG": FFmpeg's "mjpeg" asks for MJPG first, and a driver that has only JPEG answers with its own default
 # format and size, which FFmpeg then keeps when it tries JPEG: a camera with only JPEG is read in its own mode.
 #: The sizes tried within a camera that states a range of sizes rather than a list.
