@@ -309,24 +309,40 @@ def test_data_that_is_not_media_is_retried_only_from_a_live_server():
 @pytest.mark.skipif(not Path("/usr/include/linux/videodev2.h").exists() or shutil.which("cc") is None,
                     reason="needs a C compiler and the kernel's linux/videodev2.h")
 def test_the_ioctl_numbers_and_layouts_are_the_kernel_headers(tmp_path):
+    # what devices.py and camera_modes.py pack and unpack, against linux/videodev2.h itself
+    from migr_rt.runtime import camera_modes
+
+    values = {
+        "(unsigned long)VIDIOC_QUERYCAP": devices.VIDIOC_QUERYCAP,
+        "sizeof(struct v4l2_capability)": 104,
+        "(unsigned long)VIDIOC_REQBUFS": devices.VIDIOC_REQBUFS,
+        "sizeof(struct v4l2_requestbuffers)": devices._REQUEST_BUFFERS.size,
+        "offsetof(struct v4l2_requestbuffers, type)": 4,
+        "offsetof(struct v4l2_requestbuffers, memory)": 8,
+        "V4L2_BUF_TYPE_VIDEO_CAPTURE": devices.BUF_TYPE_VIDEO_CAPTURE,
+        "V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE": devices.BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+        "V4L2_MEMORY_MMAP": devices.MEMORY_MMAP,
+        "(unsigned long)VIDIOC_ENUM_FMT": camera_modes.VIDIOC_ENUM_FMT,
+        "sizeof(struct v4l2_fmtdesc)": camera_modes._FMTDESC.size,
+        "offsetof(struct v4l2_fmtdesc, pixelformat)": 44,
+        "(unsigned long)VIDIOC_ENUM_FRAMESIZES": camera_modes.VIDIOC_ENUM_FRAMESIZES,
+        "sizeof(struct v4l2_frmsizeenum)": camera_modes._FRMSIZE.size,
+        "offsetof(struct v4l2_frmsizeenum, discrete)": 12,
+        "(unsigned long)VIDIOC_ENUM_FRAMEINTERVALS": camera_modes.VIDIOC_ENUM_FRAMEINTERVALS,
+        "sizeof(struct v4l2_frmivalenum)": camera_modes._FRMIVAL.size,
+        "offsetof(struct v4l2_frmivalenum, type)": 16,
+        "offsetof(struct v4l2_frmivalenum, discrete)": 20,
+        "V4L2_FRMSIZE_TYPE_DISCRETE": camera_modes.FRMSIZE_DISCRETE,
+        "V4L2_FRMSIZE_TYPE_STEPWISE": camera_modes.FRMSIZE_STEPWISE,
+        "V4L2_FRMIVAL_TYPE_DISCRETE": camera_modes.FRMIVAL_DISCRETE,
+    }
     program = tmp_path / "v4l2.c"
-    program.write_text("""
-        #include <stdio.h>
-        #include <stddef.h>
-        #include <linux/videodev2.h>
-        int main(void) {
-            printf("%lu %lu %zu %zu %zu %zu %d %d %d\\n", (unsigned long)VIDIOC_QUERYCAP,
-                   (unsigned long)VIDIOC_REQBUFS, sizeof(struct v4l2_capability),
-                   sizeof(struct v4l2_requestbuffers), offsetof(struct v4l2_requestbuffers, type),
-                   offsetof(struct v4l2_requestbuffers, memory), V4L2_BUF_TYPE_VIDEO_CAPTURE,
-                   V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, V4L2_MEMORY_MMAP);
-            return 0;
-        }""")
+    prints = "\n".join(f'    printf("%lu\\n", (unsigned long)({expression}));' for expression in values)
+    program.write_text(f"#include <stdio.h>\n#include <stddef.h>\n#include <linux/videodev2.h>\n"
+                       f"int main(void) {{\n{prints}\n    return 0;\n}}\n")
     subprocess.run(["cc", "-o", str(tmp_path / "v4l2"), str(program)], check=True, timeout=60)
     said = subprocess.run([str(tmp_path / "v4l2")], capture_output=True, text=True, check=True).stdout.split()
-    assert [int(x) for x in said] == [devices.VIDIOC_QUERYCAP, devices.VIDIOC_REQBUFS, 104,
-                                      devices._REQUEST_BUFFERS.size, 4, 8, devices.BUF_TYPE_VIDEO_CAPTURE,
-                                      devices.BUF_TYPE_VIDEO_CAPTURE_MPLANE, devices.MEMORY_MMAP]
+    assert dict(zip(values, map(int, said))) == values
 
 
 @pytest.fixture

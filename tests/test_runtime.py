@@ -1075,24 +1075,10 @@ def test_a_url_behind_a_proxy_is_left_to_the_proxy(monkeypatch):
         check_inputs(parse_source("rtsp://no-such-host.invalid/cam"))
 
 
-def test_ctrl_c_flushes_and_exits_zero():
-    proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--loop", "--realtime",
-                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if json.loads(line)["type"] == "window":
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    events = _events("".join(lines) + out)
-    assert events[-1]["type"] == "end" and events[-1]["reason"] == "interrupted"
-
-
-def test_a_service_stopped_with_sigterm_finishes_like_ctrl_c(tmp_path):
-    # `systemctl stop` / `docker stop` send SIGTERM: Python's default ended the run on the spot, the last events
-    # unflushed and the --save video without its index (unplayable)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_a_service_stop_flushes_finalises_and_exits_zero(tmp_path, signum):
+    # Ctrl-C, and SIGTERM from `systemctl stop` / `docker stop`: Python's default for SIGTERM ended the run on the
+    # spot, the last events unflushed and the --save video without its index (unplayable)
     saved = tmp_path / "session.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "run", "--source", "demo", "--loop", "--realtime",
                              "--json", "--no-rationale", "--save", str(saved)], stdout=subprocess.PIPE,
@@ -1101,7 +1087,7 @@ def test_a_service_stopped_with_sigterm_finishes_like_ctrl_c(tmp_path):
     for line in proc.stdout:
         lines.append(line)
         if json.loads(line)["type"] == "window":
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
             break
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
