@@ -59,10 +59,11 @@ class Card:
     """A sound card read in periods of ``period`` samples; the wall clock is stepped by ``step`` seconds ``at``
     seconds in; ``lost`` (start, seconds) is an overrun, that much audio never read."""
 
-    def __init__(self, period: int, step: float = 0.0, at: float = 4.0, lost: tuple[float, float] | None = None):
-        self.period, self.step, self.at, self.lost = period, step, at, lost
+    def __init__(self, period: int, step: float = 0.0, at: float = 4.0, lost: tuple[float, float] | None = None,
+                 rate: int = CARD_RATE):
+        self.period, self.step, self.at, self.lost, self.rate = period, step, at, lost, rate
         # FFmpeg's filter works in microseconds per sample with a bandwidth of 1.5e-6 per microsecond
-        self.filter = LoopFilter(1e6 / CARD_RATE, period, 1.5e-6)
+        self.filter = LoopFilter(1e6 / rate, period, 1.5e-6)
         self.now = 0.0  # monotonic seconds, as the capture thread reads its clock
 
     def wall(self) -> float:
@@ -75,16 +76,16 @@ class Card:
         """(AudioFrame, read at) for ``seconds`` of the card's audio, stamped as FFmpeg stamps them."""
         silence = np.zeros((1, self.period * 2), np.int16)
         n = 0
-        while n < seconds * CARD_RATE:
-            self.now = (n + self.period) / CARD_RATE  # a period is read once the card has filled it
-            if self.lost and self.lost[0] <= n / CARD_RATE < self.lost[0] + self.lost[1]:
+        while n < seconds * self.rate:
+            self.now = (n + self.period) / self.rate  # a period is read once the card has filled it
+            if self.lost and self.lost[0] <= n / self.rate < self.lost[0] + self.lost[1]:
                 n += self.period
-                if not n / CARD_RATE < self.lost[0] + self.lost[1]:
+                if not n / self.rate < self.lost[0] + self.lost[1]:
                     self.filter.reset()
                 continue
-            stamp = self.filter.update((self.wall() - self.period / CARD_RATE) * 1e6, self.period) / 1e6
+            stamp = self.filter.update((self.wall() - self.period / self.rate) * 1e6, self.period) / 1e6
             frame = av.AudioFrame.from_ndarray(silence, format="s16", layout="stereo")
-            frame.sample_rate, frame.time_base, frame.pts = CARD_RATE, Fraction(1, 1_000_000), round(stamp * 1e6)
+            frame.sample_rate, frame.time_base, frame.pts = self.rate, Fraction(1, 1_000_000), round(stamp * 1e6)
             yield frame
             n += self.period
 
@@ -105,6 +106,15 @@ def heard(card: Card, seconds: float, watched: bool) -> float:
 def test_a_wall_clock_step_does_not_put_silence_into_a_sound_cards_audio(period, step):
     assert heard(Card(period, step), 10.0, watched=False) > 10.0 + 4.5  # what the step did unwatched
     assert heard(Card(period, step), 10.0, watched=True) == pytest.approx(10.0, abs=0.01)
+
+
+@pytest.mark.parametrize("rate, period, step", [
+    (8000, 4096, 86400.0),                # 0.5 s periods, a day's step: stamps still skip 2.6 s after it
+    (48000, 48, 56 * 365 * 86400.0),      # a board with no real-time clock, booted at 1970: 2.9 s after it
+])
+def test_a_large_step_is_disregarded_until_it_has_died_out_of_the_stamps(rate, period, step):
+    unstepped = heard(Card(period, rate=rate), 10.0, watched=True)  # whole periods: 10.24 s of 0.512 s ones
+    assert heard(Card(period, step, rate=rate), 10.0, watched=True) == pytest.approx(unstepped, abs=0.01)
 
 
 def test_a_backward_step_and_no_step_leave_the_audio_as_it_was():
@@ -134,5 +144,6 @@ def test_a_step_is_told_from_slewing_and_trusted_again_once_the_filter_has_settl
     assert all(advance(0.001, wall_rate=1.0005) for _ in range(1000))
     clock["wall"] += 60.0  # stepped
     assert not advance(0.001)
-    assert not advance(clock_steps.SETTLE - 0.01)
+    assert not advance(clock_steps.settle_time(60.0) - 0.01)
     assert advance(0.02)
+    assert clock_steps.SETTLE < clock_steps.settle_time(60.0) < clock_steps.settle_time(-86400.0)

@@ -1364,3 +1364,40 @@ def test_a_remote_file_whose_server_stalls_mid_way_is_resumed_where_it_stalled(r
                                                               if w["type"] == "window"]
     assert f"bytes={len(data) // 3}-" in ranges[1:], ranges  # resumed where it stalled, not started over
     assert took > HTTP_STALL  # it did wait out the stall
+
+
+def test_a_server_slower_to_answer_than_the_stall_limit_still_opens(tmp_path):
+    # rw_timeout (HTTP_STALL) bounds every read, the answer's first bytes too: a server answering after 3 s (an
+    # on-demand transcoder, a camera waking up; an HLS server's segments as slow) failed to open "no answer within
+    # 2.5 s", on every retry, where it opened before rw_timeout was set
+    from migr_rt.runtime.sources import HTTP_STALL, IO_TIMEOUT, _url_options
+
+    served = io.BytesIO()
+    with av.open(served, "w", format="mpegts") as muxer:
+        stream = muxer.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(25):
+            muxer.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 8, np.uint8), "rgb24")))
+        muxer.mux(stream.encode())
+    data = served.getvalue()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            time.sleep(HTTP_STALL + 0.5)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    assert HTTP_STALL + 0.5 < IO_TIMEOUT
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.ts"
+        with InputSpec(url, url, options=_url_options(url), live=True).open() as container:
+            assert sum(1 for _ in container.decode(video=0)) == 25
+    finally:
+        server.shutdown()

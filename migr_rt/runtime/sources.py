@@ -90,9 +90,8 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         plain, retryable = "the server refuses to send it (HTTP error)", False
     elif isinstance(exc, ConnectionRefusedError):
         plain, retryable = "nothing answers at that address", True
-    elif isinstance(exc, TimeoutError):  # an HTTP server's stall ends at rw_timeout (see _url_options)
-        waited = HTTP_STALL if target.lower().startswith(("http://", "https://")) else timeout
-        plain, retryable = f"no answer within {waited:g} s", True
+    elif isinstance(exc, TimeoutError):
+        plain, retryable = f"no answer within {timeout:g} s", True
     elif isinstance(exc, PermissionError):
         plain, retryable = "permission denied", False
     elif isinstance(exc, FileNotFoundError):
@@ -146,17 +145,34 @@ class InputSpec:
     reopen: bool = True  #: a live input that ends or fails is opened again (not a pipe: it cannot be)
 
     def open(self, timeout: float = IO_TIMEOUT) -> av.container.InputContainer:
-        """Open it with PyAV, or raise :class:`SourceError` naming it and saying why in plain words."""
+        """Open it with PyAV, or raise :class:`SourceError` naming it and saying why in plain words.
+
+        A server slower than :data:`HTTP_STALL` to answer (its first byte after 3 s; an HLS server's segments as
+        slow) never opened with ``rw_timeout`` (see :func:`_url_options`), however often retried: it is opened
+        again without it, waiting as long as before ``rw_timeout`` was set; a stall mid-way then ends the read.
+        """
+        options = dict(self.options)
+        try:
+            return self._open(options, timeout)
+        except SourceError as exc:
+            if "rw_timeout" not in options or not isinstance(exc.__cause__, (TimeoutError, av.error.ExitError)):
+                raise
+        del options["rw_timeout"]
+        logger.info("%s: no answer within %g s; opened again, waiting up to %g s", self.name, HTTP_STALL, timeout)
+        return self._open(options, timeout)
+
+    def _open(self, options: dict[str, str], timeout: float) -> av.container.InputContainer:
         quiet = av.logging.get_level() is None
         if quiet:  # FFmpeg says why only in its log (a bad filter option, a host name): capture it meanwhile
             av.logging.set_level(av.logging.ERROR)
         said: list[tuple[int, str, str]] = []
         try:
             with av.logging.Capture() as said:
-                return av.open(self.target, mode="r", format=self.format, options=dict(self.options),
-                               timeout=timeout)
+                return av.open(self.target, mode="r", format=self.format, options=options, timeout=timeout)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            problem, retryable = _ffmpeg_problem(exc, said, self.format, timeout, self.live, "://" in self.target,
+            # an HTTP server's stall ends at rw_timeout (see _url_options)
+            waited = HTTP_STALL if isinstance(exc, TimeoutError) and "rw_timeout" in options else timeout
+            problem, retryable = _ffmpeg_problem(exc, said, self.format, waited, self.live, "://" in self.target,
                                                  self.target)
             raise SourceError(f"{self.name}: cannot be opened: {mask_passwords(problem)}{self.hint}",
                               retryable=retryable) from exc
