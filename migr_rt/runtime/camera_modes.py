@@ -37,7 +37,8 @@ MIN_WIDTH = 640
 #: The V4L2 pixel formats FFmpeg's v4l2 input reads, as its ``input_format`` option names them, in the order they
 #: are preferred: MJPEG first, then uncompressed, then H.264. Turning a 640x480 frame into RGB costs as much from
 #: MJPEG (decoded) as from YUYV (converted), 1.7 ms either way on two EPYC cores (benchmarks/camera_modes.py), but
-#: MJPEG takes a fifteenth of the USB bandwidth: two uncompressed cameras at 30 fps do not fit one USB 2 controller.
+#: MJPEG carries a fifteenth of the data (for the benchmark's test picture): two uncompressed 640x480 cameras at 30
+#: fps do not fit one USB 2 controller (how much bandwidth a camera reserves in MJPEG is its own choice).
 FFMPEG_NAMES = {"MJPG": "mjpeg", "YUYV": "yuyv422", "UYVY": "uyvy422", "NV12": "nv12", "YU12": "yuv420p",
                 "RGB3": "rgb24", "BGR3": "bgr24", "GREY": "gray", "H264": "h264"}
 # Not "JPEG": FFmpeg's "mjpeg" asks for MJPG first, and a driver that has only JPEG answers with its own default
