@@ -34,12 +34,14 @@ SETTLE = 2.0
 SETTLE_PER_DECADE = 0.5
 
 
-def settle_time(step: float) -> float:
-    """Seconds during which a sound card's timestamps are disregarded after the wall clock stepped by ``step``."""
-    return SETTLE + SETTLE_PER_DECADE * max(0.0, math.log10(abs(step))) if step else SETTLE
 #: A change of the wall clock against the monotonic one larger than this is a step (reading the two clocks one
 #: after the other is off by microseconds, milliseconds for a thread preempted in between).
 STEP = 0.05
+
+
+def settle_time(step: float) -> float:
+    """Seconds during which a sound card's timestamps are disregarded after the wall clock stepped by ``step``."""
+    return SETTLE + SETTLE_PER_DECADE * max(0.0, math.log10(abs(step))) if step else SETTLE
 
 
 class ClockSteps:
