@@ -2,8 +2,9 @@
 
 Ctrl-C sets a stop flag: the runtime ends the current step, the last events
 are flushed, a ``--save`` video is finalised, and the exit status is 0. SIGTERM
-(a service stopped) does the same. A second Ctrl-C aborts at once. Ctrl-C while
-the model loads ends the command with one line on stderr, also with status 0.
+(a service stopped) does the same. A second Ctrl-C aborts at once. Ctrl-C or
+SIGTERM while the model loads ends the command with one line on stderr, also
+with status 0.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def run_stream(o: RunOptions) -> int:
 
     # Loading (torch, the backend, the weights) takes seconds before the stream's Ctrl-C handler is in place;
     # Ctrl-C there ends the run as cleanly as Ctrl-C during it (exit 0), not with click's "Aborted!" (exit 1).
-    # The guard also catches a Ctrl-C that a native loader swallowed, at the block's end.
+    # The guard also catches a Ctrl-C that a native loader swallowed, at the block's end. SIGTERM (a service
+    # stopped) ends it the same way, rather than killing the process with no word.
+    main = threading.current_thread() is threading.main_thread()
+    term = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         with interrupt_guard():
             logger.info("loading the model (%s, backend %s)", o.checkpoint or "bundled", o.backend)
@@ -135,6 +139,9 @@ def run_stream(o: RunOptions) -> int:
     except KeyboardInterrupt:
         print("migr-rt run: interrupted while loading the model", file=sys.stderr, flush=True)
         return EXIT_OK
+    finally:
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
 
     from migr_rt.runtime.events import to_json
 

@@ -1098,15 +1098,17 @@ def test_ctrl_c_or_a_service_stop_flushes_finalises_and_exits_zero(tmp_path, sig
         assert sum(1 for _ in container.decode(video=0)) > 0
 
 
-def test_ctrl_c_while_the_model_loads_ends_as_cleanly_as_during_the_run():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_the_model_loads_ends_as_cleanly_as_during_the_run(signum):
     # `-v` logs when loading starts; importing torch and loading the backend take a second or more from there,
-    # so a SIGINT sent on that line lands during the load. --max-windows bounds the run if it ever did not.
+    # so a signal sent on that line lands during the load. --max-windows bounds the run if it ever did not.
+    # SIGTERM (a service stopped while it starts) killed the process with no word.
     proc = subprocess.Popen([sys.executable, "-m", "migr_rt.cli", "-v", "run", "--source", "demo", "--json",
                              "--no-rationale", "--max-windows", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     for line in proc.stderr:
         if "loading the model" in line:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
     else:
         pytest.fail("the run never logged that loading started")
