@@ -641,6 +641,9 @@ def devices(as_json: bool) -> None:
     def in_use(busy: bool, found: list[tuple[int, str]]) -> dict:  # who holds a device another program records from
         return {"busy": busy, "held_by": [{"pid": pid, "name": name} for pid, name in found]}
 
+    def holders_said(entry: dict, nodes: str) -> str:  # in_use's holders, in words
+        return held_by([(holder["pid"], holder["name"]) for holder in entry["held_by"]], nodes)
+
     def camera_mode(node) -> dict:  # the mode `run --camera` asks for at the default --fps
         from migr_rt.runtime.sources import camera_mode
 
@@ -687,8 +690,7 @@ def devices(as_json: bool) -> None:
         if cam["mode"]:
             click.echo(f"      read as {cam['mode']} (--camera-size asks for another)")
         if cam["busy"]:  # FFmpeg's open would fail with EBUSY (a video call holds it)
-            click.echo(f"      (busy: another program is streaming from it, "
-                       f"{held_by([(h['pid'], h['name']) for h in cam['held_by']], cam['device'])})")
+            click.echo(f"      (busy: another program is streaming from it, {holders_said(cam, cam['device'])})")
     if not cams:
         click.echo("  none found (no /dev/videoN here answers as a V4L2 camera); try --source demo or a file")
     for other in others:  # why a /dev/videoN is not offered: a metadata node, a codec, not readable by this user
@@ -697,8 +699,7 @@ def devices(as_json: bool) -> None:
     for mic in mics:
         click.echo(f"  --mic {mic['mic']:<28} " + ": ".join(p for p in (mic["card"], mic["name"]) if p))
         if mic["busy"]:
-            click.echo(f"      (busy: another program is recording from it, "
-                       f"{held_by([(h['pid'], h['name']) for h in mic['held_by']], '/dev/snd/*')})")
+            click.echo(f"      (busy: another program is recording from it, {holders_said(mic, '/dev/snd/*')})")
     if not mics:
         click.echo("  none found" + ("" if Path("/proc/asound/cards").exists() else " (no sound card: /proc/asound "
                                      "is missing)") + "; without --mic, files use their own audio track")

@@ -153,7 +153,7 @@ def run_stream(o: RunOptions) -> int:
 
     # SIGTERM is how `systemctl stop`, `docker stop` and a supervising process end a service: it finishes as Ctrl-C
     # does (the last events flushed, --save finalised), where Python's default would end it on the spot
-    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    handled = (signal.SIGINT, signal.SIGTERM) if main else ()
     previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     view = saver = window = None
     reason = "end_of_stream"

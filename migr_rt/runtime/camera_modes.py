@@ -160,7 +160,6 @@ def choose_mode(modes: list[CaptureMode], fps: float, size: tuple[int, int] | No
         fastest = max(mode.fps or 0.0 for mode in readable)
         keeping_up = [mode for mode in readable if mode.fps == fastest]
     wide = [mode for mode in keeping_up if mode.width >= MIN_WIDTH]
+    pool, smaller = (wide, 1) if wide else (keeping_up, -1)  # the smallest wide enough, else the largest
     preference = list(FFMPEG_NAMES)
-    if wide:
-        return min(wide, key=lambda m: (m.width * m.height, preference.index(m.fourcc), -(m.fps or 0.0)))
-    return min(keeping_up, key=lambda m: (-m.width * m.height, preference.index(m.fourcc), -(m.fps or 0.0)))
+    return min(pool, key=lambda m: (smaller * m.width * m.height, preference.index(m.fourcc), -(m.fps or 0.0)))

@@ -190,6 +190,16 @@ def held_by(found: list[tuple[int, str]], nodes: str) -> str:
     return "held by " + ", ".join(f"{name} (pid {pid})" for pid, name in found)
 
 
+def camera_held_by(path: Path) -> str:
+    """Who holds the camera at ``path``, as words for an error (see :func:`held_by`)."""
+    return held_by(holders(path), str(path))
+
+
+def pcm_held_by(pids: list[int]) -> str:
+    """Who records from a sound card's capture device, the ``pids`` :func:`pcm_holders` found, as words."""
+    return held_by(process_names(pids), "/dev/snd/*")
+
+
 def why_not_a_camera(node: VideoNode) -> str:
     """Why ``node`` gives no pictures, as words that follow its name."""
     name = f" of {node.card!r}" if node.card else ""
@@ -239,7 +249,7 @@ def capture_problem(path: Path) -> str | None:
         busy = streaming_elsewhere(node)
     except OSError as exc:
         return _open_problem(exc)
-    return f"is busy: another program is streaming from it ({held_by(holders(path), str(path))})" if busy else None
+    return f"is busy: another program is streaming from it ({camera_held_by(path)})" if busy else None
 
 
 def _node_paths(dev: Path) -> list[Path]:

@@ -36,7 +36,7 @@ from migr_rt.runtime import devices
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
 from migr_rt.runtime.camera_modes import FFMPEG_NAMES, CaptureMode, capture_modes, choose_mode
 from migr_rt.runtime.devices import (
-    capture_problem, describe_cameras, held_by, holders, pcm_holders, process_names,
+    camera_held_by, capture_problem, describe_cameras, held_by, pcm_held_by, pcm_holders,
 )
 from migr_rt.runtime.rtsp_check import RtspRefusal, check_rtsp, mask_password, mask_passwords
 
@@ -102,9 +102,9 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         plain, retryable = "not media FFmpeg can read (corrupt, truncated or not a media file)", live and remote
     elif input_format in ("alsa", "v4l2") and getattr(exc, "errno", None) == errno.EBUSY:
         if input_format == "v4l2":
-            who = held_by(holders(Path(target)) if target else [], target or "/dev/video*")
+            who = camera_held_by(Path(target)) if target else held_by([], "/dev/video*")
         else:
-            who = held_by(process_names(pcm_holders(target) or []), "/dev/snd/*")
+            who = pcm_held_by(pcm_holders(target) or [])
         plain, retryable = f"the device is busy: another program is using it ({who})", True
     elif input_format == "v4l2" and getattr(exc, "errno", None) == errno.ENOSPC:
         # uvcvideo at VIDIOC_STREAMON: the USB controller cannot reserve the camera's isochronous bandwidth
@@ -324,7 +324,7 @@ def mic_input(spec: str) -> InputSpec | None:
         owners = pcm_holders(device)  # a card's PCM records for one program at a time (see pcm_holders)
         if owners is not None:
             raise SourceError(f"microphone {spec}: cannot be opened: the device is busy: another program is recording "
-                              f"from it ({held_by(process_names(owners), '/dev/snd/*')}); close it, or record from "
+                              f"from it ({pcm_held_by(owners)}); close it, or record from "
                               "a device that is free (`migr-rt devices` lists them)", retryable=False)
     return InputSpec(f"microphone {spec}", device, backend, live=True, video=False, hint=hint)
 
