@@ -115,7 +115,20 @@ def main(verbose: int) -> None:
     """migr-rt: multimodal emotion recognition whose explanations start from the modality that matters."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # transformers draws progress bars for loading a few-MB checkpoint; the CLI reports its own progress.
+    quiet_transformers(verbose)
+
+
+def quiet_transformers(verbose: int) -> None:
+    """transformers' progress bars and warnings off below ``-vv``; the CLI reports its own progress.
+
+    Through the environment where transformers is not imported yet: importing it costs a second on a small CPU, and
+    ``devices`` or a run on an exported artifact never need it.
+    """
+    if "transformers" not in sys.modules:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if verbose < 2:
+            os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from migr_rt.backends.decode import AnswerAnchor
-from migr_rt.model.modeling import MigrForEmotionReasoning
+
+if TYPE_CHECKING:  # the decoder wrapper imports transformers' modeling stack
+    from migr_rt.model.modeling import MigrForEmotionReasoning
 
 
 @dataclass

@@ -17,11 +17,14 @@ is tested against :func:`importance_from_log_probs`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from migr_rt.model.layout import scoring_batch
-from migr_rt.model.modeling import MigrForEmotionReasoning
+
+if TYPE_CHECKING:  # the decoder wrapper imports transformers' modeling stack
+    from migr_rt.model.modeling import MigrForEmotionReasoning
 
 
 @dataclass

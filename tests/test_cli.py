@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,22 @@ def test_console_script_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "migr_rt.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("demo", "synth", "data", "train", "eval", "export", "devices", "run", "bench"):
         assert f"  {command} " in out
+
+
+@pytest.mark.parametrize("verbose, level", [([], "ERROR"), (["-vv"], "WARNING")])
+def test_the_cli_quiets_transformers_without_importing_it(verbose, level):
+    # importing transformers costs about a second on a small CPU; `devices` or a run on an exported artifact never
+    # need it, but what loads it later must still be quiet below -vv and draw no progress bars
+    probe = ("import logging, sys\n"
+             "from migr_rt.cli import main\n"
+             f"main([*{verbose!r}, 'devices', '--json'], standalone_mode=False)\n"
+             "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
+             "from transformers.utils import logging as hf_logging\n"
+             "print(logging.getLevelName(hf_logging.get_verbosity()), hf_logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"{level} False"
 
 
 def test_run_without_a_camera_fails_fast_and_suggests_the_demo(tmp_path):

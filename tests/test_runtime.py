@@ -1233,6 +1233,24 @@ def test_runtime_on_the_onnx_artifact_matches_torch(bundled_onnx, runtime, clip_
         rt.analyze(media.frames, media.audio)
 
 
+def test_a_run_on_an_onnx_artifact_never_imports_the_torch_model_or_transformers_modeling(bundled_onnx, tmp_path):
+    # transformers' modeling stack (torch.distributed, dynamo) was 2 of the 5 s start-up of such a run
+    # (benchmarks/results/startup.md); only the checkpoint path needs it.
+    report = tmp_path / "modules.json"
+    probe = ("import atexit, json, sys\n"
+             f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+             "from migr_rt.cli import main\n"
+             f"main(['run', '--source', 'demo', '--json', '--max-windows', '1', '--checkpoint', {str(bundled_onnx)!r}])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["type"] for line in proc.stdout.splitlines()][-2:] == ["rationale", "end"]
+    loaded = set(json.loads(report.read_text()))
+    assert "onnxruntime" in loaded and "migr_rt.backends.onnxruntime_backend" in loaded
+    heavy = {"migr_rt.model.modeling", "migr_rt.model.build", "migr_rt.backends.torch_backend",
+             "migr_rt.backends.tensorrt_backend", "transformers.modeling_utils", "torch._dynamo"}
+    assert not heavy & loaded, sorted(heavy & loaded)
+
+
 def test_an_unwritable_save_path_is_refused_before_the_model_loads_or_capture_starts(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep")

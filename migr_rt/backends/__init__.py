@@ -27,17 +27,24 @@ __all__ = ["AnswerAnchor", "BACKENDS", "Backend", "BackendUnavailable", "Decoder
            "available_backends", "greedy_decode", "iter_greedy", "load_backend", "folder_kind"]
 
 
-def available_backends() -> dict[str, str | None]:
-    """Each backend -> None if its packages (and device) are present here, else why not."""
-    reasons: dict[str, str | None] = {"torch": None}
-    reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
-        "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
-    try:
-        from migr_rt.backends.tensorrt_backend import available as tensorrt_available
-    except ImportError as exc:
-        reasons["tensorrt"] = f"the TensorRT backend cannot be imported ({exc})"
-    else:
-        reasons["tensorrt"] = tensorrt_available()
+def available_backends(names: tuple[str, ...] = BACKENDS) -> dict[str, str | None]:
+    """Each backend of ``names`` -> None if its packages (and device) are present here, else why not.
+
+    Ask only for the backends a folder can use: asking TensorRT means importing torch and CUDA's probe.
+    """
+    reasons: dict[str, str | None] = {}
+    if "torch" in names:
+        reasons["torch"] = None
+    if "onnxruntime" in names:
+        reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
+            "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
+    if "tensorrt" in names:
+        try:
+            from migr_rt.backends.tensorrt_backend import available as tensorrt_available
+        except ImportError as exc:
+            reasons["tensorrt"] = f"the TensorRT backend cannot be imported ({exc})"
+        else:
+            reasons["tensorrt"] = tensorrt_available()
     return reasons
 
 
@@ -56,7 +63,7 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str = "cpu"
     path = Path(path)
     kind = folder_kind(path)
     readers = READERS[kind]
-    reasons = available_backends()
+    reasons = available_backends(readers)
     usable = [b for b in readers if reasons[b] is None]
     if backend == "auto":
         if not usable:
@@ -72,7 +79,7 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str = "cpu"
             raise BackendUnavailable(f"{path}: holds {kind} weights, which the {backend} backend cannot read; {hint} "
                                      f"(this folder runs on: {', '.join(readers)})")
         if reasons[backend] is not None:
-            here = [b for b, r in reasons.items() if r is None]
+            here = [b for b, r in available_backends().items() if r is None]
             raise BackendUnavailable(f"backend {backend!r} is not available: {reasons[backend]}; "
                                      f"available here: {', '.join(here)}")
         chosen = backend

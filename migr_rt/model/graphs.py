@@ -21,13 +21,17 @@ decoding.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from migr_rt.mi import importance_from_log_probs, variant_visibility
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import scoring_ids
-from migr_rt.model.modeling import MigrForEmotionReasoning
+
+if TYPE_CHECKING:  # the decoder wrapper imports transformers' modeling stack; graph_dims needs only the config
+    from migr_rt.model.modeling import MigrForEmotionReasoning
 
 #: One dimension of a graph tensor as the config sets it: (the config field, in the manifest's spelling, and its
 #: value), or None for an axis the graph leaves dynamic (batch, frames, sequence) or that no field sets.
