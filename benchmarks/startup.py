@@ -14,7 +14,6 @@ much of the start is importing torch and transformers. Writes benchmarks/results
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -22,7 +22,8 @@ _HOMES = {
     "CheckpointError": "checkpoint",
 }
 
-__all__ = list(_HOMES)
+__all__ = ["MigrConfig", "MigrForEmotionReasoning", "MigrOutput", "build_model", "save_checkpoint",
+           "check_checkpoint_out", "load_checkpoint", "verify_checkpoint", "CheckpointError"]
 
 if TYPE_CHECKING:
     from migr_rt.model.build import build_model
