@@ -33,8 +33,10 @@ from migr_rt.training.synth.corpus import SynthConfig, render_clip
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.media import decode_media, write_media
 from migr_rt.media.decode import iter_decoded
+from migr_rt.media.protocols import input_protocols
 from migr_rt.runtime import EVENT_SCHEMA, Runtime, RuntimeConfig, parse_source
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan
+from migr_rt.runtime.rtsp_check import mask_password
 from migr_rt.runtime.sources import InputSpec, SourceError, SourceSpec, check_inputs, demo_clip, read_problem
 
 LAVFI_AV = "lavfi:testsrc=size=160x120:rate=25:duration=3[out0];sine=frequency=300:sample_rate=16000:duration=3[out1]"
@@ -1064,6 +1066,45 @@ def test_a_url_that_does_not_parse_is_refused_in_words():
     # An IPv6 host without its closing bracket made urlsplit raise, and run ended in a traceback.
     with pytest.raises(SourceError, match=r"^rtsp://\[::1/cam: cannot be opened: Invalid IPv6 URL"):
         check_inputs(parse_source("rtsp://[::1/cam"))
+
+
+def test_the_protocols_said_readable_are_those_pyav_opens():
+    known = input_protocols()
+    assert {"file", "http", "https", "tcp", "udp", "rtmp", "pipe"} <= known
+    for scheme in ("tcp", "http", "rtmp", "srt", "rist", "sftp", "nosuchproto"):
+        try:
+            av.open(f"{scheme}://127.0.0.1:9/x", timeout=2).close()
+        except av.error.ProtocolNotFoundError:
+            assert scheme not in known, scheme
+        except (av.error.FFmpegError, OSError):  # refused: the protocol is there and tried to connect
+            assert scheme in known, scheme
+
+
+@pytest.mark.parametrize("url, says", [
+    # PyAV's wheels are built without SRT and RIST, which drones, encoders and OBS send; the ffmpeg command line has
+    # them, and the pipe was checked against a real SRT sender (`ffmpeg ... -f mpegts srt://...?mode=listener`)
+    ("srt://cam:secret@127.0.0.1:9000?mode=caller", "PyAV's FFmpeg is built without srt://; receive it with the ffmpeg "
+     "command line and pipe it in: ffmpeg -i 'srt://cam:****@127.0.0.1:9000?mode=caller' -c copy -f mpegts - | "
+     "migr-rt run --source -"),
+    ("rstp://cam.invalid/live", "FFmpeg knows no rstp:// URLs; did you mean rtsp://?"),  # before the DNS says no
+    ("htps://127.0.0.1/clip.mp4", "FFmpeg knows no htps:// URLs; did you mean https://?"),
+    ("foo://127.0.0.1/x", "FFmpeg knows no foo:// URLs; it reads rtsp://, rtmp://, http://, https://, udp://, tcp://, "
+     "rtp://"),
+])
+def test_a_url_pyav_cannot_read_is_refused_before_the_model_loads_saying_what_reads_it(url, says):
+    assert "srt" not in input_protocols()  # else this PyAV reads SRT: the first case no longer applies
+    with pytest.raises(SourceError) as refused:
+        check_inputs(parse_source(url))
+    assert str(refused.value) == f"{mask_password(url)}: cannot be opened: {says}"
+    assert refused.value.retryable is False
+
+
+def test_a_stream_opened_with_a_protocol_pyav_lacks_says_what_reads_it():
+    # the same words where the stream is opened without the check (the Python API, a reconnect)
+    with pytest.raises(SourceError) as refused:
+        InputSpec("srt://127.0.0.1:9000", "srt://127.0.0.1:9000", live=True).open(2.0)
+    assert str(refused.value).startswith("srt://127.0.0.1:9000: cannot be opened: PyAV's FFmpeg is built without "
+                                         "srt:// (FFmpeg: Protocol not found); receive it with the ffmpeg command")
 
 
 def test_a_url_behind_a_proxy_is_left_to_the_proxy(monkeypatch):
