@@ -861,5 +861,27 @@ def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | N
     click.echo("\nwrote " + ", ".join(str(p) for p in files.values()))
 
 
+def entry() -> None:
+    """The ``migr-rt`` command and ``python -m migr_rt.cli``: :func:`main` as a process of its own.
+
+    A Ctrl-C (or SIGTERM) that ends ``run`` while its model loads can land in Python code that a native library
+    runs through ``PyRun_String`` during its imports. CPython then marks the interrupt as unhandled although ``run``
+    handled it, and ends a ``python -m`` process by SIGINT after finalising (status 130 instead of ``run``'s 0: a
+    service manager sees a failure). After such an interrupt the process leaves with ``os._exit`` once its output
+    is flushed: nothing was written yet that finalising would complete. :func:`main` stays callable in-process.
+    """
+    from migr_rt.cli_run import interrupted_loading
+
+    try:
+        main()
+    except SystemExit as done:
+        if not interrupted_loading.is_set():
+            raise
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(done.code if isinstance(done.code, int) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -9,6 +9,7 @@ with status 0.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migr_rt.interrupt import interrupt_guard
+from migr_rt.interrupt import deferred_interrupts, interrupt_guard
 
 if TYPE_CHECKING:
     from migr_rt.runtime.sources import SourceSpec
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_SOURCE_LOST = 0, 1, 3
+#: Set when Ctrl-C or SIGTERM ended a run while its model loaded: the console script then leaves at once
+#: (see :func:`migr_rt.cli.entry`).
+interrupted_loading = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ def run_stream(o: RunOptions) -> int:
     try:
         with interrupt_guard():
             logger.info("loading the model (%s, backend %s)", o.checkpoint or "bundled", o.backend)
+            with deferred_interrupts():  # Ctrl-C inside torch's own initialisation aborts the process
+                importlib.import_module("torch")
             from migr_rt.artifact import ArtifactError
             from migr_rt.backends.base import BackendUnavailable
             from migr_rt.model import CheckpointError
@@ -138,6 +144,7 @@ def run_stream(o: RunOptions) -> int:
                 return _error(str(exc))
     except KeyboardInterrupt:
         print("migr-rt run: interrupted while loading the model", file=sys.stderr, flush=True)
+        interrupted_loading.set()
         return EXIT_OK
     finally:
         if term is not None:

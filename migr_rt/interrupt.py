@@ -61,3 +61,31 @@ def interrupt_guard() -> Iterator[None]:
         _pending.clear()
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous_handler)
+
+
+@contextmanager
+def deferred_interrupts(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Ctrl-C (and the other ``signums``) inside the block are held to its end, then raise ``KeyboardInterrupt``.
+
+    For imports of native libraries whose initialisation runs Python code from C++: ``import torch`` aborted the
+    whole process ("terminate called after throwing an instance of 'pybind11::error_already_set'", status 134)
+    when Ctrl-C landed in it. A signal whose handler is Python's (one that would raise) is held; an ignored one
+    stays ignored. Off the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum, handler in previous.items():
+        if callable(handler):
+            signal.signal(signum, lambda got, frame: held.append(got))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+    if held:
+        _pending.set()
+        raise KeyboardInterrupt
