@@ -880,7 +880,7 @@ def entry() -> None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(done.code if isinstance(done.code, int) else 1)
+        os._exit(0 if done.code is None else done.code if isinstance(done.code, int) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

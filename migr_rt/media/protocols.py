@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 DEMUXER_SCHEMES = frozenset({"rtsp", "rtsps", "satip", "sap"})
 #: Protocols of other FFmpeg builds (a distribution's ``ffmpeg`` command line) that a stream may come in by.
 OTHER_BUILDS = frozenset({"srt", "rist", "rtmpe", "rtmpte", "sctp", "sftp", "smb", "zmq", "amqp"})
+#: What a camera or an encoder streams over, named when a scheme is not known at all.
+STREAMING = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "rtp")
 
 
 @functools.cache
@@ -69,7 +71,3 @@ def unreadable_message(url: str, scheme: str, ffmpeg_says: str = "") -> str:
     near = swapped or difflib.get_close_matches(scheme, readable, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]}://?" if near else f"; it reads {', '.join(f'{p}://' for p in STREAMING)}"
     return f"FFmpeg knows no {scheme}:// URLs{said}{hint}"
-
-
-#: What a camera or an encoder streams over, named when a scheme is not known at all.
-STREAMING = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "rtp")
