@@ -4,7 +4,8 @@ PyAV's wheels carry their own FFmpeg, built without some protocols that the ``ff
 distribution has: SRT and RIST, which drones, hardware encoders and OBS send. Opening such a URL fails only
 with "Protocol not found", and the run opens a live URL after the model has loaded, seconds late. FFmpeg lists
 its protocols (``avio_enum_protocols``); PyAV does not pass that on, so it is called in the library PyAV has
-loaded, found in this process's memory map.
+loaded, looked up through PyAV's own extension module: a process may hold more than one libavformat (OpenCV's
+wheels carry their own FFmpeg, built with other protocols, and ``cv2`` is imported before this is asked).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import difflib
 import functools
 import importlib
 import logging
+import re
 import shlex
 
 logger = logging.getLogger(__name__)
@@ -26,22 +28,21 @@ OTHER_BUILDS = frozenset({"srt", "rist", "rtmpe", "rtmpte", "sctp", "sftp", "smb
 STREAMING = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "rtp")
 
 
+#: A URL's protocol as FFmpeg reads it (``url_find_protocol``): these characters, then ':'. ``async:http://...``
+#: and ``cache:file://...`` name the outer protocol first; ``crypto+http://...`` is crypto's, over HTTP.
+_SCHEME = re.compile(r"[A-Za-z0-9+.-]+(?=:)")
+
+
 @functools.cache
 def input_protocols() -> frozenset[str] | None:
-    """The input protocols of PyAV's FFmpeg, or None where they cannot be asked (no ``/proc``, a static build)."""
-    importlib.import_module("av")  # loads the libavformat to ask
-
+    """The input protocols of PyAV's FFmpeg, or None where they cannot be asked (a static build)."""
+    # dlsym through the handle of PyAV's extension module searches that module and the libraries it links, so it
+    # finds PyAV's libavformat and not another one the process loaded first (OpenCV's, which reads rtmpe://).
+    av_format = importlib.import_module("av.format")
     try:
-        with open("/proc/self/maps") as maps:
-            path = next((line.split()[-1] for line in maps if "libavformat" in line.rsplit("/", 1)[-1]), None)
-    except OSError:
-        return None
-    if path is None:
-        return None
-    try:
-        enum = ctypes.CDLL(path).avio_enum_protocols  # the loaded library: dlopen hands back the same handle
-    except (OSError, AttributeError) as exc:
-        logger.debug("cannot ask %s for its protocols: %s", path, exc)
+        enum = ctypes.CDLL(av_format.__file__).avio_enum_protocols  # loaded already: dlopen hands back its handle
+    except (OSError, AttributeError, TypeError) as exc:
+        logger.debug("cannot ask PyAV's FFmpeg for its protocols: %s", exc)
         return None
     enum.restype, enum.argtypes = ctypes.c_char_p, [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
     cursor, names = ctypes.c_void_p(), []
@@ -52,9 +53,12 @@ def input_protocols() -> frozenset[str] | None:
 
 def unreadable_scheme(url: str) -> str | None:
     """The scheme of ``url`` where PyAV's FFmpeg certainly cannot read it, else None (readable, or not known)."""
-    scheme = url.partition("://")[0].lower()
+    found = _SCHEME.match(url)
     known = input_protocols()
-    if not scheme or known is None or scheme in known or scheme in DEMUXER_SCHEMES:
+    if found is None or known is None:  # a path (FFmpeg's file protocol), or a form not parsed here
+        return None
+    scheme = found[0].lower()
+    if {scheme, scheme.partition("+")[0]} & (known | DEMUXER_SCHEMES):
         return None
     return scheme
 
