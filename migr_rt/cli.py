@@ -128,6 +128,10 @@ def quiet_transformers(verbose: int) -> None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if verbose < 2:
             os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        if "huggingface_hub.constants" in sys.modules:  # read the variable when imported: told as transformers tells it
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
         return
     from transformers.utils import logging as hf_logging
 

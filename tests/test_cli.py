@@ -22,11 +22,13 @@ def test_console_script_lists_the_subcommands():
         assert f"  {command} " in out
 
 
-@pytest.mark.parametrize("verbose, level", [([], "ERROR"), (["-vv"], "WARNING")])
-def test_the_cli_quiets_transformers_without_importing_it(verbose, level):
+@pytest.mark.parametrize("verbose, level, first", [([], "ERROR", ""), (["-vv"], "WARNING", ""),
+                                                   ([], "ERROR", "import huggingface_hub.constants")])
+def test_the_cli_quiets_transformers_without_importing_it(verbose, level, first):
     # importing transformers costs about a second on a small CPU; `devices` or a run on an exported artifact never
-    # need it, but what loads it later must still be quiet below -vv and draw no progress bars
-    probe = ("import logging, sys\n"
+    # need it, but what loads it later must still be quiet below -vv and draw no progress bars; huggingface_hub reads
+    # its variable on import, so one imported before (by a caller of main) is told directly
+    probe = (f"import logging, sys\n{first}\n"
              "from migr_rt.cli import main\n"
              f"main([*{verbose!r}, 'devices', '--json'], standalone_mode=False)\n"
              "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
