@@ -77,10 +77,10 @@ def deferred_interrupts(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTER
         return
     held: list[int] = []
     previous = {signum: signal.getsignal(signum) for signum in signums}
-    for signum, handler in previous.items():
-        if callable(handler):
-            signal.signal(signum, lambda got, frame: held.append(got))
-    try:
+    try:  # a signal between two installs raises there: the handlers installed before it are put back too
+        for signum, handler in previous.items():
+            if callable(handler):
+                signal.signal(signum, lambda got, frame: held.append(got))
         yield
     finally:
         for signum, handler in previous.items():

@@ -85,6 +85,32 @@ def test_a_ctrl_c_or_sigterm_inside_a_deferred_block_waits_for_its_end():
         "ignored stays ignored: True"]
 
 
+def test_a_sigterm_while_the_deferred_block_installs_its_handlers_leaves_ctrl_c_as_it_was():
+    # SIGTERM's handler still raises while SIGINT's is already the one that holds: an interrupt there must not leave
+    # Ctrl-C held for good (it would only be collected into a list nobody reads)
+    probe = (
+        "import signal\n"
+        "from migr_rt.interrupt import deferred_interrupts\n"
+        "real = signal.signal\n"
+        "def landing(signum, handler):  # the SIGTERM arrives right after SIGINT's handler is swapped\n"
+        "    previous = real(signum, handler)\n"
+        "    if signum == signal.SIGINT and handler is not signal.default_int_handler:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return previous\n"
+        "signal.signal(signal.SIGTERM, signal.default_int_handler)\n"
+        "signal.signal = landing\n"
+        "try:\n"
+        "    with deferred_interrupts():\n"
+        "        print('entered')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+        "signal.signal = real\n"
+        "print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["interrupted", "handler restored: True"]
+
+
 def test_a_run_interrupted_while_loading_exits_zero_though_the_interrupt_crossed_native_code(tmp_path):
     # A Ctrl-C that lands in Python code a native library runs through PyRun_String (torch's imports) makes CPython
     # end a `python -m` process by SIGINT at exit, whatever `run` returned: `python -m migr_rt.cli -v run` exited
