@@ -5,9 +5,10 @@
     python benchmarks/startup.py --repo ../old --name startup_before   # the same, for another checkout's code
 
 A robot's service restarts, a desktop app launches the CLI per session: until the start event, nothing is analysed.
-Each run is the real CLI in a fresh process (`python -m migr_rt.cli run --source demo --json --max-windows 1`), once on
-the bundled torch checkpoint and once on an ONNX fp32 artifact exported from it (onnxruntime), and the times are read
-from its JSON-lines events as they arrive on the pipe. One more run per backend under ``python -X importtime`` says how
+Each run is the real CLI in a fresh process (`migr-rt run --source demo --json --max-windows 1`, its ``main`` called
+from ``python -c`` so that ``--repo`` decides which code runs), once on the bundled torch checkpoint and once on an
+ONNX fp32 artifact exported from it (onnxruntime), and the times are read from its JSON-lines events as they arrive on
+the pipe. One more run per backend under ``python -X importtime`` says how
 much of the start is importing torch and transformers. Writes benchmarks/results/<name>.json and .md.
 """
 
@@ -119,7 +120,9 @@ def main(runs: int, repo: Path, cold: bool, name: str) -> None:
                 "runs": samples,
                 "imports_s": imports,
             }
-    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True).stdout.strip()
+
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     commit = git("rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else "")
     result = {"benchmark": "startup", "machine": machine_info(), "commit": commit,

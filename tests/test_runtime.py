@@ -1089,6 +1089,7 @@ def test_the_protocols_said_readable_are_those_pyav_opens():
      "migr-rt run --source -"),
     ("rstp://cam.invalid/live", "FFmpeg knows no rstp:// URLs; did you mean rtsp://?"),  # before the DNS says no
     ("htps://127.0.0.1/clip.mp4", "FFmpeg knows no htps:// URLs; did you mean https://?"),
+    ("RTSP://127.0.0.1/live", "FFmpeg knows no RTSP:// URLs; did you mean rtsp://?"),  # FFmpeg matches case
     ("foo://127.0.0.1/x", "FFmpeg knows no foo:// URLs; it reads rtsp://, rtmp://, http://, https://, udp://, tcp://, "
      "rtp://"),
 ])
@@ -1302,7 +1303,8 @@ def test_a_run_on_an_onnx_artifact_never_imports_the_torch_model_or_transformers
     probe = ("import atexit, json, sys\n"
              f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
              "from migr_rt.cli import main\n"
-             f"main(['run', '--source', 'demo', '--json', '--max-windows', '1', '--checkpoint', {str(bundled_onnx)!r}])")
+             f"main(['run', '--source', 'demo', '--json', '--max-windows', '1',\n"
+             f"      '--checkpoint', {str(bundled_onnx)!r}])")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["type"] for line in proc.stdout.splitlines()][-2:] == ["rationale", "end"]

@@ -57,7 +57,7 @@ def unreadable_scheme(url: str) -> str | None:
     known = input_protocols()
     if found is None or known is None:  # a path (FFmpeg's file protocol), or a form not parsed here
         return None
-    scheme = found[0].lower()
+    scheme = found[0]  # FFmpeg matches it as written: HTTP:// and RTSP:// are "Protocol not found"
     if {scheme, scheme.partition("+")[0]} & (known | DEMUXER_SCHEMES):
         return None
     return scheme
@@ -71,7 +71,8 @@ def unreadable_message(url: str, scheme: str, ffmpeg_says: str = "") -> str:
         return (f"PyAV's FFmpeg is built without {scheme}://{said}; receive it with the ffmpeg command line and pipe "
                 f"it in: ffmpeg -i {shlex.quote(url)} -c copy -f mpegts - | migr-rt run --source -")
     readable = sorted((input_protocols() or frozenset()) | DEMUXER_SCHEMES)
-    swapped = [p for p in readable if sorted(p) == sorted(scheme)]  # two letters swapped: rstp for rtsp
-    near = swapped or difflib.get_close_matches(scheme, readable, n=1, cutoff=0.6)
+    lower = scheme.lower()
+    swapped = [p for p in readable if sorted(p) == sorted(lower)]  # RTSP, or two letters swapped: rstp for rtsp
+    near = swapped or difflib.get_close_matches(lower, readable, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]}://?" if near else f"; it reads {', '.join(f'{p}://' for p in STREAMING)}"
     return f"FFmpeg knows no {scheme}:// URLs{said}{hint}"
