@@ -60,6 +60,13 @@ def test_an_ignored_sigint_stays_ignored():
     assert proc.stdout.splitlines() == ["survived", "handler restored: False"]
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a Python process of its own (signal handlers belong to the main thread); it must exit 0."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_a_ctrl_c_or_sigterm_inside_a_deferred_block_waits_for_its_end():
     # `import torch` aborted the process (pybind11 error_already_set, status 134) when Ctrl-C landed inside it
     probe = (
@@ -79,8 +86,7 @@ def test_a_ctrl_c_or_sigterm_inside_a_deferred_block_waits_for_its_end():
         "with deferred_interrupts():\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "print('ignored stays ignored:', signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = _python(probe)
     assert proc.stdout.splitlines() == ["finished the block", "raised at the end", "handler restored: True"] * 2 + [
         "ignored stays ignored: True"]
 
@@ -106,8 +112,7 @@ def test_a_sigterm_while_the_deferred_block_installs_its_handlers_leaves_ctrl_c_
         "    print('interrupted')\n"
         "signal.signal = real\n"
         "print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = _python(probe)
     assert proc.stdout.splitlines() == ["interrupted", "handler restored: True"]
 
 
