@@ -86,6 +86,5 @@ def deferred_interrupts(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTER
         for signum, handler in previous.items():
             if callable(handler):
                 signal.signal(signum, handler)
-    if held:
-        _pending.set()
+    if held:  # raised here, in Python, where it cannot be lost: nothing for raise_if_interrupted to remember
         raise KeyboardInterrupt

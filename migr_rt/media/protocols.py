@@ -51,13 +51,18 @@ def input_protocols() -> frozenset[str] | None:
     return frozenset(names)
 
 
+def url_scheme(url: str) -> str | None:
+    """The protocol FFmpeg looks up for ``url``, as written (it matches ``HTTP://`` to no protocol); None: a path."""
+    found = _SCHEME.match(url)
+    return found[0] if found else None
+
+
 def unreadable_scheme(url: str) -> str | None:
     """The scheme of ``url`` where PyAV's FFmpeg certainly cannot read it, else None (readable, or not known)."""
-    found = _SCHEME.match(url)
+    scheme = url_scheme(url)
     known = input_protocols()
-    if found is None or known is None:  # a path (FFmpeg's file protocol), or a form not parsed here
+    if scheme is None or known is None:  # a path (FFmpeg's file protocol), or a form not parsed here
         return None
-    scheme = found[0]  # FFmpeg matches it as written: HTTP:// and RTSP:// are "Protocol not found"
     if {scheme, scheme.partition("+")[0]} & (known | DEMUXER_SCHEMES):
         return None
     return scheme

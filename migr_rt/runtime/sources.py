@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import av
 import av.logging
 
-from migr_rt.media.protocols import unreadable_message, unreadable_scheme
+from migr_rt.media.protocols import unreadable_message, unreadable_scheme, url_scheme
 from migr_rt.runtime import devices
 from migr_rt.runtime.alsa import AlsaConfigError, configure_alsa, pcm_problem
 from migr_rt.runtime.camera_modes import FFMPEG_NAMES, CaptureMode, capture_modes, choose_mode
@@ -84,8 +84,8 @@ def _ffmpeg_problem(exc: BaseException, said: list[tuple[int, str, str]], input_
         plain, retryable = "the filter graph is not valid", False
     elif isinstance(exc, errors.ProtocolNotFoundError):
         plain, retryable = "this FFmpeg cannot read that kind of URL", False
-        if "://" in target:  # PyAV's wheels leave out SRT and RIST; the ffmpeg command line often has them
-            return unreadable_message(target, target.partition("://")[0], detail), False
+        if "://" in target and (scheme := url_scheme(target)):  # PyAV's wheels leave out SRT and RIST
+            return unreadable_message(target, scheme, detail), False
     elif isinstance(exc, errors.DemuxerNotFoundError):
         plain, retryable = f"this FFmpeg has no input format {input_format!r}", False
     elif isinstance(exc, (errors.HTTPNotFoundError, errors.HTTPForbiddenError, errors.HTTPUnauthorizedError,
