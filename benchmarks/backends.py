@@ -110,8 +110,8 @@ def benchmark_stages(backends: dict[str, Backend], window, cache_tokens: int, ru
         tokens = b.encode(pixels, audio)
         logits, state = b.prefill(ids, tokens, present)
         for _ in range(cache_tokens):  # greedy: the cache a real rationale has after cache_tokens tokens
-            logits, state = b.step(logits.argmax(dim=-1), state)
-        prepared[name] = (tokens, state, logits.argmax(dim=-1))
+            logits, state = b.step(logits.argmax(-1), state)
+        prepared[name] = (tokens, state, logits.argmax(-1))
     results = {}
     stage_fns: dict[str, dict[str, Timed]] = {s: {} for s in STAGES}
     for name, b in backends.items():

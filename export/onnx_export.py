@@ -328,7 +328,7 @@ def greedy_tokens_equal(backend, model: MigrForEmotionReasoning, batch: int, ste
         tokens = b.encode(frames.reshape(batch, cfg.num_frames, *frames.shape[1:]), args["audio"][0])
         results.append(greedy_decode(b, args["prefill"][0], tokens, args["prefill"][3], max_new_tokens=steps,
                                      stop_token_ids=()).tokens)
-    return float(torch.equal(results[0], results[1]))
+    return float(np.array_equal(results[0], results[1]))
 
 
 def export_onnx(

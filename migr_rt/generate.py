@@ -99,9 +99,11 @@ def generate(
     for step in range(config.max_new_tokens):
         nxt, lp = _choose(logits, config, generator)
         if anchor is not None:
-            forced = anchor.choose(previous, nxt, answer_start)
-            if forced is not nxt:  # a label was written: its log-prob, not the argmax's
-                nxt, lp = forced, logits.log_softmax(-1).gather(-1, forced[:, None]).squeeze(-1)
+            chosen = nxt.cpu().numpy()  # the anchor works in numpy, as the runtime's decoding does
+            forced = anchor.choose(previous.cpu().numpy(), chosen, answer_start)
+            if forced is not chosen:  # a label was written: its log-prob, not the argmax's
+                nxt = torch.from_numpy(forced).to(nxt.device)
+                lp = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1)
         nxt = previous = torch.where(done, torch.full_like(nxt, pad), nxt)
         tokens[:, step] = nxt
         logprobs[:, step] = torch.where(done, torch.zeros_like(lp), lp)

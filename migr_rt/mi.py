@@ -11,42 +11,21 @@ visible, then each one masked) in one decoder pass. The encoders run once per
 window; the variants share the encoder outputs and differ only in their key
 masks. This reference materialises the (1 + M) copies of the embeddings; the
 fused Triton kernel in ``migr_rt.kernels`` does the same without copies and
-is tested against :func:`importance_from_log_probs`.
+is tested against :func:`importance_from_log_probs`. The result type lives in
+:mod:`migr_rt.importance` (torch-free, for the runtime).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from migr_rt.importance import ModalityImportance
 from migr_rt.model.layout import scoring_batch
 
 if TYPE_CHECKING:  # the decoder wrapper imports transformers' modeling stack
     from migr_rt.model.modeling import MigrForEmotionReasoning
-
-
-@dataclass
-class ModalityImportance:
-    """MI of a batch of windows. Modality index m follows ``config.modalities``."""
-
-    log_probs: torch.Tensor  #: (B, 1+M, C) label log-probs; variant 0 = all present visible, 1+m = m masked
-    target: torch.Tensor  #: (B,) label index MI is measured for
-    mi: torch.Tensor  #: (B, M) log-prob drop when each modality is masked (0 for absent ones)
-    importance: torch.Tensor  #: (B, M) softmax of MI over present modalities (zeros when none is present)
-    dominant: torch.Tensor  #: (B,) argmax of MI over present modalities, -1 when none is present
-    present: torch.Tensor  #: (B, M) which modalities had input
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        """(B,) label index predicted with every present modality visible."""
-        return self.log_probs[:, 0].argmax(dim=-1)
-
-    @property
-    def probs(self) -> torch.Tensor:
-        """(B, C) label distribution with every present modality visible."""
-        return self.log_probs[:, 0].exp()
 
 
 def variant_visibility(present: torch.Tensor) -> torch.Tensor:

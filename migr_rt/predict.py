@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import Backend, greedy_decode, load_backend
@@ -124,7 +123,6 @@ class Predictor:
         #: whether the checkpoint was trained to write rationales (baseline/migr), not only to answer (base)
         self.reasons = recipe in ("baseline", "migr")
 
-    @torch.inference_mode()
     def predict(self, frames: np.ndarray | None, audio: np.ndarray | None, fps: float = 25.0) -> Prediction:
         """Score one window.
 
@@ -158,7 +156,6 @@ class Predictor:
             face_found=face_box is not None,
         )
 
-    @torch.inference_mode()
     def explain(
         self,
         frames: np.ndarray | None,
@@ -198,7 +195,7 @@ class Predictor:
             opening_modality = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
         ids, lead = rationale_prompt(cfg, opening_modality)
         anchor = answer_anchor(cfg, label, answer)
-        out = greedy_decode(self.backend, torch.tensor([ids]), tokens, win.present[None], max_new_tokens=max_new_tokens,
+        out = greedy_decode(self.backend, np.array([ids], dtype=np.int64), tokens, win.present[None], max_new_tokens=max_new_tokens,
                             anchor=anchor)
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         parsed = parse_trace(text, cfg.labels)

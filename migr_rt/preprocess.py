@@ -4,30 +4,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from migr_rt.face import FaceBox, FaceCrops, FaceDetector, crop_faces
-from migr_rt.model.config import MigrConfig
+
+if TYPE_CHECKING:
+    from migr_rt.model.config import MigrConfig
 
 
 @dataclass
 class WindowInputs:
-    """Tensors for one window plus what the front end found.
+    """Arrays for one window plus what the front end found (numpy: the backends' interface takes them as is).
 
-    ``pixel_values`` ``(T, 3, S, S)`` float in [0, 1] or None (no video);
+    ``pixel_values`` ``(T, 3, S, S)`` float32 in [0, 1] or None (no video);
     ``audio_values`` ``(samples,)`` float32 or None (no usable audio);
     ``present`` ``(M,)`` bool, the evidence to use; ``face`` the crop box;
     ``face_fallback`` True when the detector found no face (then the visual
     modality is not present, whatever ``pixel_values`` holds).
     """
 
-    pixel_values: torch.Tensor | None
-    audio_values: torch.Tensor | None
-    present: torch.Tensor
+    pixel_values: np.ndarray | None
+    audio_values: np.ndarray | None
+    present: np.ndarray
     face: FaceBox | None
     face_fallback: bool
+
+
+def crops_to_pixels(crops: np.ndarray) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 RGB face crops -> ``(N, 3, S, S)`` float32 in [0, 1], the visual encoder's input."""
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
 def sample_frames(frames: np.ndarray, count: int) -> np.ndarray:
@@ -98,7 +105,7 @@ def prepare_window(
     if frames is not None and len(frames):
         frames = np.asarray(frames)[: window_frames(fps, config.audio_seconds)]
         face = crop_faces(sample_frames(frames, config.num_frames), detector, config.face_size)
-        pixel_values = torch.from_numpy(face.crops).permute(0, 3, 1, 2).float().div_(255.0)
+        pixel_values = crops_to_pixels(face.crops)
     audio_values = None
     if audio is not None and len(audio):
         audio = np.asarray(audio, dtype=np.float32)
@@ -106,9 +113,9 @@ def prepare_window(
             raise ValueError("audio window contains NaN or Inf samples")
         audio = fit_audio(audio, config.audio_samples)
         if float(np.sqrt(np.mean(audio**2))) >= silence_rms:
-            audio_values = torch.from_numpy(audio)
+            audio_values = audio
     face_fallback = face.fallback if face else False
-    present = torch.tensor([pixel_values is not None and not face_fallback, audio_values is not None])
+    present = np.array([pixel_values is not None and not face_fallback, audio_values is not None])
     return WindowInputs(
         pixel_values=pixel_values,
         audio_values=audio_values,

@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from migr_rt.backends.decode import AnswerAnchor
-from migr_rt.model.config import MigrConfig
 from migr_rt.model.layout import prefix_ids
 from migr_rt.traces import ParsedTrace
+
+if TYPE_CHECKING:
+    from migr_rt.model.config import MigrConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ def explanation_verdict(judge, parsed: ParsedTrace) -> tuple[str | None, bool | 
 def answer_anchor(config: MigrConfig, label: str, answer: str) -> AnswerAnchor | None:
     """What closes a one-row rationale: ``label`` for ``answer="label"``, nothing for ``"model"`` (its own)."""
     check_answer_mode(answer)
-    return AnswerAnchor(torch.tensor([label_token_id(config, label)])) if answer == "label" else None
+    return AnswerAnchor(np.array([label_token_id(config, label)])) if answer == "label" else None
 
 
 def read_closing(

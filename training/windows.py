@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from migr_rt.training.judge import described_cues, described_intensities
 from migr_rt.training.lexicon import CueLexicon
@@ -154,11 +155,12 @@ def extract_windows(
         frames, audio_clip = center_window(clip.frames, clip.audio, clip.fps, clip.sample_rate, config.audio_seconds)
         win = prepare_window(frames, audio_clip, config, detector, fps=clip.fps)
         if win.pixel_values is not None:
-            crops.append((win.pixel_values.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8))
+            crops.append(torch.from_numpy(np.rint(win.pixel_values.transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)))
         else:
             crops.append(blank_crops)
-        audio.append(win.audio_values.half() if win.audio_values is not None else torch.zeros(config.audio_samples, dtype=torch.float16))
-        present.append(win.present)
+        audio.append(torch.from_numpy(win.audio_values).half() if win.audio_values is not None
+                     else torch.zeros(config.audio_samples, dtype=torch.float16))
+        present.append(torch.from_numpy(win.present))
         labels.append(label_index[clip.label])
         # no evidence, no per-modality target (e.g. a face the detector missed)
         targets = modality_targets(clip, config.labels, label_index)

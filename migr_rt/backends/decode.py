@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
-from migr_rt.backends.base import Backend, ModalityTokens
+from migr_rt.backends.base import Backend, ModalityTokens, as_numpy
 
 
 @dataclass
 class Decoded:
-    tokens: torch.Tensor  #: (B, N) chosen ids, ``pad`` after a row stopped
-    lengths: torch.Tensor  #: (B,) tokens generated per row, its stop token included
+    tokens: np.ndarray  #: (B, N) int64 chosen ids, ``pad`` after a row stopped
+    lengths: np.ndarray  #: (B,) int64 tokens generated per row, its stop token included
 
 
 @dataclass
@@ -38,16 +38,16 @@ class AnswerAnchor:
     anchor does not finish a rationale the model did not finish.
     """
 
-    label_ids: torch.Tensor  #: (B,) the token id of each row's label
+    label_ids: np.ndarray  #: (B,) the token id of each row's label (any int array-like is taken)
     #: (B,) the id the model would have chosen after its first ``<answer>``; -1 where it wrote none
-    model_ids: torch.Tensor = field(init=False)
+    model_ids: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.label_ids = torch.as_tensor(self.label_ids, dtype=torch.long)
-        if self.label_ids.dim() != 1:
+        self.label_ids = as_numpy(self.label_ids, np.int64)
+        if self.label_ids.ndim != 1:
             raise ValueError(f"AnswerAnchor label_ids must be one token id per row, got shape "
                              f"{tuple(self.label_ids.shape)}")
-        self.model_ids = torch.full_like(self.label_ids, -1)
+        self.model_ids = np.full_like(self.label_ids, -1)
 
     def start(self, config, rows: int) -> int:
         """Check the anchor against a model and a batch, forget an earlier run's choices; ``<answer>``'s id."""
@@ -59,40 +59,39 @@ class AnswerAnchor:
             raise ValueError(f"anchor label id {bad[0]} is not the token of one of this model's labels "
                              f"({dict(zip(config.labels, map(int, config.label_token_ids)))}); "
                              "use migr_rt.rationale.label_token_id(config, label)")
-        self.model_ids = torch.full_like(self.label_ids, -1)
+        self.model_ids = np.full_like(self.label_ids, -1)
         return int(config.special_token_ids["answer_start"])
 
-    def choose(self, previous: torch.Tensor, argmax: torch.Tensor, answer_start: int) -> torch.Tensor:
+    def choose(self, previous: np.ndarray, argmax: np.ndarray, answer_start: int) -> np.ndarray:
         """This step's ids: the argmax, except the label in rows whose previous token opened the answer.
 
         Returns ``argmax`` itself (the same object) when no row opened it, so a caller can tell a forced step.
         """
-        if answer_start not in previous.tolist():  # most steps; cheaper than a tensor test per token
+        opened = np.asarray(previous) == answer_start
+        if not opened.any():  # most steps
             return argmax
-        opened = previous.to(argmax.device) == answer_start
-        labels, model_ids = self.label_ids.to(argmax.device), self.model_ids.to(argmax.device)
-        self.model_ids = torch.where(opened & (model_ids < 0), argmax, model_ids).cpu()
-        return torch.where(opened, labels, argmax)
+        self.model_ids = np.where(opened & (self.model_ids < 0), argmax, self.model_ids)
+        return np.where(opened, self.label_ids, argmax)
 
 
-def _stops(config, stop_token_ids: Sequence[int] | None) -> torch.Tensor:
+def _stops(config, stop_token_ids: Sequence[int] | None) -> np.ndarray:
     """The ids that end a row: ``stop_token_ids``, by default the answer's end tag and eos."""
     if stop_token_ids is None:
         stop_token_ids = (config.special_token_ids["answer_end"], config.special_token_ids["eos"])
-    return torch.tensor(list(stop_token_ids), dtype=torch.long)
+    return np.asarray(list(stop_token_ids), dtype=np.int64)
 
 
 def iter_greedy(
     backend: Backend,
-    input_ids: torch.Tensor,
+    input_ids,
     tokens: ModalityTokens,
-    visible: torch.Tensor,
+    visible,
     *,
     max_new_tokens: int = 128,
     stop_token_ids: Sequence[int] | None = None,
     anchor: AnswerAnchor | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield each step's ``(B,)`` ids as soon as they are chosen: the argmax (the anchored label right after
+) -> Iterator[np.ndarray]:
+    """Yield each step's ``(B,)`` int64 ids as soon as they are chosen: the argmax (the anchored label right after
     ``<answer>``), ``pad`` for rows that stopped.
 
     Stops after the step where every row has emitted a stop token, or after
@@ -101,19 +100,20 @@ def iter_greedy(
     with its given label (see :class:`AnswerAnchor`).
     """
     cfg = backend.config
+    input_ids = as_numpy(input_ids, np.int64)
     stops = _stops(cfg, stop_token_ids)
     answer_start = anchor.start(cfg, input_ids.shape[0]) if anchor is not None else -1
-    pad = torch.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=torch.long)
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    pad = np.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=np.int64)
+    done = np.zeros(input_ids.shape[0], dtype=bool)
     previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too
     logits, state = backend.prefill(input_ids, tokens, visible)
     for step in range(max_new_tokens):
-        choice = logits.argmax(dim=-1)
+        choice = np.asarray(logits).argmax(-1)
         if anchor is not None:
             choice = anchor.choose(previous, choice, answer_start)
-        nxt = previous = torch.where(done, pad, choice)
+        nxt = previous = np.where(done, pad, choice)
         yield nxt
-        done |= torch.isin(nxt, stops)
+        done |= np.isin(nxt, stops)
         if bool(done.all()) or step + 1 == max_new_tokens:
             return
         logits, state = backend.step(nxt, state)
@@ -121,17 +121,17 @@ def iter_greedy(
 
 def greedy_decode(
     backend: Backend,
-    input_ids: torch.Tensor,
+    input_ids,
     tokens: ModalityTokens,
-    visible: torch.Tensor,
+    visible,
     *,
     max_new_tokens: int = 128,
     stop_token_ids: Sequence[int] | None = None,
-    on_token: Callable[[int, torch.Tensor], None] | None = None,
+    on_token: Callable[[int, np.ndarray], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     anchor: AnswerAnchor | None = None,
 ) -> Decoded:
-    """Continue ``input_ids`` ``(B, L)`` with the argmax token until every row stops or ``max_new_tokens``.
+    """Continue ``input_ids`` ``(B, L)`` (int array-like) with the argmax token until every row stops or ``max_new_tokens``.
 
     ``visible`` ``(B, M)`` hides modalities for the whole rationale;
     ``on_token(step, ids)`` sees each step's ``(B,)`` ids as soon as they are
@@ -141,19 +141,19 @@ def greedy_decode(
     bsz = input_ids.shape[0]
     cfg = backend.config
     stops = _stops(cfg, stop_token_ids)
-    steps: list[torch.Tensor] = []
-    lengths = torch.zeros(bsz, dtype=torch.long)
-    done = torch.zeros(bsz, dtype=torch.bool)
+    steps: list[np.ndarray] = []
+    lengths = np.zeros(bsz, dtype=np.int64)
+    done = np.zeros(bsz, dtype=bool)
     decoding = iter_greedy(backend, input_ids, tokens, visible, max_new_tokens=max_new_tokens,
                            stop_token_ids=stop_token_ids, anchor=anchor)
     for step, nxt in enumerate(decoding):
         steps.append(nxt)
-        lengths += (~done).long()
-        done |= torch.isin(nxt, stops)
+        lengths += ~done
+        done |= np.isin(nxt, stops)
         if on_token is not None:
             on_token(step, nxt)
         if cancelled is not None and cancelled():
             decoding.close()
             break
-    out = torch.stack(steps, dim=1) if steps else torch.zeros(bsz, 0, dtype=torch.long)
+    out = np.stack(steps, axis=1) if steps else np.zeros((bsz, 0), dtype=np.int64)
     return Decoded(out, lengths)

@@ -13,12 +13,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, read_artifact
-from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
+from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, ModalityTokens, as_numpy,
+                                   importance_result)
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
-from migr_rt.mi import ModalityImportance
+from migr_rt.importance import ModalityImportance
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.graphs import graph_dims
 
@@ -129,38 +129,34 @@ class OnnxRuntimeBackend(Backend):
     def _run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         return self.sessions[name].run(None, feeds)
 
-    @staticmethod
-    def _np(t: torch.Tensor, dtype=None) -> np.ndarray:
-        a = t.detach().cpu().numpy()
-        return a.astype(dtype, copy=False) if dtype is not None else a
+    def encode_frames(self, frames) -> np.ndarray:
+        return self._run("visual_frames", frames=as_numpy(frames, np.float32))[0].astype(np.float32, copy=False)
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run("visual_frames", frames=self._np(frames, np.float32))[0]).float()
+    def pool_frames(self, frame_embeddings) -> np.ndarray:
+        out = self._run("visual_pool", frame_embeddings=as_numpy(frame_embeddings, np.float32))[0]
+        return out.astype(np.float32, copy=False)
 
-    def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
-        out = self._run("visual_pool", frame_embeddings=self._np(frame_embeddings, np.float32))[0]
-        return torch.from_numpy(out).float()
+    def encode_audio(self, waveform) -> np.ndarray:
+        return self._run("audio", waveform=as_numpy(waveform, np.float32))[0].astype(np.float32, copy=False)
 
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run("audio", waveform=self._np(waveform, np.float32))[0]).float()
+    def score_mi(self, tokens: ModalityTokens, present) -> ModalityImportance:
+        present = as_numpy(present, bool)
+        out = self._run("scoring", visual_tokens=as_numpy(tokens.visual, np.float32),
+                        audio_tokens=as_numpy(tokens.audio, np.float32), present=present)
+        return importance_result(*out, present=present)
 
-    def score_mi(self, tokens: ModalityTokens, present: torch.Tensor) -> ModalityImportance:
-        out = self._run("scoring", visual_tokens=self._np(tokens.visual, np.float32),
-                        audio_tokens=self._np(tokens.audio, np.float32), present=self._np(present.bool()))
-        return importance_result(*(torch.from_numpy(o) for o in out), present=present)
-
-    def prefill(self, input_ids, tokens, visible) -> tuple[torch.Tensor, DecoderState]:
+    def prefill(self, input_ids, tokens, visible) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self._run(
-            "prefill", input_ids=self._np(input_ids.long()), visual_tokens=self._np(tokens.visual, np.float32),
-            audio_tokens=self._np(tokens.audio, np.float32), modality_visible=self._np(visible.bool()))
-        return torch.from_numpy(logits).float(), DecoderState(keys, values, key_visible)
+            "prefill", input_ids=as_numpy(input_ids, np.int64), visual_tokens=as_numpy(tokens.visual, np.float32),
+            audio_tokens=as_numpy(tokens.audio, np.float32), modality_visible=as_numpy(visible, bool))
+        return logits.astype(np.float32, copy=False), DecoderState(keys, values, key_visible)
 
-    def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+    def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
         if self.max_positions is not None and state.keys.shape[3] >= self.max_positions:
             raise ValueError(f"the decoder cache holds {state.keys.shape[3]} tokens: this model's positions end at "
                              f"max_position_embeddings={self.max_positions}; shorten the rationale "
                              "(max_rationale_tokens)")
         logits, keys, values, key_visible = self._run(
-            "step", token=self._np(token.reshape(-1, 1).long()), keys=state.keys, values=state.values,
+            "step", token=as_numpy(token, np.int64).reshape(-1, 1), keys=state.keys, values=state.values,
             key_visible=state.key_visible)
-        return torch.from_numpy(logits).float(), DecoderState(keys, values, key_visible)
+        return logits.astype(np.float32, copy=False), DecoderState(keys, values, key_visible)

@@ -22,11 +22,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, read_artifact
-from migr_rt.backends.base import Backend, BackendUnavailable, DecoderState, ModalityTokens, importance_result
-from migr_rt.mi import ModalityImportance
+from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, ModalityTokens, as_numpy,
+                                   importance_result)
+from migr_rt.importance import ModalityImportance
 from migr_rt.model.config import MigrConfig
 from migr_rt.model.graphs import graph_dims
 
@@ -150,13 +152,13 @@ class TensorRTBackend(Backend):
         trt_version, gpu, cc = self.versions
         return f"tensorrt {trt_version} on {gpu} (compute capability {cc}), {self.manifest.precision}"
 
-    def run_graph(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
-        """Run engine ``name`` on ``args`` (manifest input order): its outputs as CUDA tensors."""
+    def run_graph(self, name: str, *args) -> list[torch.Tensor]:
+        """Run engine ``name`` on ``args`` (arrays or tensors, manifest input order): its outputs as CUDA tensors."""
         spec, context, dtypes = self.manifest.graphs[name], self.contexts[name], self.dtypes[name]
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             feeds = []  # keeps the input buffers alive until the engine has run
             for tensor_name, arg in zip(spec.input_names, args, strict=True):
-                t = arg.to(self.device, dtypes[tensor_name]).contiguous()
+                t = torch.as_tensor(arg).to(self.device, dtypes[tensor_name]).contiguous()
                 if not context.set_input_shape(tensor_name, tuple(t.shape)):
                     limits = self.manifest.extra.get("profiles", {}).get(name, {}).get(tensor_name)
                     raise ValueError(
@@ -177,25 +179,30 @@ class TensorRTBackend(Backend):
             self.stream.synchronize()
         return outputs
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.run_graph("visual_frames", frames)[0].float().cpu()
+    def encode_frames(self, frames) -> np.ndarray:
+        return _host(self.run_graph("visual_frames", frames)[0])
 
-    def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
-        return self.run_graph("visual_pool", frame_embeddings)[0].float().cpu()
+    def pool_frames(self, frame_embeddings) -> np.ndarray:
+        return _host(self.run_graph("visual_pool", frame_embeddings)[0])
 
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.run_graph("audio", waveform)[0].float().cpu()
+    def encode_audio(self, waveform) -> np.ndarray:
+        return _host(self.run_graph("audio", waveform)[0])
 
-    def score_mi(self, tokens: ModalityTokens, present: torch.Tensor) -> ModalityImportance:
-        out = self.run_graph("scoring", tokens.visual, tokens.audio, present.bool())
-        return importance_result(*(o.cpu() for o in out), present=present)
+    def score_mi(self, tokens: ModalityTokens, present) -> ModalityImportance:
+        out = self.run_graph("scoring", tokens.visual, tokens.audio, as_numpy(present, bool))
+        return importance_result(*out, present=present)
 
-    def prefill(self, input_ids, tokens, visible) -> tuple[torch.Tensor, DecoderState]:
+    def prefill(self, input_ids, tokens, visible) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self.run_graph(
-            "prefill", input_ids.long(), tokens.visual, tokens.audio, visible.bool())
-        return logits.float().cpu(), DecoderState(keys, values, key_visible)
+            "prefill", as_numpy(input_ids, np.int64), tokens.visual, tokens.audio, as_numpy(visible, bool))
+        return _host(logits), DecoderState(keys, values, key_visible)
 
-    def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+    def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self.run_graph(
-            "step", token.reshape(-1, 1).long(), state.keys, state.values, state.key_visible)
-        return logits.float().cpu(), DecoderState(keys, values, key_visible)
+            "step", as_numpy(token, np.int64).reshape(-1, 1), state.keys, state.values, state.key_visible)
+        return _host(logits), DecoderState(keys, values, key_visible)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """An engine's output as the interface's float32 numpy array."""
+    return t.float().cpu().numpy()

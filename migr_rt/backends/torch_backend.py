@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from migr_rt.backends.base import Backend, DecoderState, ModalityTokens, importance_result
+from migr_rt.backends.base import Backend, DecoderState, ModalityTokens, as_numpy, importance_result
 from migr_rt.backends.graph_decode import StaticDecoder, cuda_graphs_default
 from migr_rt.kernels import kernels_wanted
-from migr_rt.mi import ModalityImportance
+from migr_rt.importance import ModalityImportance
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
 from migr_rt.model.graphs import build_graphs
 
@@ -53,33 +54,40 @@ class TorchBackend(Backend):
         return (f"torch {torch.__version__} on {self.device}, {str(self.model.dtype).removeprefix('torch.')}"
                 f"{kernels}{graphs}")
 
-    def _run(self, name: str, *args: torch.Tensor):
+    def _run(self, name: str, *args):
         graph = self.kernel_scoring if name == "scoring" and self.kernels else self.graphs[name]
         with torch.inference_mode():
-            out = graph(*(a.to(self.device) for a in args))
+            out = graph(*(torch.as_tensor(a).to(self.device) for a in args))
         return out
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return self._run("visual_frames", frames).float().cpu()
+    def encode_frames(self, frames) -> np.ndarray:
+        return _host(self._run("visual_frames", frames))
 
-    def pool_frames(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
-        return self._run("visual_pool", frame_embeddings).float().cpu()
+    def pool_frames(self, frame_embeddings) -> np.ndarray:
+        return _host(self._run("visual_pool", frame_embeddings))
 
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self._run("audio", waveform).float().cpu()
+    def encode_audio(self, waveform) -> np.ndarray:
+        return _host(self._run("audio", waveform))
 
-    def score_mi(self, tokens: ModalityTokens, present: torch.Tensor) -> ModalityImportance:
-        out = self._run("scoring", tokens.visual, tokens.audio, present.bool())
-        return importance_result(*(o.cpu() for o in out), present=present)
+    def score_mi(self, tokens: ModalityTokens, present) -> ModalityImportance:
+        out = self._run("scoring", tokens.visual, tokens.audio, as_numpy(present, bool))
+        return importance_result(*out, present=present)
 
-    def prefill(self, input_ids, tokens, visible) -> tuple[torch.Tensor, DecoderState]:
-        logits, keys, values, key_visible = self._run("prefill", input_ids, tokens.visual, tokens.audio, visible.bool())
-        return logits.cpu(), DecoderState(keys, values, key_visible)
+    def prefill(self, input_ids, tokens, visible) -> tuple[np.ndarray, DecoderState]:
+        logits, keys, values, key_visible = self._run(
+            "prefill", as_numpy(input_ids, np.int64), tokens.visual, tokens.audio, as_numpy(visible, bool))
+        return _host(logits), DecoderState(keys, values, key_visible)
 
-    def step(self, token, state) -> tuple[torch.Tensor, DecoderState]:
+    def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
+        token = torch.as_tensor(as_numpy(token, np.int64))
         if self.static_decoder is not None:
             logits, state = self.static_decoder.step(token.to(self.device), state)
-            return logits.cpu(), state
+            return _host(logits), state
         logits, keys, values, key_visible = self._run(
             "step", token.reshape(-1, 1), state.keys, state.values, state.key_visible)
-        return logits.cpu(), DecoderState(keys, values, key_visible)
+        return _host(logits), DecoderState(keys, values, key_visible)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A graph's output as the interface's float32 numpy array (from any device and dtype)."""
+    return t.float().cpu().numpy()

@@ -7,9 +7,12 @@ the same ids.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from migr_rt.model.config import MigrConfig
+if TYPE_CHECKING:  # neither is needed to lay the ids out; a run on an artifact imports neither
+    import torch
+
+    from migr_rt.model.config import MigrConfig
 
 
 def prefix_ids(config: MigrConfig) -> list[int]:
@@ -31,5 +34,7 @@ def scoring_ids(config: MigrConfig) -> list[int]:
 
 
 def scoring_batch(config: MigrConfig, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(B, L)`` scoring ids; every row is the same fixed layout."""
+    """``(B, L)`` scoring ids; every row is the same fixed layout (a torch tensor, for the torch reference)."""
+    import torch
+
     return torch.tensor(scoring_ids(config), dtype=torch.long, device=device)[None].repeat(batch_size, 1)

@@ -330,8 +330,8 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             tokens = b.encode(win.pixel_values, win.audio_values)
             logits, state = b.prefill(ids_t, tokens, present)
             for _ in range(o.cache_tokens):  # the cache a real rationale has after cache_tokens tokens
-                logits, state = b.step(logits.argmax(dim=-1), state)
-            prepared[name] = (tokens, state, logits.argmax(dim=-1))
+                logits, state = b.step(logits.argmax(-1), state)
+            prepared[name] = (tokens, state, logits.argmax(-1))
         inputs["step_cache_length"] = len(ids) + o.cache_tokens
 
         stage_fns: dict[str, dict[str, Timed]] = {s: {} for s in STAGES if s not in E2E}

@@ -29,13 +29,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.media.tracks import audio_stream, has_cover_art_only, video_stream
-from migr_rt.preprocess import fit_audio
+from migr_rt.preprocess import crops_to_pixels, fit_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan, reads_as_file
@@ -109,7 +108,7 @@ class RuntimeConfig:
 class FrameFeature:
     """One sampled frame, processed: its embedding and the face box found in it (None: no face)."""
 
-    embedding: torch.Tensor  #: (D,)
+    embedding: np.ndarray  #: (D,) float32
     box: FaceBox | None
 
 
@@ -390,14 +389,13 @@ class Runtime:
             return []
         crops, boxes = zip(*(face_crop(frame, detector, self.model_config.face_size, self.config.face_margin)
                              for frame in frames))
-        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-        embeddings = self.backend.encode_frames(pixels)
+        embeddings = self.backend.encode_frames(crops_to_pixels(np.stack(crops)))
         return [FrameFeature(e, b) for e, b in zip(embeddings, boxes)]
 
     def _window_event(
         self, w: int, t_start: float, features: list[FrameFeature] | None, samples: np.ndarray | None,
         closed_at: float, latency: dict[str, float], padded: dict[str, float],
-    ) -> tuple[dict[str, Any], ModalityTokens | None, torch.Tensor | None]:
+    ) -> tuple[dict[str, Any], ModalityTokens | None, np.ndarray | None]:
         """The ``window`` event, and the tokens and visibility its rationale needs (None: nothing to explain).
 
         ``padded`` (seconds of the window past the end of the ``video`` / ``audio`` stream) is reported per
@@ -424,13 +422,13 @@ class Runtime:
             if float(np.sqrt(np.mean(fitted**2))) < self.config.silence_rms:
                 missing["audio"] = "silent"
             else:
-                audio_values = torch.from_numpy(fitted)[None]
-        present = torch.tensor([[visual_present, audio_values is not None]])
+                audio_values = fitted[None]
+        present = np.array([[visual_present, audio_values is not None]])
         hidden = cfg.text_config.hidden_size
-        visual = (self.backend.pool_frames(torch.stack([f.embedding for f in features])[None]) if features
-                  else torch.zeros(1, cfg.num_visual_tokens, hidden))
-        audio = self.backend.encode_audio(audio_values) if audio_values is not None else torch.zeros(
-            1, cfg.num_audio_tokens, hidden)
+        visual = (self.backend.pool_frames(np.stack([f.embedding for f in features])[None]) if features
+                  else np.zeros((1, cfg.num_visual_tokens, hidden), np.float32))
+        audio = self.backend.encode_audio(audio_values) if audio_values is not None else np.zeros(
+            (1, cfg.num_audio_tokens, hidden), np.float32)
         tokens = ModalityTokens(visual, audio)
         encode_ms = (time.monotonic() - t) * 1e3
         boxes = [f.box for f in features or [] if f.box is not None]
@@ -467,7 +465,7 @@ class Runtime:
             return event, None, None
         return event, tokens, present
 
-    def _rationale(self, w: int, window_event: dict[str, Any], tokens: ModalityTokens, visible: torch.Tensor,
+    def _rationale(self, w: int, window_event: dict[str, Any], tokens: ModalityTokens, visible: np.ndarray,
                    stale) -> Iterator[dict[str, Any]]:
         """``rationale_token`` events as tokens are chosen, then the ``rationale`` event (cancelled if ``stale()``)."""
         cfg = self.model_config
@@ -480,7 +478,7 @@ class Runtime:
         anchor = answer_anchor(cfg, window_event["label"], self.config.rationale_answer)
         with self._lock:
             self._check_open()
-            steps = iter_greedy(self.backend, torch.tensor([ids]), tokens, visible,
+            steps = iter_greedy(self.backend, np.array([ids], dtype=np.int64), tokens, visible,
                                 max_new_tokens=self.config.max_rationale_tokens, anchor=anchor)
             try:
                 for nxt in steps:
