@@ -76,6 +76,22 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _runs_on_torch(model: Path | None) -> bool:
+    """Whether the model folder is a checkpoint (the torch backend), not an exported artifact (never torch).
+
+    A folder that cannot be read counts as not: the runtime reports why when it opens it.
+    """
+    if model is None:
+        return True  # the bundled checkpoint
+    from migr_rt.artifact import ArtifactError
+    from migr_rt.backends import folder_kind
+
+    try:
+        return folder_kind(model) == "checkpoint"
+    except (ArtifactError, OSError):
+        return False
+
+
 def _error(message: str) -> int:
     print(f"migr-rt run: {message}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT
@@ -125,8 +141,9 @@ def run_stream(o: RunOptions) -> int:
     try:
         with interrupt_guard():
             logger.info("loading the model (%s, backend %s)", o.checkpoint or "bundled", o.backend)
-            with deferred_interrupts():  # Ctrl-C inside torch's own initialisation aborts the process
-                importlib.import_module("torch")
+            if _runs_on_torch(o.checkpoint):
+                with deferred_interrupts():  # Ctrl-C inside torch's own initialisation aborts the process
+                    importlib.import_module("torch")
             from migr_rt.artifact import ArtifactError
             from migr_rt.backends.base import BackendUnavailable
             from migr_rt.model import CheckpointError

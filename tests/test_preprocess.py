@@ -29,7 +29,7 @@ def test_prepare_window_shapes_and_presence():
     assert win.pixel_values.shape == (cfg.num_frames, 3, cfg.face_size, cfg.face_size)
     assert 0.0 <= float(win.pixel_values.min()) and float(win.pixel_values.max()) <= 1.0
     assert win.audio_values.shape == (cfg.audio_samples,)
-    assert win.present.tolist() == [True, True]
+    assert win.present.tolist() == [True, True] and win.pixel_values.dtype == np.float32 and win.present.dtype == bool
     assert not win.face_fallback  # no detector: the frames are trusted as faces
 
 
@@ -55,7 +55,7 @@ def test_face_and_voice_cover_the_same_span():
     frames = np.repeat(np.arange(100, dtype=np.uint8)[:, None, None, None], 3, axis=3) * np.ones((1, 8, 8, 3), np.uint8)
     audio = np.linspace(0.1, 0.9, 5 * sr, dtype=np.float32)
     win = prepare_window(frames, audio, cfg, None, fps=fps)
-    seen = (win.pixel_values[:, 0, 0, 0] * 255).round().int().tolist()
+    seen = (win.pixel_values[:, 0, 0, 0] * 255).round().astype(int).tolist()
     assert seen[0] == 0 and seen[-1] == 9  # frames 0..9 = the first 0.5 s at 20 fps
     assert float(win.audio_values[-1]) == pytest.approx(float(audio[cfg.audio_samples - 1]))
 
