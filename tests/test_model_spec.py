@@ -1,4 +1,4 @@
-"""ModelSpec: the model config's numbers without transformers, equal to MigrConfig's."""
+"""ModelSpec and graph_shapes: the model config's numbers without transformers, equal to MigrConfig's."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from transformers import Qwen2Config
 import migr_rt
 from migr_rt.model.config import DEFAULT_TEXT_CONFIG as CONFIG_DEFAULT_TEXT_CONFIG
 from migr_rt.model.config import MigrConfig
+from migr_rt.model.graph_shapes import graph_dims
+from migr_rt.model.graphs import graph_dims as graphs_graph_dims
 from migr_rt.model.spec import DEFAULT_TEXT_CONFIG, QWEN2_DEFAULTS, DecoderSpec, ModelSpec
 
 BUNDLED = Path(migr_rt.__file__).parent / "assets" / "default"
@@ -184,3 +186,16 @@ def test_another_decoder_type_needs_every_field():
     full = {**other_decoder(), "model_type": "llama"}
     assert ModelSpec.from_dict({"text_config": full}).text_config.model_type == "llama"
     assert_same(ModelSpec.from_dict({"text_config": full}), MigrConfig.from_dict({"text_config": full}))
+
+
+def test_graph_dims_of_a_spec_equal_those_of_migr_config():
+    for d in (bundled_config(), {**bundled_config(), "text_config": other_decoder()}):
+        spec, config = ModelSpec.from_dict(d), MigrConfig.from_dict(d)
+        assert graph_dims(spec) == graph_dims(config)
+    dims = graph_dims(ModelSpec.from_dict({**bundled_config(), "text_config": other_decoder()}))
+    assert dims["step"]["keys"][-1] == ("text_config.head_dim", 32)  # the config's own head_dim, not 96 // 4
+    assert dims["prefill"]["logits"] == [None, ("text_config.vocab_size", 700)]
+
+
+def test_graphs_reexports_graph_dims():
+    assert graphs_graph_dims is graph_dims
