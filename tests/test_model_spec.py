@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,25 @@ def test_graph_dims_of_a_spec_equal_those_of_migr_config():
 
 def test_graphs_reexports_graph_dims():
     assert graphs_graph_dims is graph_dims
+
+
+def test_spec_tokenizer_and_graph_shapes_import_neither_torch_nor_transformers():
+    probe = (
+        "import sys, json\n"
+        "from migr_rt.model.spec import ModelSpec\n"
+        "from migr_rt.model.saved_tokenizer import SavedTokenizer\n"
+        "from migr_rt.model.graph_shapes import graph_dims\n"
+        f"folder = {str(BUNDLED)!r}\n"
+        "spec = ModelSpec.from_pretrained(folder)\n"
+        "tok = SavedTokenizer.from_folder(folder)\n"
+        "text = tok.decode(spec.prompt_token_ids + spec.label_token_ids)\n"
+        "dims = graph_dims(spec)\n"
+        "print(json.dumps({'text': text, 'vocab': dims['step']['logits'][1][1],\n"
+        "                  'heavy': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["heavy"] == []
+    assert out["vocab"] == 615
+    assert out["text"] == "which emotion does the person show?angrydisgustfearhappyneutralsadsurprise"
