@@ -12,23 +12,9 @@ from typing import ClassVar
 from transformers import AutoConfig, PreTrainedConfig
 from transformers import __version__ as transformers_version
 
-from migr_rt.labels import DFEW_LABELS, MODALITIES, validate_labels
-
-#: Default decoder: a small Qwen2 that a 2-core CPU trains in minutes. GQA
-#: (6 query heads over 2 KV heads, head dim 32) keeps the kernels honest.
-DEFAULT_TEXT_CONFIG: dict = {
-    "hidden_size": 192,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 512,
-    "rope_theta": 10000.0,
-    "tie_word_embeddings": True,
-    "vocab_size": 1024,
-    "rms_norm_eps": 1e-6,
-    "attention_dropout": 0.0,
-}
+from migr_rt.labels import DFEW_LABELS, MODALITIES
+# DEFAULT_TEXT_CONFIG is defined with the transformers-free spec and stays importable from here.
+from migr_rt.model.spec import DEFAULT_TEXT_CONFIG, check_decoder_fields, check_model_fields
 
 
 def decoder_config(value: dict | PreTrainedConfig | None) -> PreTrainedConfig:
@@ -42,6 +28,7 @@ def decoder_config(value: dict | PreTrainedConfig | None) -> PreTrainedConfig:
         raise TypeError(
             f"MigrConfig.text_config must be a dict, a PreTrainedConfig or None, got {type(value).__name__}")
     kwargs = dict(value)
+    check_decoder_fields(kwargs)  # before transformers' own validation, whose errors are not ValueErrors
     model_type = kwargs.pop("model_type", "qwen2")
     try:
         return AutoConfig.for_model(model_type, **kwargs)
@@ -95,24 +82,8 @@ class MigrConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         # transformers ties the LM head by the outer config: follow the decoder's own setting.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", True))
-        self.labels = list(validate_labels(self.labels))
-        if list(self.modalities) != list(MODALITIES):
-            raise ValueError(f"modalities must be {list(MODALITIES)} (the sequence layout is fixed), got {self.modalities}")
-        for name in ("num_frames", "face_size", "visual_dim", "num_visual_tokens", "sample_rate", "n_fft",
-                     "hop_length", "n_mels", "audio_channels", "audio_dim", "num_audio_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"MigrConfig.{name} must be a positive integer, got {value!r}")
-        if self.audio_seconds <= 0:
-            raise ValueError(f"MigrConfig.audio_seconds must be positive, got {self.audio_seconds!r}")
-        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
-            raise ValueError(f"MigrConfig needs 0 <= f_min < f_max <= sample_rate/2, got {self.f_min}, {self.f_max}")
-        if self.face_size % 16:
-            raise ValueError(f"MigrConfig.face_size must be a multiple of 16 (four stride-2 convs), got {self.face_size}")
-        if self.label_token_ids and len(self.label_token_ids) != len(self.labels):
-            raise ValueError(
-                f"MigrConfig has {len(self.labels)} labels but {len(self.label_token_ids)} label token ids"
-            )
+        check_model_fields(self)  # shared with ModelSpec: both refuse the same dicts with the same messages
+        self.labels = list(self.labels)
 
     @property
     def num_modalities(self) -> int:
