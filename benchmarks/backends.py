@@ -372,7 +372,8 @@ def main(checkpoint: Path | None, artifacts: Path, data: Path, test_seed: int, c
     win = prepare_window(clip.frames, clip.audio, cfg, HaarFaceDetector(), fps=clip.record["fps"])
     if win.pixel_values is None or win.audio_values is None or not bool(win.present.all()):
         raise click.ClickException("the benchmark window lacks a face or audio; pick another --test-seed")
-    window = (win.pixel_values[None], win.audio_values[None], win.present[None])
+    # torch tensors: the reference step below runs the torch model on them (the backends take either)
+    window = tuple(torch.from_numpy(a[None]) for a in (win.pixel_values, win.audio_values, win.present))
     if "onnxruntime fp16" in backends:  # a run that fails here is reported, not fatal
         try:
             b = backends["onnxruntime fp16"]

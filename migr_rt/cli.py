@@ -124,7 +124,7 @@ def quiet_transformers(verbose: int) -> None:
     Through the environment where transformers is not imported yet: importing it costs a second on a small CPU, and
     ``devices`` or a run on an exported artifact never need it.
     """
-    if "transformers" not in sys.modules:
+    if sys.modules.get("transformers") is None:  # not imported (or, None, not importable)
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if verbose < 2:
             os.environ["TRANSFORMERS_VERBOSITY"] = "error"

@@ -16,6 +16,7 @@ import numpy as np
 from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import Backend, greedy_decode, load_backend
 from migr_rt.face import FaceDetector, HaarFaceDetector
+from migr_rt.model.saved_tokenizer import SavedTokenizer
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
 from migr_rt.preprocess import prepare_window
@@ -109,12 +110,10 @@ class Predictor:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        from transformers import PreTrainedTokenizerFast
-
         self.checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         self.backend: Backend = load_backend(self.checkpoint, backend, device=device, threads=threads)
         # Checkpoint folders were verified by the torch backend; artifacts by their manifest's hashes.
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.checkpoint), local_files_only=True)
+        self.tokenizer = SavedTokenizer.from_folder(self.checkpoint)
         self.config = self.backend.config
         self.detector = detector if detector is not None else HaarFaceDetector()
         #: reads each rationale's explanation (``judge``: any ExplanationJudge; default: the cue judge)

@@ -7,6 +7,7 @@ and state hand-over are what is compared. Capture and replay need a GPU
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,9 +113,9 @@ def test_gpu_graph_decoding_gives_the_cpu_tokens():
     tokens = cpu.encode(pixels, audio)
     on_gpu = gpu.encode(pixels, audio)
     for t, g in ((tokens.visual, on_gpu.visual), (tokens.audio, on_gpu.audio)):
-        assert torch.allclose(t, g.cpu(), atol=2e-2), (t - g.cpu()).abs().max()
+        assert np.allclose(t, g, atol=2e-2), np.abs(t - g).max()
     for _ in range(2):  # the second rationale replays the graph captured during the first
         a = greedy_decode(cpu, ids, tokens, present, max_new_tokens=48)
         b = greedy_decode(gpu, ids, tokens, present, max_new_tokens=48)
-        assert torch.equal(a.tokens, b.tokens)
+        assert np.array_equal(a.tokens, b.tokens)
     assert gpu.static_decoder._slots[2].graph is not None

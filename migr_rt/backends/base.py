@@ -23,6 +23,7 @@ from migr_rt.importance import ModalityImportance
 
 if TYPE_CHECKING:
     from migr_rt.model.config import MigrConfig
+    from migr_rt.model.spec import ModelSpec
 
 
 class BackendUnavailable(RuntimeError):
@@ -56,7 +57,9 @@ class Backend(abc.ABC):
     #: short name used by ``--backend`` and in logs
     name: str = ""
 
-    def __init__(self, config: MigrConfig) -> None:
+    def __init__(self, config: MigrConfig | ModelSpec) -> None:
+        #: the model's config: a MigrConfig on the torch backend, a ModelSpec (the same names, no transformers) on
+        #: an exported artifact's
         self.config = config
 
     def describe(self) -> str:

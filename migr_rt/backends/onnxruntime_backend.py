@@ -19,8 +19,8 @@ from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, Mo
                                    importance_result)
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
 from migr_rt.importance import ModalityImportance
-from migr_rt.model.config import MigrConfig
-from migr_rt.model.graphs import graph_dims
+from migr_rt.model.graph_shapes import graph_dims
+from migr_rt.model.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _session_options(ort, threads: int | None, spinning: bool):
     return options
 
 
-def _decoder_bytes(config: MigrConfig) -> int:
+def _decoder_bytes(config: ModelSpec) -> int:
     """fp32 bytes of the decoder's weights, from its shape (the graph files may keep weights elsewhere)."""
     t = config.text_config
     head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
@@ -74,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
         self.manifest = manifest or read_artifact(self.folder)
         if self.manifest.format != "onnx":
             raise ArtifactError(f"{self.folder}: a {self.manifest.format} artifact; the onnxruntime backend reads onnx ones")
-        super().__init__(MigrConfig.from_dict(self.manifest.model_config))
+        super().__init__(ModelSpec.from_dict(self.manifest.model_config))
         wanted = list(providers) if providers else [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
         # Idle intra-op threads spin for a while after each run. That pays off for the decoder graphs, called
         # back to back in the decoding loop (step 0.32 vs 0.41 ms here), but the three encoder graphs run one

@@ -29,8 +29,8 @@ from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, re
 from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, ModalityTokens, as_numpy,
                                    importance_result)
 from migr_rt.importance import ModalityImportance
-from migr_rt.model.config import MigrConfig
-from migr_rt.model.graphs import graph_dims
+from migr_rt.model.graph_shapes import graph_dims
+from migr_rt.model.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class TensorRTBackend(Backend):
                 f"{self.folder}: holds a {self.manifest.format!r} artifact; the tensorrt backend reads 'tensorrt' ones "
                 f"(use the onnxruntime backend for it, or build engines with `migr-rt export --format tensorrt`)")
         trt = _trt()
-        super().__init__(MigrConfig.from_dict(self.manifest.model_config))
+        super().__init__(ModelSpec.from_dict(self.manifest.model_config))
         self.device = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
         if self.device.type != "cuda":
             raise BackendUnavailable(f"the tensorrt backend runs on a CUDA device, not {self.device}")

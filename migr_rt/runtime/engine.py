@@ -34,6 +34,7 @@ from migr_rt.backends import Backend, ModalityTokens, iter_greedy, load_backend
 from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDetector
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.media.tracks import audio_stream, has_cover_art_only, video_stream
+from migr_rt.model.saved_tokenizer import SavedTokenizer
 from migr_rt.preprocess import crops_to_pixels, fit_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
@@ -140,8 +141,6 @@ class Runtime:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        from transformers import PreTrainedTokenizerFast
-
         from migr_rt.predict import default_checkpoint
 
         if config is not None and not isinstance(config, RuntimeConfig):
@@ -156,7 +155,7 @@ class Runtime:
             raise ValueError(f"max_rationale_tokens={self.config.max_rationale_tokens}: a rationale prompt has "
                              f"{longest} tokens and this model's positions end at {positions}; use at most "
                              f"{positions - longest}")
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
+        self.tokenizer = SavedTokenizer.from_folder(self.path)
         # Tracking: a full cascade scan now and then, the other sampled frames searched near the last face.
         if detector is None:
             detector = TrackingFaceDetector() if self.config.face_tracking else HaarFaceDetector()
