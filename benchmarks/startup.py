@@ -3,13 +3,17 @@
     python benchmarks/startup.py                       # 5 runs per backend, warm page cache
     python benchmarks/startup.py --cold                # drop the page cache before each run (root; a robot at boot)
     python benchmarks/startup.py --repo ../old --name startup_before   # the same, for another checkout's code
+    python benchmarks/startup.py --python /opt/lean/bin/python --backends onnxruntime --name startup_lean
+                                                       # runs under an interpreter without torch and transformers
 
 A robot's service restarts, a desktop app launches the CLI per session: until the start event, nothing is analysed.
 Each run is the real CLI in a fresh process (`migr-rt run --source demo --json --max-windows 1`, its ``main`` called
 from ``python -c`` so that ``--repo`` decides which code runs), once on the bundled torch checkpoint and once on an
 ONNX fp32 artifact exported from it (onnxruntime), and the times are read from its JSON-lines events as they arrive on
 the pipe. One more run per backend under ``python -X importtime`` says how
-much of the start is importing torch and transformers. Writes benchmarks/results/<name>.json and .md.
+much of the start is importing torch and transformers. ``--python`` runs the commands under another interpreter, such
+as a virtual environment holding only what a run on an artifact needs (the export still runs under this one, which
+has torch). Writes benchmarks/results/<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 #: Top-level packages whose import time is reported on its own.
 HEAVY = ("torch", "transformers", "onnxruntime", "cv2", "av")
+#: The distribution each of them installs from.
+DISTRIBUTIONS = {"torch": "torch", "transformers": "transformers", "onnxruntime": "onnxruntime",
+                 "cv2": "opencv-python-headless", "av": "av"}
 
 
-def cli(repo: Path, *args: str, importtime: bool = False) -> list[str]:
+def cli(repo: Path, *args: str, importtime: bool = False, python: str = sys.executable) -> list[str]:
     flags = ["-X", "importtime"] if importtime else []
-    return [sys.executable, *flags, "-c",
+    return [python, *flags, "-c",
             f"import sys; sys.path.insert(0, {str(repo)!r}); from migr_rt.cli import main; main()", *args]
 
 
@@ -91,8 +98,16 @@ def import_seconds(command: list[str]) -> dict[str, float]:
               show_default=True, help="Checkout whose migr_rt is measured (for a before/after comparison).")
 @click.option("--cold", is_flag=True, help="Drop the page cache before each run (needs root).")
 @click.option("--name", default="startup", show_default=True, help="Results file stem under benchmarks/results.")
-def main(runs: int, repo: Path, cold: bool, name: str) -> None:
+@click.option("--python", "python", type=click.Path(dir_okay=False, exists=True), default=sys.executable,
+              show_default=True, help="Interpreter the measured runs use (its packages decide what can be imported).")
+@click.option("--backends", default="torch,onnxruntime", show_default=True,
+              help="Comma-separated: torch (the bundled checkpoint), onnxruntime (an ONNX fp32 artifact).")
+def main(runs: int, repo: Path, cold: bool, name: str, python: str, backends: str) -> None:
     repo = repo.resolve()
+    packages = installed(python)
+    wanted = [b.strip() for b in backends.split(",") if b.strip()]
+    if not wanted or set(wanted) - {"torch", "onnxruntime"}:
+        raise click.BadParameter(f"{backends!r}: choose from torch, onnxruntime", param_hint="--backends")
     env_note = "cold page cache (dropped before each run)" if cold else "warm page cache (one unmeasured run first)"
     rows = {}
     with tempfile.TemporaryDirectory(prefix="migr-startup-") as tmp:
@@ -101,19 +116,20 @@ def main(runs: int, repo: Path, cold: bool, name: str) -> None:
         subprocess.run(cli(repo, "export", "--out", str(artifact)), check=True, capture_output=True)
         setups = {"torch (bundled checkpoint)": ["--backend", "torch"],
                   "onnxruntime (ONNX fp32 artifact)": ["--backend", "onnxruntime", "--checkpoint", str(artifact)]}
+        setups = {label: extra for label, extra in setups.items() if label.split()[0] in wanted}
         for label, extra in setups.items():
             args = ["run", "--source", "demo", "--json", "--max-windows", "1", *extra]
             if not cold:
-                timed_run(cli(repo, *args))
+                timed_run(cli(repo, *args, python=python))
             samples = []
             for i in range(runs):
                 if cold:
                     drop_page_cache()
-                samples.append(timed_run(cli(repo, *args)))
+                samples.append(timed_run(cli(repo, *args, python=python)))
                 click.echo(f"{label} run {i + 1}/{runs}: start event {samples[-1]['start']:.2f} s", err=True)
             if cold:
                 drop_page_cache()
-            imports = import_seconds(cli(repo, *args, importtime=True))
+            imports = import_seconds(cli(repo, *args, importtime=True, python=python))
             rows[label] = {
                 **{f"to_{kind}_s": statistics.median(s[kind] for s in samples)
                    for kind in ("start", "window", "rationale", "exit")},
@@ -125,12 +141,21 @@ def main(runs: int, repo: Path, cold: bool, name: str) -> None:
 
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     commit = git("rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else "")
-    result = {"benchmark": "startup", "machine": machine_info(), "commit": commit,
-              "cache": env_note, "runs_per_backend": runs, "backends": rows}
+    result = {"benchmark": "startup", "machine": machine_info(), "commit": commit, "python": python,
+              "python_packages": packages, "cache": env_note, "runs_per_backend": runs, "backends": rows}
     RESULTS.mkdir(exist_ok=True)
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(RESULTS / f"{name}.md", render(result))
     click.echo(render(result))
+
+
+def installed(python: str) -> dict[str, str | None]:
+    """Version of each :data:`HEAVY` package under ``python`` (None: not installed there)."""
+    probe = ("import importlib.metadata as m, json\n"
+             "def v(n):\n    try:\n        return m.version(n)\n    except m.PackageNotFoundError:\n        return None\n"
+             f"print(json.dumps({{n: v(n) for n in {list(DISTRIBUTIONS.values())!r}}}))")
+    out = json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    return {name: out[dist] for name, dist in DISTRIBUTIONS.items()}
 
 
 def render(result: dict) -> str:
@@ -142,6 +167,10 @@ def render(result: dict) -> str:
         f"{result['commit']}; {m.get('cpu', '?')}, {m.get('cores', '?')} cores; {result['cache']}; median of "
         f"{result['runs_per_backend']} runs of `migr-rt run --source demo --json --max-windows 1` in a fresh process. "
         "Seconds from launching the command.",
+        "",
+        f"Runs under `{result['python']}`, where "
+        + ", ".join(f"{name} {version}" if version else f"**{name} is not installed**"
+                    for name, version in result["python_packages"].items()) + ".",
         "",
         "| backend | -> start event | -> first window | -> its rationale | -> exit | all imports | of which torch "
         "| transformers (package) |",

@@ -10,6 +10,7 @@ with status 0.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -77,10 +78,13 @@ def _unwritable(path: Path) -> str | None:
 
 
 def _runs_on_torch(model: Path | None) -> bool:
-    """Whether the model folder is a checkpoint (the torch backend), not an exported artifact (never torch).
+    """Whether the run loads torch: a checkpoint folder (the torch backend), where torch is installed.
 
-    A folder that cannot be read counts as not: the runtime reports why when it opens it.
+    An exported artifact never needs torch. A folder that cannot be read counts as not: the runtime reports why
+    when it opens it, as it reports a checkpoint on a machine without torch.
     """
+    if importlib.util.find_spec("torch") is None:
+        return False  # the backend then says that torch is missing and what runs without it
     if model is None:
         return True  # the bundled checkpoint
     from migr_rt.artifact import ArtifactError

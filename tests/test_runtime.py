@@ -1296,13 +1296,19 @@ def test_runtime_on_the_onnx_artifact_matches_torch(bundled_onnx, runtime, clip_
         rt.analyze(media.frames, media.audio)
 
 
+#: Packages of the default install that a run on an exported artifact must not need (docs/deploy.md, "Without
+#: torch", lists what it does need).
+NOT_NEEDED_ON_ARTIFACTS = ("torch", "transformers", "safetensors", "accelerate", "matplotlib", "PIL")
+#: Makes them unimportable, as on a machine without them: `import torch` fails, `find_spec` finds nothing.
+WITHOUT_THEM = f"import sys; sys.modules.update(dict.fromkeys({NOT_NEEDED_ON_ARTIFACTS!r}))\n"
+
+
 def test_a_run_on_an_onnx_artifact_needs_neither_torch_nor_transformers(bundled_onnx, tmp_path):
     # Importing torch was a second of the start-up of such a run (benchmarks/results/startup.md), and torch is a
-    # 700 MB install an edge box running exported artifacts does not need. Both are made unimportable here, as
-    # on a machine without them: the run must still give its windows and rationale.
+    # 700 MB install an edge box running exported artifacts does not need: the run must still give its windows
+    # and rationale without it.
     report = tmp_path / "modules.json"
-    probe = ("import atexit, json, sys\n"
-             "sys.modules.update(torch=None, transformers=None)  # `import torch` fails, find_spec finds nothing\n"
+    probe = ("import atexit, json, sys\n" + WITHOUT_THEM +
              f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(\n"
              "    sorted(name for name, module in sys.modules.items() if module is not None))))\n"
              "from migr_rt.cli import main\n"
@@ -1319,7 +1325,14 @@ def test_a_run_on_an_onnx_artifact_needs_neither_torch_nor_transformers(bundled_
     heavy = {"migr_rt.model.modeling", "migr_rt.model.build", "migr_rt.model.config", "migr_rt.mi",
              "migr_rt.backends.torch_backend", "migr_rt.backends.tensorrt_backend", "migr_rt.model.graphs"}
     assert not heavy & loaded, sorted(heavy & loaded)
-    assert not {m for m in loaded if m.split(".")[0] in ("torch", "transformers")}
+    assert not {m for m in loaded if m.split(".")[0] in NOT_NEEDED_ON_ARTIFACTS}
+
+
+def test_the_bundled_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_it():
+    probe = WITHOUT_THEM + "from migr_rt.cli import main\nmain(['run', '--source', 'demo', '--max-windows', '1'])"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "torch is not installed" in proc.stderr and "migr-rt export" in proc.stderr, proc.stderr
 
 
 def test_an_unwritable_save_path_is_refused_before_the_model_loads_or_capture_starts(tmp_path):

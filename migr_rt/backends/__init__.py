@@ -34,7 +34,9 @@ def available_backends(names: tuple[str, ...] = BACKENDS) -> dict[str, str | Non
     """
     reasons: dict[str, str | None] = {}
     if "torch" in names:
-        reasons["torch"] = None
+        reasons["torch"] = None if importlib.util.find_spec("torch") else (
+            "torch is not installed: install it (pip install torch; the README says which build), or run an artifact "
+            "exported on a machine that has it (migr-rt export --checkpoint DIR --format onnx), which needs no torch")
     if "onnxruntime" in names:
         reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
             "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
