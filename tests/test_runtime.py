@@ -1328,6 +1328,20 @@ def test_a_run_on_an_onnx_artifact_needs_neither_torch_nor_transformers(bundled_
     assert not {m for m in loaded if m.split(".")[0] in NOT_NEEDED_ON_ARTIFACTS}
 
 
+def test_the_demo_and_the_python_api_on_an_onnx_artifact_need_neither_torch_nor_transformers(bundled_onnx):
+    probe = WITHOUT_THEM + ("import json, numpy as np\n"
+                            "from migr_rt.cli import main\n"
+                            "from migr_rt.predict import Predictor\n"
+                            f"pred = Predictor({str(bundled_onnx)!r}).predict(None, np.full(32000, 0.1, np.float32))\n"
+                            "print(json.dumps([pred.label, pred.present]))\n"
+                            f"main(['demo', '--json', '--checkpoint', {str(bundled_onnx)!r}])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first, demo = (json.loads(line) for line in proc.stdout.splitlines())
+    assert first[0] is not None and first[1] == {"visual": False, "audio": True}
+    assert demo["prediction"]["label"] and demo["rationale"].startswith("<think>")
+
+
 def test_the_bundled_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_it():
     probe = WITHOUT_THEM + "from migr_rt.cli import main\nmain(['run', '--source', 'demo', '--max-windows', '1'])"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

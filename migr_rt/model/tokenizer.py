@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from typing import TYPE_CHECKING
+
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers imports torch: readers of STRUCTURAL_TOKENS (the demo on an artifact) need neither
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 #: Roles of the structural tokens -> their text. Roles are what the config records.
 STRUCTURAL_TOKENS: dict[str, str] = {
@@ -64,6 +68,8 @@ def train_tokenizer(texts: Iterable[str], labels: Sequence[str], vocab_size: int
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
+    from transformers import PreTrainedTokenizerFast
+
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token=STRUCTURAL_TOKENS["bos"],
