@@ -86,6 +86,17 @@ def test_greedy_decode_on_the_backend_equals_generate(tiny_model):
     assert np.array_equal(np.stack(seen, 1), out.tokens)
 
 
+def test_greedy_decode_takes_plain_lists_as_the_interface_promises(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 3, seed=6)
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    ids = prompt(model, 3)
+    want = greedy_decode(backend, ids, tokens, torch.tensor(PRESENCE), max_new_tokens=5)
+    got = greedy_decode(backend, ids.tolist(), tokens, PRESENCE, max_new_tokens=5)
+    assert np.array_equal(got.tokens, want.tokens) and np.array_equal(got.lengths, want.lengths)
+
+
 def test_decode_stops_early_when_cancelled(tiny_model):
     model, _ = tiny_model
     pixels, audio = random_inputs(model.config, 1, seed=7)
