@@ -218,3 +218,12 @@ def test_an_anchor_is_checked_and_starts_afresh(tiny_model):
     greedy_decode(backend, prompt(model, 1), tokens, torch.tensor([[True, True]]), max_new_tokens=3,
                   stop_token_ids=(), anchor=anchor)
     assert anchor.model_ids.tolist() == [-1]
+
+
+def test_backend_outputs_in_bfloat16_become_float32_arrays():
+    from migr_rt.backends.base import as_numpy, importance_result
+
+    log_probs = torch.tensor([[[-0.5, -1.0], [-0.75, -0.7], [-0.5, -2.0]]], dtype=torch.bfloat16)
+    res = importance_result(log_probs, log_probs[:, 0, :2], log_probs[:, 0, :2], torch.tensor([1]), [[True, True]])
+    assert res.log_probs.dtype == res.mi.dtype == np.float32 and res.log_probs[0, 1, 1] == np.float32(-0.69921875)
+    assert as_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32
