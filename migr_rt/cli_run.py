@@ -78,9 +78,10 @@ def _unwritable(path: Path) -> str | None:
 
 
 def _runs_on_torch(model: Path | None) -> bool:
-    """Whether the run loads torch: a checkpoint folder (the torch backend), where torch is installed.
+    """Whether the run loads torch, where torch is installed: a checkpoint folder (the torch backend) or a
+    TensorRT artifact (its backend runs the engines on torch's CUDA tensors).
 
-    An exported artifact never needs torch. A folder that cannot be read counts as not: the runtime reports why
+    An ONNX artifact never needs torch. A folder that cannot be read counts as not: the runtime reports why
     when it opens it, as it reports a checkpoint on a machine without torch.
     """
     if importlib.util.find_spec("torch") is None:
@@ -91,7 +92,7 @@ def _runs_on_torch(model: Path | None) -> bool:
     from migr_rt.backends import folder_kind
 
     try:
-        return folder_kind(model) == "checkpoint"
+        return folder_kind(model) in ("checkpoint", "tensorrt")
     except (ArtifactError, OSError):
         return False
 

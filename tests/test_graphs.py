@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_fixtures import random_inputs
 
-from migr_rt.backends import AnswerAnchor, greedy_decode
+from migr_rt.backends import AnswerAnchor, ModalityTokens, greedy_decode
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.generate import GenerationConfig, generate
 from migr_rt.mi import score_modality_importance
@@ -44,6 +44,27 @@ def test_encoders_split_into_cacheable_frames_equal_the_model(tiny_model):
     with torch.no_grad():
         np.testing.assert_allclose(tokens.visual, model.encode_visual(pixels).numpy(), atol=1e-6)
         np.testing.assert_allclose(tokens.audio, model.encode_audio(audio).numpy(), atol=1e-6)
+
+
+def test_the_torch_backend_takes_float64_arrays_as_the_artifact_backends_do(tiny_model):
+    # the interface takes any array-like (onnxruntime casts to float32): numpy's default float64 included
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 2, seed=4)
+    backend = TorchBackend(model)
+    want = backend.encode(pixels, audio)
+    got = backend.encode(pixels.double().numpy(), audio.double().numpy())
+    np.testing.assert_allclose(got.visual, want.visual, atol=1e-5)
+    np.testing.assert_allclose(got.audio, want.audio, atol=1e-5)
+    assert got.visual.dtype == got.audio.dtype == np.float32
+    frames = backend.encode_frames(pixels.flatten(0, 1)).reshape(2, model.config.num_frames, -1)
+    np.testing.assert_allclose(backend.pool_frames(frames.astype(np.float64)), backend.pool_frames(frames), atol=1e-5)
+    wide = ModalityTokens(want.visual.astype(np.float64), want.audio.astype(np.float64))
+    present = np.array([[True, True], [True, False]])
+    np.testing.assert_allclose(backend.score_mi(wide, present).log_probs, backend.score_mi(want, present).log_probs,
+                               atol=1e-6)
+    ids = prompt(model, 2)
+    np.testing.assert_allclose(backend.prefill(ids, wide, present)[0], backend.prefill(ids, want, present)[0],
+                               atol=1e-6)
 
 
 def test_prefill_and_steps_equal_the_transformers_forward(tiny_model):
@@ -84,6 +105,17 @@ def test_greedy_decode_on_the_backend_equals_generate(tiny_model):
                         on_token=lambda step, t: seen.append(t.copy()))
     assert np.array_equal(out.tokens, ref.tokens.numpy()) and np.array_equal(out.lengths, ref.lengths.numpy())
     assert np.array_equal(np.stack(seen, 1), out.tokens)
+
+
+def test_greedy_decode_takes_plain_lists_as_the_interface_promises(tiny_model):
+    model, _ = tiny_model
+    pixels, audio = random_inputs(model.config, 3, seed=6)
+    backend = TorchBackend(model)
+    tokens = backend.encode(pixels, audio)
+    ids = prompt(model, 3)
+    want = greedy_decode(backend, ids, tokens, torch.tensor(PRESENCE), max_new_tokens=5)
+    got = greedy_decode(backend, ids.tolist(), tokens, PRESENCE, max_new_tokens=5)
+    assert np.array_equal(got.tokens, want.tokens) and np.array_equal(got.lengths, want.lengths)
 
 
 def test_decode_stops_early_when_cancelled(tiny_model):
@@ -186,3 +218,12 @@ def test_an_anchor_is_checked_and_starts_afresh(tiny_model):
     greedy_decode(backend, prompt(model, 1), tokens, torch.tensor([[True, True]]), max_new_tokens=3,
                   stop_token_ids=(), anchor=anchor)
     assert anchor.model_ids.tolist() == [-1]
+
+
+def test_backend_outputs_in_bfloat16_become_float32_arrays():
+    from migr_rt.backends.base import as_numpy, importance_result
+
+    log_probs = torch.tensor([[[-0.5, -1.0], [-0.75, -0.7], [-0.5, -2.0]]], dtype=torch.bfloat16)
+    res = importance_result(log_probs, log_probs[:, 0, :2], log_probs[:, 0, :2], torch.tensor([1]), [[True, True]])
+    assert res.log_probs.dtype == res.mi.dtype == np.float32 and res.log_probs[0, 1, 1] == np.float32(-0.69921875)
+    assert as_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32

@@ -1342,6 +1342,18 @@ def test_the_demo_and_the_python_api_on_an_onnx_artifact_need_neither_torch_nor_
     assert demo["prediction"]["label"] and demo["rationale"].startswith("<think>")
 
 
+def test_torch_is_imported_under_deferred_interrupts_for_every_folder_whose_backend_uses_it(monkeypatch, tmp_path):
+    # Ctrl-C inside torch's initialisation aborts the process (status 134): the run imports torch in a deferred
+    # block first, for a checkpoint and for TensorRT engines (whose backend imports torch), never for ONNX.
+    import migr_rt.backends
+    from migr_rt.cli_run import _runs_on_torch
+
+    monkeypatch.setattr(migr_rt.backends, "folder_kind", lambda path: Path(path).name)
+    assert {kind: _runs_on_torch(tmp_path / kind) for kind in ("checkpoint", "tensorrt", "onnx")} == {
+        "checkpoint": True, "tensorrt": True, "onnx": False}
+    assert _runs_on_torch(None)  # the bundled checkpoint
+
+
 def test_the_bundled_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_it():
     probe = WITHOUT_THEM + "from migr_rt.cli import main\nmain(['run', '--source', 'demo', '--max-windows', '1'])"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

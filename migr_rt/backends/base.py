@@ -116,6 +116,8 @@ def as_numpy(a, dtype=None) -> np.ndarray:
     """``a`` (numpy, a list, a torch tensor on any device) as a contiguous CPU array, of ``dtype`` if given."""
     if hasattr(a, "detach"):  # a torch tensor, told apart without importing torch
         a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":  # numpy has no bfloat16 (an engine or a bf16 model's output)
+            a = a.float()
     return np.ascontiguousarray(np.asarray(a), dtype=dtype)
 
 

@@ -138,6 +138,7 @@ def greedy_decode(
     chosen (streaming); ``cancelled()`` returning True stops early;
     ``anchor`` closes each row with its given label.
     """
+    input_ids = as_numpy(input_ids, np.int64)
     bsz = input_ids.shape[0]
     cfg = backend.config
     stops = _stops(cfg, stop_token_ids)
