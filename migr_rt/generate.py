@@ -99,10 +99,9 @@ def generate(
     for step in range(config.max_new_tokens):
         nxt, lp = _choose(logits, config, generator)
         if anchor is not None:
-            chosen = nxt.cpu().numpy()  # the anchor works in numpy, as the runtime's decoding does
-            forced = anchor.choose(previous.cpu().numpy(), chosen, answer_start)
-            if forced is not chosen:  # a label was written: its log-prob, not the argmax's
-                nxt = torch.from_numpy(forced).to(nxt.device)
+            before = previous.cpu().numpy()  # one copy per step; the anchor works in numpy, as the runtime does
+            if (before == answer_start).any():  # a row opened the answer: its label, and that label's log-prob
+                nxt = torch.from_numpy(anchor.choose(before, nxt.cpu().numpy(), answer_start)).to(nxt.device)
                 lp = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1)
         nxt = previous = torch.where(done, torch.full_like(nxt, pad), nxt)
         tokens[:, step] = nxt
