@@ -76,9 +76,16 @@ def timed_run(command: list[str]) -> dict[str, float]:
 
 def import_seconds(command: list[str]) -> dict[str, float]:
     """Import seconds in all (``all``) and of each :data:`HEAVY` package with what it imports, from ``-X importtime``
-    (0: not imported)."""
+    (0: not imported).
+
+    A package's time is the sum of the cumulative times of its outermost modules, those not imported (directly or
+    through other packages) by another module of the same package. That is the package's own line when the log has one; when the package is first
+    entered through a submodule (``import torch._utils`` inside another package's lazy import), the log has no
+    line for the package itself, and reading that line alone would say 0.
+    """
     proc = subprocess.run(command, capture_output=True, text=True, check=True)
     out = {name: 0.0 for name in ("all", *HEAVY)}
+    entries = []  # (depth, module, cumulative seconds), in log order: a module's imports come before it
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or line.count("|") != 2:
             continue
@@ -86,9 +93,15 @@ def import_seconds(command: list[str]) -> dict[str, float]:
         if not own.strip().isdigit():  # the header line
             continue
         out["all"] += int(own) / 1e6
-        name = module.strip()
-        if name in out:
-            out[name] = max(out[name], int(cumulative) / 1e6)
+        entries.append((len(module) - len(module.lstrip()), module.strip(), int(cumulative) / 1e6))
+    parents: list[tuple[int, str]] = []  # walking backwards, the enclosing modules of the current line
+    for depth, module, seconds in reversed(entries):
+        while parents and parents[-1][0] >= depth:
+            parents.pop()
+        package = module.split(".")[0]
+        if package in HEAVY and not any(name.split(".")[0] == package for _, name in parents):
+            out[package] += seconds
+        parents.append((depth, module))
     return out
 
 
