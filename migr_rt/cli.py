@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import re
@@ -41,6 +42,32 @@ def _user_errors(func):
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+#: What the commands working on the torch model import, beyond a runtime-only install (docs/deploy.md).
+MODEL_STACK = ("torch", "transformers", "safetensors")
+
+
+def _needs_model_stack(func):
+    """Refuse at once, saying what to install, where the torch model's packages are missing.
+
+    A runtime-only install (docs/deploy.md, "Without torch") runs exported artifacts; ``train``, ``eval``,
+    ``export`` and ``bench`` load the torch model, and would otherwise end in an import traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        missing = [name for name in MODEL_STACK if importlib.util.find_spec(name) is None]
+        if missing:
+            command = click.get_current_context().info_name
+            raise click.ClickException(
+                f"`migr-rt {command}` works on the torch model and needs {', '.join(missing)}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not installed here: install migr-rt with its dependencies "
+                "(the README says which torch build). Without them, migr-rt runs exported artifacts: "
+                "`migr-rt run --checkpoint DIR`, `migr-rt demo --checkpoint DIR`.")
+        return func(*args, **kwargs)
 
     return wrapper
 
@@ -91,6 +118,8 @@ def parse_reward_weights(ctx: click.Context, param: click.Parameter, values: tup
 
     Checked at parse time, so a typo fails before any training starts.
     """
+    if not values:  # nothing to check: the rewards module imports torch, which the command may find missing
+        return {}
     from migr_rt.training.rewards import TERMS
 
     out: dict[str, float] = {}
@@ -402,6 +431,7 @@ def _format_data(report: DataReport, spec: str) -> str:
               help="baseline/migr: the cue lexicon (docs/lexicon.md) the rewards read and the checkpoint keeps "
                    "(default: the built-in cue vocabulary).")
 @_user_errors
+@_needs_model_stack
 def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | None, batch_size: int, lr: float,
           seed: int, decoder: Path | None, base_ckpt: Path | None, stages: str, sft_order: str | None,
           rewards: str | None, reward_weight: dict[str, float], sft_steps: int | None, grpo_steps: int | None,
@@ -506,6 +536,7 @@ def train(recipe: str, data: str, out: Path, val_data: str | None, steps: int | 
 @click.option("--lexicon", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Judge with this cue lexicon (docs/lexicon.md) instead of the one the checkpoint was trained with.")
 @_user_errors
+@_needs_model_stack
 def eval_(checkpoint: Path, data: str, out: Path | None, cache_dir: Path | None, limit: int | None,
           max_new_tokens: int, batch_size: int, device: str | None, mode: str, opening: str,
           lexicon: Path | None) -> None:
@@ -616,6 +647,7 @@ def _format_eval(report) -> str:
               help="Artifact folder to write (replaced atomically once complete).")
 @click.option("--no-parity", is_flag=True, help="Skip the onnxruntime-vs-torch parity check (not recommended).")
 @_user_errors
+@_needs_model_stack
 def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration_data: str | None, out: Path,
            no_parity: bool) -> None:
     """Export a checkpoint to a self-describing ONNX or TensorRT artifact folder (manifest.json + graphs)."""
@@ -841,6 +873,7 @@ def run(camera: int | str | None, camera_size: tuple[int, int] | None, mic: str 
               help="torch threads and onnxruntime intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the torch backend and the HF path.")
 @_user_errors
+@_needs_model_stack
 def bench(checkpoint: Path | None, backends: str, precisions: str, runs: int | None, quick: bool, out: Path,
           artifacts: Path, threads: int | None, device: str) -> None:
     """Per-stage latency on this machine: migr-rt's backends vs the plain Hugging Face path, same weights and window.

@@ -179,3 +179,26 @@ def test_train_refuses_a_cache_or_work_folder_inside_out_before_any_work(tmp_pat
     assert result.exit_code == 1, result.output
     assert f"{option} {out / 'inner'} is inside the checkpoint folder {out}" in result.output
     assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_commands_on_the_torch_model_say_what_a_runtime_only_install_lacks(tmp_path):
+    # A runtime-only install (docs/deploy.md, "Without torch") has no torch, transformers or safetensors; the
+    # commands that load the torch model said so with an import traceback.
+    probe = ("import json, sys\n"
+             "sys.modules.update(dict.fromkeys(('torch', 'transformers', 'safetensors')))\n"
+             "from click.testing import CliRunner\n"
+             "from migr_rt.cli import main\n"
+             "out = {}\n"
+             f"for args in (['export', '--out', {str(tmp_path / 'x')!r}], ['bench', '--quick'],\n"
+             "             ['eval', '--checkpoint', '.', '--data', 'synth'],\n"
+             f"             ['train', '--recipe', 'base', '--data', 'synth', '--out', {str(tmp_path / 'y')!r}]):\n"
+             "    result = CliRunner().invoke(main, args)\n"
+             "    out[args[0]] = [result.exit_code, result.output, repr(result.exception)]\n"
+             "print(json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for command, (code, output, exception) in json.loads(proc.stdout).items():
+        assert code == 1 and "Traceback" not in output, (command, output, exception)
+        assert f"`migr-rt {command}` works on the torch model and needs torch, transformers, safetensors" in output
+        assert "migr-rt run --checkpoint DIR" in output, output
+    assert not list(tmp_path.iterdir())  # nothing written
