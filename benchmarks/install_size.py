@@ -157,7 +157,7 @@ def render(result: dict) -> str:
     run = result["runtime_only_run"]
     events = ", ".join(f"{n} {kind}" for kind, n in run["events"].items())
     lines += ["", f"Under the runtime-only install, `migr-rt {run['command']}` (an ONNX fp32 artifact of the bundled "
-              f"model, exported with the default install's packages) gave {events} events in {run['seconds']:.2f} s on "
+              f"model, exported by the interpreter running the benchmark) gave {events} events in {run['seconds']:.2f} s on "
               f"{run['backend']}; first window: {run['first_label']}, dominant {run['first_dominant']}.", ""]
     return "\n".join(lines)
 
