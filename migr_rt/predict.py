@@ -194,7 +194,7 @@ class Predictor:
             opening_modality = cfg.modalities[dom] if dom >= 0 else cfg.modalities[0]
         ids, lead = rationale_prompt(cfg, opening_modality)
         anchor = answer_anchor(cfg, label, answer)
-        out = greedy_decode(self.backend, np.array([ids], dtype=np.int64), tokens, win.present[None], max_new_tokens=max_new_tokens,
+        out = greedy_decode(self.backend, [ids], tokens, win.present[None], max_new_tokens=max_new_tokens,
                             anchor=anchor)
         text = rationale_text(self.tokenizer, cfg, out.tokens[0, : int(out.lengths[0])].tolist(), lead)
         parsed = parse_trace(text, cfg.labels)

@@ -180,13 +180,13 @@ class TensorRTBackend(Backend):
         return outputs
 
     def encode_frames(self, frames) -> np.ndarray:
-        return _host(self.run_graph("visual_frames", frames)[0])
+        return as_numpy(self.run_graph("visual_frames", frames)[0], np.float32)
 
     def pool_frames(self, frame_embeddings) -> np.ndarray:
-        return _host(self.run_graph("visual_pool", frame_embeddings)[0])
+        return as_numpy(self.run_graph("visual_pool", frame_embeddings)[0], np.float32)
 
     def encode_audio(self, waveform) -> np.ndarray:
-        return _host(self.run_graph("audio", waveform)[0])
+        return as_numpy(self.run_graph("audio", waveform)[0], np.float32)
 
     def score_mi(self, tokens: ModalityTokens, present) -> ModalityImportance:
         out = self.run_graph("scoring", tokens.visual, tokens.audio, as_numpy(present, bool))
@@ -195,14 +195,10 @@ class TensorRTBackend(Backend):
     def prefill(self, input_ids, tokens, visible) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self.run_graph(
             "prefill", as_numpy(input_ids, np.int64), tokens.visual, tokens.audio, as_numpy(visible, bool))
-        return _host(logits), DecoderState(keys, values, key_visible)
+        return as_numpy(logits, np.float32), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self.run_graph(
             "step", as_numpy(token, np.int64).reshape(-1, 1), state.keys, state.values, state.key_visible)
-        return _host(logits), DecoderState(keys, values, key_visible)
+        return as_numpy(logits, np.float32), DecoderState(keys, values, key_visible)
 
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    """An engine's output as the interface's float32 numpy array."""
-    return t.float().cpu().numpy()

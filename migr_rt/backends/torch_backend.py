@@ -61,13 +61,13 @@ class TorchBackend(Backend):
         return out
 
     def encode_frames(self, frames) -> np.ndarray:
-        return _host(self._run("visual_frames", as_numpy(frames, np.float32)))
+        return as_numpy(self._run("visual_frames", as_numpy(frames, np.float32)), np.float32)
 
     def pool_frames(self, frame_embeddings) -> np.ndarray:
-        return _host(self._run("visual_pool", as_numpy(frame_embeddings, np.float32)))
+        return as_numpy(self._run("visual_pool", as_numpy(frame_embeddings, np.float32)), np.float32)
 
     def encode_audio(self, waveform) -> np.ndarray:
-        return _host(self._run("audio", as_numpy(waveform, np.float32)))
+        return as_numpy(self._run("audio", as_numpy(waveform, np.float32)), np.float32)
 
     def score_mi(self, tokens: ModalityTokens, present) -> ModalityImportance:
         out = self._run("scoring", *_tokens(tokens), as_numpy(present, bool))
@@ -76,23 +76,19 @@ class TorchBackend(Backend):
     def prefill(self, input_ids, tokens, visible) -> tuple[np.ndarray, DecoderState]:
         logits, keys, values, key_visible = self._run(
             "prefill", as_numpy(input_ids, np.int64), *_tokens(tokens), as_numpy(visible, bool))
-        return _host(logits), DecoderState(keys, values, key_visible)
+        return as_numpy(logits, np.float32), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
         token = torch.as_tensor(as_numpy(token, np.int64))
         if self.static_decoder is not None:
             logits, state = self.static_decoder.step(token.to(self.device), state)
-            return _host(logits), state
+            return as_numpy(logits, np.float32), state
         logits, keys, values, key_visible = self._run(
             "step", token.reshape(-1, 1), state.keys, state.values, state.key_visible)
-        return _host(logits), DecoderState(keys, values, key_visible)
+        return as_numpy(logits, np.float32), DecoderState(keys, values, key_visible)
 
 
 def _tokens(tokens: ModalityTokens) -> tuple[np.ndarray, np.ndarray]:
     """The encoder tokens as the interface's float32 (as the artifact backends take them: float64 arrays too)."""
     return as_numpy(tokens.visual, np.float32), as_numpy(tokens.audio, np.float32)
 
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    """A graph's output as the interface's float32 numpy array (from any device and dtype)."""
-    return t.float().cpu().numpy()

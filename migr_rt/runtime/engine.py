@@ -477,7 +477,7 @@ class Runtime:
         anchor = answer_anchor(cfg, window_event["label"], self.config.rationale_answer)
         with self._lock:
             self._check_open()
-            steps = iter_greedy(self.backend, np.array([ids], dtype=np.int64), tokens, visible,
+            steps = iter_greedy(self.backend, [ids], tokens, visible,
                                 max_new_tokens=self.config.max_rationale_tokens, anchor=anchor)
             try:
                 for nxt in steps:
