@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
 from migr_rt.atomic import write_text_atomic  # noqa: E402
+from migr_rt.perf.system import git_commit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -121,12 +122,7 @@ def main(torch_spec: str, workdir: Path | None, name: str) -> None:
                  "backend": events[0].get("backend"), "first_label": window["label"],
                  "first_dominant": window["dominant"]}
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
-    result = {"benchmark": "install_size", "machine": machine_info(),
-              "commit": git("rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else ""),
+    result = {"benchmark": "install_size", "machine": machine_info(), "commit": git_commit(REPO),
               "python": f"{sys.version_info.major}.{sys.version_info.minor}", "installs": rows,
               "runtime_only_run": check}
     RESULTS.mkdir(exist_ok=True)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
 from migr_rt.atomic import write_text_atomic  # noqa: E402
+from migr_rt.perf.system import git_commit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -149,12 +150,7 @@ def main(runs: int, repo: Path, cold: bool, name: str, python: str, backends: st
                 "runs": samples,
                 "imports_s": imports,
             }
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
-    commit = git("rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else "")
-    result = {"benchmark": "startup", "machine": machine_info(), "commit": commit, "python": python,
+    result = {"benchmark": "startup", "machine": machine_info(), "commit": git_commit(repo), "python": python,
               "python_packages": packages, "cache": env_note, "runs_per_backend": runs, "backends": rows}
     RESULTS.mkdir(exist_ok=True)
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")

@@ -47,12 +47,13 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "commit": git_commit()}
 
 
-def git_commit() -> str:
-    """The checkout's commit (``+uncommitted`` with code changes); ``MIGR_RT_COMMIT`` where there is no git."""
-    if os.environ.get("MIGR_RT_COMMIT"):
+def git_commit(repo: Path = REPO) -> str:
+    """``repo``'s commit (``+uncommitted`` with code changes); for this checkout, ``MIGR_RT_COMMIT`` where there is
+    no git."""
+    if repo == REPO and os.environ.get("MIGR_RT_COMMIT"):
         return os.environ["MIGR_RT_COMMIT"]
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,  # noqa: E731
+        run = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True,  # noqa: E731
                                         check=True, timeout=10).stdout.strip()
         commit = run("rev-parse", "--short", "HEAD")
         # benchmark outputs written by an earlier run are not code changes
