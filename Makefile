@@ -29,12 +29,14 @@ test-soak: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m soak tests/test_reliability_soak.py
 
 # Rebuild the bundled checkpoint (the migr recipe, every stage; about 30 minutes on 2 CPU cores),
-# time it, and measure it on the held-out corpus.
+# time it, export it to the ONNX artifact installs without torch run, and measure it on the held-out corpus.
 bundle: $(STAMP)
 	$(BIN)/migr-rt synth --n 2400 --out runs/synth-train --seed 1 --workers 2
 	$(BIN)/python benchmarks/training_time.py --name default_recipe --target 2700 -- \
 		$(BIN)/migr-rt train --recipe migr --data runs/synth-train --out migr_rt/assets/default \
 		--work-dir runs/bundle.work --cache-dir runs/bundle.cache --card docs/model_card_migr.md --steps 1200 --seed 0
+	$(BIN)/migr-rt export --checkpoint migr_rt/assets/default --format onnx --precision fp32 \
+		--out migr_rt/assets/default-onnx
 	$(BIN)/migr-rt synth --n 420 --out runs/synth-test --seed 2 --workers 2
 	$(BIN)/python benchmarks/bundled_model.py --data runs/synth-test
 	$(BIN)/migr-rt eval --checkpoint migr_rt/assets/default --data runs/synth-test --out runs/bundle.eval \

@@ -54,7 +54,8 @@ from migr_rt.face import HaarFaceDetector  # noqa: E402
 from migr_rt.model.layout import prefix_ids  # noqa: E402
 from migr_rt.perf.paths import hf_step_probe  # noqa: E402
 from migr_rt.perf.timing import BLOCK_PAUSE_S, Timed, summary, time_rounds  # noqa: E402
-from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
+from migr_rt.predict import Predictor  # noqa: E402
 from migr_rt.preprocess import prepare_window  # noqa: E402
 from migr_rt.training.synth.corpus import (  # noqa: E402
     CORPUS_INFO, GENERATOR, GENERATOR_VERSION, MANIFEST, SynthConfig, generate_corpus, render_clip)

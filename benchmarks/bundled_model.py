@@ -24,7 +24,8 @@ from held_out import held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 
-from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
+from migr_rt.predict import Predictor  # noqa: E402
 
 
 def evaluate(predictor: Predictor, corpus: SynthCorpus) -> dict:

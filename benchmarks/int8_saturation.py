@@ -48,7 +48,8 @@ from migr_rt.backends.integer_matmul import (  # noqa: E402
     INT8_WEIGHT_BITS, VNNI_FLAGS, full_range_int8_overflows, matmul_integer_error)
 from migr_rt.perf.system import cpu_flags  # noqa: E402
 from migr_rt.export.onnx_export import quantize_int8  # noqa: E402
-from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
+from migr_rt.predict import Predictor  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -33,7 +33,8 @@ from migr_rt.training.evaluation import reasoning_metrics, window_record  # noqa
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
 from migr_rt.training.windows import window_meta  # noqa: E402
 
-from migr_rt.predict import Predictor, default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
+from migr_rt.predict import Predictor  # noqa: E402
 
 MODES = ("label", "model")
 

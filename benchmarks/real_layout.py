@@ -40,7 +40,7 @@ from migr_rt.training.synth.reader import read_manifest  # noqa: E402
 
 from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
-from migr_rt.predict import default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
 
 #: The metrics the table shows, in order: (key in reasoning_metrics, heading).
 SHOWN = (

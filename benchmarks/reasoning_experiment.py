@@ -54,7 +54,7 @@ from migr_rt.training.sources import open_source  # noqa: E402
 
 from migr_rt.atomic import atomic_output, write_text_atomic  # noqa: E402
 from migr_rt.model import load_checkpoint  # noqa: E402
-from migr_rt.predict import default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -30,7 +30,7 @@ from machine import machine_info  # noqa: E402
 
 from migr_rt.artifact import is_artifact, read_manifest, sha256_of  # noqa: E402
 from migr_rt.atomic import write_text_atomic  # noqa: E402
-from migr_rt.predict import default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
 from migr_rt.runtime import Runtime, RuntimeConfig, parse_source  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -48,7 +48,7 @@ from migr_rt.atomic import write_text_atomic  # noqa: E402
 from migr_rt.backends import load_backend  # noqa: E402
 from migr_rt.backends.base import DecoderState  # noqa: E402
 from migr_rt.perf.bench import ensure_artifact  # noqa: E402
-from migr_rt.predict import default_checkpoint  # noqa: E402
+from migr_rt.bundled import default_checkpoint  # noqa: E402
 
 #: Untimed calls before each timing block.
 SETTLE_CALLS = 300

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -395,7 +396,7 @@ def export_onnx(
             precision=precision,
             graphs=specs,
             model_config=model.config.to_dict(),
-            source_checkpoint={"path": str(checkpoint.resolve()), "sha256": sha256_of(weights)},
+            source_checkpoint={"path": _source_path(checkpoint, out), "sha256": sha256_of(weights)},
             tools={"migr_rt": _version(), "torch": torch.__version__, "onnx": onnx.__version__,
                    "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
             opset=OPSET,
@@ -445,6 +446,14 @@ def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -
     return (manifest.format == "onnx" and manifest.precision == precision
             and manifest.source_checkpoint.get("sha256") == weights_sha256 and step_current
             and (precision != "int8" or manifest.extra.get("int8_weight_bits") == INT8_WEIGHT_BITS))
+
+
+def _source_path(checkpoint: Path, out: str | Path) -> str:
+    """The checkpoint's folder as the manifest records it: relative to the artifact when the two are siblings (the
+    bundled model and its export in ``migr_rt/assets``, so the shipped manifest names no build machine's folders),
+    else absolute."""
+    source, artifact = Path(checkpoint).resolve(), Path(out).resolve()
+    return os.path.relpath(source, artifact) if source.parent == artifact.parent else str(source)
 
 
 def _recipe_of(checkpoint: Path) -> str | None:

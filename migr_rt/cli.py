@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import re
@@ -46,27 +45,26 @@ def _user_errors(func):
     return wrapper
 
 
-#: What the commands working on the torch model import, beyond a runtime-only install (docs/deploy.md).
-MODEL_STACK = ("torch", "transformers", "safetensors")
-
-
 def _needs_model_stack(func):
     """Refuse at once, saying what to install, where the torch model's packages are missing.
 
-    A runtime-only install (docs/deploy.md, "Without torch") runs exported artifacts; ``train``, ``eval``,
-    ``export`` and ``bench`` load the torch model, and would otherwise end in an import traceback.
+    A runtime-only install (docs/deploy.md, "Without torch") runs ONNX artifacts, the bundled model's export
+    included; ``train``, ``eval``, ``export`` and ``bench`` load the torch model, and would otherwise end in an
+    import traceback.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        missing = [name for name in MODEL_STACK if importlib.util.find_spec(name) is None]
+        from migr_rt.bundled import missing_model_stack
+
+        missing = missing_model_stack()
         if missing:
             command = click.get_current_context().info_name
             raise click.ClickException(
                 f"`migr-rt {command}` works on the torch model and needs {', '.join(missing)}, which "
                 f"{'is' if len(missing) == 1 else 'are'} not installed here: install migr-rt with its dependencies "
-                "(the README says which torch build). Without them, migr-rt runs exported artifacts: "
-                "`migr-rt run --checkpoint DIR`, `migr-rt demo --checkpoint DIR`.")
+                "(the README says which torch build). Without them, migr-rt runs the bundled model's ONNX export and "
+                "exported artifacts: `migr-rt run`, `migr-rt demo` (`--checkpoint DIR` for an artifact of yours).")
         return func(*args, **kwargs)
 
     return wrapper
@@ -651,7 +649,7 @@ def _format_eval(report) -> str:
 def export(checkpoint: Path | None, fmt: str, precision: str | None, calibration_data: str | None, out: Path,
            no_parity: bool) -> None:
     """Export a checkpoint to a self-describing ONNX or TensorRT artifact folder (manifest.json + graphs)."""
-    from migr_rt.predict import default_checkpoint
+    from migr_rt.bundled import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
     precision = precision or ("fp32" if fmt == "onnx" else "fp16")

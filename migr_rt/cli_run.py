@@ -86,8 +86,10 @@ def _runs_on_torch(model: Path | None) -> bool:
     """
     if importlib.util.find_spec("torch") is None:
         return False  # the backend then says that torch is missing and what runs without it
-    if model is None:
-        return True  # the bundled checkpoint
+    if model is None:  # the bundled model: the checkpoint, unless the torch model's packages are missing
+        from migr_rt.bundled import missing_model_stack
+
+        return not missing_model_stack()
     from migr_rt.artifact import ArtifactError
     from migr_rt.backends import folder_kind
 

@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from migr_rt.artifact import is_artifact, read_manifest
 from migr_rt.backends import Backend, greedy_decode, load_backend
+from migr_rt.bundled import default_model
 from migr_rt.face import FaceDetector, HaarFaceDetector
 from migr_rt.model.saved_tokenizer import SavedTokenizer
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
 from migr_rt.preprocess import prepare_window
 from migr_rt.traces import ParsedTrace, parse_trace
-
-
-def default_checkpoint() -> Path:
-    """The bundled checkpoint (``migr_rt/assets/default``)."""
-    path = Path(str(resources.files("migr_rt") / "assets" / "default"))
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: the bundled checkpoint is missing from this installation")
-    return path
 
 
 @dataclass
@@ -95,7 +87,9 @@ class Predictor:
     """Opens a model once; :meth:`predict` scores one window (label + MI in one batched pass).
 
     ``checkpoint`` is a checkpoint folder (run by torch) or an artifact folder
-    written by ``migr-rt export`` (onnxruntime or TensorRT); ``backend``
+    written by ``migr-rt export`` (onnxruntime or TensorRT); None is the
+    bundled model (:func:`migr_rt.bundled.default_model`: its checkpoint, or
+    its ONNX export on an install without torch); ``backend``
     picks how (see :func:`migr_rt.backends.load_backend`); ``judge`` reads
     rationales' explanations (see :class:`Rationale`).
     """
@@ -110,7 +104,7 @@ class Predictor:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model()
         self.backend: Backend = load_backend(self.checkpoint, backend, device=device, threads=threads)
         # Checkpoint folders were verified by the torch backend; artifacts by their manifest's hashes.
         self.tokenizer = SavedTokenizer.from_folder(self.checkpoint)

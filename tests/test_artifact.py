@@ -13,7 +13,8 @@ from migr_rt.artifact import ArtifactError, read_artifact, seal, sha256_of
 from migr_rt.backends import BackendUnavailable, available_backends, load_backend
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.cli import main
-from migr_rt.predict import Predictor, default_checkpoint
+from migr_rt.bundled import default_checkpoint
+from migr_rt.predict import Predictor
 
 
 @pytest.fixture()

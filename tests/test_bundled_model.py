@@ -11,7 +11,8 @@ from migr_rt.training.synth.corpus import SynthConfig, render_clip
 from migr_rt.demo import pick_index
 from migr_rt.labels import DFEW_LABELS
 from migr_rt.model import verify_checkpoint
-from migr_rt.predict import Predictor, default_checkpoint
+from migr_rt.bundled import default_checkpoint
+from migr_rt.predict import Predictor
 from migr_rt.traces import summary_problem
 
 SEED = 2

@@ -200,5 +200,5 @@ def test_commands_on_the_torch_model_say_what_a_runtime_only_install_lacks(tmp_p
     for command, (code, output, exception) in json.loads(proc.stdout).items():
         assert code == 1 and "Traceback" not in output, (command, output, exception)
         assert f"`migr-rt {command}` works on the torch model and needs torch, transformers, safetensors" in output
-        assert "migr-rt run --checkpoint DIR" in output, output
+        assert "runs the bundled model's ONNX export and exported artifacts: `migr-rt run`" in output, output
     assert not list(tmp_path.iterdir())  # nothing written

@@ -23,7 +23,8 @@ from migr_rt.backends import onnxruntime_backend
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.backends.torch_backend import TorchBackend
 from migr_rt.model.layout import prefix_ids
-from migr_rt.predict import Predictor, default_checkpoint
+from migr_rt.bundled import default_checkpoint
+from migr_rt.predict import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from migr_rt.export.onnx_export import example_inputs
 from migr_rt.model import load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
-from migr_rt.predict import default_checkpoint
+from migr_rt.bundled import default_checkpoint
 
 NAMES = ("token", "keys", "values", "key_visible")
 

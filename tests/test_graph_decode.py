@@ -18,7 +18,7 @@ from migr_rt.export.onnx_export import example_inputs
 from migr_rt.model import load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
-from migr_rt.predict import default_checkpoint
+from migr_rt.bundled import default_checkpoint
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA-graph capture)")
 

@@ -596,7 +596,8 @@ def test_a_lexicon_trains_with_migr_and_judges_eval_the_runtime_and_exports(own_
 
 def test_folders_without_a_lexicon_are_judged_with_the_builtin_vocabulary(bundled_onnx, tmp_path) -> None:
     from migr_rt.artifact import MANIFEST, read_manifest
-    from migr_rt.predict import Predictor, default_checkpoint
+    from migr_rt.bundled import default_checkpoint
+    from migr_rt.predict import Predictor
 
     assert not (default_checkpoint() / LEXICON_FILE).exists()  # trained before lexicons existed
     assert stored_lexicon(default_checkpoint()) == LEXICON

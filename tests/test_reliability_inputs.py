@@ -47,7 +47,8 @@ from migr_rt.media import (
     write_media,
 )
 from migr_rt.model import CheckpointError, load_checkpoint
-from migr_rt.predict import Predictor, default_checkpoint
+from migr_rt.bundled import default_checkpoint
+from migr_rt.predict import Predictor
 from migr_rt.runtime import Runtime, RuntimeConfig, SourceError, parse_source
 
 # --------------------------------------------------------------------------------------------- helpers

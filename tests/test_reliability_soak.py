@@ -61,7 +61,7 @@ def matching_artifact() -> Path | None:
     from migr_rt.export.onnx_export import is_current_export
 
     from migr_rt.artifact import is_artifact, read_manifest, sha256_of
-    from migr_rt.predict import default_checkpoint
+    from migr_rt.bundled import default_checkpoint
 
     folder = Path(os.environ.get("MIGR_SOAK_ARTIFACT") or Path(__file__).parents[1] / "runs/artifacts/default-fp32")
     weights = sha256_of(default_checkpoint() / "model.safetensors")
@@ -86,7 +86,7 @@ def test_stream_soak_memory_queues_and_rate(tmp_path):
         model = matching_artifact()
         if model is None and backend == "onnxruntime":
             from migr_rt.export.onnx_export import export_onnx
-            from migr_rt.predict import default_checkpoint
+            from migr_rt.bundled import default_checkpoint
 
             model = tmp_path / "default-fp32"
             export_onnx(default_checkpoint(), model, "fp32")

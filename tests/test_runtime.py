@@ -1352,10 +1352,50 @@ def test_torch_is_imported_under_deferred_interrupts_for_every_folder_whose_back
     assert {kind: _runs_on_torch(tmp_path / kind) for kind in ("checkpoint", "tensorrt", "onnx")} == {
         "checkpoint": True, "tensorrt": True, "onnx": False}
     assert _runs_on_torch(None)  # the bundled checkpoint
+    import migr_rt.bundled
+
+    monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
+    assert not _runs_on_torch(None)  # torch is there, but the bundled model runs from its ONNX export
 
 
-def test_the_bundled_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_it():
-    probe = WITHOUT_THEM + "from migr_rt.cli import main\nmain(['run', '--source', 'demo', '--max-windows', '1'])"
+def test_without_torch_the_bundled_model_runs_from_its_onnx_export(tmp_path):
+    # A runtime-only install (docs/deploy.md) ran only artifacts exported elsewhere: the bundled model said that
+    # torch was missing. Now `migr-rt run`, `migr-rt demo` and Predictor() run the bundled checkpoint's export.
+    report = tmp_path / "modules.json"
+    probe = ("import atexit, json, sys\n" + WITHOUT_THEM +
+             f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(\n"
+             "    sorted(name for name, module in sys.modules.items() if module is not None))))\n"
+             "from migr_rt.cli import main\n"
+             "from migr_rt.predict import Predictor\n"
+             "print(json.dumps(str(Predictor().checkpoint)))\n"
+             "main(['run', '--source', 'demo', '--json', '--max-windows', '1'])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first, *lines = proc.stdout.splitlines()
+    assert Path(json.loads(first)).parts[-2:] == ("assets", "default-onnx")
+    events = [json.loads(line) for line in lines]
+    assert [e["type"] for e in events][-2:] == ["rationale", "end"] and events[-2]["text"].startswith("<think>")
+    assert any(e["type"] == "window" and e["label"] for e in events)
+    loaded = set(json.loads(report.read_text()))
+    assert "migr_rt.backends.onnxruntime_backend" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in NOT_NEEDED_ON_ARTIFACTS}
+    demo = subprocess.run([sys.executable, "-c", WITHOUT_THEM + "from migr_rt.cli import main\nmain(['demo', '--json'])"],
+                          capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0 and json.loads(demo.stdout)["rationale"].startswith("<think>"), demo.stderr
+
+
+def test_without_torch_or_onnxruntime_the_bundled_model_says_what_to_install():
+    probe = (WITHOUT_THEM + "sys.modules['onnxruntime'] = None\n"
+             "from migr_rt.cli import main\nmain(['run', '--source', 'demo', '--max-windows', '1'])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "default-onnx" in proc.stderr and "onnxruntime is not installed" in proc.stderr, proc.stderr
+
+
+def test_a_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_it():
+    probe = WITHOUT_THEM + ("from migr_rt.cli import main\nfrom migr_rt.bundled import default_checkpoint\n"
+                            "main(['run', '--source', 'demo', '--max-windows', '1', '--checkpoint', "
+                            "str(default_checkpoint())])")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "torch is not installed" in proc.stderr and "migr-rt export" in proc.stderr, proc.stderr

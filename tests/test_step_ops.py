@@ -10,7 +10,7 @@ from benchmark_scripts import load_benchmark
 from migr_rt.export.fused_step import build_fused_step
 from migr_rt.export.onnx_export import example_inputs
 from migr_rt.model import load_checkpoint
-from migr_rt.predict import default_checkpoint
+from migr_rt.bundled import default_checkpoint
 
 
 @pytest.fixture(scope="module")

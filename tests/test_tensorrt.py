@@ -32,7 +32,7 @@ from migr_rt.backends.tensorrt_backend import TensorRTBackend, available, check_
 from migr_rt.model import load_checkpoint
 from migr_rt.model.graphs import build_graphs
 from migr_rt.model.layout import prefix_ids
-from migr_rt.predict import default_checkpoint
+from migr_rt.bundled import default_checkpoint
 
 EXTRA = {"tensorrt_version": "10.13.0.35", "gpu": "NVIDIA L4", "compute_capability": "8.9"}
 

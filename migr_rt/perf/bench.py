@@ -221,7 +221,7 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
     from migr_rt.face import HaarFaceDetector, TrackingFaceDetector
     from migr_rt.media import decode_media, write_media
     from migr_rt.model import load_checkpoint
-    from migr_rt.predict import default_checkpoint
+    from migr_rt.bundled import default_checkpoint
     from migr_rt.rationale import rationale_prompt
     from migr_rt.runtime import Runtime, RuntimeConfig
     from migr_rt.training.synth.corpus import AUDIO_OPTIONS, VIDEO_OPTIONS, SynthConfig, render_clip

@@ -141,11 +141,11 @@ class Runtime:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        from migr_rt.predict import default_checkpoint
+        from migr_rt.bundled import default_model
 
         if config is not None and not isinstance(config, RuntimeConfig):
             raise TypeError(f"config must be a RuntimeConfig, got {type(config).__name__}")
-        self.path = Path(model) if model is not None else default_checkpoint()
+        self.path = Path(model) if model is not None else default_model()
         self.backend = backend if isinstance(backend, Backend) else load_backend(self.path, backend, threads=threads)
         self.model_config = self.backend.config
         self.config = config or RuntimeConfig()

@@ -1,0 +1,66 @@
+"""The bundled model's two forms: the checkpoint and its ONNX export, which installs without torch run."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pytest
+
+import migr_rt.bundled
+from migr_rt.artifact import read_artifact, sha256_of
+from migr_rt.bundled import bundled_artifact, default_checkpoint, default_model
+from migr_rt.export.onnx_export import _source_path, is_current_export
+from migr_rt.media import decode_media
+from migr_rt.predict import Predictor
+from migr_rt.runtime import Runtime
+from migr_rt.runtime.sources import demo_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_bundled_export_is_current_for_the_bundled_weights():
+    # `make bundle` retrains the checkpoint and exports it again; a checkpoint replaced without its export (or an
+    # exporter changed without exporting again) would leave installs without torch running another model.
+    manifest = read_artifact(bundled_artifact())  # every graph's hash and the manifest's own digest are verified
+    weights = sha256_of(default_checkpoint() / "model.safetensors")
+    assert is_current_export(manifest, weights, "fp32"), (manifest.source_checkpoint, manifest.extra.get("step_graph"))
+    for name in manifest.tokenizer_files:
+        assert (bundled_artifact() / name).read_bytes() == (default_checkpoint() / name).read_bytes(), name
+    assert manifest.source_checkpoint["path"] == "../default"  # no build machine's folders in a shipped file
+
+
+def test_the_bundled_export_gives_the_checkpoints_answers():
+    media = decode_media(demo_clip())
+    with Runtime(default_checkpoint(), backend="torch") as checkpoint, Runtime(bundled_artifact()) as export:
+        assert export.backend.name == "onnxruntime"
+        a = checkpoint.analyze(media.frames, media.audio, rationale=True)
+        b = export.analyze(media.frames, media.audio, rationale=True)
+    assert a["label"] == b["label"] and a["dominant"] == b["dominant"]
+    assert a["rationale"]["text"] == b["rationale"]["text"]
+    for m in a["mi"]:
+        assert a["mi"][m] == pytest.approx(b["mi"][m], abs=1e-4)
+
+
+def test_the_default_model_is_the_checkpoint_unless_the_torch_models_packages_are_missing(monkeypatch):
+    assert default_model() == default_checkpoint()
+    assert Predictor().backend.name == "torch"
+    monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
+    assert default_model() == bundled_artifact()
+    predictor = Predictor()
+    assert predictor.checkpoint == bundled_artifact() and predictor.backend.name == "onnxruntime"
+
+
+def test_the_bundled_export_is_package_data():
+    # An install from a wheel carries only what package-data names: each file of the export must match it.
+    line = re.search(r"^migr_rt = \[(.*)\]$", (REPO / "pyproject.toml").read_text(), re.M)
+    globs = re.findall(r'"([^"]+)"', line.group(1))
+    files = [p.relative_to(REPO / "migr_rt").as_posix() for p in bundled_artifact().iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+
+
+def test_the_manifest_names_a_sibling_checkpoint_relative_to_the_artifact_and_any_other_absolutely(tmp_path):
+    (tmp_path / "models" / "ckpt").mkdir(parents=True)
+    assert _source_path(tmp_path / "models" / "ckpt", tmp_path / "models" / "ckpt-onnx") == "../ckpt"
+    assert _source_path(tmp_path / "models" / "ckpt", tmp_path / "out" / "x") == str((tmp_path / "models" / "ckpt"))
