@@ -77,7 +77,7 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
-def _runs_on_torch(model: Path | None) -> bool:
+def _runs_on_torch(model: Path | None, backend: str = "auto") -> bool:
     """Whether the run loads torch, where torch is installed: a checkpoint folder (the torch backend) or a
     TensorRT artifact (its backend runs the engines on torch's CUDA tensors).
 
@@ -86,10 +86,10 @@ def _runs_on_torch(model: Path | None) -> bool:
     """
     if importlib.util.find_spec("torch") is None:
         return False  # the backend then says that torch is missing and what runs without it
-    if model is None:  # the bundled model: the checkpoint, unless the torch model's packages are missing
+    if model is None:  # the bundled model: the checkpoint, unless its ONNX export runs (bundled.default_model)
         from migr_rt.bundled import missing_model_stack
 
-        return not missing_model_stack()
+        return backend != "onnxruntime" and not missing_model_stack()
     from migr_rt.artifact import ArtifactError
     from migr_rt.backends import folder_kind
 
@@ -148,7 +148,7 @@ def run_stream(o: RunOptions) -> int:
     try:
         with interrupt_guard():
             logger.info("loading the model (%s, backend %s)", o.checkpoint or "bundled", o.backend)
-            if _runs_on_torch(o.checkpoint):
+            if _runs_on_torch(o.checkpoint, o.backend):
                 with deferred_interrupts():  # Ctrl-C inside torch's own initialisation aborts the process
                     importlib.import_module("torch")
             from migr_rt.artifact import ArtifactError

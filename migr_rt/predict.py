@@ -89,7 +89,8 @@ class Predictor:
     ``checkpoint`` is a checkpoint folder (run by torch) or an artifact folder
     written by ``migr-rt export`` (onnxruntime or TensorRT); None is the
     bundled model (:func:`migr_rt.bundled.default_model`: its checkpoint, or
-    its ONNX export on an install without torch); ``backend``
+    its ONNX export for ``backend="onnxruntime"`` and on an install without
+    torch); ``backend``
     picks how (see :func:`migr_rt.backends.load_backend`); ``judge`` reads
     rationales' explanations (see :class:`Rationale`).
     """
@@ -104,7 +105,7 @@ class Predictor:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model()
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model(backend)
         self.backend: Backend = load_backend(self.checkpoint, backend, device=device, threads=threads)
         # Checkpoint folders were verified by the torch backend; artifacts by their manifest's hashes.
         self.tokenizer = SavedTokenizer.from_folder(self.checkpoint)

@@ -43,9 +43,13 @@ def test_the_bundled_export_gives_the_checkpoints_answers():
         assert a["mi"][m] == pytest.approx(b["mi"][m], abs=1e-4)
 
 
-def test_the_default_model_is_the_checkpoint_unless_the_torch_models_packages_are_missing(monkeypatch):
-    assert default_model() == default_checkpoint()
+def test_the_default_model_is_the_checkpoint_unless_onnxruntime_is_asked_for_or_torch_is_missing(monkeypatch):
+    assert default_model() == default_checkpoint() and default_model("torch") == default_checkpoint()
     assert Predictor().backend.name == "torch"
+    assert default_model("onnxruntime") == bundled_artifact()  # it ran into "holds checkpoint weights"
+    predictor = Predictor(backend="onnxruntime")
+    assert predictor.checkpoint == bundled_artifact() and predictor.backend.name == "onnxruntime"
+    assert Runtime(backend="onnxruntime").path == bundled_artifact()
     monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
     assert default_model() == bundled_artifact()
     predictor = Predictor()

@@ -1352,6 +1352,7 @@ def test_torch_is_imported_under_deferred_interrupts_for_every_folder_whose_back
     assert {kind: _runs_on_torch(tmp_path / kind) for kind in ("checkpoint", "tensorrt", "onnx")} == {
         "checkpoint": True, "tensorrt": True, "onnx": False}
     assert _runs_on_torch(None)  # the bundled checkpoint
+    assert not _runs_on_torch(None, "onnxruntime")  # its ONNX export
     import migr_rt.bundled
 
     monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])

@@ -127,7 +127,8 @@ class Runtime:
     """Emotion, modality importance and rationale for windows of video + audio, one window or a stream.
 
     ``model`` is a checkpoint or an artifact folder (default: the bundled
-    model); ``backend`` as in :func:`migr_rt.backends.load_backend`.
+    model, :func:`migr_rt.bundled.default_model`); ``backend`` as in
+    :func:`migr_rt.backends.load_backend`.
     Use it as a context manager (or call :meth:`close`) to release it.
     """
 
@@ -145,7 +146,7 @@ class Runtime:
 
         if config is not None and not isinstance(config, RuntimeConfig):
             raise TypeError(f"config must be a RuntimeConfig, got {type(config).__name__}")
-        self.path = Path(model) if model is not None else default_model()
+        self.path = Path(model) if model is not None else default_model(backend if isinstance(backend, str) else "auto")
         self.backend = backend if isinstance(backend, Backend) else load_backend(self.path, backend, threads=threads)
         self.model_config = self.backend.config
         self.config = config or RuntimeConfig()
