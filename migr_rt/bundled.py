@@ -42,7 +42,9 @@ def missing_model_stack() -> list[str]:
 
 
 def default_model(backend: str = "auto") -> Path:
-    """The bundled model as this installation runs it on ``backend``: its ONNX export for ``onnxruntime`` or where the
-    torch model's packages are missing (the onnxruntime backend then runs it, or says that onnxruntime is missing),
-    else the checkpoint."""
-    return bundled_artifact() if backend == "onnxruntime" or missing_model_stack() else default_checkpoint()
+    """The bundled model as this installation runs it on ``backend``: its ONNX export for ``onnxruntime``, and for
+    ``auto`` where the torch model's packages are missing (the onnxruntime backend then runs it, or says that
+    onnxruntime is missing); else the checkpoint (``torch`` asked for without torch says that torch is missing)."""
+    if backend == "onnxruntime" or (backend == "auto" and missing_model_stack()):
+        return bundled_artifact()
+    return default_checkpoint()

@@ -52,6 +52,7 @@ def test_the_default_model_is_the_checkpoint_unless_onnxruntime_is_asked_for_or_
     assert Runtime(backend="onnxruntime").path == bundled_artifact()
     monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
     assert default_model() == bundled_artifact()
+    assert default_model("torch") == default_checkpoint()  # whose backend then says that torch is missing
     predictor = Predictor()
     assert predictor.checkpoint == bundled_artifact() and predictor.backend.name == "onnxruntime"
 

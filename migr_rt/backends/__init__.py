@@ -35,8 +35,9 @@ def available_backends(names: tuple[str, ...] = BACKENDS) -> dict[str, str | Non
     reasons: dict[str, str | None] = {}
     if "torch" in names:
         reasons["torch"] = None if importlib.util.find_spec("torch") else (
-            "torch is not installed: install it (pip install torch; the README says which build), or run an artifact "
-            "exported on a machine that has it (migr-rt export --checkpoint DIR --format onnx), which needs no torch")
+            "torch is not installed: install it (pip install torch; the README says which build), or run an ONNX "
+            "artifact, which needs no torch: the bundled model's (the default here, or --backend onnxruntime) or one "
+            "exported on a machine that has torch (migr-rt export --checkpoint DIR --format onnx)")
     if "onnxruntime" in names:
         reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
             "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
