@@ -1402,6 +1402,23 @@ def test_a_checkpoint_without_torch_says_what_is_missing_and_what_runs_without_i
     assert "torch is not installed" in proc.stderr and "migr-rt export" in proc.stderr, proc.stderr
 
 
+def test_torch_without_transformers_says_what_is_missing_for_a_checkpoint_and_runs_the_bundled_export():
+    # torch alone (a TensorRT install has it) cannot load a checkpoint: the torch backend needs transformers and
+    # safetensors too. default_model() then runs the bundled export; a checkpoint, or --backend torch, must say
+    # what is missing instead of ending in an import traceback.
+    base = "import sys; sys.modules['transformers'] = None\nfrom migr_rt.cli import main\n"
+    from migr_rt.bundled import default_checkpoint
+
+    for args in (["--backend", "torch"], ["--checkpoint", str(default_checkpoint())]):
+        probe = base + f"main(['run', '--source', 'demo', '--max-windows', '1', *{args!r}])"
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        assert "transformers is not installed" in proc.stderr and "--backend onnxruntime" in proc.stderr, proc.stderr
+    probe = base + "main(['run', '--source', 'demo', '--json', '--max-windows', '1'])"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "onnxruntime" in json.loads(proc.stdout.splitlines()[0])["backend"], proc.stderr
+
+
 def test_an_unwritable_save_path_is_refused_before_the_model_loads_or_capture_starts(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep")

@@ -34,10 +34,20 @@ def available_backends(names: tuple[str, ...] = BACKENDS) -> dict[str, str | Non
     """
     reasons: dict[str, str | None] = {}
     if "torch" in names:
-        reasons["torch"] = None if importlib.util.find_spec("torch") else (
+        from migr_rt.bundled import missing_model_stack
+
+        # The torch backend loads checkpoints with transformers and safetensors too: torch alone (as a TensorRT
+        # install has it) would end in an import traceback when the checkpoint is opened.
+        missing = missing_model_stack()
+        reasons["torch"] = None if not missing else (
             "torch is not installed: install it (pip install torch; the README says which build), or run an ONNX "
             "artifact, which needs no torch: the bundled model's (the default here, or --backend onnxruntime) or one "
-            "exported on a machine that has torch (migr-rt export --checkpoint DIR --format onnx)")
+            "exported on a machine that has torch (migr-rt export --checkpoint DIR --format onnx)"
+            if "torch" in missing else
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, which the torch backend "
+            "loads checkpoints with: install migr-rt with its dependencies, or run an ONNX artifact, which needs "
+            "neither: the bundled model's (the default here, or --backend onnxruntime) or one exported on a machine "
+            "that has them (migr-rt export --checkpoint DIR --format onnx)")
     if "onnxruntime" in names:
         reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
             "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
