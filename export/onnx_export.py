@@ -282,6 +282,31 @@ def export_graph(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, .
             dynamo=True, opset_version=OPSET, verbose=False, optimize=True,
         )
     program.save(str(path))
+    strip_trace_notes(path)
+
+
+def strip_trace_notes(path: Path) -> None:
+    """Drop what tracing notes on each node (the Python stack that made it, as ``metadata_props`` and doc strings):
+    tens of KB per graph naming this machine's folders, in files that are shipped (the bundled model's export)
+    and that should not change with the folder they were exported from."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def clean(graph) -> None:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    clean(sub)
+
+    clean(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def _quiet_exporter_logs() -> None:

@@ -69,3 +69,21 @@ def test_the_manifest_names_a_sibling_checkpoint_relative_to_the_artifact_and_an
     (tmp_path / "models" / "ckpt").mkdir(parents=True)
     assert _source_path(tmp_path / "models" / "ckpt", tmp_path / "models" / "ckpt-onnx") == "../ckpt"
     assert _source_path(tmp_path / "models" / "ckpt", tmp_path / "out" / "x") == str((tmp_path / "models" / "ckpt"))
+
+
+def _trace_notes(folder: Path) -> dict[str, int]:
+    """Nodes per graph of ``folder`` that carry tracing notes (metadata, or a doc string quoting Python source;
+    onnxruntime's fusions leave doc strings such as "Split for Fused Gather nodes", which are not notes)."""
+    import onnx
+
+    return {f.name: sum(bool(n.metadata_props) or ".py" in n.doc_string for n in onnx.load(str(f)).graph.node)
+            for f in sorted(folder.glob("*.onnx"))}
+
+
+def test_exported_graphs_name_no_folder_of_the_machine_that_exported_them(bundled_onnx):
+    # Tracing noted each node's Python stack, with this checkout's absolute paths: 250 of them in the shipped
+    # export's visual graphs, and bytes that changed with the folder the export ran from.
+    for folder in (bundled_onnx, bundled_artifact()):
+        assert not any(_trace_notes(folder).values()), (folder, _trace_notes(folder))
+    for graph in bundled_onnx.glob("*.onnx"):
+        assert str(REPO).encode() not in graph.read_bytes(), graph.name
