@@ -39,7 +39,7 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 #: What a run on an exported artifact imports, beyond migr-rt itself (pyproject's ranges; docs/deploy.md).
 RUNTIME_PACKAGES = ("numpy>=1.26,<3", "av>=12,<19", "opencv-python-headless>=4.8,<5", "tokenizers>=0.21,<1",
-                    "click>=8.1,<9", "onnxruntime>=1.22")
+                    "click>=8.1,<9", "onnxruntime>=1.23.1")
 #: Largest installed packages listed per install.
 TOP = 8
 

@@ -12,7 +12,8 @@ about 20 operators per layer, ~95 in all for the bundled model. ``int8``
 stores every projection as an 8-bit ``MatMulNBits`` (per-block scales, int8
 compute), one operator each instead of the five dynamic quantisation inserts.
 
-Needs onnx >= 1.18 and onnxruntime >= 1.22 (opset 23). Weights are stored
+Needs onnx >= 1.18 and onnxruntime >= 1.23.1 (opset 23; see
+``FUSED_STEP_ONNXRUNTIME`` in the backend). Weights are stored
 inline, so decoders whose step weights approach protobuf's 2 GB limit keep
 the traced step (see :data:`MAX_INLINE_BYTES`).
 
@@ -37,7 +38,7 @@ INT8_BLOCK = 32
 PRECISIONS = ("fp32", "int8")
 #: Larger step weights (fp32 bytes, tied tables counted twice as stored) keep the traced step.
 MAX_INLINE_BYTES = 1_500_000_000
-#: ONNX IR version of the graph: opset 23 came with IR 11 (onnxruntime >= 1.22 reads it).
+#: ONNX IR version of the graph: opset 23 came with IR 11 (onnxruntime >= 1.23 reads it).
 IR_VERSION = 11
 
 

@@ -369,8 +369,9 @@ def export_onnx(
     """Export ``checkpoint`` to an ONNX artifact folder ``out`` (replaced atomically when complete).
 
     ``fused_step=False`` traces the decoder step like the other graphs (as
-    fp16 always does; for an onnxruntime older than 1.22, which lacks opset
-    23, or a consumer that only needs the traced graphs' inputs and outputs).
+    fp16 always does; for an onnxruntime older than 1.23.1, which cannot run
+    the opset-23 step, or a consumer that only needs the traced graphs'
+    inputs and outputs).
     """
     if precision not in TOLERANCE:
         raise ValueError(f"precision {precision!r}: the onnx format supports {sorted(TOLERANCE)}")

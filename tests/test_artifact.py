@@ -13,7 +13,7 @@ from migr_rt.artifact import ArtifactError, read_artifact, seal, sha256_of
 from migr_rt.backends import BackendUnavailable, available_backends, load_backend
 from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 from migr_rt.cli import main
-from migr_rt.bundled import default_checkpoint
+from migr_rt.bundled import bundled_artifact, default_checkpoint
 from migr_rt.predict import Predictor
 
 
@@ -191,3 +191,16 @@ def test_predictor_refuses_an_artifact_before_loading_any_graph(artifact):
     _edit_manifest(artifact, lambda d: d.update(format_version=2))
     with pytest.raises(ArtifactError, match="newer"):
         Predictor(artifact)
+
+
+@pytest.mark.parametrize("version", ["1.22.1", "1.23.0", "1.23.0rc1"])
+def test_an_onnxruntime_that_cannot_run_the_fused_step_is_refused_with_the_version_it_needs(version, monkeypatch):
+    # 1.22 cannot read the fused step's opset 23, and 1.23.0 runs its Attention with a cache wrongly: the bundled
+    # model's rationales came out garbled there, with no error.
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", version)
+    with pytest.raises(BackendUnavailable, match=rf"decoder step needs onnxruntime >= 1\.23\.1, this is {version}"):
+        load_backend(bundled_artifact(), "onnxruntime")
+    monkeypatch.setattr(onnxruntime, "__version__", "1.23.1")
+    assert load_backend(bundled_artifact(), "onnxruntime").name == "onnxruntime"

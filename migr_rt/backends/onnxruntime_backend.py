@@ -10,6 +10,7 @@ decoder cache stays in numpy arrays between steps.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,10 @@ DECODER_GRAPHS = ("prefill", "step")
 #: A decoder with fewer fp32 weight bytes than this decodes on one thread by default (see ``decode_threads``).
 SMALL_DECODER_BYTES = 64 * 2**20
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: The first onnxruntime that runs the fused decoder step right: 1.22 cannot read its opset 23 (IR 11), and 1.23.0's
+#: ``Attention`` with a past cache is wrong (0.63 max error on random inputs; the bundled model's rationales came
+#: out garbled).
+FUSED_STEP_ONNXRUNTIME = (1, 23, 1)
 
 
 def _ort():
@@ -51,6 +56,12 @@ def _session_options(ort, threads: int | None, spinning: bool):
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def _release(version: str) -> tuple[int, int, int]:
+    """``"1.23.0"`` -> ``(1, 23, 0)``: the leading release numbers (a ``.dev``/``rc``/``+cu12`` tail is ignored)."""
+    found = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    return tuple(int(n or 0) for n in found.groups()) if found else (0, 0, 0)
 
 
 def _decoder_bytes(config: ModelSpec) -> int:
@@ -90,6 +101,10 @@ class OnnxRuntimeBackend(Backend):
         self.decode_threads = decode_threads or threads
         # The fused step looks rotary angles up in a table as long as the model's positions.
         fused = str(self.manifest.extra.get("step_graph", "")).startswith("fused")
+        if fused and _release(ort.__version__) < FUSED_STEP_ONNXRUNTIME:
+            raise BackendUnavailable(
+                f"{self.folder}: its decoder step needs onnxruntime >= "
+                f"{'.'.join(map(str, FUSED_STEP_ONNXRUNTIME))}, this is {ort.__version__} (pip install -U onnxruntime)")
         self.max_positions = self.config.text_config.max_position_embeddings if fused else None
         self.sessions = {}
         dims = graph_dims(self.config)
