@@ -288,24 +288,23 @@ def export_graph(module: torch.nn.Module, name: str, args: tuple[torch.Tensor, .
 def strip_trace_notes(path: Path) -> None:
     """Drop what tracing notes on each node (the Python stack that made it, as ``metadata_props`` and doc strings):
     tens of KB per graph naming this machine's folders, in files that are shipped (the bundled model's export)
-    and that should not change with the folder they were exported from."""
+    and that should not change with the folder they were exported from. Weights kept in an external data file (a
+    graph over protobuf's 2 GB) stay there, untouched."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
 
-    def clean(graph) -> None:
-        for node in graph.node:
+    def clean(nodes) -> None:
+        for node in nodes:
             del node.metadata_props[:]
             node.doc_string = ""
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    clean(sub)
+                    clean(sub.node)
 
-    clean(model.graph)
+    clean(model.graph.node)
     for function in model.functions:
-        for node in function.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
+        clean(function.node)
     onnx.save(model, str(path))
 
 

@@ -87,3 +87,30 @@ def test_exported_graphs_name_no_folder_of_the_machine_that_exported_them(bundle
         assert not any(_trace_notes(folder).values()), (folder, _trace_notes(folder))
     for graph in bundled_onnx.glob("*.onnx"):
         assert str(REPO).encode() not in graph.read_bytes(), graph.name
+
+
+def test_stripping_trace_notes_leaves_weights_in_an_external_data_file_where_they_are(tmp_path):
+    # A graph over protobuf's 2 GB limit (a large pretrained decoder) is saved with its weights in a data file:
+    # loading them in to strip the notes, then saving inline, would fail there.
+    import numpy as np
+    import onnx
+    from onnx import StringStringEntryProto, TensorProto, helper, numpy_helper
+
+    from migr_rt.export.onnx_export import strip_trace_notes
+
+    weight = np.arange(64, dtype=np.float32).reshape(8, 8)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], doc_string='File "/somewhere/graphs.py", line 1')
+    node.metadata_props.append(StringStringEntryProto(key="pkg.torch.onnx.stack_trace", value="/somewhere"))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              initializer=[numpy_helper.from_array(weight, "w")])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True, location="g.onnx.data",
+              size_threshold=0)
+    data = (tmp_path / "g.onnx.data").read_bytes()
+    strip_trace_notes(path)
+    assert (tmp_path / "g.onnx.data").read_bytes() == data
+    stripped = onnx.load(str(path), load_external_data=False)
+    assert stripped.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    assert not stripped.graph.node[0].metadata_props and not stripped.graph.node[0].doc_string
+    assert np.array_equal(numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0]), weight)
