@@ -9,7 +9,8 @@ the last-level cache, so that bound is not what a step waits for; this
 script shows what it does wait for, in four nested figures:
 
 * ``backend.step``: what ``migr-rt bench`` times (the Python wrapper too);
-* ``session.run``: the step graph alone, numpy in and out;
+* ``session.run``: the step graph alone, on its bound buffers (the in-place
+  cache of :mod:`migr_rt.backends.static_cache`);
 * the sum of its operators, each timed alone in a one-node graph fed the
   exact tensors it sees inside the step (captured by one run with every
   intermediate exposed);
@@ -24,7 +25,7 @@ floor) is timed in back-to-back pairs with an empty graph's run and the
 median difference kept (:func:`median_us`); ``--rounds`` rounds over all of
 them, median of the rounds. The two whole-step figures are medians of
 consecutive calls, per round, median of the rounds.
-Writes ``step_ops_cpu.json`` and ``.md`` to ``--out``.
+Writes ``<name>.json`` and ``.md`` to ``--out`` (``--name``, default ``step_ops_cpu``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from migr_rt.bundled import default_checkpoint  # noqa: E402
 SETTLE_CALLS = 300
 #: Outputs of these operators have a fixed element type; every other operator's follow its first input.
 FIXED_TYPES = {"Shape": "int64", "Size": "int64", "Equal": "bool", "Less": "bool", "Greater": "bool", "Not": "bool"}
+#: Operators whose outputs follow another input than their first (``Where``: its condition is bool, X is not).
+TYPE_FROM_INPUT = {"Where": 1}
 
 
 def _types(model) -> dict[str, np.dtype]:
@@ -67,7 +70,8 @@ def _types(model) -> dict[str, np.dtype]:
         if node.op_type == "Cast":
             dtype = helper.tensor_dtype_to_np_dtype(next(a.i for a in node.attribute if a.name == "to"))
         else:
-            dtype = np.dtype(fixed) if fixed else types[next(i for i in node.input if i)]
+            dtype = np.dtype(fixed) if fixed else types[node.input[TYPE_FROM_INPUT[node.op_type]]] \
+                if node.op_type in TYPE_FROM_INPUT else types[next(i for i in node.input if i)]
         types.update({o: dtype for o in node.output})
     return types
 
@@ -179,30 +183,35 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
     import onnx
 
     backend = load_backend(folder, "onnxruntime", threads=torch.get_num_threads())  # as migr-rt bench opens it
-    session = backend.sessions["step"]
     threads = backend.decode_threads or 1
     model = onnx.load(str(folder / backend.manifest.graphs["step"].file))
     text = backend.config.text_config
     kv_heads = text.num_key_value_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     rng = np.random.default_rng(0)
-    shape = (text.num_hidden_layers, 1, kv_heads, cache_length, head_dim)
-    feeds = {"token": np.array([[5]], np.int64), "keys": rng.standard_normal(shape, dtype=np.float32),
-             "values": rng.standard_normal(shape, dtype=np.float32),
-             "key_visible": np.ones((1, cache_length), bool)}
-    state = DecoderState(feeds["keys"], feeds["values"], feeds["key_visible"])
+    shape = (text.num_hidden_layers, 1, kv_heads, cache_length - 1, head_dim)
+    static = backend._static
+    if static is None:
+        raise click.ClickException(f"{folder}: its step graph is not the fused in-place one ({model.graph.input[1].name}"
+                                   " is an input); export the checkpoint again")
     token = torch.tensor([5])
-
+    # one step from a random cache of cache_length - 1 positions: `state` (cache_length positions) is the
+    # backend's own, so every timed backend.step continues it in place, as a rationale's step does
+    _, state = backend.step(token, DecoderState(rng.standard_normal(shape, dtype=np.float32),
+                                                rng.standard_normal(shape, dtype=np.float32),
+                                                np.ones((1, cache_length - 1), bool)))
+    backend.step(token, state)  # the buffers as a step from `state` sees them
+    feeds = static.graph_feeds()
     values = capture(model, feeds, threads)
 
     empty_session = _session(_identity_model((1, 1, text.hidden_size)), threads)
     floor_session = _session(_floor_model(100, text.hidden_size), threads)
     x = np.ones((1, 1, text.hidden_size), np.float32)
     empty = lambda: empty_session.run(None, {"x": x})  # noqa: E731
-    copy_session = _session(_identity_model(feeds["keys"].shape), threads)
-    calls = {"backend.step": lambda: backend.step(token, state), "session.run": lambda: session.run(None, feeds),
+    copy_session = _session(_identity_model(feeds["past_key_0"].shape), threads)
+    calls = {"backend.step": lambda: backend.step(token, state), "session.run": static.run_graph,
              "floor": lambda: floor_session.run(None, {"x": x}),
-             "cache_copy": lambda: copy_session.run(None, {"x": feeds["keys"]})}
+             "cache_copy": lambda: copy_session.run(None, {"x": feeds["past_key_0"]})}
     nodes = list(model.graph.node)
     for k, (s, fed) in enumerate(operator_runs(model, values, threads)):
         calls[f"node{k}"] = lambda s=s, fed=fed: s.run(None, fed)
@@ -228,7 +237,7 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
         "session_run_us": float(np.median(alone["session.run"])),
         "wrapper_us": us["backend.step"] - us["session.run"], "operators_sum_us": total,
         "dispatch_floor_us_per_op": us["floor"] / 100, "cache_copy_us": us["cache_copy"],
-        "cache_bytes": int(feeds["keys"].nbytes),
+        "cache_bytes": int(feeds["past_key_0"].nbytes),
         "per_type": dict(sorted(per_type.items(), key=lambda kv: -kv[1]["us"])),
         "runs": runs, "rounds": rounds,
     }
@@ -247,10 +256,11 @@ def markdown(result: dict, command: str) -> str:
         "difference to an empty graph's run over back-to-back pairs (the host's speed drifts more than an operator "
         f"costs); {r0['rounds']} rounds of {r0['runs'] // r0['rounds']} pairs, median of the rounds. The cache holds "
         f"{r0['cache_length']} positions; the decoder runs on {r0['threads']} thread(s), as in the runtime. An "
-        "operator alone also hands its outputs back to numpy, which it does not inside the step (an Identity of "
-        f"the stacked {r0['cache_bytes'] / 1024:.0f} KiB key cache costs {r0['cache_copy_us']:.1f} us more than the "
+        "operator alone also hands its outputs back to numpy, which it does not inside the step (GroupQueryAttention "
+        "alone copies its cache to a new output instead of writing one row in place; an Identity of "
+        f"one layer's {r0['cache_bytes'] / 1024:.0f} KiB key buffer costs {r0['cache_copy_us']:.1f} us more than the "
         "empty graph): each part is an upper bound.", "",
-        "| precision | backend.step (what `migr-rt bench` times) | session.run of the step graph | the Python "
+        "| precision | backend.step (what `migr-rt bench` times) | the step graph on its bound buffers | the Python "
         "wrapper (backend.step - session.run) | sum of its operators alone | operators "
         "| onnxruntime dispatch floor per operator |",
         "|---|---|---|---|---|---|---|",
@@ -279,7 +289,9 @@ def markdown(result: dict, command: str) -> str:
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
-def main(checkpoint: Path | None, precisions: str, cache_length: int, runs: int, rounds: int, out: Path) -> None:
+@click.option("--name", default="step_ops_cpu", show_default=True, help="Result file stem (one per host).")
+def main(checkpoint: Path | None, precisions: str, cache_length: int, runs: int, rounds: int, out: Path,
+         name: str) -> None:
     if runs < rounds:
         raise click.BadParameter(f"--runs {runs} is fewer than --rounds {rounds}: each round needs calls to time",
                                  param_hint="--runs")
@@ -295,9 +307,9 @@ def main(checkpoint: Path | None, precisions: str, cache_length: int, runs: int,
         result["paths"][f"onnxruntime {precision}"] = measure(folder, cache_length, runs, rounds)
     command = "python benchmarks/step_ops.py " + shlex.join(sys.argv[1:])
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "step_ops_cpu.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(out / f"{name}.json", json.dumps(result, indent=2, default=str) + "\n")
     text = markdown(result, command.strip())
-    write_text_atomic(out / "step_ops_cpu.md", text)
+    write_text_atomic(out / f"{name}.md", text)
     click.echo(text)
 
 

@@ -4,21 +4,32 @@ Tracing :class:`migr_rt.model.graphs.StepGraph` gives ~80 operators per
 layer (RMSNorm as pow/mean/sqrt/reciprocal/mul, rotary as slices, concats
 and negations, attention as reshapes, transposes, expands and two matmuls).
 At batch 1 a step of a small decoder is bound by the cost of launching
-operators, not by reading the weights, so this module writes the same step
-with ONNX's own fused operators instead (opset 23 ``RMSNormalization``,
-``RotaryEmbedding``, ``Attention`` with grouped KV heads, a past cache and a
-key mask) plus one packed QKV and one packed gate/up projection per layer:
-about 20 operators per layer, ~95 in all for the bundled model. ``int8``
+operators and of moving bytes, not by arithmetic, so this module writes the
+same step with fused operators instead: opset 23 ``RMSNormalization``, one
+packed QKV and one packed gate/up projection per layer, and onnxruntime's
+``GroupQueryAttention`` (rotary, grouped KV heads, a key mask as an additive
+bias): ~12 operators per layer, ~60 in all for the bundled model. ``int8``
 stores every projection as an 8-bit ``MatMulNBits`` (per-block scales, int8
 compute), one operator each instead of the five dynamic quantisation inserts.
+
+**The KV cache stays in place.** A functional step (the traced one, and
+this module's before) takes the cache in and hands back a copy one token
+longer: every token copies the whole cache two or three times, and those
+copies push the weights out of the core's L2 (the bundled int8 decoder's
+2 MB about fill it), which cost ~20% of a step on a Xeon. This step's
+cache is one fixed buffer per layer (``past_key_<i>``/``past_value_<i>``,
+``(B, kv_heads, capacity, head_dim)``) that the caller binds as both the
+input and the output (``present_*``) of ``GroupQueryAttention``: the node
+writes the new token's key and value into row ``position`` and reads rows
+``< position + 1``. ``key_visible`` is a ``(B, capacity)`` buffer too (the
+caller sets column ``position``). :mod:`migr_rt.backends.static_cache` drives
+it; its inputs and outputs are therefore not the traced step's
+(``GRAPH_IO["step"]``), and the backend tells the two apart by their names.
 
 Needs onnx >= 1.18 and onnxruntime >= 1.23.1 (opset 23; see
 ``FUSED_STEP_ONNXRUNTIME`` in the backend). Weights are stored
 inline, so decoders whose step weights approach protobuf's 2 GB limit keep
 the traced step (see :data:`MAX_INLINE_BYTES`).
-
-Inputs and outputs are exactly the traced step's (``GRAPH_IO["step"]``),
-so the backend and the parity check treat both alike.
 """
 
 from __future__ import annotations
@@ -40,6 +51,16 @@ PRECISIONS = ("fp32", "int8")
 MAX_INLINE_BYTES = 1_500_000_000
 #: ONNX IR version of the graph: opset 23 came with IR 11 (onnxruntime >= 1.23 reads it).
 IR_VERSION = 11
+#: The step's inputs besides the per-layer caches (:func:`cache_names`), and its one other output.
+STATIC_INPUTS = ("token", "position", "key_visible")
+STATIC_OUTPUTS = ("logits",)
+
+
+def cache_names(layers: int) -> tuple[list[str], list[str]]:
+    """The per-layer cache inputs and outputs of the step: ``past_key_0, past_value_0, ...`` and ``present_...``;
+    a caller binds each ``present_*`` to the same buffer as its ``past_*``."""
+    past = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    return past, [name.replace("past_", "present_", 1) for name in past]
 
 
 class _Graph:
@@ -138,21 +159,20 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
     cos = g.const("rope.cos", angles.cos().numpy())
     sin = g.const("rope.sin", angles.sin().numpy())
     embed = _array(decoder.model.embed_tokens.weight)
-    split_qkv = None
 
-    # the new token's position is the cache length; its key is always visible
-    past = g.op("Shape", ["keys"], start=3, end=4)[0]
-    position = g.op("Reshape", [past, g.const("shape.1x1", np.array([1, 1], np.int64))])[0]
-    position = g.op("Expand", [position, g.op("Shape", ["token"])[0]])[0]
-    itself = g.op("Equal", ["token", "token"])[0]  # (B, 1) True
-    g.op("Concat", ["key_visible", itself], ["key_visible_out"], axis=1)
-    mask = g.op("Unsqueeze", ["key_visible_out", g.const("axes.1_2", np.array([1, 2], np.int64))])[0]
+    # the cache holds `position` tokens; the new one's key is always visible (the caller sets that column)
+    total = g.op("Add", ["position", g.const("one", np.array([1], np.int64))])[0]
+    visible = g.op("Slice", ["key_visible", g.const("zero", np.array([0], np.int64)), total,
+                             g.const("axes.1", np.array([1], np.int64))])[0]
+    bias = g.op("Where", [visible, g.const("bias.visible", np.array(0.0, np.float32)),
+                          g.const("bias.hidden", np.array(-np.inf, np.float32))])[0]
+    bias = g.op("Unsqueeze", [bias, g.const("axes.1_2", np.array([1, 2], np.int64))])[0]  # (B, 1, 1, total)
+    # GroupQueryAttention's lengths: every row has `position` cached tokens (hidden ones are masked, not shorter)
+    seqlens = g.op("Expand", [g.op("Cast", ["position"], to=TensorProto.INT32)[0],
+                              g.op("Shape", ["token"], start=0, end=1)[0]])[0]
+    total = g.op("Squeeze", [g.op("Cast", [total], to=TensorProto.INT32)[0]])[0]
     x = g.op("Gather", [g.const("embed_tokens", embed), "token"])[0]  # (B, 1, H)
-    past_keys = g.op("Split", ["keys"], n_layers, axis=0, num_outputs=n_layers)
-    past_values = g.op("Split", ["values"], n_layers, axis=0, num_outputs=n_layers)
-    axis0 = g.const("axes.0", np.array([0], np.int64))
-    present_keys, present_values = [], []
-    q_size, kv_size = heads * head_dim, kv_heads * head_dim
+    past_names, present_names = cache_names(n_layers)
     eps = float(text.rms_norm_eps)
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
@@ -161,17 +181,11 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
         qkv_w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
         qkv_b = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
             else None
-        qkv = g.linear(h, qkv_w, qkv_b, f"l{i}.qkv")
-        split_qkv = split_qkv or g.const("split.qkv", np.array([q_size, kv_size, kv_size], np.int64))
-        q, k, v = g.op("Split", [qkv, split_qkv], 3, axis=-1)
-        q = g.op("RotaryEmbedding", [q, cos, sin, position], num_heads=heads)[0]
-        k = g.op("RotaryEmbedding", [k, cos, sin, position], num_heads=kv_heads)[0]
-        pk = g.op("Squeeze", [past_keys[i], axis0])[0]
-        pv = g.op("Squeeze", [past_values[i], axis0])[0]
-        out, new_k, new_v = g.op("Attention", [q, k, v, mask, pk, pv], 3, q_num_heads=heads,
-                                 kv_num_heads=kv_heads, scale=float(head_dim) ** -0.5)
-        present_keys.append(g.op("Unsqueeze", [new_k, axis0])[0])
-        present_values.append(g.op("Unsqueeze", [new_v, axis0])[0])
+        qkv = g.linear(h, qkv_w, qkv_b, f"l{i}.qkv")  # packed: GroupQueryAttention splits it
+        out = g.op("GroupQueryAttention",
+                   [qkv, "", "", past_names[2 * i], past_names[2 * i + 1], seqlens, total, cos, sin, "", bias],
+                   [g.name("attention"), present_names[2 * i], present_names[2 * i + 1]], domain="com.microsoft",
+                   num_heads=heads, kv_num_heads=kv_heads, do_rotary=1, scale=float(head_dim) ** -0.5)[0]
         x = g.op("Add", [x, g.linear(out, attn.o_proj.weight, attn.o_proj.bias, f"l{i}.o")])[0]
         h = g.op("RMSNormalization", [x, g.const(f"l{i}.ln2", _array(layer.post_attention_layernorm.weight))],
                  epsilon=eps, axis=-1)[0]
@@ -180,25 +194,20 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
         silu = g.op("QuickGelu", [gate], domain="com.microsoft", alpha=1.0)[0]  # x * sigmoid(1.0 * x)
         x = g.op("Add", [x, g.linear(g.op("Mul", [silu, up])[0], mlp.down_proj.weight, mlp.down_proj.bias,
                                      f"l{i}.down")])[0]
-    g.op("Concat", present_keys, ["keys_out"], axis=0)
-    g.op("Concat", present_values, ["values_out"], axis=0)
     h = g.op("RMSNormalization", [x, g.const("norm", _array(decoder.model.norm.weight))], epsilon=eps, axis=-1)[0]
     logits = g.linear(h, decoder.lm_head.weight, getattr(decoder.lm_head, "bias", None), "lm_head")
     g.op("Squeeze", [logits, g.const("axes.1", np.array([1], np.int64))], ["logits"])
 
     vocab = int(embed.shape[0])
-    cache = [n_layers, "batch", kv_heads, "past", head_dim]
-    cache_out = [n_layers, "batch", kv_heads, "past + 1", head_dim]
+    cache = ["batch", kv_heads, "capacity", head_dim]
     graph = helper.make_graph(
         g.nodes, "migr_rt_fused_step",
         [helper.make_tensor_value_info("token", TensorProto.INT64, ["batch", 1]),
-         helper.make_tensor_value_info("keys", TensorProto.FLOAT, cache),
-         helper.make_tensor_value_info("values", TensorProto.FLOAT, cache),
-         helper.make_tensor_value_info("key_visible", TensorProto.BOOL, ["batch", "past"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocab]),
-         helper.make_tensor_value_info("keys_out", TensorProto.FLOAT, cache_out),
-         helper.make_tensor_value_info("values_out", TensorProto.FLOAT, cache_out),
-         helper.make_tensor_value_info("key_visible_out", TensorProto.BOOL, ["batch", "past + 1"])],
+         helper.make_tensor_value_info("position", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("key_visible", TensorProto.BOOL, ["batch", "capacity"])]
+        + [helper.make_tensor_value_info(name, TensorProto.FLOAT, cache) for name in past_names],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocab])]
+        + [helper.make_tensor_value_info(name, TensorProto.FLOAT, cache) for name in present_names],
         initializer=g.inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),

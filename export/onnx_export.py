@@ -56,6 +56,8 @@ OPSET = 18
 #: Largest |onnxruntime - torch| accepted per precision, on log-probs, logits, MI, tokens and cache.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": None}  # int8: measured and recorded, judged by accuracy
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: How the manifest's ``step_graph`` starts for today's fused step (the in-place KV cache).
+STEP_GRAPH_FUSED = "fused, in-place cache"
 GRAPH_IO: dict[str, tuple[list[str], list[str]]] = {
     "visual_frames": (["frames"], ["frame_embeddings"]),
     "visual_pool": (["frame_embeddings"], ["visual_tokens"]),
@@ -315,6 +317,7 @@ def _quiet_exporter_logs() -> None:
 
 def parity_report(folder: Path, model: MigrForEmotionReasoning, batch: int = 3, greedy_steps: int = 24) -> dict[str, float]:
     """Max |onnxruntime - torch| per graph on fresh inputs, and greedy decoding agreement (1.0 = same tokens)."""
+    from migr_rt.backends.base import DecoderState
     from migr_rt.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     ort_backend = OnnxRuntimeBackend(folder, providers=["CPUExecutionProvider"])
@@ -324,8 +327,11 @@ def parity_report(folder: Path, model: MigrForEmotionReasoning, batch: int = 3, 
         with torch.no_grad():
             expected = graphs[name](*args)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        feeds = {i: a.numpy() for i, a in zip(GRAPH_IO[name][0], args)}
-        got = ort_backend.sessions[name].run(None, feeds)
+        if name == "step":  # through the backend: the fused step's inputs are its in-place cache, not these
+            logits, state = ort_backend.step(args[0].numpy(), DecoderState(*(a.numpy() for a in args[1:])))
+            got = [logits, state.keys, state.values, state.key_visible]
+        else:
+            got = ort_backend.sessions[name].run(None, {i: a.numpy() for i, a in zip(GRAPH_IO[name][0], args)})
         pairs = [(g, e.numpy()) for g, e in zip(got, expected)]
         # Float outputs are compared by value; integer/bool ones (dominant modality, key masks) must be equal.
         report[name] = max(float(np.abs(g.astype(np.float64) - e.astype(np.float64)).max())
@@ -451,7 +457,7 @@ def export_onnx(
 def _step_graph(fuse: bool, fused_step: bool, precision: str) -> str:
     """The manifest's ``step_graph``: how the step was written and, where it could have been fused, why not."""
     if fuse:
-        return f"fused (opset {FUSED_OPSET} + com.microsoft)"
+        return f"{STEP_GRAPH_FUSED} (opset {FUSED_OPSET} + com.microsoft)"
     if precision not in FUSED_PRECISIONS:
         return "traced"
     return "traced (fused_step=False)" if not fused_step else \
@@ -462,11 +468,11 @@ def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -
     """Whether ``manifest`` is an ONNX export of these weights at ``precision`` as :func:`export_onnx` writes it now.
 
     Benchmarks reuse an export while this holds: one written before the fused decoder step (a bare
-    ``"traced"`` step at a precision that fuses) or before 7-bit int8 weights is not what a user exporting
-    today would run.
+    ``"traced"`` step at a precision that fuses), before its in-place cache (``"fused (opset 23 ...)"``) or before
+    7-bit int8 weights is not what a user exporting today would run.
     """
     step = str(manifest.extra.get("step_graph", "traced"))
-    step_current = (step.startswith(("fused", "traced (")) if precision in FUSED_PRECISIONS
+    step_current = (step.startswith((STEP_GRAPH_FUSED, "traced (")) if precision in FUSED_PRECISIONS
                     else step == "traced")
     return (manifest.format == "onnx" and manifest.precision == precision
             and manifest.source_checkpoint.get("sha256") == weights_sha256 and step_current

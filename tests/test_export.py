@@ -13,7 +13,8 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from migr_rt.export.onnx_export import GRAPH_IO, OPSET, export_onnx, is_current_export
+from migr_rt.export.fused_step import STATIC_INPUTS, STATIC_OUTPUTS, cache_names
+from migr_rt.export.onnx_export import GRAPH_IO, OPSET, STEP_GRAPH_FUSED, export_onnx, is_current_export
 from migr_rt.training.synth.corpus import SynthConfig, render_clip
 
 from migr_rt.artifact import GRAPH_NAMES, read_artifact, sha256_of
@@ -58,15 +59,21 @@ def test_manifest_describes_everything_the_runtime_needs(bundled_onnx):
         assert manifest.model_config[key] == config[key]
     assert {"torch", "onnx", "onnxruntime", "transformers", "migr_rt"} <= manifest.tools.keys()
     assert set(manifest.graphs) == set(GRAPH_NAMES)
+    layers = config["text_config"]["num_hidden_layers"]
+    past, present = cache_names(layers)
+    # the fused step (fp32) keeps its cache in place: its own inputs and outputs, not the traced step's
+    io = {**GRAPH_IO, "step": ([*STATIC_INPUTS, *past], [*STATIC_OUTPUTS, *present])}
     for name, spec in manifest.graphs.items():
         model = onnx.load(str(bundled_onnx / spec.file))
         inits = {i.name for i in model.graph.initializer}
-        assert [i.name for i in model.graph.input if i.name not in inits] == spec.input_names == GRAPH_IO[name][0]
-        assert [o.name for o in model.graph.output] == spec.output_names == GRAPH_IO[name][1]
+        assert [i.name for i in model.graph.input if i.name not in inits] == spec.input_names == io[name][0]
+        assert [o.name for o in model.graph.output] == spec.output_names == io[name][1]
         assert spec.inputs[0].shape[0] in ("batch", "frames"), f"{name}: batch axis must be dynamic"
         assert manifest.parity[name] <= 1e-4
     step = manifest.graphs["step"]
-    assert step.inputs[1].shape[3] == "past" and step.inputs[3].shape == ["batch", "past"]
+    assert manifest.extra["step_graph"].startswith(STEP_GRAPH_FUSED)
+    assert step.inputs[2].shape == ["batch", "capacity"] and step.inputs[3].shape == ["batch", 2, "capacity", 32]
+    assert [o.shape for o in step.outputs[1:]] == [step.inputs[3].shape] * 2 * layers  # each output is its input
     assert manifest.graphs["prefill"].inputs[0].shape == ["batch", "seq"]
     assert manifest.parity["greedy_tokens_equal"] == 1.0
     assert (bundled_onnx / "tokenizer.json").is_file()
@@ -210,6 +217,7 @@ def test_benchmarks_reuse_only_exports_written_as_export_onnx_writes_them_now(bu
     assert not is_current_export(manifest, weights, "int8")  # another precision
     assert not is_current_export(replace(manifest, format="tensorrt"), weights, "fp32")
     assert not current(step_graph="traced")  # written before the fused step existed
+    assert not current(step_graph="fused (opset 23 + com.microsoft)")  # a fused step before its in-place cache
     assert current(step_graph="traced (decoder over the fused step's 1.5 GB inline limit)")  # too large to fuse
     assert current("fp16", step_graph="traced") and not current("fp16", step_graph="fused (opset 23)")
     assert current("int8", int8_weight_bits=7)

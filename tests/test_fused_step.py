@@ -7,6 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from migr_rt.backends.base import DecoderState
+from migr_rt.backends.static_cache import StaticCacheStep
 from migr_rt.export.fused_step import INT8_BLOCK, build_fused_step, dequantize_blocks, quantize_blocks
 from migr_rt.export.onnx_export import example_inputs
 from migr_rt.model import load_checkpoint
@@ -26,6 +28,16 @@ def _session(proto) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _stepper(model, proto) -> StaticCacheStep:
+    text = model.config.text_config
+    return StaticCacheStep(_session(proto), text.num_hidden_layers, text.max_position_embeddings)
+
+
+def _outputs(logits, state) -> list[np.ndarray]:
+    """A static step's results as the torch step's four outputs (copies: the state is a view of the buffers)."""
+    return [logits, np.array(state.keys), np.array(state.values), np.array(state.key_visible)]
 
 
 def _steps(model, batch: int, steps: int, hide_audio: bool):
@@ -49,11 +61,13 @@ def _steps(model, batch: int, steps: int, hide_audio: bool):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("hide_audio", [False, True])
 def test_fp32_fused_step_matches_the_torch_step(model, batch, hide_audio):
-    session = _session(build_fused_step(model, "fp32"))
+    # the first step copies the prefill's cache in; the others continue the state the last one returned, in place
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
     feeds, outs = _steps(model, batch, steps=4, hide_audio=hide_audio)
+    state = DecoderState(feeds[0]["keys"], feeds[0]["values"], feeds[0]["key_visible"])
     for feed, expected in zip(feeds, outs):
-        got = session.run(None, feed)
-        for g, e in zip(got, expected):
+        logits, state = stepper.step(feed["token"], state)
+        for g, e in zip(_outputs(logits, state), expected):
             assert g.shape == e.shape and g.dtype == e.dtype
             if e.dtype == np.bool_:
                 assert np.array_equal(g, e)
@@ -61,12 +75,45 @@ def test_fp32_fused_step_matches_the_torch_step(model, batch, hide_audio):
                 assert np.abs(g - e).max() < 1e-4
 
 
+def test_a_step_from_an_earlier_state_continues_from_it(model):
+    # a state handed out before the last step is still a prefix of the buffers: stepping from it again rewrites
+    # the row after it, and matches torch from that state (what the bench's repeated step relies on)
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
+    feeds, outs = _steps(model, 2, steps=3, hide_audio=False)
+    state = DecoderState(feeds[0]["keys"], feeds[0]["values"], feeds[0]["key_visible"])
+    _, first = stepper.step(feeds[0]["token"], state)
+    keys = stepper.keys
+    stepper.step(feeds[1]["token"], first)
+    stepper.step(np.array([[3], [4]]), first)  # another token after `first`: the row after it is rewritten
+    logits, again = stepper.step(feeds[1]["token"], first)
+    assert stepper.keys is keys  # continued in place, no copy into new buffers
+    for g, e in zip(_outputs(logits, again), outs[1]):
+        assert np.array_equal(g, e) if e.dtype == np.bool_ else np.abs(g - e).max() < 1e-4
+
+
+def test_the_cache_grows_past_its_first_capacity(model, monkeypatch):
+    import migr_rt.backends.static_cache as static_cache
+
+    monkeypatch.setattr(static_cache, "MIN_CAPACITY", 4)
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
+    feeds, outs = _steps(model, 1, steps=6, hide_audio=True)
+    prompt = feeds[0]["keys"].shape[3]
+    state = DecoderState(feeds[0]["keys"], feeds[0]["values"], feeds[0]["key_visible"])
+    capacities = []
+    for feed, expected in zip(feeds, outs):
+        logits, state = stepper.step(feed["token"], state)
+        capacities.append(stepper.capacity)
+        for g, e in zip(_outputs(logits, state), expected):
+            assert np.array_equal(g, e) if e.dtype == np.bool_ else np.abs(g - e).max() < 1e-4
+    assert capacities[0] == prompt + 1 and capacities[1] == 2 * (prompt + 1)  # outgrown after one step: doubled
+
+
 def test_int8_fused_step_stays_close_to_fp32(model):
-    session = _session(build_fused_step(model, "int8"))
+    stepper = _stepper(model, build_fused_step(model, "int8"))
     feeds, outs = _steps(model, 3, steps=3, hide_audio=False)
     agree = []
     for feed, expected in zip(feeds, outs):
-        logits = session.run(None, feed)[0]
+        logits, _ = stepper.step(feed["token"], DecoderState(feed["keys"], feed["values"], feed["key_visible"]))
         ref = expected[0]
         assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.995
         agree += list(logits.argmax(-1) == ref.argmax(-1))
@@ -79,7 +126,7 @@ def test_fused_step_is_a_few_operators_per_layer(model):
         nodes = build_fused_step(model, precision).graph.node
         assert len(nodes) <= 20 * layers + 20  # the traced step has ~80 per layer
         ops = {n.op_type for n in nodes}
-        assert {"Attention", "RotaryEmbedding", "RMSNormalization"} <= ops
+        assert {"GroupQueryAttention", "RMSNormalization"} <= ops
         assert ("MatMulNBits" in ops) == (precision == "int8") and ("MatMul" in ops) == (precision == "fp32")
     with pytest.raises(ValueError, match="fused step is built for"):
         build_fused_step(model, "fp16")
@@ -135,8 +182,9 @@ def test_fused_step_matches_torch_at_the_last_position(model, bundled_onnx):
             torch.ones(1, limit - 1, dtype=torch.bool))
     with torch.no_grad():
         expected = build_graphs(model)["step"](*args)
-    session = _session(onnx.load(str(bundled_onnx / "step.onnx")))
-    got = session.run(None, {n: a.numpy() for n, a in zip(NAMES, args)})
+    stepper = _stepper(model, onnx.load(str(bundled_onnx / "step.onnx")))
+    got = _outputs(*stepper.step(args[0].numpy(), DecoderState(*(a.numpy() for a in args[1:]))))
+    assert stepper.capacity == limit
     for g, e in zip(got[:3], expected[:3]):
         assert np.abs(g - e.numpy()).max() < 1e-4
 

@@ -4,7 +4,9 @@ Execution providers: TensorRT, CUDA and CPU, in that order of preference,
 kept only if onnxruntime both lists them and can actually create a session
 with them (onnxruntime-gpu lists CUDA/TensorRT even when their libraries are
 missing, so the session's own ``get_providers()`` is what counts). The
-decoder cache stays in numpy arrays between steps.
+decoder cache stays in numpy arrays between steps: the fused step's in
+fixed buffers it updates in place (:mod:`migr_rt.backends.static_cache`),
+a traced step's (fp16, or an export from before) as a new array per step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, re
 from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, ModalityTokens, as_numpy,
                                    importance_result)
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
+from migr_rt.backends.static_cache import StaticCacheStep, is_static_step
 from migr_rt.importance import ModalityImportance
 from migr_rt.model.graph_shapes import graph_dims
 from migr_rt.model.spec import ModelSpec
@@ -120,6 +123,14 @@ class OnnxRuntimeBackend(Backend):
             check_shapes(path, name, spec, shapes, dims.get(name, {}))
             self.sessions[name] = session
         self.providers = self.sessions["step"].get_providers()
+        self._static = None
+        if is_static_step([i.name for i in self.sessions["step"].get_inputs()]):
+            try:
+                self._static = StaticCacheStep(self.sessions["step"], self.config.text_config.num_hidden_layers,
+                                               self.config.text_config.max_position_embeddings)
+            except ValueError as exc:
+                raise ArtifactError(f"{self.folder / self.manifest.graphs['step'].file}: {exc}; export the "
+                                    "checkpoint again") from exc
         if providers and providers[0] not in self.providers:
             raise BackendUnavailable(
                 f"onnxruntime could not use {providers[0]} (session runs on {self.providers}); "
@@ -167,6 +178,8 @@ class OnnxRuntimeBackend(Backend):
         return logits.astype(np.float32, copy=False), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
+        if self._static is not None:
+            return self._static.step(token, state)
         if self.max_positions is not None and state.keys.shape[3] >= self.max_positions:
             raise ValueError(f"the decoder cache holds {state.keys.shape[3]} tokens: this model's positions end at "
                              f"max_position_embeddings={self.max_positions}; shorten the rationale "

@@ -38,6 +38,9 @@ def graph_dims(config: ModelSpec | MigrConfig) -> dict[str, dict[str, list[Confi
     cache = [("text_config.num_hidden_layers", t.num_hidden_layers), None,
              ("text_config.num_key_value_heads", t.num_key_value_heads), None, ("text_config.head_dim", head_dim)]
     logits = [None, ("text_config.vocab_size", t.vocab_size)]
+    # the fused step's in-place cache: one buffer per layer, its capacity chosen by the caller
+    layer_cache = [None, ("text_config.num_key_value_heads", t.num_key_value_heads), None,
+                   ("text_config.head_dim", head_dim)]
     return {
         "visual_frames": {"frames": [None, None, face, face], "frame_embeddings": [None, visual_dim]},
         "visual_pool": {"frame_embeddings": [None, frames, visual_dim], "visual_tokens": visual},
@@ -48,5 +51,7 @@ def graph_dims(config: ModelSpec | MigrConfig) -> dict[str, dict[str, list[Confi
                     "mi": modalities, "importance": modalities},
         "prefill": {"visual_tokens": visual, "audio_tokens": audio, "modality_visible": modalities,
                     "logits": logits, "keys": cache, "values": cache},
-        "step": {"logits": logits, "keys": cache, "values": cache, "keys_out": cache, "values_out": cache},
+        "step": {"logits": logits, "keys": cache, "values": cache, "keys_out": cache, "values_out": cache,
+                 **{f"{io}_{kind}_{i}": layer_cache for i in range(t.num_hidden_layers) for kind in ("key", "value")
+                    for io in ("past", "present")}},
     }

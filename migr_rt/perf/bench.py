@@ -136,6 +136,11 @@ def torch_decoder_bytes(model) -> dict:
     return {"bytes": int(total), "how": "torch decoder parameters, tied LM head once"}
 
 
+#: Inputs of a step's operators that are tables read one row per token: the rotary cos/sin tables.
+ROW_READ_TABLE_SLOTS = {("RotaryEmbedding", 1), ("RotaryEmbedding", 2), ("GroupQueryAttention", 7),
+                        ("GroupQueryAttention", 8)}
+
+
 def artifact_step_bytes(folder: Path) -> dict:
     """Bytes of the step graph's weights as stored (int8: the quantised size, scales included).
 
@@ -165,7 +170,7 @@ def artifact_step_bytes(folder: Path) -> dict:
         a = numpy_helper.to_array(init)
         uses = users.get(init.name, set())
         one_row = a.ndim >= 2 and uses and (all(op == "Gather" and slot == 0 for op, slot in uses)
-                                            or all(op == "RotaryEmbedding" and slot in (1, 2) for op, slot in uses))
+                                            or all((op, slot) in ROW_READ_TABLE_SLOTS for op, slot in uses))
         if one_row:
             row_tables += a.nbytes
             total += a.nbytes // a.shape[0]
@@ -355,9 +360,11 @@ def _run_bench(options: BenchOptions, progress: Callable[[str], None] | None) ->
             stage_fns["encode"][name] = Timed(lambda b=b: b.encode(win.pixel_values, win.audio_values))
             stage_fns["score_mi"][name] = Timed(lambda b=b, t=tokens: b.score_mi(t, present))
             stage_fns["prefill"][name] = Timed(lambda b=b, t=tokens: b.prefill(ids_t, t, present))
-            # Graph steps are functional (they return a new, longer cache): every run sees the same cache. On CUDA
-            # the torch backend's static decoder copies that cache into its slot first (a few small copies per run,
-            # which a real rationale, feeding each step's state to the next, does not pay).
+            # Every run sees the same cache. A traced graph step is functional (it returns a new, longer cache); the
+            # onnxruntime fused step continues a state it handed out in place, writing the same row each run, as a
+            # rationale's step does. On CUDA the torch backend's static decoder copies that cache into its slot
+            # first (a few small copies per run, which a real rationale, feeding each step's state to the next,
+            # does not pay).
             stage_fns["step"][name] = Timed(lambda b=b, s=state, x=nxt: b.step(x, s))
 
         timings: dict[str, dict] = {}
