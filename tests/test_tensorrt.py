@@ -38,11 +38,14 @@ EXTRA = {"tensorrt_version": "10.13.0.35", "gpu": "NVIDIA L4", "compute_capabili
 
 
 @pytest.fixture(scope="module")
-def onnx_artifact(bundled_onnx):
-    """The bundled checkpoint as an fp32 ONNX artifact (the session's shared export)."""
+def onnx_artifact(tmp_path_factory):
+    """The bundled checkpoint as the fp32 ONNX artifact TensorRT builds from: every graph traced (the fused step
+    keeps its cache in place with an onnxruntime operator, so build_tensorrt exports with fused_step=False)."""
     from migr_rt.artifact import read_artifact
 
-    return bundled_onnx, read_artifact(bundled_onnx)
+    out = tmp_path_factory.mktemp("trt-onnx") / "default-fp32"
+    export_onnx(default_checkpoint(), out, "fp32", check_parity=False, fused_step=False)
+    return out, read_artifact(out)
 
 
 @pytest.fixture(scope="module")
