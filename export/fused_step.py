@@ -49,6 +49,9 @@ INT8_BLOCK = 32
 PRECISIONS = ("fp32", "int8")
 #: Larger step weights (fp32 bytes, tied tables counted twice as stored) keep the traced step.
 MAX_INLINE_BYTES = 1_500_000_000
+#: onnxruntime's GroupQueryAttention refuses other head sizes at run time ("head_size shall be a multiple of 16"):
+#: decoders whose head_dim is not a multiple keep the traced step (see :func:`unfused_reason`).
+GQA_HEAD_DIM_MULTIPLE = 16
 #: ONNX IR version of the graph: opset 23 came with IR 11 (onnxruntime >= 1.23 reads it).
 IR_VERSION = 11
 #: The step's inputs besides the per-layer caches (:func:`cache_names`), and its one other output.
@@ -61,6 +64,20 @@ def cache_names(layers: int) -> tuple[list[str], list[str]]:
     a caller binds each ``present_*`` to the same buffer as its ``past_*``."""
     past = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
     return past, [name.replace("past_", "present_", 1) for name in past]
+
+
+def _head_dim(text) -> int:
+    return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+
+def unfused_reason(model: MigrForEmotionReasoning) -> str | None:
+    """Why :func:`build_fused_step` cannot write ``model``'s step (the export traces it instead), or None."""
+    head_dim = _head_dim(model.config.text_config)
+    if head_dim % GQA_HEAD_DIM_MULTIPLE:
+        return f"head_dim {head_dim}: GroupQueryAttention needs a multiple of {GQA_HEAD_DIM_MULTIPLE}"
+    if step_weight_bytes(model) >= MAX_INLINE_BYTES:
+        return f"decoder over the fused step's {MAX_INLINE_BYTES / 1e9:g} GB inline limit"
+    return None
 
 
 class _Graph:
@@ -144,7 +161,10 @@ def build_fused_step(model: MigrForEmotionReasoning, precision: str = "fp32"):
     decoder = model.decoder
     layers = decoder.model.layers
     heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    head_dim = _head_dim(text)
+    if head_dim % GQA_HEAD_DIM_MULTIPLE:
+        raise ValueError(f"head_dim {head_dim}: the fused step's GroupQueryAttention needs a multiple of "
+                         f"{GQA_HEAD_DIM_MULTIPLE} (export the traced step: fused_step=False)")
     rope = getattr(text, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"rope type {rope.get('rope_type')!r} is not supported by the fused step")

@@ -12,9 +12,12 @@ weights span 7 bits (see :data:`INT8_WEIGHT_BITS`).
 
 The decoder step, run once per rationale token, is not traced at ``fp32``
 and ``int8``: :mod:`migr_rt.export.fused_step` writes it from the weights
-with fused operators (~95 instead of ~320-420 nodes; int8 as 8-bit
+with fused operators (~60 instead of ~320-420 nodes; int8 as 8-bit
 ``MatMulNBits``), since a small decoder's step costs per operator, not per
-byte. It has the traced step's inputs and outputs and passes the same checks.
+byte. Its KV cache stays in place, so its inputs and outputs are not the
+traced step's (the backend tells them apart); it passes the same checks,
+through the backend. Decoders it cannot write keep the traced step
+(:func:`~migr_rt.export.fused_step.unfused_reason`).
 
 Before the folder is published (atomically), every graph is run through
 onnxruntime and compared with torch on fresh inputs of another batch size
@@ -42,7 +45,7 @@ from migr_rt.artifact import (
 )
 from migr_rt.atomic import staged_folder, write_text_atomic
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS
-from migr_rt.export.fused_step import MAX_INLINE_BYTES, save_fused_step, step_weight_bytes
+from migr_rt.export.fused_step import save_fused_step, unfused_reason
 from migr_rt.export.fused_step import OPSET as FUSED_OPSET
 from migr_rt.export.fused_step import PRECISIONS as FUSED_PRECISIONS
 from migr_rt.model import MigrForEmotionReasoning, load_checkpoint
@@ -396,7 +399,8 @@ def export_onnx(
         graphs = build_graphs(model)
         examples = example_inputs(model, batch=2)
         specs: dict[str, GraphSpec] = {}
-        fuse = fused_step and precision in FUSED_PRECISIONS and step_weight_bytes(model) < MAX_INLINE_BYTES
+        unfused = unfused_reason(model) if fused_step and precision in FUSED_PRECISIONS else None
+        fuse = fused_step and precision in FUSED_PRECISIONS and unfused is None
         for i, (name, module) in enumerate(graphs.items(), 1):
             final = staging / f"{name}.onnx"
             if name == "step" and fuse:
@@ -433,7 +437,7 @@ def export_onnx(
             opset=OPSET,
             tokenizer_files=list(TOKENIZER_FILES),
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
-                   "step_graph": _step_graph(fuse, fused_step, precision),
+                   "step_graph": _step_graph(fuse, fused_step, precision, unfused),
                    "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
                    "lexicon": lexicon.to_dict(),  # the runtime judges with the same words
                    **({"int8_weight_bits": INT8_WEIGHT_BITS} if precision == "int8" else {})},
@@ -454,14 +458,14 @@ def export_onnx(
     return manifest
 
 
-def _step_graph(fuse: bool, fused_step: bool, precision: str) -> str:
-    """The manifest's ``step_graph``: how the step was written and, where it could have been fused, why not."""
+def _step_graph(fuse: bool, fused_step: bool, precision: str, unfused: str | None) -> str:
+    """The manifest's ``step_graph``: how the step was written and, where it could have been fused, why not
+    (``unfused``: :func:`~migr_rt.export.fused_step.unfused_reason`)."""
     if fuse:
         return f"{STEP_GRAPH_FUSED} (opset {FUSED_OPSET} + com.microsoft)"
     if precision not in FUSED_PRECISIONS:
         return "traced"
-    return "traced (fused_step=False)" if not fused_step else \
-        f"traced (decoder over the fused step's {MAX_INLINE_BYTES / 1e9:g} GB inline limit)"
+    return "traced (fused_step=False)" if not fused_step else f"traced ({unfused})"
 
 
 def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -> bool:

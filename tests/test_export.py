@@ -222,3 +222,28 @@ def test_benchmarks_reuse_only_exports_written_as_export_onnx_writes_them_now(bu
     assert current("fp16", step_graph="traced") and not current("fp16", step_graph="fused (opset 23)")
     assert current("int8", int8_weight_bits=7)
     assert not current("int8") and not current("int8", int8_weight_bits=8)  # full-range int8 weights
+
+
+
+def test_a_decoder_whose_head_dim_groupqueryattention_refuses_keeps_the_traced_step(tmp_path):
+    # onnxruntime's GroupQueryAttention (the fused step's) runs only head sizes in multiples of 16: a decoder with
+    # head_dim 8 is exported with the traced step, named in the manifest, and runs (the fused one failed at run time)
+    from model_fixtures import TINY_TEXT, tiny_config
+
+    from migr_rt.model import build_model, save_checkpoint
+
+    model, tokenizer = build_model(tiny_config(text_config={**TINY_TEXT, "num_attention_heads": 8}),
+                                   tokenizer_texts=["brows drawn together"], seed=0)
+    assert model.config.text_config.hidden_size // 8 == 8
+    checkpoint = save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    manifest = export_onnx(checkpoint, tmp_path / "onnx", "fp32")  # parity: the step runs through the backend
+    assert manifest.extra["step_graph"] == "traced (head_dim 8: GroupQueryAttention needs a multiple of 16)"
+    assert manifest.graphs["step"].input_names == GRAPH_IO["step"][0]
+    assert manifest.parity["step"] <= 1e-4 and manifest.parity["greedy_tokens_equal"] == 1.0
+    assert is_current_export(manifest, manifest.source_checkpoint["sha256"], "fp32")
+
+    from migr_rt.export.fused_step import build_fused_step, unfused_reason
+
+    assert unfused_reason(model) == "head_dim 8: GroupQueryAttention needs a multiple of 16"
+    with pytest.raises(ValueError, match="head_dim 8"):  # not a graph that fails only when it runs
+        build_fused_step(model, "fp32")

@@ -201,3 +201,34 @@ def test_onnxruntime_backend_refuses_a_cache_past_the_rotary_table(bundled_onnx)
     state = DecoderState(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.ones((1, limit), bool))
     with pytest.raises(ValueError, match=f"cache holds {limit} tokens.*max_position_embeddings={limit}"):
         backend.step(torch.tensor([5]), state)
+
+
+def test_a_view_of_the_buffers_that_is_not_a_state_handed_out_is_copied_in(model):
+    # views with the buffers as their base but not a prefix of them (the batch reversed, the oldest key dropped)
+    # are other states: continuing them in place would attend over the wrong rows
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
+    feeds, _ = _steps(model, 2, steps=1, hide_audio=False)
+    token = np.array([[3], [4]])
+    _, state = stepper.step(feeds[0]["token"], DecoderState(feeds[0]["keys"], feeds[0]["values"],
+                                                            feeds[0]["key_visible"]))
+    reversed_rows = DecoderState(state.keys[:, ::-1], state.values[:, ::-1], state.key_visible[::-1])
+    dropped = DecoderState(state.keys[:, :, :, 1:], state.values[:, :, :, 1:], state.key_visible[:, 1:])
+    step = build_graphs(model)["step"]
+    for other in (reversed_rows, dropped):
+        args = [torch.from_numpy(np.array(a)) for a in (token, other.keys, other.values, other.key_visible)]
+        with torch.no_grad():
+            expected = [o.numpy() for o in step(*args)]
+        for g, e in zip(_outputs(*stepper.step(token, other)), expected):
+            assert np.array_equal(g, e) if e.dtype == np.bool_ else np.abs(g - e).max() < 1e-4
+
+
+def test_a_state_that_does_not_fit_is_refused_naming_what(model):
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
+    keys, values, visible = (np.asarray(a) for a in example_inputs(model, 2, seed=1)["step"][1:])
+    token = np.array([[3], [4]])
+    with pytest.raises(ValueError, match=r"key mask \(1, 25\)"):  # one row's mask for two rows: not broadcast
+        stepper.step(token, DecoderState(keys, values, visible[:1]))
+    with pytest.raises(ValueError, match=r"keys \(4, 2, 1, 25, 32\).*2 KV heads of 32"):
+        stepper.step(token, DecoderState(keys[:, :, :1], values[:, :, :1], visible))
+    with pytest.raises(ValueError, match="do not fit 1 token"):
+        stepper.step(token[:1], DecoderState(keys, values, visible))

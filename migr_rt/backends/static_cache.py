@@ -10,10 +10,11 @@ what a 0.2 ms step can afford.
 
 States handed out are views of the buffers' first rows, as the CUDA-graph
 decoder's (:class:`~migr_rt.backends.graph_decode.StaticDecoder`). A step
-from one of them continues in place, writing the row after it: so it
-invalidates any longer state handed out before, and a rationale (each step
-fed the state the last one returned) never copies its cache. Any other
-state (a prefill's, another backend's) is copied into new buffers of
+from one of them (the very arrays handed out, kept by length) continues in
+place, writing the row after it: so it invalidates any longer state handed
+out before, and a rationale (each step fed the state the last one returned)
+never copies its cache. Any other state (a prefill's, another backend's,
+a slice of one handed out) is copied into new buffers of
 :data:`MIN_CAPACITY` positions, doubled (up to the model's positions) when a
 rationale outgrows them.
 """
@@ -51,7 +52,11 @@ class StaticCacheStep:
         self._past = [n for n in names if n.startswith("past_")]
         if len(self._past) != 2 * layers:
             raise ValueError(f"the step graph has {len(self._past)} cache inputs, the model has {layers} layers")
+        past_key = next(i for i in session.get_inputs() if i.name == "past_key_0")
+        #: (kv_heads, head_dim) of the cache, where the graph names them
+        self._heads = tuple(d if isinstance(d, int) else None for d in (past_key.shape[1], past_key.shape[3]))
         self._binding = None
+        self._handed: dict[int, tuple] = {}  # length -> the (keys, values, key_visible) views handed out
         self._keep: list = []  # the OrtValues bound (they share the numpy buffers' memory)
         self.keys = self.values = self.key_visible = None  #: (layers, B, kv, capacity, D) / (B, capacity)
 
@@ -75,8 +80,8 @@ class StaticCacheStep:
         self.key_visible[:, n] = True
         self.session.run_with_iobinding(self._binding)
         n += 1
-        return self._logits.copy(), DecoderState(self.keys[:, :, :, :n], self.values[:, :, :, :n],
-                                                 self.key_visible[:, :n])
+        views = self._handed[n] = (self.keys[:, :, :, :n], self.values[:, :, :, :n], self.key_visible[:, :n])
+        return self._logits.copy(), DecoderState(*views)
 
     def run_graph(self) -> None:
         """Run the step graph once on the bound buffers as they are: a step without the Python around it (for
@@ -95,25 +100,32 @@ class StaticCacheStep:
     def _holds(self, state: DecoderState, batch: int) -> bool:
         """Whether ``state`` is one this decoder handed out from its current buffers (a view of their first rows).
 
-        Told by the views' ``base`` alone: reading their addresses (``ctypes``) costs ~5 us and, worse, the
-        Python objects it makes evict cached weights, ~25 us off the step that follows.
+        Told by identity with the views handed out, not by their ``base``: a slice of one (the batch reversed,
+        the oldest key dropped) has the buffers as its base too, but other rows. Reading their addresses
+        (``ctypes``) would cost ~5 us and, worse, the Python objects it makes evict cached weights, ~25 us off
+        the step that follows.
         """
         if self.keys is None or self.keys.shape[1] != batch:
             return False
-        return (getattr(state.keys, "base", None) is self.keys and getattr(state.values, "base", None) is self.values
-                and getattr(state.key_visible, "base", None) is self.key_visible)
+        views = self._handed.get(state.length)
+        return (views is not None and state.keys is views[0] and state.values is views[1]
+                and state.key_visible is views[2])
 
     def _load(self, state: DecoderState, batch: int, n: int, capacity: int) -> None:
         """New buffers of ``capacity`` positions holding ``state`` (which may be a view of the old ones)."""
         keys, values = as_numpy(state.keys, np.float32), as_numpy(state.values, np.float32)
+        visible = as_numpy(state.key_visible, bool)
+        heads = self._heads
         if keys.ndim != 5 or keys.shape[0] != self.layers or keys.shape[1] != batch or keys.shape[3] != n \
-                or values.shape != keys.shape:
-            raise ValueError(f"decoder state keys {keys.shape} / values {values.shape} do not fit {batch} token(s), "
-                             f"{self.layers} layers and a key mask of {n} keys")
+                or values.shape != keys.shape or visible.shape != (batch, n) \
+                or any(want is not None and got != want for got, want in zip(keys.shape[2::2], heads)):
+            raise ValueError(f"decoder state keys {keys.shape} / values {values.shape} / key mask {visible.shape} do "
+                             f"not fit {batch} token(s), {self.layers} layers of {heads[0]} KV heads of {heads[1]} "
+                             f"and a key mask of {n} keys")
         self._allocate(keys.shape, batch, capacity)
         self.keys[:, :, :, :n] = keys
         self.values[:, :, :, :n] = values
-        self.key_visible[:, :n] = as_numpy(state.key_visible, bool)
+        self.key_visible[:, :n] = visible
 
     def _allocate(self, shape: tuple[int, ...], batch: int, capacity: int) -> None:
         capacity = min(capacity, self.max_positions)
@@ -121,6 +133,7 @@ class StaticCacheStep:
         self.keys = np.zeros((layers, batch, kv, capacity, head_dim), np.float32)
         self.values = np.zeros_like(self.keys)
         self.key_visible = np.zeros((batch, capacity), bool)
+        self._handed = {}
         self._token = np.zeros((batch, 1), np.int64)
         self._position = np.zeros(1, np.int64)
         vocab = next(o.shape[-1] for o in self.session.get_outputs() if o.name == "logits")
