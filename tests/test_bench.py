@@ -143,3 +143,23 @@ def test_a_cuda_result_is_reported_against_the_gpu_targets(bench_run):
     assert "dram" not in table.split("GPU memory copy bandwidth")[1].splitlines()[0]
     assert "the HF path (GPU)" in md and "GPU memory bandwidth" in md and "n/a (a CPU target)" in md
     assert "np.copyto" not in md and "target >= 3x on CPU" in terminal_table(data)
+
+
+def test_the_bound_counts_the_step_weights_and_one_row_of_each_table_it_reads_a_row_of(bundled_onnx):
+    # the fused step reads one row of the embedding and of GroupQueryAttention's rotary cos/sin tables per token;
+    # every other weight whole (the tied LM head a second time, as the step stores it)
+    from migr_rt.model import load_checkpoint
+    from migr_rt.perf.bench import artifact_step_bytes
+    from migr_rt.bundled import default_checkpoint
+
+    model = load_checkpoint(default_checkpoint())[0]
+    text = model.config.text_config
+    decoder = model.decoder
+    head_dim = text.hidden_size // text.num_attention_heads
+    params = sum(p.numel() for n, p in decoder.named_parameters() if "embed_tokens" not in n) * 4
+    tied = decoder.lm_head.weight.data_ptr() == decoder.model.embed_tokens.weight.data_ptr()
+    expected = params + (text.vocab_size * text.hidden_size * 4 if tied else 0) + text.hidden_size * 4 \
+        + 2 * (head_dim // 2) * 4
+    counted = artifact_step_bytes(bundled_onnx)
+    assert expected <= counted["bytes"] <= expected + 64, counted  # + a few scalar constants of the graph
+    assert counted["row_read_table_bytes"] >= 2 * text.max_position_embeddings * (head_dim // 2) * 4
