@@ -172,8 +172,8 @@ CLIP_KINDS = ("consistent", "visual_dominant", "audio_dominant", "ambiguous", "c
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Checkpoint folder or exported artifact folder (default: the bundled model; its ONNX export with "
-                   "--backend onnxruntime or without torch).")
+              help="Checkpoint folder or exported artifact folder (default: the bundled model; its ONNX export "
+                   "where onnxruntime runs it, its checkpoint with --backend torch).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
               show_default=True, help="Inference backend; auto picks the fastest that can run the folder here.")
 @click.option("--emotion", type=click.Choice(list(DFEW_LABELS)), default=None, help="Emotion of the synthesised clip.")
@@ -804,8 +804,9 @@ class CameraParam(click.ParamType):
                    "microphones and live streams), or analyse every window losslessly (default for files and the "
                    "demo; a URL that states a duration, a remote file, can be read so too).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint or exported artifact folder (default: the bundled model; its ONNX export with "
-                   "--backend onnxruntime or without torch, starting ~4 s sooner here: README, Numbers).")
+              help="Checkpoint or exported artifact folder (default: the bundled model; its ONNX export where "
+                   "onnxruntime runs it, starting ~4 s sooner here than its checkpoint, which --backend torch "
+                   "runs: README, Numbers).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
               show_default=True)
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,

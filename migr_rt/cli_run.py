@@ -86,10 +86,10 @@ def _runs_on_torch(model: Path | None, backend: str = "auto") -> bool:
     """
     if importlib.util.find_spec("torch") is None:
         return False  # the backend then says that torch is missing and what runs without it
-    if model is None:  # the bundled model: the checkpoint, unless its ONNX export runs (bundled.default_model)
-        from migr_rt.bundled import missing_model_stack
+    if model is None:  # the bundled model: its ONNX export or its checkpoint (bundled.default_model)
+        from migr_rt.bundled import runs_export
 
-        return backend != "onnxruntime" and not missing_model_stack()
+        return not runs_export(backend)
     from migr_rt.artifact import ArtifactError
     from migr_rt.backends import folder_kind
 

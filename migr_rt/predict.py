@@ -105,7 +105,7 @@ class Predictor:
         threads: int | None = None,
         judge=None,
     ) -> None:
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model(backend)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model(backend, device)
         self.backend: Backend = load_backend(self.checkpoint, backend, device=device, threads=threads)
         # Checkpoint folders were verified by the torch backend; artifacts by their manifest's hashes.
         self.tokenizer = SavedTokenizer.from_folder(self.checkpoint)

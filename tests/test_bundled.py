@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import re
 from pathlib import Path
 
@@ -43,18 +44,30 @@ def test_the_bundled_export_gives_the_checkpoints_answers():
         assert a["mi"][m] == pytest.approx(b["mi"][m], abs=1e-4)
 
 
-def test_the_default_model_is_the_checkpoint_unless_onnxruntime_is_asked_for_or_torch_is_missing(monkeypatch):
-    assert default_model() == default_checkpoint() and default_model("torch") == default_checkpoint()
-    assert Predictor().backend.name == "torch"
-    assert default_model("onnxruntime") == bundled_artifact()  # it ran into "holds checkpoint weights"
-    predictor = Predictor(backend="onnxruntime")
-    assert predictor.checkpoint == bundled_artifact() and predictor.backend.name == "onnxruntime"
-    assert Runtime(backend="onnxruntime").path == bundled_artifact()
-    monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
-    assert default_model() == bundled_artifact()
-    assert default_model("torch") == default_checkpoint()  # whose backend then says that torch is missing
+def test_auto_runs_the_export_on_a_cpu_with_onnxruntime_and_the_checkpoint_elsewhere(monkeypatch):
+    from importlib import metadata
+
+    # here torch and onnxruntime >= 1.23.1 are both installed: auto on the CPU is the export
+    assert default_model() == bundled_artifact() and default_model("auto", "cpu:0") == bundled_artifact()
     predictor = Predictor()
     assert predictor.checkpoint == bundled_artifact() and predictor.backend.name == "onnxruntime"
+    assert Runtime().path == bundled_artifact() and Runtime(backend="onnxruntime").path == bundled_artifact()
+    assert default_model("onnxruntime") == bundled_artifact()
+    # asked for torch, or a GPU device: the checkpoint
+    assert default_model("torch") == default_checkpoint() and Predictor(backend="torch").backend.name == "torch"
+    assert default_model("auto", "cuda") == default_checkpoint() and default_model("tensorrt") == default_checkpoint()
+    # an onnxruntime too old for the fused step (the backend would refuse it), or none: the checkpoint
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "1.23.0" if d == "onnxruntime" else real_version(d))
+    assert default_model() == default_checkpoint() and Predictor().backend.name == "torch"
+    monkeypatch.setattr(metadata, "version", real_version)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find(name, *a))
+    assert default_model() == default_checkpoint()
+    # without transformers (or torch) auto is the export on any device: the onnxruntime backend runs it or says why
+    monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
+    assert default_model() == bundled_artifact() and default_model("auto", "cuda") == bundled_artifact()
+    assert default_model("torch") == default_checkpoint()  # whose backend then says that torch is missing
 
 
 def test_the_bundled_export_is_package_data():

@@ -1351,10 +1351,12 @@ def test_torch_is_imported_under_deferred_interrupts_for_every_folder_whose_back
     monkeypatch.setattr(migr_rt.backends, "folder_kind", lambda path: Path(path).name)
     assert {kind: _runs_on_torch(tmp_path / kind) for kind in ("checkpoint", "tensorrt", "onnx")} == {
         "checkpoint": True, "tensorrt": True, "onnx": False}
-    assert _runs_on_torch(None)  # the bundled checkpoint
-    assert not _runs_on_torch(None, "onnxruntime")  # its ONNX export
+    assert _runs_on_torch(None, "torch")  # the bundled checkpoint
+    assert not _runs_on_torch(None, "onnxruntime") and not _runs_on_torch(None)  # its ONNX export (onnxruntime here)
     import migr_rt.bundled
 
+    monkeypatch.setattr(migr_rt.bundled, "onnxruntime_runs_export", lambda: False)
+    assert _runs_on_torch(None)  # no onnxruntime (or one too old): auto runs the checkpoint
     monkeypatch.setattr(migr_rt.bundled, "missing_model_stack", lambda: ["transformers"])
     assert not _runs_on_torch(None)  # torch is there, but the bundled model runs from its ONNX export
 

@@ -61,7 +61,7 @@ def _session_options(ort, threads: int | None, spinning: bool):
     return options
 
 
-def _release(version: str) -> tuple[int, int, int]:
+def release_numbers(version: str) -> tuple[int, int, int]:
     """``"1.23.0"`` -> ``(1, 23, 0)``: the leading release numbers (a ``.dev``/``rc``/``+cu12`` tail is ignored)."""
     found = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
     return tuple(int(n or 0) for n in found.groups()) if found else (0, 0, 0)
@@ -104,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
         self.decode_threads = decode_threads or threads
         # The fused step looks rotary angles up in a table as long as the model's positions.
         fused = str(self.manifest.extra.get("step_graph", "")).startswith("fused")
-        if fused and _release(ort.__version__) < FUSED_STEP_ONNXRUNTIME:
+        if fused and release_numbers(ort.__version__) < FUSED_STEP_ONNXRUNTIME:
             raise BackendUnavailable(
                 f"{self.folder}: its decoder step needs onnxruntime >= "
                 f"{'.'.join(map(str, FUSED_STEP_ONNXRUNTIME))}, this is {ort.__version__} (pip install -U onnxruntime)")
