@@ -232,3 +232,39 @@ def test_a_state_that_does_not_fit_is_refused_naming_what(model):
         stepper.step(token, DecoderState(keys[:, :, :1], values[:, :, :1], visible))
     with pytest.raises(ValueError, match="do not fit 1 token"):
         stepper.step(token[:1], DecoderState(keys, values, visible))
+
+
+def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
+    # a Predictor shared by a server's workers: one decoder, two rationales stepping in turns
+    import threading
+
+    stepper = _stepper(model, build_fused_step(model, "fp32"))
+    starts = []
+    for seed in (1, 2):
+        args = example_inputs(model, 1, seed=seed)["step"]
+        starts.append((args[0].numpy(), DecoderState(*(a.numpy() for a in args[1:]))))
+
+    def decode(token, state, steps: int = 24) -> list[int]:
+        out = []
+        for _ in range(steps):
+            logits, state = stepper.step(token, state)
+            token = logits.argmax(-1)
+            out.append(int(token[0]))
+        return out
+
+    expected = [decode(*start) for start in starts]
+    assert expected[0] != expected[1]
+    for _ in range(3):
+        got: list = [None, None]
+        barrier = threading.Barrier(2)
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            got[i] = decode(*starts[i])
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == expected

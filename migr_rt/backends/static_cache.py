@@ -21,6 +21,8 @@ rationale outgrows them.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from migr_rt.backends.base import DecoderState, as_numpy
@@ -59,6 +61,10 @@ class StaticCacheStep:
         self._handed: dict[int, tuple] = {}  # length -> the (keys, values, key_visible) views handed out
         self._keep: list = []  # the OrtValues bound (they share the numpy buffers' memory)
         self.keys = self.values = self.key_visible = None  #: (layers, B, kv, capacity, D) / (B, capacity)
+        # One step at a time: two threads decoding at once (a Predictor shared by a server's workers) each get
+        # their own rationale, at the price of copying their state back in when they alternate (new buffers each
+        # time, so a view handed to one thread is never overwritten by the other's load).
+        self._lock = threading.Lock()
 
     @property
     def capacity(self) -> int:
@@ -67,6 +73,10 @@ class StaticCacheStep:
     def step(self, token, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """``token`` ``(B,)`` or ``(B, 1)`` after ``state`` -> logits ``(B, V)`` and the state one token longer."""
         token = as_numpy(token, np.int64).reshape(-1, 1)
+        with self._lock:
+            return self._step(token, state)
+
+    def _step(self, token: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         n = state.length
         if n + 1 > self.max_positions:
             raise ValueError(f"the decoder cache holds {n} tokens: this model's positions end at "
