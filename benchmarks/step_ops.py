@@ -190,7 +190,7 @@ def measure(folder: Path, cache_length: int, runs: int, rounds: int) -> dict:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     rng = np.random.default_rng(0)
     shape = (text.num_hidden_layers, 1, kv_heads, cache_length - 1, head_dim)
-    static = backend._static
+    static = backend.static_step
     if static is None:
         raise click.ClickException(f"{folder}: its step graph is not the fused in-place one ({model.graph.input[1].name}"
                                    " is an input); export the checkpoint again")

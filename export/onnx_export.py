@@ -399,8 +399,9 @@ def export_onnx(
         graphs = build_graphs(model)
         examples = example_inputs(model, batch=2)
         specs: dict[str, GraphSpec] = {}
-        unfused = unfused_reason(model) if fused_step and precision in FUSED_PRECISIONS else None
-        fuse = fused_step and precision in FUSED_PRECISIONS and unfused is None
+        fusable = fused_step and precision in FUSED_PRECISIONS
+        unfused = unfused_reason(model) if fusable else None
+        fuse = fusable and unfused is None
         for i, (name, module) in enumerate(graphs.items(), 1):
             final = staging / f"{name}.onnx"
             if name == "step" and fuse:
@@ -437,7 +438,7 @@ def export_onnx(
             opset=OPSET,
             tokenizer_files=list(TOKENIZER_FILES),
             extra={"fp32_graphs": ["audio"] if precision == "fp16" else [],
-                   "step_graph": _step_graph(fuse, fused_step, precision, unfused),
+                   "step_graph": _step_graph(fused_step, precision, unfused),
                    "tolerance": TOLERANCE[precision], "recipe": _recipe_of(checkpoint),
                    "lexicon": lexicon.to_dict(),  # the runtime judges with the same words
                    **({"int8_weight_bits": INT8_WEIGHT_BITS} if precision == "int8" else {})},
@@ -458,14 +459,14 @@ def export_onnx(
     return manifest
 
 
-def _step_graph(fuse: bool, fused_step: bool, precision: str, unfused: str | None) -> str:
+def _step_graph(fused_step: bool, precision: str, unfused: str | None) -> str:
     """The manifest's ``step_graph``: how the step was written and, where it could have been fused, why not
     (``unfused``: :func:`~migr_rt.export.fused_step.unfused_reason`)."""
-    if fuse:
-        return f"{STEP_GRAPH_FUSED} (opset {FUSED_OPSET} + com.microsoft)"
     if precision not in FUSED_PRECISIONS:
         return "traced"
-    return "traced (fused_step=False)" if not fused_step else f"traced ({unfused})"
+    if not fused_step:
+        return "traced (fused_step=False)"
+    return f"traced ({unfused})" if unfused else f"{STEP_GRAPH_FUSED} (opset {FUSED_OPSET} + com.microsoft)"
 
 
 def is_current_export(manifest: Manifest, weights_sha256: str, precision: str) -> bool:

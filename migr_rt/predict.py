@@ -88,9 +88,9 @@ class Predictor:
 
     ``checkpoint`` is a checkpoint folder (run by torch) or an artifact folder
     written by ``migr-rt export`` (onnxruntime or TensorRT); None is the
-    bundled model (:func:`migr_rt.bundled.default_model`: its checkpoint, or
-    its ONNX export for ``backend="onnxruntime"`` and on an install without
-    torch); ``backend``
+    bundled model (:func:`migr_rt.bundled.default_model`: its ONNX export on
+    a CPU where onnxruntime runs it and on an install without torch, else its
+    checkpoint); ``backend``
     picks how (see :func:`migr_rt.backends.load_backend`); ``judge`` reads
     rationales' explanations (see :class:`Rationale`).
     """

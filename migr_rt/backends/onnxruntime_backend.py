@@ -21,7 +21,7 @@ from migr_rt.artifact import ArtifactError, Manifest, check_io, check_shapes, re
 from migr_rt.backends.base import (Backend, BackendUnavailable, DecoderState, ModalityTokens, as_numpy,
                                    importance_result)
 from migr_rt.backends.integer_matmul import INT8_WEIGHT_BITS, full_range_int8_overflows
-from migr_rt.backends.static_cache import StaticCacheStep, is_static_step
+from migr_rt.backends.static_cache import StaticCacheStep, check_room, is_static_step
 from migr_rt.importance import ModalityImportance
 from migr_rt.model.graph_shapes import graph_dims
 from migr_rt.model.spec import ModelSpec
@@ -123,10 +123,11 @@ class OnnxRuntimeBackend(Backend):
             check_shapes(path, name, spec, shapes, dims.get(name, {}))
             self.sessions[name] = session
         self.providers = self.sessions["step"].get_providers()
-        self._static = None
+        #: the fused step's in-place cache (None for a traced step, or one exported before it)
+        self.static_step: StaticCacheStep | None = None
         if is_static_step([i.name for i in self.sessions["step"].get_inputs()]):
             try:
-                self._static = StaticCacheStep(self.sessions["step"], self.config.text_config.num_hidden_layers,
+                self.static_step = StaticCacheStep(self.sessions["step"], self.config.text_config.num_hidden_layers,
                                                self.config.text_config.max_position_embeddings)
             except ValueError as exc:
                 raise ArtifactError(f"{self.folder / self.manifest.graphs['step'].file}: {exc}; export the "
@@ -178,12 +179,10 @@ class OnnxRuntimeBackend(Backend):
         return logits.astype(np.float32, copy=False), DecoderState(keys, values, key_visible)
 
     def step(self, token, state) -> tuple[np.ndarray, DecoderState]:
-        if self._static is not None:
-            return self._static.step(token, state)
-        if self.max_positions is not None and state.keys.shape[3] >= self.max_positions:
-            raise ValueError(f"the decoder cache holds {state.keys.shape[3]} tokens: this model's positions end at "
-                             f"max_position_embeddings={self.max_positions}; shorten the rationale "
-                             "(max_rationale_tokens)")
+        if self.static_step is not None:
+            return self.static_step.step(token, state)
+        if self.max_positions is not None:
+            check_room(state.keys.shape[3], self.max_positions)
         logits, keys, values, key_visible = self._run(
             "step", token=as_numpy(token, np.int64).reshape(-1, 1), keys=state.keys, values=state.values,
             key_visible=state.key_visible)

@@ -31,6 +31,13 @@ from migr_rt.backends.base import DecoderState, as_numpy
 MIN_CAPACITY = 256
 
 
+def check_room(length: int, max_positions: int) -> None:
+    """Refuse a cache of ``length`` tokens that has no position left for another (the rotary table ends there)."""
+    if length + 1 > max_positions:
+        raise ValueError(f"the decoder cache holds {length} tokens: this model's positions end at "
+                         f"max_position_embeddings={max_positions}; shorten the rationale (max_rationale_tokens)")
+
+
 def is_static_step(input_names: list[str]) -> bool:
     """Whether a step graph with these inputs keeps its cache in place (the fused step since this module)."""
     return "past_key_0" in input_names
@@ -78,10 +85,7 @@ class StaticCacheStep:
 
     def _step(self, token: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         n = state.length
-        if n + 1 > self.max_positions:
-            raise ValueError(f"the decoder cache holds {n} tokens: this model's positions end at "
-                             f"max_position_embeddings={self.max_positions}; shorten the rationale "
-                             "(max_rationale_tokens)")
+        check_room(n, self.max_positions)
         ours = self._holds(state, token.shape[0])
         if not ours or n + 1 > self.capacity:  # another state, or this one outgrew the buffers: fresh ones
             self._load(state, token.shape[0], n, max(MIN_CAPACITY, n + 1, 2 * self.capacity if ours else 0))
