@@ -35,6 +35,7 @@ graph removes the CPU launch overhead that dominates a small decoder at B=1).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -187,7 +188,9 @@ class KernelScoring(nn.Module):
     One graph is captured per input shape/dtype (the runtime scores a fixed
     batch, so in practice one), at most ``max_graphs`` kept (oldest dropped).
     Outputs are cloned out of the graph's static buffers before returning, so
-    the next replay cannot overwrite what a caller holds.
+    the next replay cannot overwrite what a caller holds; a lock keeps two
+    threads (a Predictor shared by a server's workers) from filling the same
+    input buffers at once.
     """
 
     def __init__(self, graph: ScoringGraph, *, cuda_graphs: bool | None = None, max_graphs: int = 4) -> None:
@@ -197,6 +200,7 @@ class KernelScoring(nn.Module):
         self.cuda_graphs = cuda_graphs_default() if cuda_graphs is None else cuda_graphs
         self.max_graphs = max_graphs
         self._captured: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, tuple, tuple]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def forward(
         self, visual_tokens: torch.Tensor, audio_tokens: torch.Tensor, present: torch.Tensor
@@ -207,7 +211,10 @@ class KernelScoring(nn.Module):
         return fused_scoring(self.graph, visual_tokens, audio_tokens, present)
 
     def _replay(self, visual_tokens: torch.Tensor, audio_tokens: torch.Tensor, present: torch.Tensor):
-        inputs = (visual_tokens, audio_tokens, present)
+        with self._lock:
+            return self._replay_locked((visual_tokens, audio_tokens, present))
+
+    def _replay_locked(self, inputs: tuple[torch.Tensor, ...]):
         key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
         entry = self._captured.get(key)
         if entry is None:

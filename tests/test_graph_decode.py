@@ -28,8 +28,8 @@ def model():
     return load_checkpoint(default_checkpoint())[0].float().eval()
 
 
-def _prefill_state(model, batch: int, hide_audio: bool) -> tuple[torch.Tensor, DecoderState]:
-    token, keys, values, key_visible = example_inputs(model, batch, seed=batch)["step"]
+def _prefill_state(model, batch: int, hide_audio: bool, seed: int | None = None) -> tuple[torch.Tensor, DecoderState]:
+    token, keys, values, key_visible = example_inputs(model, batch, seed=batch if seed is None else seed)["step"]
     if hide_audio:  # a hidden modality stays invisible to every later token
         ids = torch.tensor(prefix_ids(model.config) + [model.config.special_token_ids["think_start"]])
         key_visible = key_visible & (ids != model.config.special_token_ids["aud_token"])[None]
@@ -78,6 +78,52 @@ def test_any_earlier_state_can_be_continued_again(model):
     assert torch.equal(restart, first)
 
 
+def _greedy(static, token, state, steps: int) -> list[int]:
+    out = []
+    for _ in range(steps):
+        logits, state = static.step(token, state)
+        token = logits.argmax(-1, keepdim=True)
+        out.append(int(token[0, 0]))
+    return out
+
+
+def test_two_rationales_decoded_in_turns_each_continue_their_own_cache(model):
+    # a Predictor shared by two callers: rationale A's state was handed out from the buffers B is then loaded into
+    starts = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    expected = [_greedy(static, *start, steps=12) for start in starts]
+    assert expected[0] != expected[1]
+    tokens, states, got = [start[0] for start in starts], [start[1] for start in starts], [[], []]
+    for _ in range(12):
+        for i in (0, 1):
+            logits, states[i] = static.step(tokens[i], states[i])
+            tokens[i] = logits.argmax(-1, keepdim=True)
+            got[i].append(int(tokens[i][0, 0]))
+    assert got == expected
+
+
+def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
+    import threading
+
+    starts = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    expected = [_greedy(static, *start, steps=16) for start in starts]
+    for _ in range(3):
+        got: list = [None, None]
+        barrier = threading.Barrier(2)
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            got[i] = _greedy(static, *starts[i], steps=16)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == expected
+
+
 def test_a_full_static_cache_is_a_clear_error(model):
     token, state = _prefill_state(model, 1, hide_audio=False)
     static = StaticDecoder(build_graphs(model)["step"].decoder, state.length, cuda_graphs=False)
@@ -119,3 +165,23 @@ def test_gpu_graph_decoding_gives_the_cpu_tokens():
         b = greedy_decode(gpu, ids, tokens, present, max_new_tokens=48)
         assert np.array_equal(a.tokens, b.tokens)
     assert gpu.static_decoder._slots[2].graph is not None
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_graph_decoding_of_two_rationales_in_turns(model):
+    """The captured step replayed for two rationales alternating (a shared Predictor): each its own tokens."""
+    starts = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]  # prefilled on the CPU
+    starts = [(token.cuda(), DecoderState(*(t.cuda() for t in (s.keys, s.values, s.key_visible))))
+              for token, s in starts]
+    on_gpu = load_checkpoint(default_checkpoint(), device="cuda")[0].eval()
+    static = StaticDecoder(build_graphs(on_gpu)["step"].to("cuda").decoder, 128, cuda_graphs=True)
+    expected = [_greedy(static, *start, steps=12) for start in starts]
+    assert static._slots[1].graph is not None
+    tokens, states, got = [start[0] for start in starts], [start[1] for start in starts], [[], []]
+    for _ in range(12):
+        for i in (0, 1):
+            logits, states[i] = static.step(tokens[i], states[i])
+            tokens[i] = logits.argmax(-1, keepdim=True)
+            got[i].append(int(tokens[i][0, 0]))
+    assert got == expected

@@ -162,6 +162,40 @@ def test_gpu_fused_scoring_and_cuda_graph_replay(three_layer_model, dtype):
 
 @pytest.mark.gpu
 @needs_gpu
+def test_gpu_cuda_graph_scoring_shared_by_threads_scores_each_callers_input(three_layer_model):
+    """Two threads replaying one captured graph at once each get the scores of their own input."""
+    import threading
+
+    model = copy.deepcopy(three_layer_model).to("cuda")
+    graph = ScoringGraph(model).eval().to("cuda")
+    present = torch.tensor(PRESENCE, device="cuda")
+    inputs = [tuple(t.cuda() for t in tokens_for(three_layer_model, 4, seed=seed)) for seed in (5, 6)]
+    scoring = KernelScoring(graph, cuda_graphs=True)
+    with torch.inference_mode():
+        expected = [scoring(*pair, present) for pair in inputs]
+    got: list = [[], []]
+    barrier = threading.Barrier(2)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        with torch.inference_mode():
+            for _ in range(50):
+                got[i].append(scoring(*inputs[i], present))
+        torch.cuda.synchronize()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        for out in got[i]:
+            for a, b in zip(out, expected[i]):
+                assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_gpu_torch_backend_uses_kernels_automatically(tiny_model, monkeypatch):
     model, _ = tiny_model
     monkeypatch.delenv("MIGR_RT_KERNELS", raising=False)

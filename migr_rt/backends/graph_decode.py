@@ -11,13 +11,20 @@ step has the same shapes and is captured once per batch size and replayed.
 
 States handed out are views of the buffers: the one a step returned is
 continued without a copy; any other state (a new prefill, an older state)
-is first copied in. A state is valid until the next step or prefill of this
-decoder, which is how the runtime uses them (one rationale at a time).
+is first copied in. Before that copy overwrites the buffers, the state the
+last step handed out from them (if anyone still holds it) is moved into
+memory of its own, so two rationales decoded in turns (a Predictor shared by
+a server's threads; steps are serialised by a lock) each continue their own
+cache, at the price of a copy each time they alternate. Older states of a
+rationale stay valid only while its own later steps leave their slots as
+they were (stepping one again overwrites the slots after it).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -43,6 +50,7 @@ class _Slots:
     token: torch.Tensor  #: (B, 1) long
     logits: torch.Tensor | None = None  #: (B, V) float, written by the captured step
     graph: torch.cuda.CUDAGraph | None = None
+    handed: weakref.ref | None = None  #: the state the last step returned from these buffers
 
 
 class StaticDecoder:
@@ -61,11 +69,16 @@ class StaticDecoder:
         self.cuda_graphs = cuda_graphs
         self.max_batches = max_batches
         self._slots: OrderedDict[int, _Slots] = OrderedDict()
-        self._current: DecoderState | None = None  #: the state the last step returned
+        self._lock = threading.Lock()
 
     def step(self, token: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """``token`` ``(B,)`` or ``(B, 1)`` after ``state`` -> logits ``(B, V)`` and the state one token longer."""
         token = token.reshape(-1, 1)
+        with self._lock:
+            return self._step(token, state)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _step(self, token: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         length = state.length
         if length + 1 > self.max_length:
             raise ValueError(f"the decoder cache holds {length} tokens: the static cache has {self.max_length} slots "
@@ -81,10 +94,10 @@ class StaticDecoder:
                 slots.logits = logits
                 self._capture(slots, length)
         n = length + 1
-        self._current = DecoderState(slots.keys[:, :, :, :n], slots.values[:, :, :, :n], slots.key_visible[:, :n])
-        return logits, self._current
+        handed = DecoderState(slots.keys[:, :, :, :n], slots.values[:, :, :, :n], slots.key_visible[:, :n])
+        slots.handed = weakref.ref(handed)
+        return logits, handed
 
-    # -- internals ------------------------------------------------------------------------------------------------
     def _run(self, slots: _Slots) -> torch.Tensor:
         """One static step: the token into slot ``position``, attention over the visible slots, position + 1."""
         d = self.decoder
@@ -122,8 +135,12 @@ class StaticDecoder:
         if slots is None:
             slots = self._allocate(keys, bsz)
         self._slots.move_to_end(bsz)
-        if state is self._current and keys.data_ptr() == slots.keys.data_ptr():
+        held = slots.handed() if slots.handed is not None else None
+        if held is state:
             return slots
+        if held is not None:  # someone may still step it (another thread's rationale): give it its own memory
+            held.keys, held.values, held.key_visible = held.keys.clone(), held.values.clone(), held.key_visible.clone()
+        slots.handed = None
         n = state.length
         device = slots.keys.device
         visible = torch.as_tensor(state.key_visible).to(device).clone()  # it may be a view of key_visible itself
