@@ -39,15 +39,17 @@ def available_backends(names: tuple[str, ...] = BACKENDS) -> dict[str, str | Non
         # The torch backend loads checkpoints with transformers and safetensors too: torch alone (as a TensorRT
         # install has it) would end in an import traceback when the checkpoint is opened.
         missing = missing_model_stack()
-        reasons["torch"] = None if not missing else (
-            "torch is not installed: install it (pip install torch; the README says which build), or run an ONNX "
-            "artifact, which needs no torch: the bundled model's (the default here, or --backend onnxruntime) or one "
-            "exported on a machine that has torch (migr-rt export --checkpoint DIR --format onnx)"
-            if "torch" in missing else
-            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, which the torch backend "
-            "loads checkpoints with: install migr-rt with its dependencies, or run an ONNX artifact, which needs "
-            "neither: the bundled model's (the default here, or --backend onnxruntime) or one exported on a machine "
-            "that has them (migr-rt export --checkpoint DIR --format onnx)")
+        if missing:
+            what = "torch" if "torch" in missing else " and ".join(missing)
+            fix = ("install it (pip install torch; the README says which build)" if "torch" in missing else
+                   "install migr-rt with its dependencies")
+            reasons["torch"] = (
+                f"{what} {'are' if len(missing) > 1 and what != 'torch' else 'is'} not installed, which the torch "
+                f"backend runs checkpoints with: {fix}, or run an ONNX artifact, which needs none of it: the bundled "
+                f"model's (the default here, or --backend onnxruntime) or one exported on a machine that has "
+                f"{what} (migr-rt export --checkpoint DIR --format onnx)")
+        else:
+            reasons["torch"] = None
     if "onnxruntime" in names:
         reasons["onnxruntime"] = None if importlib.util.find_spec("onnxruntime") else (
             "onnxruntime is not installed (pip install 'migr-rt[onnx]')")
