@@ -108,7 +108,11 @@ def prepare_window(
         pixel_values = crops_to_pixels(face.crops)
     audio_values = None
     if audio is not None and len(audio):
-        audio = np.asarray(audio, dtype=np.float32)
+        audio = np.asarray(audio)
+        if not np.issubdtype(audio.dtype, np.floating):  # int16 PCM cast as is would be 32768x too loud
+            raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (for int16 PCM, "
+                             "divide by 32768)")
+        audio = audio.astype(np.float32)
         if not np.all(np.isfinite(audio)):
             raise ValueError("audio window contains NaN or Inf samples")
         audio = fit_audio(audio, config.audio_samples)

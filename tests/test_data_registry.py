@@ -118,6 +118,24 @@ def test_undetectable_layouts(tmp_path):
         open_dataset(str(tmp_path))
 
 
+def test_a_wrong_data_path_says_it_may_be_a_corpus_or_a_dataset(trees, tmp_path):
+    # --data (and `migr-rt data`) takes a synthetic corpus or a dataset: a path that is neither says both, not only
+    # that it "matches no known dataset layout" or is no "dataset root" (the corpus being the likelier meaning).
+    from migr_rt.training.sources import open_source
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "corpus.json").write_text("{}")
+    for path, what in [(tmp_path / "missing", "does not exist"), (tmp_path / "corpus.json", "is a file"),
+                       (tmp_path / "clips", "holds no manifest.jsonl and matches no dataset's layout")]:
+        with pytest.raises(DatasetNotFoundError, match=f"{what}.*synthetic corpus.*manifest.jsonl.*dfew:"):
+            open_source(str(path))
+    assert open_source(f"{trees / 'DFEW'}?split=test&fold=2").description.startswith("dfew dataset")
+    with pytest.raises(ValueError, match=r"matches several layouts"):  # a dataset's: name it, as before
+        (tmp_path / "EmoLabel_DataSplit").mkdir()
+        (tmp_path / "VideoFlash").mkdir()
+        open_source(str(tmp_path))
+
+
 def test_labels_for():
     assert labels_for("dfew") == DFEW_LABELS
     assert labels_for("ravdess") == DFEW_LABELS

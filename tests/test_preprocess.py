@@ -48,6 +48,16 @@ def test_nan_audio_is_an_error():
         prepare_window(None, np.array([0.1, np.nan], np.float32), cfg, None, fps=25)
 
 
+def test_integer_audio_is_an_error_not_a_voice_32768_times_too_loud():
+    # Predictor.predict/explain take audio through prepare_window, as Runtime.analyze refuses int16 PCM: read from a
+    # WAV file as stored it would pass as float samples of +-32767 and give another label without a word.
+    cfg = tiny_config()
+    pcm = (np.random.default_rng(0).normal(0, 0.1, cfg.audio_samples) * 32767).astype(np.int16)
+    with pytest.raises(ValueError, match="float samples.*int16.*divide by 32768"):
+        prepare_window(None, pcm, cfg, None, fps=25)
+    assert prepare_window(None, pcm / 32768, cfg, None, fps=25).present.tolist() == [False, True]
+
+
 def test_face_and_voice_cover_the_same_span():
     """A 5 s input: both streams are cut to the model's window (0.5 s here), from the same instant."""
     cfg = tiny_config()  # audio_seconds = 0.5

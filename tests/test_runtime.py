@@ -163,6 +163,31 @@ def test_face_tracking_stream_agrees_with_per_window_analyze(runtime, clip_file)
         assert max(abs(a - b) for a, b in zip(box, ref_box)) <= 0.15 * ref_box[2]
 
 
+def test_face_latency_counts_all_per_frame_work_since_the_previous_window(runtime, clip_file, monkeypatch):
+    # latency_ms.face is the per-frame work done since the previous window (docs/events.md). Replayed in real time,
+    # sampled frames arrive one take from the buffer at a time, most of them before their window closes: every one
+    # counts, not only the one taken with the window.
+    spent: list[float] = []
+    frame_features = runtime._frame_features
+
+    def slow(frames, detector):
+        t = time.monotonic()
+        time.sleep(0.01 * len(frames))
+        features = frame_features(frames, detector)
+        spent.append((time.monotonic() - t) * 1e3)
+        return features
+
+    monkeypatch.setattr(runtime, "_frame_features", slow)
+    windows = [e for e in runtime.stream(parse_source(str(clip_file), realtime=True), max_windows=2)
+               if e["type"] == "window"]
+    assert len(windows) == 2 and windows[0]["face"]["frames_sampled"] == 8
+    assert windows[0]["latency_ms"]["face"] >= 80  # its 8 sampled frames, 10 ms each at least
+    assert sum(e["latency_ms"]["face"] for e in windows) >= sum(spent)
+    spent.clear()  # a window analysed alone detects its own sampled frames
+    media = decode_media(clip_file, fps=25, sample_rate=16000)
+    assert runtime.analyze(media.frames, media.audio, fps=25)["latency_ms"]["face"] >= sum(spent) >= 80
+
+
 def test_lavfi_source_without_a_face_is_audio_only_and_matches_analyze(runtime):
     result = _cli("--source", LAVFI_AV, "--json", "--no-rationale", "--backend", "torch")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Protocol
 
 from migr_rt.labels import DFEW_LABELS, MODALITIES
 from migr_rt.media import Clip
+
+SOURCES = ("data is a synthetic corpus (its folder, holding manifest.jsonl, or that file) or a dataset: its folder, "
+           "or a spec such as dfew:/data/DFEW?fold=1 (datasets: dfew, mafw, ravdess, cremad)")
 
 
 class ClipSource(Sized, Protocol):
@@ -57,8 +61,20 @@ def open_source(spec: str | Path) -> DataSource:
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
         return DataSource(corpus, labels, digest, f"synthetic corpus {manifest}")
     from migr_rt.training.data import open_dataset
+    from migr_rt.training.data.errors import DatasetNotFoundError
+    from migr_rt.training.data.registry import UnknownLayoutError
 
-    reader = open_dataset(str(spec))
+    root = Path(str(spec).partition("?")[0].strip()).expanduser()
+    if isinstance(spec, Path) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]+:", str(spec)):
+        # A bare path is a corpus or a dataset folder: a wrong one says both, not only that no dataset fits.
+        if not root.is_dir():
+            what = "does not exist" if not root.exists() else "is a file, not a corpus manifest (manifest.jsonl)"
+            raise DatasetNotFoundError(root, f"{what}; {SOURCES}")
+    try:
+        reader = open_dataset(str(spec))
+    except UnknownLayoutError:
+        raise DatasetNotFoundError(root, f"holds no manifest.jsonl and matches no dataset's layout; {SOURCES}") \
+            from None
     entries, texts = [], []
     for e in reader.entries:
         stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (e.video_path, e.audio_path) if p is not None]

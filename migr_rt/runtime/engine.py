@@ -213,13 +213,16 @@ class Runtime:
             start = time.monotonic()
             detector = self._new_detector()  # each window on its own: the same window gives the same event
             features = None
+            face_ms = 0.0
             if frames is not None and len(frames):
                 frames = np.asarray(frames)
                 if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
                     raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
                 index = [min(k, len(frames) - 1) for k in plan.sample_indices(window_start)]
                 unique = sorted(set(index))
+                t = time.monotonic()
                 cache = dict(zip(unique, self._frame_features([frames[k] for k in unique], detector)))
+                face_ms = (time.monotonic() - t) * 1e3
                 features = [cache[k] for k in index]
             samples = None
             if audio is not None and len(audio):
@@ -232,7 +235,7 @@ class Runtime:
                 samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
             padded = plan.padded_seconds(window_start, len(frames) if features else None,
                                          len(audio) if samples is not None else None)
-            event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": 0.0},
+            event, tokens, visible = self._window_event(0, window_start, features, samples, start, {"face": face_ms},
                                                         padded)
             if rationale and tokens is not None:
                 for item in self._rationale(0, event, tokens, visible, stale=None):
@@ -299,6 +302,7 @@ class Runtime:
             detector = self._new_detector()  # this stream's: the first sampled frame gets a full scan
         for capture in captures:
             capture.start()
+        face_ms = 0.0  # per-frame work since the previous window event: frames arrive over many takes
         try:
             while True:
                 if stop.is_set():
@@ -307,14 +311,13 @@ class Runtime:
                 frames, ticket, status = buffer.take(timeout=0.05)
                 for level, code, message in status:
                     yield make_event("status", level=level, code=code, message=message)
-                face_ms = 0.0
                 if frames:
                     t = time.monotonic()
                     with self._lock:
                         self._check_open()
                         for (k, _), feature in zip(frames, self._frame_features([f for _, f in frames], detector)):
                             cache[k] = feature
-                    face_ms = (time.monotonic() - t) * 1e3
+                    face_ms += (time.monotonic() - t) * 1e3
                 if ticket is None:
                     if buffer.finished:
                         if buffer.lost:
@@ -344,6 +347,7 @@ class Runtime:
                     self._check_open()
                     event, tokens, visible = self._window_event(w, self.plan.start(w), features, samples,
                                                                 ticket.closed_at, {"face": face_ms}, padded)
+                face_ms = 0.0
                 event["drops"] = buffer.counters.as_dict()
                 windows += 1
                 yield event

@@ -103,6 +103,10 @@ def reader_options(cls: type[DatasetReader]) -> list[str]:
     return names
 
 
+class UnknownLayoutError(ValueError):
+    """A bare folder that matches no dataset's layout."""
+
+
 def detect_dataset(root: str | Path) -> str:
     """Tell which dataset a folder holds from its layout (annotation folders, file-name folders)."""
     root = Path(root).expanduser()
@@ -125,7 +129,8 @@ def detect_dataset(root: str | Path) -> str:
         found.append("ravdess")
     if len(found) != 1:
         what = "matches several layouts (" + ", ".join(found) + ")" if found else "matches no known dataset layout"
-        raise ValueError(f"{root}: {what}; name the dataset explicitly as '<name>:<path>' (known: {known_datasets()})")
+        raise (ValueError if found else UnknownLayoutError)(
+            f"{root}: {what}; name the dataset explicitly as '<name>:<path>' (known: {known_datasets()})")
     return found[0]
 
 
