@@ -153,3 +153,19 @@ def test_a_rationale_cut_before_its_answer_gets_no_answer_and_no_verdict(predict
     rationale = predictor.explain(clip.frames, clip.audio, max_new_tokens=20)
     assert rationale.parsed.segments and rationale.answer is None and rationale.model_answer is None
     assert rationale.explanation_emotion is None and rationale.consistent is None
+
+
+def test_a_missing_modality_gets_no_segment_in_the_rationale(predictor):
+    """No face in view (or the voice muted): the rationale explains from what is left, not from cues never seen.
+
+    Left unconstrained, the bundled model opens the missing modality's segment on most of these windows and fills it
+    with cues ("knitted brows" with no face): benchmarks/results/hidden_modality.md.
+    """
+    config = SynthConfig(n=420, seed=SEED)
+    for index in range(0, 40, 4):
+        clip = render_clip(config, index)
+        for hidden, frames, audio in (("visual", None, clip.audio), ("audio", clip.frames, None)):
+            rationale = predictor.explain(frames, audio)
+            shown = [m for m, _ in rationale.parsed.segments]
+            assert rationale.present[hidden] is False and shown, (index, hidden, rationale.text)
+            assert hidden not in shown, (index, hidden, rationale.text)

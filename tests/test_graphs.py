@@ -227,3 +227,35 @@ def test_backend_outputs_in_bfloat16_become_float32_arrays():
     res = importance_result(log_probs, log_probs[:, 0, :2], log_probs[:, 0, :2], torch.tensor([1]), [[True, True]])
     assert res.log_probs.dtype == res.mi.dtype == np.float32 and res.log_probs[0, 1, 1] == np.float32(-0.69921875)
     assert as_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32
+
+
+def test_a_hidden_modality_segment_is_never_opened(tiny_model):
+    """Rows that hide a modality never write its segment's start tag, even where the model would choose it."""
+    model, _ = tiny_model
+    cfg = model.config
+    tags = [cfg.special_token_ids[f"{m}_start"] for m in cfg.modalities]
+
+    class TagHappy(TorchBackend):  # the model's own logits, with both segment tags made the argmax
+        def _boost(self, logits):
+            logits = np.array(logits)
+            logits[:, tags] += 1e4
+            logits[:, tags[1]] += 1.0  # audio's tag first, visual's second
+            return logits
+
+        def prefill(self, input_ids, tokens, visible):
+            logits, state = super().prefill(input_ids, tokens, visible)
+            return self._boost(logits), state
+
+        def step(self, token, state):
+            logits, state = super().step(token, state)
+            return self._boost(logits), state
+
+    pixels, audio = random_inputs(cfg, 3, seed=9)
+    backend = TagHappy(model)
+    out = greedy_decode(backend, prompt(model, 3), backend.encode(pixels, audio), torch.tensor(PRESENCE),
+                        max_new_tokens=4, stop_token_ids=())
+    assert (out.tokens[0] == tags[1]).all()  # both visible: the boosted audio tag every time
+    assert (out.tokens[1] == tags[0]).all()  # audio hidden: never its tag, the visual one instead
+    assert (out.tokens[2] == tags[1]).all()  # visual hidden: unchanged
+    with pytest.raises(ValueError, match=r"visible must be \(rows, modalities\) = \(3, 2\)"):
+        greedy_decode(backend, prompt(model, 3), backend.encode(pixels, audio), [[True, True]], max_new_tokens=1)

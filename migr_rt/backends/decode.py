@@ -4,7 +4,9 @@ The same loop as :func:`migr_rt.generate.generate` (which training uses for
 sampling on a torch model), written against the backend interface so the
 runtime decodes identically on torch, onnxruntime and TensorRT.
 
-An :class:`AnswerAnchor` closes a rationale with a label chosen before it
+Two things differ from ``generate`` (which measures the model as trained):
+a modality hidden in a row gets no segment (:func:`hidden_segment_tags`),
+and an :class:`AnswerAnchor` closes a rationale with a label chosen before it
 (the runtime's fast label): the rationale is generated after the answer slot
 has been read, and left to itself its closing ``<answer>`` can name another
 emotion than the label the caller already reported.
@@ -74,6 +76,26 @@ class AnswerAnchor:
         return np.where(opened, self.label_ids, argmax)
 
 
+def hidden_segment_tags(config, visible, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, token ids)``: the segment start tag (``<visual>``, ``<audio>``) of each modality hidden in a row.
+
+    A hidden modality has no evidence to describe, and MIGR's traces leave its segment out (the SFT targets do),
+    but a small model can still open it from habit and fill it with cues it never saw (no face in view, and a
+    rationale citing "knitted brows"). Decoding never writes these tags. None when every modality is visible.
+    """
+    if visible is None:
+        return None
+    visible = as_numpy(visible, bool)
+    if visible.shape != (rows, len(config.modalities)):
+        raise ValueError(f"visible must be (rows, modalities) = ({rows}, {len(config.modalities)}) bool, "
+                         f"got shape {tuple(visible.shape)}")
+    row, modality = np.nonzero(~visible)
+    if not len(row):
+        return None
+    tags = np.array([config.special_token_ids[f"{m}_start"] for m in config.modalities], dtype=np.int64)
+    return row, tags[modality]
+
+
 def _stops(config, stop_token_ids: Sequence[int] | None) -> np.ndarray:
     """The ids that end a row: ``stop_token_ids``, by default the answer's end tag and eos."""
     if stop_token_ids is None:
@@ -97,7 +119,8 @@ def iter_greedy(
     Stops after the step where every row has emitted a stop token, or after
     ``max_new_tokens``; closing the generator early skips the remaining steps
     (that is how a stale rationale is cancelled). ``anchor`` closes each row
-    with its given label (see :class:`AnswerAnchor`).
+    with its given label (see :class:`AnswerAnchor`). A modality ``visible``
+    hides in a row gets no segment in it (:func:`hidden_segment_tags`).
     """
     cfg = backend.config
     input_ids = as_numpy(input_ids, np.int64)
@@ -106,9 +129,14 @@ def iter_greedy(
     pad = np.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=np.int64)
     done = np.zeros(input_ids.shape[0], dtype=bool)
     previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too
+    banned = hidden_segment_tags(cfg, visible, input_ids.shape[0])
     logits, state = backend.prefill(input_ids, tokens, visible)
     for step in range(max_new_tokens):
-        choice = np.asarray(logits).argmax(-1)
+        logits = np.asarray(logits)
+        if banned is not None:
+            logits = logits.copy()
+            logits[banned] = -np.inf
+        choice = logits.argmax(-1)
         if anchor is not None:
             choice = anchor.choose(previous, choice, answer_start)
         nxt = previous = np.where(done, pad, choice)
