@@ -810,7 +810,8 @@ class CameraParam(click.ParamType):
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
               show_default=True)
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Window seconds, 0.25-60 (default: the model's).")
+              help="Window seconds, 0.25-60 (default: the model's). The model hears its own window's length of "
+                   "audio: the first seconds of a longer window, a shorter one padded with silence.")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="Seconds between windows, 0.01-3600.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,

@@ -1482,6 +1482,17 @@ def test_a_window_far_from_the_models_own_is_run_with_a_warning(runtime, caplog)
     assert f"this model was trained on {own:g} s windows" in caplog.text
 
 
+def test_a_window_other_than_the_models_says_how_much_audio_the_model_hears(runtime, caplog):
+    caplog.set_level("INFO", logger="migr_rt.runtime")
+    own, frames = runtime.model_config.audio_seconds, runtime.model_config.num_frames
+    Runtime(backend=runtime.backend, config=RuntimeConfig(window=own))
+    assert "the model hears" not in caplog.text
+    Runtime(backend=runtime.backend, config=RuntimeConfig(window=own + 1))
+    assert f"its {frames} sampled frames span all of it; the model hears its first {own:g} s of audio" in caplog.text
+    Runtime(backend=runtime.backend, config=RuntimeConfig(window=own / 2))
+    assert f"the model hears its {own / 2:g} s of audio and {own / 2:g} s of silence after it" in caplog.text
+
+
 def test_a_urls_password_is_kept_out_of_events_names_and_errors(runtime, web, caplog):
     # `--source rtsp://admin:PASSWORD@camera/...`: the name of a URL goes into the start event (JSON on stdout),
     # logs, status messages and errors, which end up in terminals, log files and bug reports. Only FFmpeg is given

@@ -168,6 +168,10 @@ class Runtime:
         if window is not None and not cfg.audio_seconds / 2 <= window <= cfg.audio_seconds * 2:
             logger.warning("window %g s: this model was trained on %g s windows; far from that its answers are "
                            "untested", window, cfg.audio_seconds)
+        if window is not None and window != cfg.audio_seconds:  # the encoders' input sizes are the model's
+            logger.info("window %g s: its %d sampled frames span all of it; the model hears %s", window,
+                        cfg.num_frames, f"its first {cfg.audio_seconds:g} s of audio" if window > cfg.audio_seconds
+                        else f"its {window:g} s of audio and {cfg.audio_seconds - window:g} s of silence after it")
         self.plan = WindowPlan(self.config.window or cfg.audio_seconds, self.config.hop, self.config.fps,
                                cfg.sample_rate, cfg.num_frames)
         self._lock = threading.RLock()
