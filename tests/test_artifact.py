@@ -152,6 +152,14 @@ def test_auto_picks_onnxruntime_for_an_artifact_and_torch_for_a_checkpoint(bundl
     assert first.startswith("backend: onnxruntime") and "chosen by auto" in first
 
 
+def test_threads_for_a_backend_that_does_not_take_them_is_said(bundled_onnx, caplog):
+    caplog.set_level("WARNING", logger="migr_rt.backends")
+    load_backend(bundled_onnx, threads=1)
+    assert not caplog.records
+    load_backend(default_checkpoint(), threads=1)
+    assert "threads=1 is for the onnxruntime backend; the torch backend runs on torch's own threads" in caplog.text
+
+
 def test_explicitly_requested_backend_that_cannot_run_lists_what_can(bundled_onnx):
     if available_backends()["tensorrt"] is None:
         pytest.skip("TensorRT is usable on this machine, so it cannot be shown unavailable")

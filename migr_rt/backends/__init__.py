@@ -98,6 +98,10 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str = "cpu"
             raise BackendUnavailable(f"backend {backend!r} is not available: {reasons[backend]}; "
                                      f"available here: {', '.join(here)}")
         chosen = backend
+    if threads is not None and chosen != "onnxruntime":
+        logger.warning("threads=%d is for the onnxruntime backend; the %s backend runs on %s", threads, chosen,
+                       "torch's own threads (torch.set_num_threads, OMP_NUM_THREADS)" if chosen == "torch"
+                       else "the GPU")
     instance = _open(chosen, path, device, threads)
     logger.info("backend: %s (%s, %s)", instance.describe(), "chosen by auto" if backend == "auto" else "requested", path)
     return instance
