@@ -158,7 +158,7 @@ def test_a_rationale_cut_before_its_answer_gets_no_answer_and_no_verdict(predict
 def test_a_missing_modality_gets_no_segment_in_the_rationale(predictor):
     """No face in view (or the voice muted): the rationale explains from what is left, not from cues never seen.
 
-    Left unconstrained, the bundled model opens the missing modality's segment on most of these windows and fills it
+    Left unconstrained, the bundled model opens the missing modality's segment on many such windows and fills it
     with cues ("knitted brows" with no face): benchmarks/results/hidden_modality.md.
     """
     config = SynthConfig(n=420, seed=SEED)
