@@ -155,13 +155,16 @@ def markdown(r: dict, command: str) -> str:
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True)
-def main(seconds: float, artifact: Path, backend: str, threads: int | None, out: Path) -> None:
+@click.option("--name", default="runtime_stream", show_default=True, help="Result file stem (one per host).")
+def main(seconds: float, artifact: Path, backend: str, threads: int | None, out: Path, name: str) -> None:
     model = ensure_artifact(artifact) if backend != "torch" else default_checkpoint()
     result = run(model, backend, seconds, threads)
     result["machine"] = machine_info()
     command = f"python benchmarks/runtime_stream.py --seconds {seconds:g}"
-    write_text_atomic(out / "runtime_stream.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(out / "runtime_stream.md", markdown(result, command))
+    if name != "runtime_stream":
+        command += f" --name {name}"
+    write_text_atomic(out / f"{name}.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / f"{name}.md", markdown(result, command))
     click.echo(markdown(result, command))
 
 
