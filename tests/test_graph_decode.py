@@ -102,6 +102,25 @@ def test_two_rationales_decoded_in_turns_each_continue_their_own_cache(model):
     assert got == expected
 
 
+def test_an_older_state_kept_by_a_caller_survives_another_rationales_load(model):
+    # rationale A keeps an earlier state (to step it again), B is loaded into the buffers in between
+    (token_a, a0), (token_b, b0) = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    first, a1 = static.step(token_a, a0)
+    nxt = first.argmax(-1, keepdim=True)
+    second, a2 = static.step(nxt, a1)  # a2 is the latest state handed out, a1 an older one still held
+    static.step(token_b, b0)
+    again, _ = static.step(nxt, a1)
+    assert torch.equal(again, second)
+    static.step(token_b, b0)
+    later, _ = static.step(second.argmax(-1, keepdim=True), a2)
+    alone = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    _, s1 = alone.step(token_a, a0)
+    _, s2 = alone.step(nxt, s1)
+    expected, _ = alone.step(second.argmax(-1, keepdim=True), s2)
+    assert torch.allclose(later, expected, atol=1e-5)
+
+
 def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
     import threading
 

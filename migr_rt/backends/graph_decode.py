@@ -11,13 +11,17 @@ step has the same shapes and is captured once per batch size and replayed.
 
 States handed out are views of the buffers: the one a step returned is
 continued without a copy; any other state (a new prefill, an older state)
-is first copied in. Before that copy overwrites the buffers, the state the
-last step handed out from them (if anyone still holds it) is moved into
-memory of its own, so two rationales decoded in turns (a Predictor shared by
-a server's threads; steps are serialised by a lock) each continue their own
-cache, at the price of a copy each time they alternate. Older states of a
-rationale stay valid only while its own later steps leave their slots as
-they were (stepping one again overwrites the slots after it).
+is first copied in. Before that copy overwrites the buffers, every state
+stepped out of them since they were last loaded (the latest and any older
+one of the same rationale, if anyone still holds it: weak references) is
+moved into memory of its own, so two rationales decoded in turns (a
+Predictor shared by a server's threads; steps are serialised by a lock)
+each continue their own cache, at the price of a copy each time they
+alternate, and an older state kept by a caller still continues its own
+cache after another state was loaded. The protection follows the
+:class:`DecoderState` objects handed out: their tensors taken out and kept
+on their own (or put in a new DecoderState) are views of the buffers that
+the next load overwrites.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -50,7 +54,8 @@ class _Slots:
     token: torch.Tensor  #: (B, 1) long
     logits: torch.Tensor | None = None  #: (B, V) float, written by the captured step
     graph: torch.cuda.CUDAGraph | None = None
-    handed: weakref.ref | None = None  #: the state the last step returned from these buffers
+    #: weak references to the states stepped out of these buffers since they were last loaded, oldest first
+    handed: list[weakref.ref] = field(default_factory=list)
 
 
 class StaticDecoder:
@@ -95,7 +100,7 @@ class StaticDecoder:
                 self._capture(slots, length)
         n = length + 1
         handed = DecoderState(slots.keys[:, :, :, :n], slots.values[:, :, :, :n], slots.key_visible[:, :n])
-        slots.handed = weakref.ref(handed)
+        slots.handed.append(weakref.ref(handed))
         return logits, handed
 
     def _run(self, slots: _Slots) -> torch.Tensor:
@@ -135,12 +140,14 @@ class StaticDecoder:
         if slots is None:
             slots = self._allocate(keys, bsz)
         self._slots.move_to_end(bsz)
-        held = slots.handed() if slots.handed is not None else None
-        if held is state:
+        if slots.handed and slots.handed[-1]() is state:  # the last step's own: continued in place
             return slots
-        if held is not None:  # someone may still step it (another thread's rationale): give it its own memory
-            held.keys, held.values, held.key_visible = held.keys.clone(), held.values.clone(), held.key_visible.clone()
-        slots.handed = None
+        for ref in slots.handed:  # still held (another thread's rationale, an older state kept): own memory
+            held = ref()
+            if held is not None and held is not state:
+                held.keys, held.values, held.key_visible = (held.keys.clone(), held.values.clone(),
+                                                            held.key_visible.clone())
+        slots.handed.clear()
         n = state.length
         device = slots.keys.device
         visible = torch.as_tensor(state.key_visible).to(device).clone()  # it may be a view of key_visible itself
