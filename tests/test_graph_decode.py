@@ -121,6 +121,19 @@ def test_an_older_state_kept_by_a_caller_survives_another_rationales_load(model)
     assert torch.allclose(later, expected, atol=1e-5)
 
 
+def test_an_older_state_stepped_again_stays_its_own_after_another_load(model):
+    # the benchmark's pattern (one state stepped many times), with another rationale loaded in between
+    (token_a, a0), (token_b, b0) = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
+    static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
+    first, a1 = static.step(token_a, a0)
+    nxt = first.argmax(-1, keepdim=True)
+    second, _ = static.step(nxt, a1)
+    again, _ = static.step(nxt, a1)  # a1 loaded from the buffers it is a view of
+    static.step(token_b, b0)
+    third, _ = static.step(nxt, a1)
+    assert torch.equal(again, second) and torch.equal(third, second)
+
+
 def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
     import threading
 

@@ -142,12 +142,15 @@ class StaticDecoder:
         self._slots.move_to_end(bsz)
         if slots.handed and slots.handed[-1]() is state:  # the last step's own: continued in place
             return slots
+        ours = False  # state is one of them (an older state stepped again): a view of the buffers, kept tracked
         for ref in slots.handed:  # still held (another thread's rationale, an older state kept): own memory
             held = ref()
-            if held is not None and held is not state:
+            if held is state:
+                ours = True
+            elif held is not None:
                 held.keys, held.values, held.key_visible = (held.keys.clone(), held.values.clone(),
                                                             held.key_visible.clone())
-        slots.handed.clear()
+        slots.handed = [weakref.ref(state)] if ours else []
         n = state.length
         device = slots.keys.device
         visible = torch.as_tensor(state.key_visible).to(device).clone()  # it may be a view of key_visible itself
