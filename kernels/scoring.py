@@ -241,6 +241,7 @@ class KernelScoring(nn.Module):
                 fused_scoring(self.graph, *static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph):
+        # thread_local: other threads of a shared Predictor may run eager CUDA work meanwhile (see graph_decode)
+        with torch.cuda.graph(cuda_graph, capture_error_mode="thread_local"):
             static_out = fused_scoring(self.graph, *static_in)
         return cuda_graph, static_in, static_out

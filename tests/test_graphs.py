@@ -257,5 +257,8 @@ def test_a_hidden_modality_segment_is_never_opened(tiny_model):
     assert (out.tokens[0] == tags[1]).all()  # both visible: the boosted audio tag every time
     assert (out.tokens[1] == tags[0]).all()  # audio hidden: never its tag, the visual one instead
     assert (out.tokens[2] == tags[1]).all()  # visual hidden: unchanged
+    opened = torch.cat([prompt(model, 3), torch.tensor([[tags[0]]] * 3)], 1)
+    with pytest.raises(ValueError, match="row 2's prompt opens the visual segment, but visual is hidden in that row"):
+        greedy_decode(backend, opened, backend.encode(pixels, audio), torch.tensor(PRESENCE), max_new_tokens=1)
     with pytest.raises(ValueError, match=r"visible must be \(rows, modalities\) = \(3, 2\)"):
         greedy_decode(backend, prompt(model, 3), backend.encode(pixels, audio), [[True, True]], max_new_tokens=1)

@@ -130,6 +130,11 @@ def iter_greedy(
     done = np.zeros(input_ids.shape[0], dtype=bool)
     previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too
     banned = hidden_segment_tags(cfg, visible, input_ids.shape[0])
+    if banned is not None and (opened := input_ids[banned[0], -1] == banned[1]).any():
+        row = int(banned[0][opened][0])
+        tag = next(m for m in cfg.modalities if cfg.special_token_ids[f"{m}_start"] == int(banned[1][opened][0]))
+        raise ValueError(f"row {row}'s prompt opens the {tag} segment, but {tag} is hidden in that row: open the "
+                         "rationale with a visible modality (rationale_prompt)")
     logits, state = backend.prefill(input_ids, tokens, visible)
     for step in range(max_new_tokens):
         logits = np.asarray(logits)

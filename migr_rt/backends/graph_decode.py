@@ -100,7 +100,8 @@ class StaticDecoder:
                 self._capture(slots, length)
         n = length + 1
         handed = DecoderState(slots.keys[:, :, :, :n], slots.values[:, :, :, :n], slots.key_visible[:, :n])
-        slots.handed.append(weakref.ref(handed))
+        # dropped states (a rationale rebinds its state every token) leave the list as they go: it stays short
+        slots.handed = [ref for ref in slots.handed if ref() is not None] + [weakref.ref(handed)]
         return logits, handed
 
     def _run(self, slots: _Slots) -> torch.Tensor:
@@ -126,7 +127,9 @@ class StaticDecoder:
             self._run(slots)  # one more warm-up on a side stream, as capture requires
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another thread of a shared Predictor may run eager CUDA work (encoders, prefill) meanwhile;
+        # in the default global mode its allocations would abort this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             slots.logits = self._run(slots)
         slots.graph = graph
         for dst, src in zip((slots.keys, slots.values, slots.key_visible, slots.position), saved):
