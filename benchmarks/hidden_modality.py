@@ -8,13 +8,14 @@ with one modality. Its rationale should explain from the other one only:
 MIGR's training traces leave a hidden modality's segment out. A small model
 can still open that segment from habit and fill it with cues it never saw
 (no face in view, and a rationale citing "knitted brows"). The runtime's
-decoding therefore never writes the start tag of a hidden modality
-(:func:`migr_rt.backends.decode.hidden_segment_tags`).
+decoding therefore keeps the trace's shape, which has no segment for a
+hidden modality (:class:`migr_rt.backends.trace_grammar.TraceGrammar`).
 
 Each held-out clip is explained through ``Predictor.explain`` twice with its
 face removed (``frames=None``) and twice with its voice removed
-(``audio=None``): with that constraint (the runtime's decoding) and without it
-(the decoding before it, the constraint switched off in this script only).
+(``audio=None``): with that grammar (the runtime's decoding) and without it
+(the model's argmax as is, the decoding before it; switched off in this
+script only).
 Both are read like ``migr-rt eval`` reads rationales, with only the visible
 modality's cues counted as grounded: how many rationales have a segment for
 the missing modality, grounding, and how often the explanation argues for
@@ -50,16 +51,16 @@ HIDDEN = ("visual", "audio")
 
 @contextlib.contextmanager
 def decoding(arm: str) -> Iterator[None]:
-    """``free``: the decoding loop without the hidden-segment constraint (what it did before it)."""
+    """``free``: the decoding loop without the trace grammar (the model's argmax, what it did before it)."""
     if arm == "constrained":
         yield
         return
-    kept = decode.hidden_segment_tags
-    decode.hidden_segment_tags = lambda config, visible, rows: None
+    kept = decode.TraceGrammar
+    decode.TraceGrammar = lambda config, visible, prompt: None
     try:
         yield
     finally:
-        decode.hidden_segment_tags = kept
+        decode.TraceGrammar = kept
 
 
 def measure(predictor: Predictor, corpus: SynthCorpus, every: int = 1) -> dict:
@@ -124,9 +125,10 @@ def markdown(result: dict) -> str:
         f"Checkpoint `{result['checkpoint']}` on {result['backend']}, held-out synthetic corpus seed "
         f"{result['test_seed']} ({r['clips']} clips; generator {result['generator_version']}). Each clip explained "
         "with `Predictor.explain` with its face removed (`frames=None`) and with its voice removed (`audio=None`), "
-        "each twice: with the runtime's decoding, which never writes a missing modality's segment tag "
-        "(`constrained`), and without that constraint (`free`, the decoding before it). Read as `migr-rt eval` "
-        "reads rationales, with only the visible modality's cues counted as grounded. Produced by "
+        "each twice: with the runtime's decoding, which keeps the trace's shape and so never opens a missing "
+        "modality's segment (`constrained`), and without it (`free`, the model's argmax: the decoding before it). "
+        "Read as `migr-rt eval` reads rationales, with only the visible modality's cues counted as grounded. "
+        "Produced by "
         "`python benchmarks/hidden_modality.py`.",
         "",
         f"| | {head} |",

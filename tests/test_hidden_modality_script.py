@@ -18,9 +18,9 @@ def script():
 
 def test_both_arms_on_a_few_clips(script, tmp_path):
     generate_corpus(SynthConfig(n=4, seed=2, workers=1), tmp_path / "corpus")
-    kept = decode.hidden_segment_tags
+    kept = decode.TraceGrammar
     measured = script.measure(Predictor(), SynthCorpus(tmp_path / "corpus" / "manifest.jsonl"))
-    assert decode.hidden_segment_tags is kept  # the free arm put the constraint back
+    assert decode.TraceGrammar is kept  # the free arm put the grammar back
     assert measured["clips"] == 4
     for hidden in script.HIDDEN:
         arms = measured["by_hidden"][hidden]

@@ -5,7 +5,8 @@ sampling on a torch model), written against the backend interface so the
 runtime decodes identically on torch, onnxruntime and TensorRT.
 
 Two things differ from ``generate`` (which measures the model as trained):
-a modality hidden in a row gets no segment (:func:`hidden_segment_tags`),
+the trace keeps its shape (:class:`~migr_rt.backends.trace_grammar.TraceGrammar`:
+no segment for a hidden modality, every tag closed, one label answered),
 and an :class:`AnswerAnchor` closes a rationale with a label chosen before it
 (the runtime's fast label): the rationale is generated after the answer slot
 has been read, and left to itself its closing ``<answer>`` can name another
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from migr_rt.backends.base import Backend, ModalityTokens, as_numpy
+from migr_rt.backends.trace_grammar import TraceGrammar
 
 
 @dataclass
@@ -76,26 +78,6 @@ class AnswerAnchor:
         return np.where(opened, self.label_ids, argmax)
 
 
-def hidden_segment_tags(config, visible, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(rows, token ids)``: the segment start tag (``<visual>``, ``<audio>``) of each modality hidden in a row.
-
-    A hidden modality has no evidence to describe, and MIGR's traces leave its segment out (the SFT targets do),
-    but a small model can still open it from habit and fill it with cues it never saw (no face in view, and a
-    rationale citing "knitted brows"). Decoding never writes these tags. None when every modality is visible.
-    """
-    if visible is None:
-        return None
-    visible = as_numpy(visible, bool)
-    if visible.shape != (rows, len(config.modalities)):
-        raise ValueError(f"visible must be (rows, modalities) = ({rows}, {len(config.modalities)}) bool, "
-                         f"got shape {tuple(visible.shape)}")
-    row, modality = np.nonzero(~visible)
-    if not len(row):
-        return None
-    tags = np.array([config.special_token_ids[f"{m}_start"] for m in config.modalities], dtype=np.int64)
-    return row, tags[modality]
-
-
 def _stops(config, stop_token_ids: Sequence[int] | None) -> np.ndarray:
     """The ids that end a row: ``stop_token_ids``, by default the answer's end tag and eos."""
     if stop_token_ids is None:
@@ -112,6 +94,7 @@ def iter_greedy(
     max_new_tokens: int = 128,
     stop_token_ids: Sequence[int] | None = None,
     anchor: AnswerAnchor | None = None,
+    constrain: bool = True,
 ) -> Iterator[np.ndarray]:
     """Yield each step's ``(B,)`` int64 ids as soon as they are chosen: the argmax (the anchored label right after
     ``<answer>``), ``pad`` for rows that stopped.
@@ -119,8 +102,9 @@ def iter_greedy(
     Stops after the step where every row has emitted a stop token, or after
     ``max_new_tokens``; closing the generator early skips the remaining steps
     (that is how a stale rationale is cancelled). ``anchor`` closes each row
-    with its given label (see :class:`AnswerAnchor`). A modality ``visible``
-    hides in a row gets no segment in it (:func:`hidden_segment_tags`).
+    with its given label (see :class:`AnswerAnchor`). ``constrain`` keeps
+    each row's trace in shape (:class:`TraceGrammar`: a modality ``visible``
+    hides gets no segment); False: the model's argmax as is, as ``generate``.
     """
     cfg = backend.config
     input_ids = as_numpy(input_ids, np.int64)
@@ -129,21 +113,17 @@ def iter_greedy(
     pad = np.full((input_ids.shape[0],), cfg.special_token_ids["pad"], dtype=np.int64)
     done = np.zeros(input_ids.shape[0], dtype=bool)
     previous = input_ids[:, -1]  # a prompt that ends with <answer> is answered with the label too
-    banned = hidden_segment_tags(cfg, visible, input_ids.shape[0])
-    if banned is not None and (opened := input_ids[banned[0], -1] == banned[1]).any():
-        row = int(banned[0][opened][0])
-        tag = next(m for m in cfg.modalities if cfg.special_token_ids[f"{m}_start"] == int(banned[1][opened][0]))
-        raise ValueError(f"row {row}'s prompt opens the {tag} segment, but {tag} is hidden in that row: open the "
-                         "rationale with a visible modality (rationale_prompt)")
+    grammar = TraceGrammar(cfg, visible, input_ids) if constrain else None
     logits, state = backend.prefill(input_ids, tokens, visible)
     for step in range(max_new_tokens):
         logits = np.asarray(logits)
-        if banned is not None:
-            logits = logits.copy()
-            logits[banned] = -np.inf
         choice = logits.argmax(-1)
+        if grammar is not None:
+            choice = grammar.choose(logits, choice)
         if anchor is not None:
             choice = anchor.choose(previous, choice, answer_start)
+        if grammar is not None:
+            grammar.advance(choice)
         nxt = previous = np.where(done, pad, choice)
         yield nxt
         done |= np.isin(nxt, stops)
@@ -163,13 +143,15 @@ def greedy_decode(
     on_token: Callable[[int, np.ndarray], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     anchor: AnswerAnchor | None = None,
+    constrain: bool = True,
 ) -> Decoded:
     """Continue ``input_ids`` ``(B, L)`` (int array-like) with the argmax token until every row stops or ``max_new_tokens``.
 
     ``visible`` ``(B, M)`` hides modalities for the whole rationale;
     ``on_token(step, ids)`` sees each step's ``(B,)`` ids as soon as they are
     chosen (streaming); ``cancelled()`` returning True stops early;
-    ``anchor`` closes each row with its given label.
+    ``anchor`` closes each row with its given label; ``constrain`` keeps
+    each row's trace in shape (see :func:`iter_greedy`).
     """
     input_ids = as_numpy(input_ids, np.int64)
     bsz = input_ids.shape[0]
@@ -179,7 +161,7 @@ def greedy_decode(
     lengths = np.zeros(bsz, dtype=np.int64)
     done = np.zeros(bsz, dtype=bool)
     decoding = iter_greedy(backend, input_ids, tokens, visible, max_new_tokens=max_new_tokens,
-                           stop_token_ids=stop_token_ids, anchor=anchor)
+                           stop_token_ids=stop_token_ids, anchor=anchor, constrain=constrain)
     for step, nxt in enumerate(decoding):
         steps.append(nxt)
         lengths += ~done
