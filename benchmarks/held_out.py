@@ -8,6 +8,7 @@ and record the same facts about what they measured.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -49,3 +50,24 @@ def seed_table_head(seeds: list[int]) -> str:
     """The header of a table with one column per training seed and a mean (the ``--summarise`` tables)."""
     return ("| metric | row | " + " | ".join(f"seed {k}" for k in seeds) + " | mean |\n|---|---|"
             + "---|" * (len(seeds) + 1) + "\n")
+
+
+def corpus_options(name: str) -> Callable:
+    """The options of a script that reads the held-out corpus through the public API: ``--data``, ``--test-seed``,
+    ``--n``, ``--every`` and ``--name`` (default ``name``), passed to its command as those keywords."""
+    options = [
+        click.option("--data", type=click.Path(path_type=Path), default=Path("runs/synth-test"), show_default=True,
+                     help="Test corpus folder; generated (seed --test-seed) when missing."),
+        click.option("--test-seed", type=int, default=2, show_default=True),
+        click.option("--n", type=int, default=420, show_default=True, help="Clips to generate when --data is missing."),
+        click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Use every k-th clip (a quicker run)."),
+        click.option("--name", default=name, show_default=True, help="Result file stem in benchmarks/results/."),
+    ]
+
+    def wrap(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return wrap

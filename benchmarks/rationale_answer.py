@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from held_out import held_out_corpus, shown_path, write_result  # noqa: E402
+from held_out import corpus_options, held_out_corpus, shown_path, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from migr_rt.training.evaluation import reasoning_metrics, window_record  # noqa: E402
 from migr_rt.training.synth.reader import SynthCorpus  # noqa: E402
@@ -132,13 +132,7 @@ def _rate(value: float | None) -> str:
 
 @click.command()
 @click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None)
-@click.option("--data", type=click.Path(path_type=Path), default=Path("runs/synth-test"), show_default=True,
-              help="Test corpus folder; generated (seed --test-seed) when missing.")
-@click.option("--test-seed", type=int, default=2, show_default=True)
-@click.option("--n", type=int, default=420, show_default=True, help="Clips to generate when --data is missing.")
-@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Use every k-th clip (a quicker run).")
-@click.option("--name", default="rationale_answer", show_default=True, help="Result file stem in benchmarks/results/.")
+@corpus_options("rationale_answer")
 def main(checkpoint: Path | None, data: Path, test_seed: int, n: int, every: int, name: str) -> None:
     info = held_out_corpus(data, test_seed, n)
     checkpoint = checkpoint or default_checkpoint()

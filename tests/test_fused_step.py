@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from threads_at_once import at_once
 
 from migr_rt.backends.base import DecoderState
 from migr_rt.backends.static_cache import StaticCacheStep
@@ -236,8 +237,6 @@ def test_a_state_that_does_not_fit_is_refused_naming_what(model):
 
 def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
     # a Predictor shared by a server's workers: one decoder, two rationales stepping in turns
-    import threading
-
     stepper = _stepper(model, build_fused_step(model, "fp32"))
     starts = []
     for seed in (1, 2):
@@ -255,16 +254,4 @@ def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
     expected = [decode(*start) for start in starts]
     assert expected[0] != expected[1]
     for _ in range(3):
-        got: list = [None, None]
-        barrier = threading.Barrier(2)
-
-        def worker(i: int) -> None:
-            barrier.wait()
-            got[i] = decode(*starts[i])
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert got == expected
+        assert at_once(lambda i: decode(*starts[i])) == expected

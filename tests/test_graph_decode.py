@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from threads_at_once import at_once
+
 from migr_rt.backends.base import DecoderState
 from migr_rt.backends.graph_decode import StaticDecoder
 from migr_rt.backends.torch_backend import TorchBackend
@@ -87,19 +89,24 @@ def _greedy(static, token, state, steps: int) -> list[int]:
     return out
 
 
+def _in_turns(static, starts, steps: int) -> list[list[int]]:
+    """The greedy tokens of each start, decoded a token of each in turn through one decoder."""
+    tokens, states, got = [start[0] for start in starts], [start[1] for start in starts], [[] for _ in starts]
+    for _ in range(steps):
+        for i in range(len(starts)):
+            logits, states[i] = static.step(tokens[i], states[i])
+            tokens[i] = logits.argmax(-1, keepdim=True)
+            got[i].append(int(tokens[i][0, 0]))
+    return got
+
+
 def test_two_rationales_decoded_in_turns_each_continue_their_own_cache(model):
     # a Predictor shared by two callers: rationale A's state was handed out from the buffers B is then loaded into
     starts = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
     static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
     expected = [_greedy(static, *start, steps=12) for start in starts]
     assert expected[0] != expected[1]
-    tokens, states, got = [start[0] for start in starts], [start[1] for start in starts], [[], []]
-    for _ in range(12):
-        for i in (0, 1):
-            logits, states[i] = static.step(tokens[i], states[i])
-            tokens[i] = logits.argmax(-1, keepdim=True)
-            got[i].append(int(tokens[i][0, 0]))
-    assert got == expected
+    assert _in_turns(static, starts, steps=12) == expected
 
 
 def test_an_older_state_kept_by_a_caller_survives_another_rationales_load(model):
@@ -135,25 +142,11 @@ def test_an_older_state_stepped_again_stays_its_own_after_another_load(model):
 
 
 def test_two_threads_decoding_at_once_each_get_their_own_rationale(model):
-    import threading
-
     starts = [_prefill_state(model, 1, hide_audio=False, seed=seed) for seed in (1, 2)]
     static = StaticDecoder(build_graphs(model)["step"].decoder, 64, cuda_graphs=False)
     expected = [_greedy(static, *start, steps=16) for start in starts]
     for _ in range(3):
-        got: list = [None, None]
-        barrier = threading.Barrier(2)
-
-        def worker(i: int) -> None:
-            barrier.wait()
-            got[i] = _greedy(static, *starts[i], steps=16)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert got == expected
+        assert at_once(lambda i: _greedy(static, *starts[i], steps=16)) == expected
 
 
 def test_a_full_static_cache_is_a_clear_error(model):
@@ -210,10 +203,4 @@ def test_gpu_graph_decoding_of_two_rationales_in_turns(model):
     static = StaticDecoder(build_graphs(on_gpu)["step"].to("cuda").decoder, 128, cuda_graphs=True)
     expected = [_greedy(static, *start, steps=12) for start in starts]
     assert static._slots[1].graph is not None
-    tokens, states, got = [start[0] for start in starts], [start[1] for start in starts], [[], []]
-    for _ in range(12):
-        for i in (0, 1):
-            logits, states[i] = static.step(tokens[i], states[i])
-            tokens[i] = logits.argmax(-1, keepdim=True)
-            got[i].append(int(tokens[i][0, 0]))
-    assert got == expected
+    assert _in_turns(static, starts, steps=12) == expected

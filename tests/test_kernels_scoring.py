@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from model_fixtures import TINY_TEXT, random_inputs, tiny_config
+from threads_at_once import at_once
 
 pytest.importorskip("triton", reason="triton is not installed (pip install 'migr-rt[kernels]')")
 
@@ -164,8 +165,6 @@ def test_gpu_fused_scoring_and_cuda_graph_replay(three_layer_model, dtype):
 @needs_gpu
 def test_gpu_cuda_graph_scoring_shared_by_threads_scores_each_callers_input(three_layer_model):
     """Two threads replaying one captured graph at once each get the scores of their own input."""
-    import threading
-
     model = copy.deepcopy(three_layer_model).to("cuda")
     graph = ScoringGraph(model).eval().to("cuda")
     present = torch.tensor(PRESENCE, device="cuda")
@@ -173,21 +172,14 @@ def test_gpu_cuda_graph_scoring_shared_by_threads_scores_each_callers_input(thre
     scoring = KernelScoring(graph, cuda_graphs=True)
     with torch.inference_mode():
         expected = [scoring(*pair, present) for pair in inputs]
-    got: list = [[], []]
-    barrier = threading.Barrier(2)
 
-    def worker(i: int) -> None:
-        barrier.wait()
+    def worker(i: int) -> list:
         with torch.inference_mode():
-            for _ in range(50):
-                got[i].append(scoring(*inputs[i], present))
+            out = [scoring(*inputs[i], present) for _ in range(50)]
         torch.cuda.synchronize()
+        return out
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = at_once(worker)
     for i in (0, 1):
         for out in got[i]:
             for a, b in zip(out, expected[i]):
