@@ -260,6 +260,21 @@ def test_video_without_audio_is_visual_only(runtime, clip_file, tmp_path):
     assert all(e["importance"] == {"visual": 1.0, "audio": 0.0} for e in windows)
 
 
+def test_streamed_rationales_describe_only_the_modalities_the_window_has(runtime, clip_file, tmp_path):
+    """Through the streaming runtime: a mute video's rationales have no audio segment, a face-less source's no
+    visual one (left free, the bundled model writes one on many such windows: benchmarks/results/hidden_modality.md)."""
+    media = decode_media(clip_file)
+    mute = write_media(tmp_path / "mute.mp4", media.frames, 25)
+    for source, hidden in ((str(mute), "audio"), (LAVFI_AV, "visual")):
+        events = list(runtime.stream(source))
+        windows = {e["window"]: e for e in events if e["type"] == "window"}
+        rationales = [e for e in events if e["type"] == "rationale"]
+        assert rationales and len(rationales) == len(windows), source
+        for r in rationales:
+            assert hidden not in r["segments"] and r["segments"], (source, r["text"])
+            assert r["answer"] == windows[r["window"]]["label"] and r["text"].endswith("</answer>"), r["text"]
+
+
 def test_a_face_on_the_cover_art_is_not_the_speakers(runtime, clip_file, tmp_path):
     """A song or podcast file with a face on its cover is analysed as audio: the picture is no one speaking."""
     media = decode_media(clip_file)
