@@ -43,6 +43,15 @@ def sample_frames(frames: np.ndarray, count: int) -> np.ndarray:
     return frames[idx]
 
 
+def float_audio(audio) -> np.ndarray:
+    """``audio`` as float32 samples; integer samples are refused, as int16 PCM cast as is would be 32768x too loud
+    (the demo's "sad" read as "angry 0.92")."""
+    audio = np.asarray(audio)
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (for int16 PCM, divide by 32768)")
+    return audio.astype(np.float32)
+
+
 def fit_audio(audio: np.ndarray, samples: int) -> np.ndarray:
     """Trim or zero-pad to exactly ``samples`` (the model's window), keeping the start aligned with the video."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -108,11 +117,7 @@ def prepare_window(
         pixel_values = crops_to_pixels(face.crops)
     audio_values = None
     if audio is not None and len(audio):
-        audio = np.asarray(audio)
-        if not np.issubdtype(audio.dtype, np.floating):  # int16 PCM cast as is would be 32768x too loud
-            raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (for int16 PCM, "
-                             "divide by 32768)")
-        audio = audio.astype(np.float32)
+        audio = float_audio(audio)
         if not np.all(np.isfinite(audio)):
             raise ValueError("audio window contains NaN or Inf samples")
         audio = fit_audio(audio, config.audio_samples)

@@ -35,7 +35,7 @@ from migr_rt.face import FaceBox, FaceDetector, HaarFaceDetector, TrackingFaceDe
 from migr_rt.face.crop import center_box, square_box
 from migr_rt.media.tracks import audio_stream, has_cover_art_only, video_stream
 from migr_rt.model.saved_tokenizer import SavedTokenizer
-from migr_rt.preprocess import crops_to_pixels, fit_audio
+from migr_rt.preprocess import crops_to_pixels, fit_audio, float_audio
 from migr_rt.rationale import (answer_anchor, check_answer_mode, rationale_prompt, rationale_text, read_closing,
                               resolve_judge)
 from migr_rt.runtime.capture import Capture, MediaBuffer, WindowPlan, reads_as_file
@@ -230,11 +230,7 @@ class Runtime:
                 features = [cache[k] for k in index]
             samples = None
             if audio is not None and len(audio):
-                audio = np.asarray(audio)
-                if not np.issubdtype(audio.dtype, np.floating):  # int16 PCM cast as is would be 32768x too loud
-                    raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (for int16 PCM, "
-                                     "divide by 32768)")
-                audio = audio.astype(np.float32).reshape(-1)
+                audio = float_audio(audio).reshape(-1)
                 first = int(round(window_start * plan.sample_rate))
                 samples = audio[first : first + int(round(plan.length * plan.sample_rate))]
             padded = plan.padded_seconds(window_start, len(frames) if features else None,
