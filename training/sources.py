@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from migr_rt.labels import DFEW_LABELS, MODALITIES
 from migr_rt.media import Clip
 
 SOURCES = ("data is a synthetic corpus (its folder, holding manifest.jsonl, or that file) or a dataset: its folder, "
-           "or a spec such as dfew:/data/DFEW?fold=1 (datasets: dfew, mafw, ravdess, cremad)")
+           "or a spec such as dfew:/data/DFEW?fold=1 (datasets: {})")
 
 
 class ClipSource(Sized, Protocol):
@@ -62,18 +61,18 @@ def open_source(spec: str | Path) -> DataSource:
         return DataSource(corpus, labels, digest, f"synthetic corpus {manifest}")
     from migr_rt.training.data import open_dataset
     from migr_rt.training.data.errors import DatasetNotFoundError
-    from migr_rt.training.data.registry import UnknownLayoutError
+    from migr_rt.training.data.registry import UnknownLayoutError, bare_root, known_datasets
 
-    root = Path(str(spec).partition("?")[0].strip()).expanduser()
-    if isinstance(spec, Path) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]+:", str(spec)):
-        # A bare path is a corpus or a dataset folder: a wrong one says both, not only that no dataset fits.
-        if not root.is_dir():
-            what = "does not exist" if not root.exists() else "is a file, not a corpus manifest (manifest.jsonl)"
-            raise DatasetNotFoundError(root, f"{what}; {SOURCES}")
+    # A bare path is a corpus or a dataset folder: a wrong one says both, not only that no dataset fits.
+    sources = SOURCES.format(known_datasets())
+    root = bare_root(spec)
+    if root is not None and not root.is_dir():
+        what = "does not exist" if not root.exists() else "is a file, not a corpus manifest (manifest.jsonl)"
+        raise DatasetNotFoundError(root, f"{what}; {sources}")
     try:
         reader = open_dataset(str(spec))
     except UnknownLayoutError:
-        raise DatasetNotFoundError(root, f"holds no manifest.jsonl and matches no dataset's layout; {SOURCES}") \
+        raise DatasetNotFoundError(root, f"holds no manifest.jsonl and matches no dataset's layout; {sources}") \
             from None
     entries, texts = [], []
     for e in reader.entries:

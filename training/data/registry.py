@@ -134,6 +134,18 @@ def detect_dataset(root: str | Path) -> str:
     return found[0]
 
 
+#: ``name:path`` (a one-letter name is a Windows drive, not a dataset)
+_NAMED = re.compile(r"^([A-Za-z][A-Za-z0-9_-]+):(.*)$")
+
+
+def bare_root(spec: str | Path) -> Path | None:
+    """The folder of a spec that names no dataset (a Path, or ``folder?query``); None for ``name:path``."""
+    if isinstance(spec, Path):
+        return spec.expanduser()
+    body = str(spec).strip().partition("?")[0]
+    return None if _NAMED.match(body) else Path(body).expanduser()
+
+
 def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, Any]]:
     """Split ``"name:path?key=value&..."`` into (canonical name, root, typed options).
 
@@ -147,7 +159,7 @@ def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, Any]]:
     if not text:
         raise ValueError("empty dataset spec; expected '<name>:<path>', e.g. 'dfew:/data/DFEW'")
     body, _, query = text.partition("?")
-    m = re.match(r"^([A-Za-z][A-Za-z0-9_-]+):(.*)$", body)
+    m = _NAMED.match(body)
     if m is None:
         root = Path(body).expanduser()
         name = detect_dataset(root)
