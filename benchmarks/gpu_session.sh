@@ -37,11 +37,27 @@ from migr_rt.face import HaarFaceDetector; HaarFaceDetector()" \
 } > "$out/gpu_tests.log"
 cat "$out/gpu_tests.log"
 rc=0
-timeout "${MIGR_GPU_TESTS_S:-120}" $py -m pytest -q -p no:cacheprovider -m gpu \
+# One device call runs at most 600 s: each stage gets what is left of MIGR_GPU_TOTAL_S, most important first.
+total=${MIGR_GPU_TOTAL_S:-570}
+left() { local l=$((total - SECONDS)); [ "$l" -lt "$1" ] && l=$1; [ "$l" -gt "$2" ] && l=$2; echo "$l"; }
+stage() { echo "== $1 at ${SECONDS}s" | tee -a "$out/gpu_tests.log"; }
+stage "gpu-marked tests"
+timeout "$(left 10 "${MIGR_GPU_TESTS_S:-110}")" $py -m pytest -q -p no:cacheprovider -m gpu -rA \
     tests/test_kernels_masked_attention.py tests/test_kernels_fused_mi.py tests/test_kernels_scoring.py \
     tests/test_graph_decode.py 2>&1 \
     | tee -a "$out/gpu_tests.log" | tail -25 || rc=1
-timeout "${MIGR_GPU_KERNELS_S:-240}" $py benchmarks/mi_kernels.py --device "$device" --out "$out" 2>&1 | tail -40 || rc=1
-timeout "${MIGR_GPU_BENCH_S:-180}" $py benchmarks/bench_report.py --device "$device" --backends torch \
+stage "MI kernel benchmark"
+timeout "$(left 10 "${MIGR_GPU_KERNELS_S:-230}")" $py benchmarks/mi_kernels.py --device "$device" --out "$out" 2>&1 \
+    | tail -40 || rc=1
+stage "migr-rt bench"
+timeout "$(left 10 "${MIGR_GPU_BENCH_S:-170}")" $py benchmarks/bench_report.py --device "$device" --backends torch \
     --runs "${MIGR_GPU_BENCH_RUNS:-20}" --out "$out" 2>&1 | tail -30 || rc=1
+# Last, with what is left: every kernel test compiled natively (parametrised shapes, bf16 too), not only the
+# gpu-marked ones; -v so a run cut short still logs each finished test.
+stage "all kernel tests, native"
+xdist=$($py -c "import xdist" 2>/dev/null && echo "-n 8")
+timeout "$(left 10 600)" $py -m pytest -v --tb=line -p no:cacheprovider $xdist -m "not gpu" \
+    tests/test_kernels_masked_attention.py tests/test_kernels_fused_mi.py tests/test_kernels_scoring.py 2>&1 \
+    | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error|error|assert" | tee -a "$out/gpu_tests.log" | tail -25 || rc=1
+stage "done"
 exit $rc
