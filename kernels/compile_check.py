@@ -28,7 +28,7 @@ def _attention_signature(dtype: str) -> dict[str, str]:
             sig[f"s{tensor}_{dim}"] = "i32"
     sig.update(qk_scale="fp32", q_len="i32", key_len="i32", head_dim="i32")
     for name in ("HEADS", "GROUP", "NUM_VARIANTS", "NUM_MODALITIES", "BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_MOD",
-                 "UPCAST", "DOT_PRECISION", "COUNT_BLOCKS"):
+                 "UPCAST", "DOT_PRECISION", "COUNT_BLOCKS", "EVEN_D"):
         sig[name] = "constexpr"
     return sig
 
@@ -63,13 +63,15 @@ def compile_all(archs: list[int], quick: bool) -> list[str]:
         target = GPUTarget("cuda", arch, 32)
         for dtype, precision in dtypes:
             for bm, bn, warps in tiles:
-                for count in ((False,) if quick else (False, True)):
-                    consts = dict(HEADS=14, GROUP=7, NUM_VARIANTS=3, NUM_MODALITIES=2, BLOCK_M=bm, BLOCK_N=bn,
-                                  BLOCK_D=64, BLOCK_MOD=2, UPCAST=False, DOT_PRECISION=precision, COUNT_BLOCKS=count)
+                # M = 2 (the MI variants: span checks) and M = 0 (plain causal attention: the unmasked loop)
+                for count, num_m in ((False, 2), (False, 0)) if quick else ((False, 2), (True, 2), (False, 0)):
+                    consts = dict(HEADS=14, GROUP=7, NUM_VARIANTS=1 + num_m, NUM_MODALITIES=num_m, BLOCK_M=bm,
+                                  BLOCK_N=bn, BLOCK_D=64, BLOCK_MOD=2, UPCAST=False, DOT_PRECISION=precision,
+                                  COUNT_BLOCKS=count, EVEN_D=True)
                     start = time.perf_counter()
                     kernel = triton.compile(ASTSource(_masked_attention_kernel, _attention_signature(dtype), consts),
                                             target=target, options={"num_warps": warps, "num_stages": 3})
-                    lines.append(f"masked_attention sm_{arch} {dtype} {bm}x{bn} w{warps} count={count}: "
+                    lines.append(f"masked_attention sm_{arch} {dtype} {bm}x{bn} w{warps} M={num_m} count={count}: "
                                  f"{len(kernel.asm['cubin'])} B cubin, {time.perf_counter() - start:.1f} s")
             for has_target in ((False,) if quick else (False, True)):
                 consts = dict(NUM_VARIANTS=3, NUM_MODALITIES=2, HAS_TARGET=has_target, BLOCK_B=16, BLOCK_C=8,

@@ -249,6 +249,57 @@ def masked_attention_rows_reference(
 # Triton kernel
 # ---------------------------------------------------------------------------------------------------------------
 @jit
+def _attend_block(
+    q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v, sk_l, sv_l,
+    d_ok, span_lo, span_hi, hidden, qk_scale,
+    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, SPANS: tl.constexpr, EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """One key block of the online softmax. ``CAUSAL``: the block reaches the diagonal or the window's end, so
+    keys are masked by position; without it (an interior block) every query row sees every key. ``SPANS``: some
+    modality may be hidden, so keys inside hidden spans are masked off in the load itself."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    own = offs_n >= kv_split
+    kv_rows = offs_n + tl.where(own, kv_shift, 0)
+    k_off = tl.where(own, own_k, 0) + kv_rows * sk_l
+    v_off = tl.where(own, own_v, 0) + kv_rows * sv_l
+    if SPANS:
+        in_hidden = hidden[None, :] & (offs_n[:, None] >= span_lo[None, :]) & (offs_n[:, None] < span_hi[None, :])
+        key_ok = (offs_n < seq_len) & (reduce_max(in_hidden.to(tl.int32), 1) == 0)
+        kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
+        vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)  # (N, D)
+    elif CAUSAL:
+        key_ok = offs_n < seq_len
+        kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None], other=0.0)
+        vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+    elif EVEN_D:  # interior, nothing hidden, head_dim a power of two: plain loads
+        kt = tl.load(k_ptrs + k_off[None, :])
+        vb = tl.load(v_ptrs + v_off[:, None])
+    else:
+        kt = tl.load(k_ptrs + k_off[None, :], mask=d_ok[:, None], other=0.0)
+        vb = tl.load(v_ptrs + v_off[:, None], mask=d_ok[None, :], other=0.0)
+    if UPCAST:
+        kt = kt.to(tl.float32)
+        vb = vb.to(tl.float32)
+    s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
+    if CAUSAL:
+        s = tl.where(key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None]), s, float("-inf"))
+    elif SPANS:
+        s = tl.where(key_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, reduce_max(s, 1))
+    m_safe = m_new
+    if CAUSAL:
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+    elif SPANS:
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + reduce_sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
+@jit
 def _masked_attention_kernel(
     Q, K, V, O, SEQ_LENS, LAYOUT, SPANS, PRESENT, VISITED,
     sq_b, sq_v, sq_h, sq_l, sq_d,
@@ -258,7 +309,7 @@ def _masked_attention_kernel(
     qk_scale, q_len, key_len, head_dim,
     HEADS: tl.constexpr, GROUP: tl.constexpr, NUM_VARIANTS: tl.constexpr, NUM_MODALITIES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_MOD: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, COUNT_BLOCKS: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, COUNT_BLOCKS: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     pid_nh = tl.program_id(0)  # ((b * NUM_VARIANTS) + variant) * HEADS + head: the large axis (2^31 - 1 limit)
     pid_m = tl.program_id(1)
@@ -307,34 +358,36 @@ def _masked_attention_kernel(
     last_row = tl.minimum(pid_m * BLOCK_M + BLOCK_M, q_count)
     hi = tl.minimum(q_first + last_row, seq_len)
     hi = tl.where(pid_m * BLOCK_M < q_count, hi, 0)  # a query block past this variant's rows does nothing
-    for start_n in range(0, hi, BLOCK_N):
-        # A block wholly inside one hidden span: skip it (no load, no dot).
+    # Interior key blocks end before this block's first query position and inside the window: every row sees every
+    # key there, so they need no causal or length mask (and with no modality at all, no mask: plain loads in a loop
+    # with no branch, which the compiler pipelines). From ``mid`` to ``hi``: the diagonal blocks, fully masked.
+    mid = tl.minimum(tl.minimum(q_first + pid_m * BLOCK_M, seq_len), hi)
+    mid = (mid // BLOCK_N) * BLOCK_N
+    own_k = var * sk_v
+    own_v = var * sv_v
+    for start_n in range(0, mid, BLOCK_N):
+        if NUM_MODALITIES > 0:
+            # A block wholly inside one hidden span: skip it (no load, no dot).
+            covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
+            if reduce_max(covered.to(tl.int32), 0) == 0:
+                acc, l_i, m_i = _attend_block(
+                    q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
+                    sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D, UPCAST,
+                    DOT_PRECISION)
+                visited += 1
+        else:
+            acc, l_i, m_i = _attend_block(
+                q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
+                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D, UPCAST,
+                DOT_PRECISION)
+            visited += 1
+    for start_n in range(mid, hi, BLOCK_N):
         covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
-        keep = reduce_max(covered.to(tl.int32), 0) == 0
-        if keep:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            in_hidden = hidden[None, :] & (offs_n[:, None] >= span_lo[None, :]) & (offs_n[:, None] < span_hi[None, :])
-            key_ok = (offs_n < seq_len) & (reduce_max(in_hidden.to(tl.int32), 1) == 0)
-            own = offs_n >= kv_split
-            kv_rows = offs_n + tl.where(own, kv_shift, 0)
-            k_off = tl.where(own, var * sk_v, 0) + kv_rows * sk_l
-            v_off = tl.where(own, var * sv_v, 0) + kv_rows * sv_l
-            kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None],
-                         other=0.0)  # (D, N); hidden keys are never read
-            vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)  # (N, D)
-            if UPCAST:
-                kt = kt.to(tl.float32)
-                vb = vb.to(tl.float32)
-            s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
-            allowed = key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None])
-            s = tl.where(allowed, s, float("-inf"))
-            m_new = tl.maximum(m_i, reduce_max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
-            p = tl.exp2(s - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + reduce_sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=DOT_PRECISION)
-            m_i = m_new
+        if reduce_max(covered.to(tl.int32), 0) == 0:
+            acc, l_i, m_i = _attend_block(
+                q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
+                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, True, NUM_MODALITIES > 0, EVEN_D, UPCAST,
+                DOT_PRECISION)
             visited += 1
 
     out = tl.where((l_i > 0.0)[:, None], acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None], 0.0)
@@ -419,7 +472,7 @@ def _launch(
     meta = dict(HEADS=heads, GROUP=heads // kv_heads, NUM_VARIANTS=variants, NUM_MODALITIES=num_m,
                 BLOCK_D=next_pow2(dim), BLOCK_MOD=next_pow2(max(num_m, 1), 2), UPCAST=upcast,
                 DOT_PRECISION="ieee" if q.dtype == torch.float32 or upcast else None,  # fp16/bf16: exact products
-                COUNT_BLOCKS=count_blocks)
+                COUNT_BLOCKS=count_blocks, EVEN_D=next_pow2(dim) == dim)
     rows = bsz * variants * heads
     if tuned:  # first call per (q_rows, key_len, head_dim, variants, group) benchmarks the configs (outside graphs)
         _masked_attention_tuned[lambda m: (rows, triton.cdiv(q_rows, m["BLOCK_M"]))](*args, **meta)

@@ -306,7 +306,7 @@ def test_compiled_path_builds_for_a_gpu_target(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(MIGR_RT_TRITON_COMPILE_ONLY="1", TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
     proc = subprocess.run([sys.executable, "-m", "migr_rt.kernels.compile_check", "--quick", "--arch", "90"],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # not the checkout
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "masked_attention sm_90 fp16" in proc.stdout and "fused_mi sm_90 fp16" in proc.stdout
 

@@ -28,6 +28,23 @@ from migr_rt.model.graphs import ScoringGraph  # noqa: E402
 needs_gpu = pytest.mark.skipif(
     INTERPRET, reason="needs a CUDA GPU (compiled Triton, CUDA graphs); here the kernels are interpreted")
 PRESENCE = [[True, True], [True, False], [False, True], [False, False]]
+#: where the kernels run: interpreted on the CPU, compiled on a GPU (the same tests, natively there)
+DEVICE = "cpu" if INTERPRET else "cuda"
+
+
+def on_device(model):
+    """The model on the kernels' device; a copy on a GPU, so the shared fixtures stay on the CPU."""
+    return model if DEVICE == "cpu" else copy.deepcopy(model).to(DEVICE)
+
+
+def scores(model, batch: int, seed: int) -> tuple:
+    """(fused, ScoringGraph) scores of one random batch, on the kernels' device."""
+    model = on_device(model)
+    graph = ScoringGraph(model).eval().to(DEVICE)
+    visual, audio = tokens_for(model, batch, seed=seed)
+    present = torch.tensor(PRESENCE[:batch], device=DEVICE)
+    with torch.inference_mode():
+        return fused_scoring(graph, visual, audio, present), graph(visual, audio, present)
 
 
 def layered_model(layers: int):
@@ -46,7 +63,7 @@ def three_layer_model():
 def tokens_for(model, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     pixels, audio = random_inputs(model.config, batch, seed=seed)
     with torch.no_grad():
-        return model.encode_visual(pixels), model.encode_audio(audio)
+        return model.encode_visual(pixels.to(model.device)), model.encode_audio(audio.to(model.device))
 
 
 def assert_same_scores(got: tuple, ref: tuple, atol: float = 1e-5) -> None:
@@ -60,30 +77,16 @@ def assert_same_scores(got: tuple, ref: tuple, atol: float = 1e-5) -> None:
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_fused_scoring_equals_scoring_graph(tiny_model, batch):
-    model, _ = tiny_model
-    graph = ScoringGraph(model).eval()
-    visual, audio = tokens_for(model, batch, seed=batch)
-    present = torch.tensor(PRESENCE[:batch])
-    with torch.inference_mode():
-        assert_same_scores(fused_scoring(graph, visual, audio, present), graph(visual, audio, present))
+    assert_same_scores(*scores(tiny_model[0], batch, seed=batch))
 
 
 def test_fused_scoring_one_layer():
     """A one-layer decoder: the first layer is also the last (shared rows, answer queries only)."""
-    model = layered_model(1)
-    graph = ScoringGraph(model).eval()
-    visual, audio = tokens_for(model, 3, seed=8)
-    present = torch.tensor(PRESENCE[:3])
-    with torch.inference_mode():
-        assert_same_scores(fused_scoring(graph, visual, audio, present), graph(visual, audio, present))
+    assert_same_scores(*scores(layered_model(1), 3, seed=8))
 
 
 def test_fused_scoring_three_layers(three_layer_model):
-    graph = ScoringGraph(three_layer_model).eval()
-    visual, audio = tokens_for(three_layer_model, 4, seed=7)
-    present = torch.tensor(PRESENCE)
-    with torch.inference_mode():
-        assert_same_scores(fused_scoring(graph, visual, audio, present), graph(visual, audio, present))
+    assert_same_scores(*scores(three_layer_model, 4, seed=7))
 
 
 def test_spans_reproduce_the_decoder_key_visibility(tiny_model):
@@ -102,9 +105,9 @@ def test_spans_reproduce_the_decoder_key_visibility(tiny_model):
 
 
 def test_torch_backend_opt_in(tiny_model, monkeypatch):
-    """``kernels=True`` scores through the kernels (interpreted here) with the reference path's results;
+    """``kernels=True`` scores through the kernels (interpreted on a CPU) with the reference path's results;
     auto stays off on CPU, ``MIGR_RT_KERNELS=0`` forces the reference path."""
-    model, _ = tiny_model
+    model = on_device(tiny_model[0])
     monkeypatch.delenv("MIGR_RT_KERNELS", raising=False)
     assert kernels_wanted(None, "cpu") is False
     monkeypatch.setenv("MIGR_RT_KERNELS", "0")
@@ -114,7 +117,7 @@ def test_torch_backend_opt_in(tiny_model, monkeypatch):
     fused, plain = TorchBackend(model, kernels=True), TorchBackend(model, kernels=False)
     assert fused.kernels and not plain.kernels and "triton" in fused.describe()
     pixels, audio = random_inputs(model.config, 2, seed=11)
-    tokens = plain.encode(pixels, audio)
+    tokens = plain.encode(pixels, audio)  # the backend API takes host arrays and moves them
     present = torch.tensor([[True, True], [False, True]])
     got, ref = fused.score_mi(tokens, present), plain.score_mi(tokens, present)
     np.testing.assert_allclose(got.log_probs, ref.log_probs, atol=1e-5, rtol=1e-4)
