@@ -411,8 +411,8 @@ def markdown(result: dict) -> str:
                   "Eager = one Python call each (the kernel's wrapper builds its layout per call); graph = the "
                   "same call replayed from a CUDA graph (GPU work alone, as the captured scoring step runs it). "
                   "The target is read from the graphed ratio.", "",
-                  "| B | L | kernel | best SDPA | kernel / best | kernel graph | best SDPA graph | kernel / best, graph "
-                  "| kernel TFLOP/s, graph | kernel masked x3 (graph) | SDPA copies x3 |",
+                  "| B | L | kernel | best SDPA | kernel / best | kernel graph | best SDPA graph "
+                  "| kernel / best, graph | kernel TFLOP/s, graph | kernel masked x3 (graph) | SDPA copies x3 |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["attention"]:
             best, best_g = r.get("best_sdpa"), r.get("best_sdpa_graph")

@@ -372,22 +372,22 @@ def _masked_attention_kernel(
             if reduce_max(covered.to(tl.int32), 0) == 0:
                 acc, l_i, m_i = _attend_block(
                     q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                    sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D, UPCAST,
-                    DOT_PRECISION)
+                    sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D,
+                    UPCAST, DOT_PRECISION)
                 visited += 1
         else:
             acc, l_i, m_i = _attend_block(
                 q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D, UPCAST,
-                DOT_PRECISION)
+                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D,
+                UPCAST, DOT_PRECISION)
             visited += 1
     for start_n in range(mid, hi, BLOCK_N):
         covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
         if reduce_max(covered.to(tl.int32), 0) == 0:
             acc, l_i, m_i = _attend_block(
                 q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, True, NUM_MODALITIES > 0, EVEN_D, UPCAST,
-                DOT_PRECISION)
+                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, True, NUM_MODALITIES > 0, EVEN_D,
+                UPCAST, DOT_PRECISION)
             visited += 1
 
     out = tl.where((l_i > 0.0)[:, None], acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None], 0.0)
