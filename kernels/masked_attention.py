@@ -250,53 +250,60 @@ def masked_attention_rows_reference(
 # ---------------------------------------------------------------------------------------------------------------
 @jit
 def _attend_block(
-    q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v, sk_l, sv_l,
+    q, acc, l_i, m_i, visited, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v, sk_l, sv_l,
     d_ok, span_lo, span_hi, hidden, qk_scale,
     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, SPANS: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """One key block of the online softmax. ``CAUSAL``: the block reaches the diagonal or the window's end, so
-    keys are masked by position; without it (an interior block) every query row sees every key. ``SPANS``: some
-    modality may be hidden, so keys inside hidden spans are masked off in the load itself."""
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    own = offs_n >= kv_split
-    kv_rows = offs_n + tl.where(own, kv_shift, 0)
-    k_off = tl.where(own, own_k, 0) + kv_rows * sk_l
-    v_off = tl.where(own, own_v, 0) + kv_rows * sv_l
-    if SPANS:
-        in_hidden = hidden[None, :] & (offs_n[:, None] >= span_lo[None, :]) & (offs_n[:, None] < span_hi[None, :])
-        key_ok = (offs_n < seq_len) & (reduce_max(in_hidden.to(tl.int32), 1) == 0)
-        kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
-        vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)  # (N, D)
-    elif CAUSAL:
-        key_ok = offs_n < seq_len
-        kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None], other=0.0)
-        vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-    elif EVEN_D:  # interior, nothing hidden, head_dim a power of two: plain loads
-        kt = tl.load(k_ptrs + k_off[None, :])
-        vb = tl.load(v_ptrs + v_off[:, None])
-    else:
-        kt = tl.load(k_ptrs + k_off[None, :], mask=d_ok[:, None], other=0.0)
-        vb = tl.load(v_ptrs + v_off[:, None], mask=d_ok[None, :], other=0.0)
-    if UPCAST:
-        kt = kt.to(tl.float32)
-        vb = vb.to(tl.float32)
-    s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
-    if CAUSAL:
-        s = tl.where(key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None]), s, float("-inf"))
-    elif SPANS:
-        s = tl.where(key_ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, reduce_max(s, 1))
-    m_safe = m_new
-    if CAUSAL:
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
-    elif SPANS:
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.exp2(s - m_safe[:, None])
-    alpha = tl.exp2(m_i - m_safe)
-    l_i = l_i * alpha + reduce_sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=DOT_PRECISION)
-    return acc, l_i, m_new
+    """One key block of the online softmax; returns ``(acc, l_i, m_i, visited)``. ``CAUSAL``: the block reaches
+    the diagonal or the window's end, so keys are masked by position; without it (an interior block) every query
+    row sees every key. ``SPANS``: some modality may be hidden, so keys inside hidden spans are masked off in the
+    load itself. A masked block (either) may hide every key from a row, and is skipped whole when it lies inside
+    one hidden span; an unmasked one runs with no branch and plain loads, which the compiler pipelines."""
+    keep = True
+    if CAUSAL or SPANS:
+        # A block wholly inside one hidden span: skip it (no load, no dot).
+        covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
+        keep = reduce_max(covered.to(tl.int32), 0) == 0
+    if keep:
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        own = offs_n >= kv_split
+        kv_rows = offs_n + tl.where(own, kv_shift, 0)
+        k_off = tl.where(own, own_k, 0) + kv_rows * sk_l
+        v_off = tl.where(own, own_v, 0) + kv_rows * sv_l
+        if SPANS:
+            in_hidden = hidden[None, :] & (offs_n[:, None] >= span_lo[None, :]) & (offs_n[:, None] < span_hi[None, :])
+            key_ok = (offs_n < seq_len) & (reduce_max(in_hidden.to(tl.int32), 1) == 0)
+        elif CAUSAL:
+            key_ok = offs_n < seq_len
+        if CAUSAL or SPANS:  # hidden keys and keys past the window are never read
+            kt = tl.load(k_ptrs + k_off[None, :], mask=key_ok[None, :] & d_ok[:, None], other=0.0)  # (D, N)
+            vb = tl.load(v_ptrs + v_off[:, None], mask=key_ok[:, None] & d_ok[None, :], other=0.0)  # (N, D)
+        elif EVEN_D:  # interior, nothing hidden, head_dim a power of two: plain loads
+            kt = tl.load(k_ptrs + k_off[None, :])
+            vb = tl.load(v_ptrs + v_off[:, None])
+        else:
+            kt = tl.load(k_ptrs + k_off[None, :], mask=d_ok[:, None], other=0.0)
+            vb = tl.load(v_ptrs + v_off[:, None], mask=d_ok[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vb = vb.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
+        if CAUSAL:
+            s = tl.where(key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None]), s, float("-inf"))
+        elif SPANS:
+            s = tl.where(key_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, reduce_max(s, 1))
+        m_safe = m_new
+        if CAUSAL or SPANS:
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + reduce_sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=DOT_PRECISION)
+        m_i = m_new
+        visited += 1
+    return acc, l_i, m_i, visited
 
 
 @jit
@@ -366,29 +373,15 @@ def _masked_attention_kernel(
     own_k = var * sk_v
     own_v = var * sv_v
     for start_n in range(0, mid, BLOCK_N):
-        if NUM_MODALITIES > 0:
-            # A block wholly inside one hidden span: skip it (no load, no dot).
-            covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
-            if reduce_max(covered.to(tl.int32), 0) == 0:
-                acc, l_i, m_i = _attend_block(
-                    q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                    sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D,
-                    UPCAST, DOT_PRECISION)
-                visited += 1
-        else:
-            acc, l_i, m_i = _attend_block(
-                q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D,
-                UPCAST, DOT_PRECISION)
-            visited += 1
+        acc, l_i, m_i, visited = _attend_block(
+            q, acc, l_i, m_i, visited, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
+            sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, False, NUM_MODALITIES > 0, EVEN_D, UPCAST,
+            DOT_PRECISION)
     for start_n in range(mid, hi, BLOCK_N):
-        covered = hidden & (span_lo <= start_n) & (start_n + BLOCK_N <= span_hi)
-        if reduce_max(covered.to(tl.int32), 0) == 0:
-            acc, l_i, m_i = _attend_block(
-                q, acc, l_i, m_i, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
-                sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, True, NUM_MODALITIES > 0, EVEN_D,
-                UPCAST, DOT_PRECISION)
-            visited += 1
+        acc, l_i, m_i, visited = _attend_block(
+            q, acc, l_i, m_i, visited, k_ptrs, v_ptrs, start_n, q_pos, seq_len, kv_split, kv_shift, own_k, own_v,
+            sk_l, sv_l, d_ok, span_lo, span_hi, hidden, qk_scale, BLOCK_N, True, NUM_MODALITIES > 0, EVEN_D, UPCAST,
+            DOT_PRECISION)
 
     out = tl.where((l_i > 0.0)[:, None], acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None], 0.0)
     out = tl.where(row_ok[:, None], out, 0.0)
